@@ -1,0 +1,330 @@
+"""The BYOL keras.Model: online and target networks and the training step."""
+
+import keras
+import tensorflow as tf
+
+from byol_tf import losses
+from byol_tf.networks import mlp_head
+
+
+def unpack_views(data):
+    """Splits a training batch into `(view1, view2, labels_or_None)`.
+
+    Accepts `{"view1", "view2"[, "label"]}`, `(view1, view2)`, `(view1, view2, label)`,
+    `((view1, view2), label)` and any of these wrapped in a 1-tuple (as `fit` passes arrays).
+
+    Raises:
+        ValueError: for any other structure.
+    """
+    if isinstance(data, dict):
+        missing = {"view1", "view2"} - set(data)
+        if missing:
+            raise ValueError(
+                "A BYOL training batch dict needs the keys 'view1' and 'view2' (and optionally "
+                f"'label'). Received keys: {sorted(data)}"
+            )
+        return data["view1"], data["view2"], data.get("label")
+    if isinstance(data, (tuple, list)):
+        if len(data) == 1:
+            return unpack_views(data[0])
+        if len(data) == 2 and isinstance(data[0], (tuple, list, dict)):
+            view1, view2, _ = unpack_views(data[0])
+            return view1, view2, data[1]
+        if len(data) in (2, 3):
+            return data[0], data[1], data[2] if len(data) == 3 else None
+    raise ValueError(
+        "A BYOL training batch must be (view1, view2), (view1, view2, label), "
+        f"((view1, view2), label) or a dict with 'view1'/'view2'. Received: {type(data).__name__}"
+    )
+
+
+def _clone(model, input_shape):
+    """A structural copy of `model` with new variables."""
+    try:
+        clone = keras.models.clone_model(model)
+    except (ValueError, TypeError, NotImplementedError):
+        clone = model.__class__.from_config(model.get_config())
+    if not clone.built:
+        clone.build(input_shape)
+    return clone
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class BYOL(keras.Model):
+    """Bootstrap Your Own Latent (Grill et al., 2020) as a `keras.Model`.
+
+    The online network is `encoder` → projector → predictor; the target network is a copy of
+    encoder → projector with its own weights ξ, initialised to the online weights, never given
+    gradients and moved towards the online weights by `update_target(tau)` (use the
+    `TargetEMA` callback). `train_step` takes batches holding two views of the same images
+    (see `unpack_views`), runs both orderings and minimises the sum of the two
+    `2 − 2·cos(prediction, target projection)` terms, averaged over the global batch.
+
+    BatchNorm: both networks run in training mode (batch statistics), each view forwarded on
+    its own as in the official code; `joint_views=True` forwards both views as one batch
+    (statistics over 2B images), which is faster but not the paper's setting. The target keeps
+    its own BatchNorm moving statistics, updated by its own forward passes; the EMA averages
+    only parameters (as the official `target_state`), unless `ema_batchnorm_statistics=True`.
+
+    Args:
+        encoder: a `keras.Model` mapping `[batch, H, W, C]` images to `[batch, features]`.
+        projection_dim: output size of the projector and predictor (256).
+        hidden_dim: hidden width of the projector and predictor (4096).
+        image_shape: `(H, W, C)` of the training images; taken from the encoder when its
+            input shape is fully defined. The model is built at construction when known,
+            else call `model.build((None, H, W, C))` (under the strategy's scope).
+        synchronized_bn: synchronise the heads' BatchNorm across replicas; `None` means
+            "when the current distribution strategy has more than one replica".
+        num_classes: if set, an online linear probe is trained on the stop-gradient
+            representation of view 1 whenever batches carry labels (official code).
+        joint_views: forward both views as one batch (see above).
+        ema_batchnorm_statistics: also average BatchNorm moving statistics in the EMA.
+        **kwargs: `keras.Model` arguments (name, ...).
+    """
+
+    def __init__(
+        self,
+        encoder,
+        projection_dim=256,
+        hidden_dim=4096,
+        image_shape=None,
+        synchronized_bn=None,
+        num_classes=None,
+        joint_views=False,
+        ema_batchnorm_statistics=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(encoder, keras.Model):
+            raise ValueError(
+                "encoder must be a keras.Model mapping images to vectors. "
+                f"Received: encoder={type(encoder).__name__}"
+            )
+        for arg, value in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
+            raise ValueError(
+                f"num_classes must be an int >= 2. Received: num_classes={num_classes}"
+            )
+        if synchronized_bn is None:
+            synchronized_bn = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        self.encoder = encoder
+        self.projection_dim = projection_dim
+        self.hidden_dim = hidden_dim
+        self.synchronized_bn = bool(synchronized_bn)
+        self.num_classes = num_classes
+        self.joint_views = bool(joint_views)
+        self.ema_batchnorm_statistics = bool(ema_batchnorm_statistics)
+        self.image_shape = self._resolve_image_shape(encoder, image_shape)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.std_tracker = keras.metrics.Mean(name="embedding_std")
+        if num_classes:
+            self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
+            self.probe_accuracy = keras.metrics.SparseCategoricalAccuracy(name="probe_accuracy")
+        self._ema_function = None
+        if self.image_shape is not None:
+            self.build((None, *self.image_shape))
+
+    @staticmethod
+    def _resolve_image_shape(encoder, image_shape):
+        if image_shape is not None:
+            image_shape = tuple(image_shape)
+            if len(image_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in image_shape):
+                raise ValueError(
+                    f"image_shape must be (height, width, channels). Received: {image_shape}"
+                )
+            return image_shape
+        try:
+            shape = tuple(encoder.input_shape[1:])
+        except (AttributeError, ValueError):
+            return None
+        return shape if len(shape) == 3 and None not in shape else None
+
+    def build(self, input_shape):
+        """Creates the heads and the target network and copies online → target weights.
+
+        Call it inside `strategy.scope()`. `input_shape` is `(batch, H, W, C)` (a dict or pair
+        of such shapes, as `fit` may pass, is reduced to the first view's).
+        """
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["view1"]
+        if isinstance(input_shape, (tuple, list)) and isinstance(input_shape[0], (tuple, list)):
+            input_shape = input_shape[0]
+        shape = (None, *tuple(input_shape)[1:])
+        self.image_shape = tuple(shape[1:])
+        if not self.encoder.built:
+            self.encoder.build(shape)
+        feature_dim = int(self.encoder.compute_output_shape(shape)[-1])
+        sync = self.synchronized_bn
+        self.projector = mlp_head(
+            feature_dim, self.hidden_dim, self.projection_dim, sync, name="projector"
+        )
+        self.predictor = mlp_head(
+            self.projection_dim, self.hidden_dim, self.projection_dim, sync, name="predictor"
+        )
+        self.target_encoder = _clone(self.encoder, shape)
+        self.target_projector = mlp_head(
+            feature_dim, self.hidden_dim, self.projection_dim, sync, name="target_projector"
+        )
+        if self.num_classes:
+            self.probe = keras.layers.Dense(self.num_classes, name="online_probe")
+            self.probe.build((None, feature_dim))
+        self._ema_pairs = self._pair_variables()
+        for target, _ in self._ema_pairs:
+            # The target never receives gradients (SPEC §1); its BatchNorm still runs in
+            # training mode because the layers stay trainable, only the variables are not.
+            target.trainable = False
+        with tf.init_scope():
+            for target, online in self._ema_pairs:
+                target.assign(online)
+
+    def _pair_variables(self):
+        """(target, online) variable pairs, matched by structure, not by name."""
+        pairs = []
+        for target_net, online_net in (
+            (self.target_encoder, self.encoder),
+            (self.target_projector, self.projector),
+        ):
+            if len(target_net.weights) != len(online_net.weights):
+                raise ValueError(f"Target copy of {online_net.name} has a different structure.")
+            for target, online in zip(target_net.weights, online_net.weights, strict=True):
+                if tuple(target.shape) != tuple(online.shape):
+                    raise ValueError(
+                        f"Target copy of {online.path} has shape {target.shape}, "
+                        f"expected {online.shape}."
+                    )
+                pairs.append((target, online))
+        return pairs
+
+    @property
+    def online_variables(self):
+        """The variables the optimiser updates: online encoder, heads and probe."""
+        return self.trainable_variables
+
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker, self.std_tracker]
+        if self.num_classes:
+            trackers += [self.probe_loss_tracker, self.probe_accuracy]
+        return trackers
+
+    def call(self, inputs, training=False):
+        """Returns the online representation y = f(images)."""
+        return self.encoder(inputs, training=training)
+
+    def _forward_views(self, view1, view2, networks):
+        """Runs `networks` (a list of models applied in sequence) on both views.
+
+        Returns two lists with the output of every network, one list per view.
+        """
+        if self.joint_views:
+            x = tf.concat([view1, view2], axis=0)
+            outputs = []
+            for net in networks:
+                x = net(x, training=True)
+                outputs.append(tf.split(x, 2, axis=0))
+            return [o[0] for o in outputs], [o[1] for o in outputs]
+        results = []
+        for x in (view1, view2):
+            per_view = []
+            for net in networks:
+                x = net(x, training=True)
+                per_view.append(x)
+            results.append(per_view)
+        return results[0], results[1]
+
+    def _byol_losses(self, data):
+        """Forward pass of one batch; returns (total loss, byol loss, aux dict)."""
+        view1, view2, labels = unpack_views(data)
+        targets = self._forward_views(view1, view2, [self.target_encoder, self.target_projector])
+        # stop_gradient: the target is a fixed regression target for this step (SPEC §2).
+        z1_target = tf.stop_gradient(targets[0][1])
+        z2_target = tf.stop_gradient(targets[1][1])
+        (y1, z1, p1), (_, _, p2) = self._forward_views(
+            view1, view2, [self.encoder, self.projector, self.predictor]
+        )
+        byol_loss = tf.reduce_mean(losses.symmetric_loss(p1, p2, z1_target, z2_target))
+        aux = {"embedding_std": losses.embedding_std(z1)}
+        total = byol_loss
+        if self.num_classes and labels is not None:
+            # stop_gradient: labels must never reach the encoder (online evaluation only).
+            logits = tf.cast(self.probe(tf.stop_gradient(y1)), tf.float32)
+            probe_loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            )
+            total = total + probe_loss
+            aux.update(probe_loss=probe_loss, labels=labels, logits=logits)
+        return total, byol_loss, aux
+
+    def _update_metrics(self, byol_loss, aux):
+        self.loss_tracker.update_state(byol_loss)
+        self.std_tracker.update_state(aux["embedding_std"])
+        if "probe_loss" in aux:
+            self.probe_loss_tracker.update_state(aux["probe_loss"])
+            self.probe_accuracy.update_state(aux["labels"], aux["logits"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        """One optimiser step on a batch of view pairs (both orderings)."""
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            total, byol_loss, aux = self._byol_losses(data)
+            # Gradients are summed over replicas: dividing by their number makes the sum the
+            # gradient of the global-batch mean (SPEC §2).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(total / replicas)
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update_metrics(byol_loss, aux)
+
+    def test_step(self, data):
+        """Loss of a batch of view pairs without any update."""
+        _, byol_loss, aux = self._byol_losses(data)
+        return self._update_metrics(byol_loss, aux)
+
+    def update_target(self, tau):
+        """ξ ← τ·ξ + (1 − τ)·θ for every target parameter (compiled; call cross-replica).
+
+        BatchNorm moving statistics are left to the target's own forward passes unless the
+        model was built with `ema_batchnorm_statistics=True`.
+
+        Args:
+            tau: decay rate in [0, 1]; 1 leaves the target unchanged, 0 copies the online net.
+        """
+        if self._ema_function is None:
+            pairs = [(t, o) for t, o in self._ema_pairs if o.trainable or self.ema_batchnorm_statistics]
+            single = tf.distribute.get_strategy().num_replicas_in_sync == 1
+
+            # XLA fuses the per-variable updates on one device; mirrored variables are
+            # updated without it.
+            @tf.function(jit_compile=single)
+            def ema(tau):
+                for target, online in pairs:
+                    t = tf.cast(tau, target.dtype)
+                    target.assign(t * target.value + (1.0 - t) * online.value)
+
+            self._ema_function = ema
+        self._ema_function(tf.constant(tau, tf.float32))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "projection_dim": self.projection_dim,
+                "hidden_dim": self.hidden_dim,
+                "image_shape": list(self.image_shape) if self.image_shape else None,
+                "synchronized_bn": self.synchronized_bn,
+                "num_classes": self.num_classes,
+                "joint_views": self.joint_views,
+                "ema_batchnorm_statistics": self.ema_batchnorm_statistics,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)

@@ -1,0 +1,67 @@
+"""Learning-rate and target-decay schedules."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+def cosine_tau(step, total_steps, base_tau=0.996):
+    """Target decay rate τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2 (SPEC §3).
+
+    Args:
+        step: the optimiser step k (0-based), a Python number.
+        total_steps: K, the number of optimiser steps of the whole run.
+        base_tau: τ at step 0.
+
+    Returns:
+        τ as a Python float; 1.0 from step K on.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be a positive int. Received: total_steps={total_steps}")
+    progress = min(max(float(step), 0.0), float(total_steps)) / float(total_steps)
+    return 1.0 - (1.0 - base_tau) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `base_learning_rate`, then cosine decay to 0 (SPEC §4).
+
+    lr(k) = base·k/W for k < W, else base·(1 + cos(π(k − W)/(K − W)))/2, and 0 from K on.
+
+    Args:
+        base_learning_rate: peak learning rate (the paper: 0.2 × batch / 256).
+        total_steps: K, the number of optimiser steps of the whole run.
+        warmup_steps: W, the number of warm-up steps (0 for none).
+    """
+
+    def __init__(self, base_learning_rate, total_steps, warmup_steps=0):
+        if total_steps <= 0:
+            raise ValueError(
+                f"total_steps must be a positive int. Received: total_steps={total_steps}"
+            )
+        if not 0 <= warmup_steps <= total_steps:
+            raise ValueError(
+                "warmup_steps must lie in [0, total_steps]. "
+                f"Received: warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
+        self.base_learning_rate = base_learning_rate
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        base = tf.cast(self.base_learning_rate, tf.float32)
+        warmup = float(self.warmup_steps)
+        warm = base * step / max(warmup, 1.0)
+        decay_steps = max(float(self.total_steps) - warmup, 1.0)
+        progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
+        cosine = base * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < warmup, warm, cosine)
+
+    def get_config(self):
+        return {
+            "base_learning_rate": self.base_learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }

@@ -1,0 +1,46 @@
+"""Shared test set-up: two logical CPU devices (for MirroredStrategy tests) and tiny models."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+except RuntimeError:  # devices already initialised by an earlier import
+    pass
+
+
+def tiny_encoder(image_size=8, channels=3, filters=4, sync_bn=False, name="tiny"):
+    """Conv → BN → ReLU → global pool: the smallest encoder with BatchNorm."""
+    inputs = keras.Input((image_size, image_size, channels))
+    x = keras.layers.Conv2D(filters, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(synchronized=sync_bn, name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    outputs = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@pytest.fixture
+def views():
+    """A fixed batch of 8 view pairs of 8×8 RGB images with labels."""
+    rng = np.random.default_rng(0)
+    view1 = rng.normal(size=(8, 8, 8, 3)).astype("float32")
+    view2 = (view1 + 0.3 * rng.normal(size=view1.shape)).astype("float32")
+    labels = rng.integers(0, 3, size=8).astype("int32")
+    return {"view1": view1, "view2": view2, "label": labels}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
