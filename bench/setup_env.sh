@@ -18,8 +18,12 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
 
+# torchvision must be imported before tensorflow: the other order crashes (segfault) when
+# torchvision loads its C++ operators, so the bench scripts import PyTorch first.
+IMPORTS="import torch, torchvision, byol_pytorch, tensorflow, keras, byol_tf"
+
 check_imports() {
-  TF_CPP_MIN_LOG_LEVEL=2 "$PY" -c "import byol_tf, tensorflow, keras, torch, torchvision, byol_pytorch" \
+  TF_CPP_MIN_LOG_LEVEL=2 "$PY" -c "$IMPORTS" \
     >/dev/null 2>&1
 }
 
@@ -46,11 +50,11 @@ pip_install --no-deps "byol-pytorch==$BYOL_PYTORCH_VERSION"
 
 if ! check_imports; then
   echo "error: $VENV was installed but 'import byol_tf, torch, byol_pytorch' fails:" >&2
-  TF_CPP_MIN_LOG_LEVEL=2 "$PY" -c "import byol_tf, tensorflow, keras, torch, torchvision, byol_pytorch"
+  TF_CPP_MIN_LOG_LEVEL=2 "$PY" -c "$IMPORTS"
   exit 1
 fi
 touch "$MARKER"
-"$PY" -c "import tensorflow as tf, torch, torchvision, importlib.metadata as m; \
+"$PY" -c "import torch, torchvision, tensorflow as tf, importlib.metadata as m; \
 print('tensorflow', tf.__version__, '| torch', torch.__version__, '| torchvision', \
 torchvision.__version__, '| byol-pytorch', m.version('byol-pytorch'))" 2>/dev/null
 echo "$VENV ready: activate with 'source $VENV/bin/activate'."
