@@ -232,9 +232,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS)
     )
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per contender")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (and compilation)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per contender")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (and compilation)")
     parser.add_argument(
         "--threads",
         type=int,
