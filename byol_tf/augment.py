@@ -102,8 +102,49 @@ def as_seed(seed):
     return tf.stack([seed, tf.zeros_like(seed)]) if seed.shape.rank == 0 else seed
 
 
+def _mix(h):
+    """murmur3's 32-bit finaliser: a bijective avalanche of uint32 values."""
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16)) * tf.constant(
+        0x85EBCA6B, tf.uint32
+    )
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 13)) * tf.constant(
+        0xC2B2AE35, tf.uint32
+    )
+    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+
+
+def _words(seed):
+    """The two 32-bit words of a [2] int seed (low bits of each entry)."""
+    low = tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), tf.constant(0xFFFFFFFF, tf.int64))
+    words = tf.cast(low, tf.uint32)
+    return words[0], words[1]
+
+
 def _uniform(shape, seed, low=0.0, high=1.0):
-    return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high, alg="philox")
+    """Stateless U[low, high) floats from a counter hash.
+
+    TF's stateless RNG ops give different numbers under XLA than without it; this hash gives
+    bit-identical numbers in both, so the compiled and the plain augmentation agree.
+    """
+    k0, k1 = _words(seed)
+    count = tf.cast(tf.range(tf.reduce_prod(shape)), tf.uint32)
+    bits = _mix(tf.bitwise.bitwise_xor(_mix(count * tf.constant(0x9E3779B9, tf.uint32) + k0), k1))
+    unit = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
+    return low + (high - low) * tf.reshape(unit, shape)
+
+
+def _fold_in(seed, data):
+    """A new [2] int64 seed from a seed and an int."""
+    k0, k1 = _words(seed)
+    d = tf.cast(data, tf.uint32)
+    a = _mix(tf.bitwise.bitwise_xor(k0, _mix(d + tf.constant(0x68E31DA4, tf.uint32))))
+    b = _mix(tf.bitwise.bitwise_xor(k1 + a, _mix(d + tf.constant(0xB5297A4D, tf.uint32))))
+    return tf.cast(tf.stack([a, b]), tf.int64)
+
+
+def _split(seed, num):
+    """`num` independent [2] seeds derived from one."""
+    return tf.stack([_fold_in(seed, i) for i in range(num)])
 
 
 def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), tries=10):
@@ -142,7 +183,7 @@ def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 
     any_fits = tf.reduce_any(fits, axis=1)
     w = tf.where(any_fits, w, fallback_w)
     h = tf.where(any_fits, h, fallback_h)
-    pos = _uniform([batch, 2], tf.random.experimental.stateless_fold_in(seed, 1))
+    pos = _uniform([batch, 2], _fold_in(seed, 1))
     top = tf.where(any_fits, pos[:, 0] * (heights - h), (heights - h) / 2)
     left = tf.where(any_fits, pos[:, 1] * (widths - w), (widths - w) / 2)
     return tf.stack([top, left, h, w], axis=1)
@@ -174,7 +215,9 @@ def _resample(images, index, weights, axis):
     batch, out_size, taps = tf.shape(index)[0], index.shape[1], index.shape[2]
     flat = tf.reshape(index, [batch, out_size * taps])
     gathered = tf.cast(tf.gather(images, flat, axis=axis, batch_dims=1), tf.float32)
-    shape = tf.concat([tf.shape(gathered)[:axis], [out_size, taps], tf.shape(gathered)[axis + 1 :]], 0)
+    shape = tf.concat(
+        [tf.shape(gathered)[:axis], [out_size, taps], tf.shape(gathered)[axis + 1 :]], 0
+    )
     gathered = tf.reshape(gathered, shape)
     w = weights[:, :, :, None, None] if axis == 1 else weights[:, None, :, :, None]
     return tf.reduce_sum(gathered * w, axis=axis + 1)
@@ -209,41 +252,62 @@ def crop_and_resize(images, boxes, size, flip=None, method="bicubic"):
 
 def _jitter_params(seed, batch, config):
     """Per-image jitter factors [B, 4] (identity where not applied) and op order [B, 4]."""
-    u = _uniform([batch, 6], seed)
+    u = _uniform([batch, 5], seed)
     apply = u[:, 4] < config.jitter_prob
     spans = tf.constant([config.brightness, config.contrast, config.saturation, config.hue])
     centres = tf.constant([0.0, 1.0, 1.0, 0.0])
     factors = centres + spans * (2 * u[:, :4] - 1)
     factors = tf.where(apply[:, None], factors, centres)
-    order_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    order_seed = _fold_in(seed, 1)
     order = tf.argsort(_uniform([batch, 4], order_seed), axis=1, stable=True)
     return factors, order
+
+
+def _rotate_hue(images, shift):
+    """HSV hue shift of [B, 3, H, W] images keeping value and chroma (as tf.image.adjust_hue)."""
+    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    v = tf.reduce_max(images, axis=1, keepdims=True)
+    chroma = v - tf.reduce_min(images, axis=1, keepdims=True)
+    safe = tf.where(chroma > 0, chroma, 1.0)
+    h = tf.where(
+        v == r, (g - b) / safe, tf.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe)
+    )
+    k = tf.constant([5.0, 3.0, 1.0])[:, None, None] + h + 6.0 * shift
+    k = k - 6.0 * tf.floor(k / 6.0)  # mod 6; tf.math.floormod is slower under XLA
+    return v - chroma * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
 def color_jitter(images, seed, config):
     """Brightness, contrast, saturation and hue in a per-image random order, each then clipped.
 
+    Works channels-first so that XLA vectorises along the width. Brightness, contrast and
+    saturation are all `c' = a * (c - t) + t + d` with per-image (saturation: per-pixel) a, t, d;
+    hue is an exact HSV rotation. Every slot evaluates both and selects per image.
+
     Args:
-        images: float32 [B, H, W, 3] in [0, 1].
+        images: float32 [B, 3, H, W] in [0, 1].
         seed: stateless seed, shape [2].
         config: a `ViewConfig`.
 
     Returns:
-        float32 [B, H, W, 3] in [0, 1].
+        float32 [B, 3, H, W] in [0, 1].
     """
     factors, order = _jitter_params(seed, tf.shape(images)[0], config)
-    f = factors[:, None, None, :]
+    f = [factors[:, i, None, None, None] for i in range(4)]
     for slot in range(4):
-        op = order[:, slot][:, None, None, None]
-        brighter = images + f[..., _BRIGHTNESS : _BRIGHTNESS + 1]
-        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-        contrasted = (images - mean) * f[..., _CONTRAST : _CONTRAST + 1] + mean
-        h, s, v = tf.unstack(tf.image.rgb_to_hsv(images), axis=-1)
-        s = tf.where(op[..., 0] == _SATURATION, s * f[..., _SATURATION], s)
-        h = tf.where(op[..., 0] == _HUE, tf.math.floormod(h + f[..., _HUE], 1.0), h)
-        hsv = tf.image.hsv_to_rgb(tf.stack([h, tf.clip_by_value(s, 0.0, 1.0), v], axis=-1))
-        images = tf.where(op == _BRIGHTNESS, brighter, tf.where(op == _CONTRAST, contrasted, hsv))
-        images = tf.clip_by_value(images, 0.0, 1.0)
+        op = order[:, slot, None, None, None]
+        v = tf.reduce_max(images, axis=1, keepdims=True)
+        chroma = v - tf.reduce_min(images, axis=1, keepdims=True)
+        # Saturation in HSV: s' = min(f * s, 1), i.e. chroma' = min(f * chroma, v).
+        sat_scale = tf.minimum(f[_SATURATION], v / tf.maximum(chroma, 1e-12))
+        mean = tf.reduce_mean(images, axis=[2, 3], keepdims=True)  # contrast: per channel
+        is_sat, is_contrast = op == _SATURATION, op == _CONTRAST
+        scale = tf.where(is_sat, sat_scale, tf.where(is_contrast, f[_CONTRAST], 1.0))
+        target = tf.where(is_sat, v, tf.where(is_contrast, mean, 0.0))
+        offset = tf.where(op == _BRIGHTNESS, f[_BRIGHTNESS], 0.0)
+        affine = scale * (images - target) + target + offset
+        hued = _rotate_hue(images, f[_HUE])
+        images = tf.clip_by_value(tf.where(op == _HUE, hued, affine), 0.0, 1.0)
     return images
 
 
@@ -251,25 +315,24 @@ def gaussian_blur(images, sigma, radius):
     """Separable Gaussian blur with a per-image σ, reflect padding.
 
     Args:
-        images: float32 [B, H, W, C].
+        images: float32 [B, C, H, W] (channels first).
         sigma: float32 [B], σ in pixels.
         radius: kernel radius (kernel side 2 * radius + 1), a Python int.
 
     Returns:
-        float32 [B, H, W, C].
+        float32 [B, C, H, W].
     """
     taps = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-tf.square(taps)[None, :] / (2.0 * tf.square(sigma)[:, None]))
     kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # [B, 2r + 1]
-    size = 2 * radius + 1
-    for axis in (1, 2):
+    for axis in (2, 3):
         pad = [[0, 0], [0, 0], [0, 0], [0, 0]]
         pad[axis] = [radius, radius]
         padded = tf.pad(images, pad, mode="REFLECT")
         length = tf.shape(images)[axis]
         acc = tf.zeros_like(images)
-        for k in range(size):  # unrolled shifted sums: fused by XLA, no per-image conv kernels
-            window = padded[:, k : k + length] if axis == 1 else padded[:, :, k : k + length]
+        for k in range(2 * radius + 1):  # shifted sums: XLA fuses them, no per-image conv kernel
+            window = padded[:, :, k : k + length] if axis == 2 else padded[..., k : k + length]
             acc += window * kernel[:, k, None, None, None]
         images = acc
     return images
@@ -277,6 +340,11 @@ def gaussian_blur(images, sigma, radius):
 
 def _blur_radius(side, config):
     return max(int(side * config.blur_kernel_fraction) // 2, 1)
+
+
+def _select(mask, a, b):
+    """Per-image choice; mask is bool [B]."""
+    return tf.where(mask[:, None, None, None], a, b)
 
 
 def augment_view(images, seed, config, flip=True):
@@ -291,26 +359,29 @@ def augment_view(images, seed, config, flip=True):
     Returns:
         float32 [B, H, W, 3] in [0, 1].
     """
-    seeds = tf.random.experimental.stateless_split(as_seed(seed), 3)
+    seeds = _split(as_seed(seed), 3)
     batch = tf.shape(images)[0]
     u = _uniform([batch, 5], seeds[0])
     if flip and config.flip_prob > 0:
         images = tf.where(u[:, 0, None, None, None] < config.flip_prob, images[:, :, ::-1], images)
+    side = images.shape[1]
+    images = tf.transpose(images, [0, 3, 1, 2])  # channels first: XLA vectorises along W
     if config.jitter_prob > 0:
         images = color_jitter(images, seeds[1], config)
     if config.greyscale_prob > 0:
-        grey = tf.reduce_sum(images * tf.constant(_GREY_WEIGHTS), axis=-1, keepdims=True)
-        grey = tf.broadcast_to(grey, tf.shape(images))
-        images = tf.where(u[:, 1, None, None, None] < config.greyscale_prob, grey, images)
+        grey = tf.reduce_sum(images * tf.constant(_GREY_WEIGHTS)[:, None, None], 1, keepdims=True)
+        images = _select(
+            u[:, 1] < config.greyscale_prob, tf.broadcast_to(grey, tf.shape(images)), images
+        )
     if config.blur_prob > 0:
         low, high = config.blur_sigma
         sigma = low + (high - low) * _uniform([batch], seeds[2])
-        blurred = gaussian_blur(images, sigma, _blur_radius(images.shape[1], config))
-        images = tf.where(u[:, 2, None, None, None] < config.blur_prob, blurred, images)
+        blurred = gaussian_blur(images, sigma, _blur_radius(side, config))
+        images = _select(u[:, 2] < config.blur_prob, blurred, images)
     if config.solarize_prob > 0:
         solarized = tf.where(images < config.solarize_threshold, images, 1.0 - images)
-        images = tf.where(u[:, 3, None, None, None] < config.solarize_prob, solarized, images)
-    return tf.clip_by_value(images, 0.0, 1.0)
+        images = _select(u[:, 3] < config.solarize_prob, solarized, images)
+    return tf.clip_by_value(tf.transpose(images, [0, 2, 3, 1]), 0.0, 1.0)
 
 
 def to_unit_float(images):
@@ -363,7 +434,7 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     size = image_size or images.shape[1]
     if not isinstance(size, int) or size <= 0:
         raise ValueError(f"image_size must be a positive int. Received: image_size={image_size}")
-    seeds = tf.random.experimental.stateless_split(as_seed(seed), 4)
+    seeds = _split(as_seed(seed), 4)
     shape = tf.shape(images)
     batch = shape[0]
     heights = tf.fill([batch], tf.cast(shape[1], tf.float32))
@@ -372,8 +443,10 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     views = []
     for i, config in enumerate(configs):
         boxes = sample_crop_boxes(seeds[i], heights, widths, config.crop_area, config.crop_aspect)
-        flip_u = _uniform([batch], tf.random.experimental.stateless_fold_in(seeds[i], 7))
-        crops = crop_and_resize(images, boxes, size, flip_u < config.flip_prob, config.resize_method)
+        flip_u = _uniform([batch], _fold_in(seeds[i], 7))
+        crops = crop_and_resize(
+            images, boxes, size, flip_u < config.flip_prob, config.resize_method
+        )
         crops = tf.clip_by_value(crops * scale, 0.0, 1.0)
         view = augment_view(crops, seeds[2 + i], config, flip=False)
         views.append(normalize(view, mean, std))
@@ -395,7 +468,7 @@ def augment_pair(crops1, crops2, seed, preset="imagenet", **overrides):
     """
     mean, std, overrides = _split_overrides(dict(overrides))
     configs = view_configs(preset, **overrides)
-    seeds = tf.random.experimental.stateless_split(as_seed(seed), 2)
+    seeds = _split(as_seed(seed), 2)
     views = []
     for crops, config, view_seed in zip((crops1, crops2), configs, tf.unstack(seeds)):
         view = augment_view(to_unit_float(to_rgb(crops)), view_seed, config, flip=True)
