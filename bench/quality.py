@@ -153,11 +153,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--train_subset",
         type=int,
-        default=8000,
+        default=5000,
         help="training images used for pretraining and as the kNN memory bank",
     )
     parser.add_argument("--test_subset", type=int, default=None, help="test images (all: 10000)")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument(
         "--warmup_epochs",
@@ -197,10 +197,9 @@ def _byol_tf_dataset(images, args):
         )  # fmt: skip
         return {"view1": view1, "view2": view2}
 
-    dataset = tf.data.Dataset.from_tensor_slices(images).repeat()
-    dataset = dataset.shuffle(len(images), seed=args.seed).batch(
-        args.batch_size, drop_remainder=True
-    )
+    dataset = tf.data.Dataset.from_tensor_slices(images)
+    dataset = dataset.shuffle(len(images), seed=args.seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.batch(args.batch_size, drop_remainder=True)
     return dataset.enumerate().map(views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
@@ -231,6 +230,7 @@ def pretrain_byol_tf(images, args):
         epochs=args.epochs,
         steps_per_epoch=steps,
         callbacks=[byol_tf.TargetEMA(0.99, total_steps=total)],
+        shuffle=False,  # the dataset shuffles itself
         verbose=2,
     )
     return model.encoder
