@@ -25,6 +25,10 @@ def unpack_views(data):
             )
         return data["view1"], data["view2"], data.get("label")
     if isinstance(data, (tuple, list)):
+        # train_on_batch(x) packs (x, None, None): drop the empty y / sample_weight slots.
+        data = tuple(data)
+        while data and data[-1] is None:
+            data = data[:-1]
         if len(data) == 1:
             return unpack_views(data[0])
         if len(data) == 2 and isinstance(data[0], (tuple, list, dict)):
@@ -47,6 +51,14 @@ def _clone(model, input_shape):
     if not clone.built:
         clone.build(input_shape)
     return clone
+
+
+def _local_components(target, online):
+    """Pairs of per-device (target, online) variables behind two Keras variables."""
+    target, online = target.value, online.value
+    if isinstance(target, tf.distribute.DistributedValues):
+        return list(zip(target.values, online.values, strict=True))
+    return [(target, online)]
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
@@ -275,7 +287,9 @@ class BYOL(keras.Model):
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(total / replicas)
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply(gradients, variables)
+        # Batches without labels leave the online probe without gradients: skip it.
+        pairs = [(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         return self._update_metrics(byol_loss, aux)
 
     def test_step(self, data):
@@ -293,16 +307,21 @@ class BYOL(keras.Model):
             tau: decay rate in [0, 1]; 1 leaves the target unchanged, 0 copies the online net.
         """
         if self._ema_function is None:
-            pairs = [(t, o) for t, o in self._ema_pairs if o.trainable or self.ema_batchnorm_statistics]
-            single = tf.distribute.get_strategy().num_replicas_in_sync == 1
+            average_all = self.ema_batchnorm_statistics
+            pairs = [(t, o) for t, o in self._ema_pairs if o.trainable or average_all]
+            components = [pair for t, o in pairs for pair in _local_components(t, o)]
+            single = self.distribute_strategy.num_replicas_in_sync == 1
 
-            # XLA fuses the per-variable updates on one device; mirrored variables are
-            # updated without it.
+            # Each replica's copy is updated on its own device from its own online copy (all
+            # copies are equal, so they stay equal), as strategy.extended.update would; this
+            # is valid from cross-replica context, where callbacks run. XLA fuses the updates
+            # when everything lives on one device.
             @tf.function(jit_compile=single)
             def ema(tau):
-                for target, online in pairs:
-                    t = tf.cast(tau, target.dtype)
-                    target.assign(t * target.value + (1.0 - t) * online.value)
+                for target, online in components:
+                    with tf.device(target.device):
+                        t = tf.cast(tau, target.dtype)
+                        target.assign(t * target + (1.0 - t) * online)
 
             self._ema_function = ema
         self._ema_function(tf.constant(tau, tf.float32))

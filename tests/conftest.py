@@ -9,6 +9,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Collective ops of two CPU replicas block inter-op threads while they wait for each other;
+# a 2-core machine's default pool (2 threads) can deadlock, so give it more.
+try:
+    tf.config.threading.set_inter_op_parallelism_threads(8)
+except RuntimeError:  # TensorFlow already initialised
+    pass
 _cpus = tf.config.list_physical_devices("CPU")
 try:
     tf.config.set_logical_device_configuration(

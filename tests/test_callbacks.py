@@ -1,0 +1,92 @@
+"""TargetEMA: the cosine τ schedule over the whole run, resume, steps_per_execution."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_encoder
+
+import byol_tf
+
+
+class _RecordTau(keras.callbacks.Callback):
+    def __init__(self, ema):
+        super().__init__()
+        self.ema, self.taus = ema, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.taus.append(self.ema.last_tau)
+
+
+def _fit(views, epochs=2, steps=3, ema=None, initial_step=0, **compile_kwargs):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), **compile_kwargs)
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(initial_step)
+    ema = ema or byol_tf.TargetEMA(0.9)
+    record = _RecordTau(ema)
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    model.fit(
+        data.repeat(), epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[ema, record]
+    )
+    return model, ema, record.taus
+
+
+def test_tau_follows_cosine_schedule_over_all_epochs_times_steps(views):
+    _, ema, taus = _fit(views, epochs=2, steps=3)
+    expected = [byol_tf.cosine_tau(k, 6, 0.9) for k in range(6)]
+    np.testing.assert_allclose(taus, expected)
+    assert ema._steps == 6
+
+
+def test_resumed_run_continues_the_schedule_from_optimizer_iterations(views):
+    _, _, taus = _fit(
+        views, epochs=1, steps=3, ema=byol_tf.TargetEMA(0.9, total_steps=6), initial_step=3
+    )
+    np.testing.assert_allclose(taus, [byol_tf.cosine_tau(k, 6, 0.9) for k in (3, 4, 5)])
+
+
+def test_steps_per_execution_compounds_the_skipped_updates(views):
+    _, ema, taus = _fit(views, epochs=1, steps=4, steps_per_execution=2)
+    expected = math.prod(byol_tf.cosine_tau(k, 4, 0.9) for k in (2, 3))
+    assert len(taus) == 2
+    assert taus[-1] == pytest.approx(expected)
+
+
+def test_target_equals_numpy_ema_of_online_after_each_callback_step(views):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    pairs = [(t, o) for t, o in model._ema_pairs if o.trainable]
+    expected = [t.numpy().copy() for t, _ in pairs]
+
+    class Check(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            nonlocal expected
+            tau = byol_tf.cosine_tau(batch, 3, 0.8)
+            expected = [
+                tau * e + (1 - tau) * o.numpy() for e, (_, o) in zip(expected, pairs, strict=True)
+            ]
+            for e, (t, _) in zip(expected, pairs, strict=True):
+                np.testing.assert_allclose(t.numpy(), e, rtol=1e-5, atol=1e-6)
+
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    model.fit(
+        data.repeat(), steps_per_epoch=3, verbose=0, callbacks=[byol_tf.TargetEMA(0.8), Check()]
+    )
+
+
+def test_unknown_run_length_gets_a_clear_error(views):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    data = data.repeat(2).filter(lambda x: True)  # cardinality unknown
+    with pytest.raises(ValueError, match="total_steps"):
+        model.fit(data, verbose=0, callbacks=[byol_tf.TargetEMA(0.9)])
+
+
+@pytest.mark.parametrize("kwargs", [{"base_tau": 1.5}, {"total_steps": 0}])
+def test_target_ema_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        byol_tf.TargetEMA(**kwargs)
