@@ -1,0 +1,67 @@
+"""Encoders and heads: output sizes, parameter counts of the reference ResNets, options."""
+
+import keras
+import numpy as np
+import pytest
+
+from byol_tf import networks
+
+
+def _trainable_count(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    "depth, expected_params, features",
+    # torchvision's resnet18 / resnet50 minus their 1000-way classifier.
+    [(18, 11_689_512 - 513_000, 512), (50, 25_557_032 - 2_049_000, 2048)],
+)
+def test_resnet_matches_reference_parameter_counts(depth, expected_params, features):
+    model = networks.resnet(depth)
+    assert _trainable_count(model) == expected_params
+    assert model.output_shape == (None, features)
+
+
+def test_cifar_stem_keeps_resolution_and_has_no_max_pool():
+    model = networks.resnet(18, cifar_stem=True, input_shape=(32, 32, 3))
+    names = [layer.name for layer in model.layers]
+    assert "stem_pool" not in names
+    assert model.get_layer("stem_conv").kernel.shape[:2] == (3, 3)
+    assert model.get_layer("stage1_block1_out").output.shape[1:3] == (32, 32)
+    assert model.get_layer("stage4_block2_out").output.shape[1:3] == (4, 4)
+
+
+def test_width_multiplier_scales_channels_and_resnet34_has_more_blocks():
+    narrow = networks.resnet(18, width_multiplier=0.25, cifar_stem=True)
+    assert narrow.output_shape == (None, 128)
+    deep = networks.resnet(34, width_multiplier=0.25, cifar_stem=True)
+    assert len(deep.layers) > len(narrow.layers)
+    x = np.zeros((2, 16, 16, 3), "float32")
+    assert deep(x).shape == (2, 128)
+
+
+def test_synchronized_bn_flag_reaches_every_batchnorm():
+    model = networks.resnet(18, width_multiplier=0.125, synchronized_bn=True)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.synchronized for layer in bns)
+
+
+def test_mlp_head_is_dense_bn_relu_dense():
+    head = networks.mlp_head(32, 64, 16)
+    kinds = [type(layer).__name__ for layer in head.layers[1:]]
+    assert kinds == ["Dense", "BatchNormalization", "ReLU", "Dense"]
+    assert head.output_shape == (None, 16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"depth": 20}, "depth"), ({"depth": 18, "width_multiplier": 0}, "width_multiplier")],
+)
+def test_resnet_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        networks.resnet(**kwargs)
+
+
+def test_mlp_head_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="hidden_dim"):
+        networks.mlp_head(8, 0, 4)
