@@ -15,8 +15,10 @@ def _compile_rule(rule, argument):
     if rule == VECTORS:
         # Biases and normalisation γ/β are exactly the rank ≤ 1 variables (STYLE habit 7).
         return lambda variable: len(variable.shape) <= 1
-    if isinstance(rule, str) or not isinstance(rule, (list, tuple)) or not all(
-        isinstance(p, str) for p in rule
+    if (
+        isinstance(rule, str)
+        or not isinstance(rule, (list, tuple))
+        or not all(isinstance(p, str) for p in rule)
     ):
         raise ValueError(
             f"{argument} must be None, '{VECTORS}' or a list of regular expressions "

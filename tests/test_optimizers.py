@@ -55,8 +55,13 @@ def test_lars_with_no_exclusions_adapts_bias_too():
     rng = np.random.default_rng(2)
     b0 = rng.normal(size=(5,)).astype("float32")
     grads = [rng.normal(size=(5,)).astype("float32")]
-    opt = LARS(0.5, weight_decay=0.1, eta=0.01, exclude_from_weight_decay=None,
-               exclude_from_layer_adaptation=None)
+    opt = LARS(
+        0.5,
+        weight_decay=0.1,
+        eta=0.01,
+        exclude_from_weight_decay=None,
+        exclude_from_layer_adaptation=None,
+    )
     expected = _np_lars(b0, grads, 0.5, 0.9, 0.1, 0.01, decay=True, adapt=True)
     np.testing.assert_allclose(_run_lars(opt, b0, grads), expected, rtol=1e-5)
 
@@ -86,11 +91,22 @@ def test_lars_learning_rate_multiplies_momentum_buffer():
 
 
 def test_lars_config_round_trip():
-    opt = LARS(0.3, momentum=0.8, weight_decay=1e-5, eta=0.02,
-               exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=None)
+    opt = LARS(
+        0.3,
+        momentum=0.8,
+        weight_decay=1e-5,
+        eta=0.02,
+        exclude_from_weight_decay=["bias"],
+        exclude_from_layer_adaptation=None,
+    )
     clone = LARS.from_config(opt.get_config())
-    for key in ("momentum", "weight_decay", "eta", "exclude_from_weight_decay",
-                "exclude_from_layer_adaptation"):
+    for key in (
+        "momentum",
+        "weight_decay",
+        "eta",
+        "exclude_from_weight_decay",
+        "exclude_from_layer_adaptation",
+    ):
         assert clone.get_config()[key] == opt.get_config()[key]
     assert keras.optimizers.deserialize(keras.optimizers.serialize(opt)).eta == 0.02
 

@@ -11,8 +11,13 @@ from byol_tf import WarmupCosine, cosine_tau
 
 @pytest.mark.parametrize(
     "step, expected",
-    [(0, 0.996), (500, 0.998), (1000, 1.0), (250, 1 - 0.004 * (math.cos(math.pi / 4) + 1) / 2),
-     (2000, 1.0)],
+    [
+        (0, 0.996),
+        (500, 0.998),
+        (1000, 1.0),
+        (250, 1 - 0.004 * (math.cos(math.pi / 4) + 1) / 2),
+        (2000, 1.0),
+    ],
 )
 def test_cosine_tau_table(step, expected):
     assert cosine_tau(step, 1000, 0.996) == pytest.approx(expected, abs=1e-12)
@@ -26,8 +31,15 @@ def test_cosine_tau_uses_the_whole_run_not_one_epoch():
 
 @pytest.mark.parametrize(
     "step, expected",
-    [(0, 0.0), (5, 0.5), (10, 1.0), (55, 0.5), (100, 0.0), (150, 0.0),
-     (32.5, 0.5 * (1 + math.cos(math.pi * 0.25)))],
+    [
+        (0, 0.0),
+        (5, 0.5),
+        (10, 1.0),
+        (55, 0.5),
+        (100, 0.0),
+        (150, 0.0),
+        (32.5, 0.5 * (1 + math.cos(math.pi * 0.25))),
+    ],
 )
 def test_warmup_cosine_table(step, expected):
     schedule = WarmupCosine(1.0, total_steps=100, warmup_steps=10)
