@@ -1,0 +1,76 @@
+"""Atomic, self-contained checkpoints of a BYOL run (`.keras` files in `model_dir/checkpoints`)."""
+
+import os
+import re
+
+import keras
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^ckpt-(\d+)\.keras$")
+
+
+def checkpoint_dir(model_dir):
+    """The folder that holds a run's checkpoints."""
+    return os.path.join(model_dir, CHECKPOINT_DIR)
+
+
+def list_checkpoints(model_dir):
+    """`[(step, path)]` of the finished checkpoints in `model_dir`, oldest first.
+
+    Half-written files (a save interrupted by a crash) have a `.tmp.keras` name and are ignored.
+    """
+    folder = checkpoint_dir(model_dir)
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        match = _NAME.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(folder, name)))
+    return sorted(found)
+
+
+def latest_checkpoint(model_dir):
+    """Path of the newest finished checkpoint in `model_dir`, or `None`."""
+    found = list_checkpoints(model_dir)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(model, model_dir, step, keep=3):
+    """Saves the whole model (weights, target, optimizer state) as `ckpt-<step>.keras`.
+
+    The file is written under a temporary name and renamed into place (atomic on POSIX), so a
+    crash during a save never leaves a broken newest checkpoint. Keeps the `keep` newest.
+
+    Args:
+        model: a compiled `BYOL` model.
+        model_dir: the run's folder.
+        step: the optimiser step the checkpoint holds.
+        keep: how many checkpoints to keep (at least 1).
+
+    Returns:
+        The checkpoint's path.
+    """
+    folder = checkpoint_dir(model_dir)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"ckpt-{int(step):08d}.keras")
+    tmp = os.path.join(folder, f".ckpt-{int(step):08d}.tmp.keras")
+    model.save(tmp)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    for _, old in list_checkpoints(model_dir)[: -max(int(keep), 1)]:
+        os.remove(old)
+    return path
+
+
+def load_checkpoint(path, compile=True):
+    """Loads a checkpoint written by `save_checkpoint` (Keras safe mode stays on).
+
+    Raises:
+        ValueError: if `path` is not a readable checkpoint, naming the file.
+    """
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"Cannot read checkpoint {path}: {error}") from error
