@@ -120,11 +120,20 @@ def _words(seed):
     return words[0], words[1]
 
 
-def _uniform(shape, seed, low=0.0, high=1.0):
-    """Stateless U[low, high) floats from a counter hash.
+def uniform(shape, seed, low=0.0, high=1.0):
+    """Stateless U[low, high) float32 numbers from a counter hash (24 random bits each).
 
     TF's stateless RNG ops give different numbers under XLA than without it; this hash gives
     bit-identical numbers in both, so the compiled and the plain augmentation agree.
+
+    Args:
+        shape: output shape.
+        seed: int tensor of shape [2].
+        low: lower bound.
+        high: upper bound (excluded).
+
+    Returns:
+        float32 tensor of `shape`.
     """
     k0, k1 = _words(seed)
     count = tf.cast(tf.range(tf.reduce_prod(shape)), tf.uint32)
@@ -133,8 +142,8 @@ def _uniform(shape, seed, low=0.0, high=1.0):
     return low + (high - low) * tf.reshape(unit, shape)
 
 
-def _fold_in(seed, data):
-    """A new [2] int64 seed from a seed and an int."""
+def fold_in(seed, data):
+    """A new int64 [2] seed from a [2] seed and an int (scalar tensor or Python int)."""
     k0, k1 = _words(seed)
     d = tf.cast(data, tf.uint32)
     a = _mix(tf.bitwise.bitwise_xor(k0, _mix(d + tf.constant(0x68E31DA4, tf.uint32))))
@@ -144,7 +153,7 @@ def _fold_in(seed, data):
 
 def _split(seed, num):
     """`num` independent [2] seeds derived from one."""
-    return tf.stack([_fold_in(seed, i) for i in range(num)])
+    return tf.stack([fold_in(seed, i) for i in range(num)])
 
 
 def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), tries=10):
@@ -168,7 +177,7 @@ def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 
     heights, widths = tf.cast(heights, tf.float32), tf.cast(widths, tf.float32)
     h_img, w_img = heights[:, None], widths[:, None]
     batch = tf.shape(heights)[0]
-    u = _uniform([batch, tries, 2], seed)
+    u = uniform([batch, tries, 2], seed)
     target = (area[0] + (area[1] - area[0]) * u[..., 0]) * h_img * w_img
     log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
     ratio = tf.exp(log_lo + (log_hi - log_lo) * u[..., 1])
@@ -183,7 +192,7 @@ def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 
     any_fits = tf.reduce_any(fits, axis=1)
     w = tf.where(any_fits, w, fallback_w)
     h = tf.where(any_fits, h, fallback_h)
-    pos = _uniform([batch, 2], _fold_in(seed, 1))
+    pos = uniform([batch, 2], fold_in(seed, 1))
     top = tf.where(any_fits, pos[:, 0] * (heights - h), (heights - h) / 2)
     left = tf.where(any_fits, pos[:, 1] * (widths - w), (widths - w) / 2)
     return tf.stack([top, left, h, w], axis=1)
@@ -252,14 +261,14 @@ def crop_and_resize(images, boxes, size, flip=None, method="bicubic"):
 
 def _jitter_params(seed, batch, config):
     """Per-image jitter factors [B, 4] (identity where not applied) and op order [B, 4]."""
-    u = _uniform([batch, 5], seed)
+    u = uniform([batch, 5], seed)
     apply = u[:, 4] < config.jitter_prob
     spans = tf.constant([config.brightness, config.contrast, config.saturation, config.hue])
     centres = tf.constant([0.0, 1.0, 1.0, 0.0])
     factors = centres + spans * (2 * u[:, :4] - 1)
     factors = tf.where(apply[:, None], factors, centres)
-    order_seed = _fold_in(seed, 1)
-    order = tf.argsort(_uniform([batch, 4], order_seed), axis=1, stable=True)
+    order_seed = fold_in(seed, 1)
+    order = tf.argsort(uniform([batch, 4], order_seed), axis=1, stable=True)
     return factors, order
 
 
@@ -361,7 +370,7 @@ def augment_view(images, seed, config, flip=True):
     """
     seeds = _split(as_seed(seed), 3)
     batch = tf.shape(images)[0]
-    u = _uniform([batch, 5], seeds[0])
+    u = uniform([batch, 5], seeds[0])
     if flip and config.flip_prob > 0:
         images = tf.where(u[:, 0, None, None, None] < config.flip_prob, images[:, :, ::-1], images)
     side = images.shape[1]
@@ -375,7 +384,7 @@ def augment_view(images, seed, config, flip=True):
         )
     if config.blur_prob > 0:
         low, high = config.blur_sigma
-        sigma = low + (high - low) * _uniform([batch], seeds[2])
+        sigma = low + (high - low) * uniform([batch], seeds[2])
         blurred = gaussian_blur(images, sigma, _blur_radius(side, config))
         images = _select(u[:, 2] < config.blur_prob, blurred, images)
     if config.solarize_prob > 0:
@@ -443,7 +452,7 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     views = []
     for i, config in enumerate(configs):
         boxes = sample_crop_boxes(seeds[i], heights, widths, config.crop_area, config.crop_aspect)
-        flip_u = _uniform([batch], _fold_in(seeds[i], 7))
+        flip_u = uniform([batch], fold_in(seeds[i], 7))
         crops = crop_and_resize(
             images, boxes, size, flip_u < config.flip_prob, config.resize_method
         )
@@ -470,7 +479,7 @@ def augment_pair(crops1, crops2, seed, preset="imagenet", **overrides):
     configs = view_configs(preset, **overrides)
     seeds = _split(as_seed(seed), 2)
     views = []
-    for crops, config, view_seed in zip((crops1, crops2), configs, tf.unstack(seeds)):
+    for crops, config, view_seed in zip((crops1, crops2), configs, tf.unstack(seeds), strict=True):
         view = augment_view(to_unit_float(to_rgb(crops)), view_seed, config, flip=True)
         views.append(normalize(view, mean, std))
     return tuple(views)
