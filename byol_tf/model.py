@@ -262,11 +262,18 @@ class BYOL(keras.Model):
         if self.num_classes and labels is not None:
             # stop_gradient: labels must never reach the encoder (online evaluation only).
             logits = tf.cast(self.probe(tf.stop_gradient(y1)), tf.float32)
-            probe_loss = tf.reduce_mean(
-                keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            # Label -1 marks an unlabelled example (e.g. stl10's unlabelled split): masked out.
+            labels = tf.cast(labels, tf.int32)
+            weights = tf.cast(labels >= 0, tf.float32)
+            labels = tf.maximum(labels, 0)
+            cross_entropy = keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True
+            )
+            probe_loss = tf.reduce_sum(cross_entropy * weights) / tf.maximum(
+                tf.reduce_sum(weights), 1.0
             )
             total = total + probe_loss
-            aux.update(probe_loss=probe_loss, labels=labels, logits=logits)
+            aux.update(probe_loss=probe_loss, labels=labels, logits=logits, weights=weights)
         return total, byol_loss, aux
 
     def _update_metrics(self, byol_loss, aux):
@@ -274,7 +281,7 @@ class BYOL(keras.Model):
         self.std_tracker.update_state(aux["embedding_std"])
         if "probe_loss" in aux:
             self.probe_loss_tracker.update_state(aux["probe_loss"])
-            self.probe_accuracy.update_state(aux["labels"], aux["logits"])
+            self.probe_accuracy.update_state(aux["labels"], aux["logits"], aux["weights"])
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
