@@ -55,3 +55,130 @@ class TargetEMA(keras.callbacks.Callback):
         self.last_tau = math.prod(taus)
         self.model.update_target(self.last_tau)
         self._last_step = step
+
+
+def _step(model):
+    return int(model.optimizer.iterations.numpy())
+
+
+def _finite(logs, key="loss"):
+    value = (logs or {}).get(key)
+    return value is None or math.isfinite(float(value))
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves atomic checkpoints every `every_steps` optimiser steps, at epoch ends and at the end.
+
+    Never saves a model whose running loss is not finite, so the newest checkpoint is always
+    the last good one.
+
+    Args:
+        model_dir: the run's folder (checkpoints go to `model_dir/checkpoints`).
+        every_steps: interval in optimiser steps; 0 saves only at epoch ends and at the end.
+        keep: number of checkpoints kept.
+    """
+
+    def __init__(self, model_dir, every_steps=0, keep=3):
+        super().__init__()
+        self.model_dir, self.every_steps, self.keep = model_dir, every_steps, keep
+        self.last_saved = None
+
+    def save(self, logs=None):
+        """Saves now unless this step is saved already or the loss is not finite."""
+        from byol_tf.checkpoints import save_checkpoint
+
+        step = _step(self.model)
+        if step == self.last_saved or not _finite(logs):
+            return
+        save_checkpoint(self.model, self.model_dir, step, self.keep)
+        self.last_saved = step
+
+    def on_train_begin(self, logs=None):
+        self.last_saved = _step(self.model)  # what we resumed from is on disk already
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps and _step(self.model) // self.every_steps != (
+            (self.last_saved or 0) // self.every_steps
+        ):
+            self.save(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save(logs)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.failed_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not _finite(logs):
+            self.failed_step = _step(self.model)
+            self.model.stop_training = True
+
+
+class CollapseGuard(keras.callbacks.Callback):
+    """Warns when the std of l2-normalised projections (`embedding_std`) drops below
+    `threshold` at an epoch end, and stops after `patience` such epochs in a row.
+
+    A healthy d-dimensional projection has a std near 1/sqrt(d); collapse drives it to 0.
+    """
+
+    def __init__(self, threshold=0.01, patience=3, log=print):
+        super().__init__()
+        self.threshold, self.patience, self.log = threshold, patience, log
+        self.bad_epochs = 0
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        std = (logs or {}).get("embedding_std")
+        if std is None or std >= self.threshold:
+            self.bad_epochs = 0
+            return
+        self.bad_epochs += 1
+        self.log(
+            f"warning: representation collapse suspected at epoch {epoch + 1}: embedding_std "
+            f"{std:.5f} < {self.threshold} ({self.bad_epochs}/{self.patience} epochs)"
+        )
+        if self.bad_epochs >= self.patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+
+
+class KNNMonitor(keras.callbacks.Callback):
+    """Adds the kNN top-1 of the online encoder (SPEC §6) to the epoch logs as `knn_top1`.
+
+    Args:
+        memory: `tf.data.Dataset` of `(images, labels)` forming the memory bank (train split).
+        queries: `tf.data.Dataset` of `(images, labels)` to classify (held-out split).
+        every_epochs: interval in epochs.
+        k: number of neighbours.
+        temperature: temperature of the exp(sim / temperature) vote.
+    """
+
+    def __init__(self, memory, queries, every_epochs=1, k=200, temperature=0.1):
+        super().__init__()
+        self.memory, self.queries = memory, queries
+        self.every_epochs, self.k, self.temperature = every_epochs, k, temperature
+        self.history = []
+
+    def evaluate(self, encoder=None):
+        """kNN top-1 of `encoder` (default: the model's current online encoder)."""
+        from byol_tf import evaluation
+
+        encoder = encoder or self.model.encoder
+        bank, bank_labels = evaluation.extract_features(encoder, self.memory)
+        feats, labels = evaluation.extract_features(encoder, self.queries)
+        result = evaluation.knn_classify(
+            bank, bank_labels, feats, labels, k=self.k, temperature=self.temperature
+        )
+        return float(result["top1"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
+            top1 = self.evaluate()
+            self.history.append((epoch + 1, top1))
+            if logs is not None:
+                logs["knn_top1"] = top1

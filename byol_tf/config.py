@@ -1,0 +1,253 @@
+"""Command-line flags of train.py and the frozen run configuration built from them."""
+
+import dataclasses
+import os
+
+from absl import flags
+
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a BYOL pretraining run needs; built from flags by `from_flags`.
+
+    The fields mirror the flags of the same names (see `define_flags` for their meaning).
+    """
+
+    dataset: str = "demo"
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    image_size: int = 28
+    preset: str | None = None
+    encoder: str = "resnet18"
+    width_multiplier: float = 0.25
+    cifar_stem: bool = True
+    projection_dim: int = 128
+    hidden_dim: int = 512
+    batch_size: int = 128
+    epochs: int = 8
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1.0
+    warmup_epochs: float = 1.0
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+    eta: float = 0.02
+    base_tau: float = 0.99
+    model_dir: str = "runs/demo"
+    export_dir: str | None = None
+    seed: int = 0
+    deterministic: bool = False
+    strategy: str = "auto"
+    tpu: str | None = None
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    joint_views: bool = False
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    knn_every_epochs: int = 1
+    knn_k: int = 200
+    knn_max_examples: int = 10_000
+    collapse_threshold: float = 0.01
+    collapse_patience: int = 3
+    skip_corrupt: bool = False
+    log_every_steps: int = 10
+    demo_baseline: bool = True
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive int")
+        _check(self.epochs >= 1, "epochs", self.epochs, "a positive int")
+        _check(self.image_size >= 1, "image_size", self.image_size, "a positive int")
+        _check(
+            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+            "steps_per_epoch",
+            self.steps_per_epoch,
+            "a positive int",
+        )
+        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "positive")
+        _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, ">= 0")
+        _check(0 <= self.base_tau <= 1, "base_tau", self.base_tau, "in [0, 1]")
+        _check(self.encoder in ENCODERS, "encoder", self.encoder, f"one of {', '.join(ENCODERS)}")
+        _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
+        _check(
+            self.mixed_precision in PRECISIONS,
+            "mixed_precision",
+            self.mixed_precision,
+            f"one of {PRECISIONS}",
+        )
+        _check(self.width_multiplier > 0, "width_multiplier", self.width_multiplier, "positive")
+        _check(
+            self.steps_per_execution >= 1,
+            "steps_per_execution",
+            self.steps_per_execution,
+            "a positive int",
+        )
+        _check(
+            self.strategy != "tpu" or bool(self.tpu),
+            "tpu",
+            self.tpu,
+            "set when --strategy=tpu (a TPU name or grpc:// address)",
+        )
+
+    @property
+    def depth(self):
+        """ResNet depth named by `encoder`."""
+        return int(self.encoder.removeprefix("resnet"))
+
+    def to_json(self):
+        """The configuration as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+def _check(ok, name, value, expected):
+    if not ok:
+        raise ValueError(f"--{name} must be {expected}. Received: --{name}={value}")
+
+
+def define_flags():
+    """Defines the flags of train.py (call once, at import of the binary)."""
+    d = TrainConfig()
+    f = flags
+    f.DEFINE_string(
+        "dataset",
+        d.dataset,
+        "Training data: 'demo' (offline Fashion-MNIST subset), "
+        "a tensorflow-datasets name (cifar10, stl10, imagenet2012, ...) or a folder.",
+    )
+    f.DEFINE_string("data_dir", d.data_dir, "tensorflow-datasets data directory.")
+    f.DEFINE_string(
+        "manual_dir",
+        d.manual_dir,
+        "tensorflow-datasets manual download directory (imagenet2012 tar files).",
+    )
+    f.DEFINE_string(
+        "train_split",
+        d.train_split,
+        "Split to pretrain on (e.g. train, unlabelled, 'train+unlabelled').",
+    )
+    f.DEFINE_string("eval_split", d.eval_split, "Labelled split for the kNN monitor ('' = none).")
+    f.DEFINE_integer("image_size", d.image_size, "Side of the square training views, in pixels.")
+    f.DEFINE_enum(
+        "preset",
+        d.preset,
+        ["imagenet", "small"],
+        "Augmentation preset; default "
+        "'small' (no blur) at <= 64 px, else 'imagenet' (SPEC table 6).",
+    )
+    f.DEFINE_string("encoder", d.encoder, f"Encoder: one of {', '.join(ENCODERS)}.")
+    f.DEFINE_float("width_multiplier", d.width_multiplier, "Channel multiplier of the ResNet.")
+    f.DEFINE_bool("cifar_stem", d.cifar_stem, "3x3 stride-1 stem without max-pool (small images).")
+    f.DEFINE_integer("projection_dim", d.projection_dim, "Output size of projector/predictor.")
+    f.DEFINE_integer("hidden_dim", d.hidden_dim, "Hidden width of projector/predictor.")
+    f.DEFINE_integer("batch_size", d.batch_size, "Global batch size (all replicas together).")
+    f.DEFINE_integer("epochs", d.epochs, "Number of training epochs.")
+    f.DEFINE_integer(
+        "steps_per_epoch",
+        d.steps_per_epoch,
+        "Steps per epoch; default: the number of examples // batch_size.",
+    )
+    f.DEFINE_float(
+        "learning_rate",
+        d.learning_rate,
+        "Base learning rate per 256 images: the peak rate is learning_rate * batch_size / 256.",
+    )
+    f.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length, in epochs.")
+    f.DEFINE_float("weight_decay", d.weight_decay, "LARS weight decay (biases/BN excluded).")
+    f.DEFINE_float("momentum", d.momentum, "LARS momentum.")
+    f.DEFINE_float("eta", d.eta, "LARS trust coefficient.")
+    f.DEFINE_float("base_tau", d.base_tau, "Initial target decay rate; cosine-scheduled to 1.")
+    f.DEFINE_string(
+        "model_dir",
+        d.model_dir,
+        "Folder for checkpoints, TensorBoard logs, results; "
+        "rerunning with the same folder resumes.",
+    )
+    f.DEFINE_string(
+        "export_dir",
+        d.export_dir,
+        "If set, export the encoder as a SavedModel for "
+        "TF Serving here at the end (export_dir/<version>/).",
+    )
+    f.DEFINE_integer("seed", d.seed, "Seed of initialisation, shuffling and augmentation.")
+    f.DEFINE_bool(
+        "deterministic",
+        d.deterministic,
+        "Enable TF op determinism (slower) so that a run is bit-reproducible from its seed.",
+    )
+    f.DEFINE_enum(
+        "strategy",
+        d.strategy,
+        list(STRATEGIES),
+        "Distribution strategy; 'auto' uses MirroredStrategy with several GPUs, else the default.",
+    )
+    f.DEFINE_string("tpu", d.tpu, "TPU name or address, for --strategy=tpu.")
+    f.DEFINE_enum("mixed_precision", d.mixed_precision, list(PRECISIONS), "Keras dtype policy.")
+    f.DEFINE_bool("jit_compile", d.jit_compile, "Compile the train step with XLA.")
+    f.DEFINE_integer(
+        "steps_per_execution",
+        d.steps_per_execution,
+        "Train steps per tf.function call (EMA updates are then compounded; see TargetEMA).",
+    )
+    f.DEFINE_bool(
+        "joint_views",
+        d.joint_views,
+        "Forward both views as one batch (BN statistics "
+        "over both; faster, not the paper's setting).",
+    )
+    f.DEFINE_integer(
+        "checkpoint_every_steps",
+        d.checkpoint_every_steps,
+        "Checkpoint interval in steps (0 = only at epoch ends).",
+    )
+    f.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Number of checkpoints to keep.")
+    f.DEFINE_integer(
+        "knn_every_epochs",
+        d.knn_every_epochs,
+        "kNN monitor interval in epochs (0 = off); needs a labelled --eval_split.",
+    )
+    f.DEFINE_integer("knn_k", d.knn_k, "Neighbours of the kNN monitor.")
+    f.DEFINE_integer(
+        "knn_max_examples",
+        d.knn_max_examples,
+        "At most this many train examples form the kNN memory bank.",
+    )
+    f.DEFINE_float(
+        "collapse_threshold",
+        d.collapse_threshold,
+        "Warn when the std of l2-normalised projections falls below this.",
+    )
+    f.DEFINE_integer(
+        "collapse_patience", d.collapse_patience, "Stop after this many collapsed epochs in a row."
+    )
+    f.DEFINE_bool("skip_corrupt", d.skip_corrupt, "Skip unreadable images instead of failing.")
+    f.DEFINE_integer("log_every_steps", d.log_every_steps, "TensorBoard scalar interval.")
+    f.DEFINE_bool(
+        "demo_baseline",
+        d.demo_baseline,
+        "At the end, also report the kNN accuracy of the same encoder at random initialisation.",
+    )
+
+
+def from_flags(values=None):
+    """Builds a `TrainConfig` from parsed absl flags.
+
+    Raises:
+        ValueError: naming the first invalid flag.
+    """
+    values = values or flags.FLAGS
+    kwargs = {}
+    for field in dataclasses.fields(TrainConfig):
+        value = values[field.name].value
+        if isinstance(value, str) and value == "" and field.default is None:
+            value = None
+        kwargs[field.name] = value
+    if kwargs["eval_split"] == "":
+        kwargs["eval_split"] = None
+    if kwargs["model_dir"]:
+        kwargs["model_dir"] = os.path.expanduser(kwargs["model_dir"])
+    return TrainConfig(**kwargs)

@@ -1,0 +1,323 @@
+"""A whole BYOL pretraining run from a `TrainConfig`: data, model, monitors, resume, export."""
+
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from byol_tf import checkpoints, data, networks
+from byol_tf.callbacks import Checkpointer, CollapseGuard, KNNMonitor, NaNGuard, TargetEMA
+from byol_tf.model import BYOL
+from byol_tf.optimizers import LARS
+from byol_tf.schedules import WarmupCosine
+from byol_tf.summaries import ScalarLogger
+
+RUN_CONFIG = "run_config.json"
+SUMMARY = "summary.json"
+# Flags that fix the network's shape: a checkpoint cannot be resumed with other values.
+ARCHITECTURE = (
+    "encoder",
+    "width_multiplier",
+    "cifar_stem",
+    "projection_dim",
+    "hidden_dim",
+    "image_size",
+)
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must act on (divergence, collapse)."""
+
+
+def make_strategy(name, tpu=None):
+    """The `tf.distribute.Strategy` named by `--strategy`."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(
+        f"--strategy must be one of auto, one_device, mirrored, multi_worker, tpu. "
+        f"Received: --strategy={name}"
+    )
+
+
+def prepare_model_dir(model_dir):
+    """Creates `model_dir` and checks that it is a writable folder (before any training)."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir} is a file; expected a folder.")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        probe = os.path.join(model_dir, ".write_test")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"--model_dir={model_dir} is not writable: {error.strerror}.") from None
+
+
+def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
+    """Encoder + BYOL + LARS/WarmupCosine, built and compiled under `strategy.scope()`."""
+    size = cfg.image_size
+    with strategy.scope():
+        encoder = networks.resnet(
+            cfg.depth,
+            cfg.width_multiplier,
+            cfg.cifar_stem,
+            input_shape=(size, size, 3),
+            synchronized_bn=strategy.num_replicas_in_sync > 1,
+            name="encoder",
+        )
+        model = BYOL(
+            encoder,
+            cfg.projection_dim,
+            cfg.hidden_dim,
+            image_shape=(size, size, 3),
+            num_classes=num_classes,
+            joint_views=cfg.joint_views,
+        )
+        peak = cfg.learning_rate * cfg.batch_size / 256  # the paper's linear scaling rule
+        warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+        optimizer = LARS(
+            WarmupCosine(peak, total_steps, warmup),
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            eta=cfg.eta,
+        )
+        model.compile(
+            optimizer=optimizer,
+            jit_compile=cfg.jit_compile,
+            steps_per_execution=cfg.steps_per_execution,
+        )
+        optimizer.build(model.trainable_variables)
+    return model
+
+
+def _check_resume(cfg, model_dir):
+    """Refuses to resume a checkpoint whose architecture differs from the flags."""
+    path = os.path.join(model_dir, RUN_CONFIG)
+    if not os.path.exists(path):
+        return
+    with open(path) as handle:
+        saved = json.load(handle)
+    for key in ARCHITECTURE:
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise ValueError(
+                f"--{key}={getattr(cfg, key)} does not match the checkpoint in {model_dir} "
+                f"(trained with --{key}={saved[key]}); use another --model_dir or the original "
+                "flags. The checkpoint was not modified."
+            )
+
+
+def _restore(model, path):
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError) as error:
+        raise ValueError(f"Cannot resume from {path}: {error}") from None
+
+
+def _segments(start, steps_per_epoch, epochs):
+    """`(initial_epoch, steps)` fit calls that finish the run from optimiser step `start`."""
+    epoch, done = divmod(start, steps_per_epoch)
+    if done and epoch < epochs:
+        yield epoch, steps_per_epoch - done
+        epoch += 1
+    if epoch < epochs:
+        yield epoch, steps_per_epoch
+
+
+def _write_json(path, content):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(content, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _knn_datasets(cfg, info):
+    """Memory bank (train) and query (eval split) pipelines for the kNN monitor, or None."""
+    if not (cfg.eval_split and info.num_classes and cfg.knn_every_epochs):
+        return None
+    kwargs = dict(
+        batch_size=256, image_size=cfg.image_size, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir
+    )
+    memory = data.eval_dataset(cfg.dataset, cfg.train_split, **kwargs)
+    memory = memory.take(max(cfg.knn_max_examples // 256, 1))
+    return memory, data.eval_dataset(cfg.dataset, cfg.eval_split, **kwargs)
+
+
+def _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log):
+    ema = TargetEMA(cfg.base_tau, total_steps=total_steps)
+    guards = {
+        "nan": NaNGuard(),
+        "collapse": CollapseGuard(cfg.collapse_threshold, cfg.collapse_patience, log),
+    }
+    knn_data = _knn_datasets(cfg, info)
+    knn = (
+        KNNMonitor(*knn_data, cfg.knn_every_epochs, min(cfg.knn_k, cfg.knn_max_examples))
+        if knn_data
+        else None
+    )
+    views = (sample["view1"].numpy(), sample["view2"].numpy(), info.mean, info.std)
+    callbacks = [
+        ema,
+        guards["nan"],
+        *([knn] if knn else []),
+        guards["collapse"],
+        Checkpointer(cfg.model_dir, cfg.checkpoint_every_steps, cfg.keep_checkpoints),
+        ScalarLogger(os.path.join(cfg.model_dir, "tensorboard"), cfg.log_every_steps, ema, views),
+    ]
+    return callbacks, guards, knn
+
+
+def _pretrain_data(cfg, start_step):
+    return data.pretrain_dataset(
+        cfg.dataset,
+        cfg.batch_size,
+        cfg.image_size,
+        seed=cfg.seed,
+        split=cfg.train_split,
+        data_dir=cfg.data_dir,
+        manual_dir=cfg.manual_dir,
+        preset=cfg.preset,
+        skip_corrupt=cfg.skip_corrupt,
+        start_step=start_step,
+    )
+
+
+def _setup(cfg):
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(cfg.mixed_precision)
+    prepare_model_dir(cfg.model_dir)
+    strategy = make_strategy(cfg.strategy, cfg.tpu)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ValueError(
+            f"--batch_size={cfg.batch_size} must be divisible by the number of "
+            f"replicas ({replicas})."
+        )
+    return strategy
+
+
+def train(cfg, log=print):
+    """Runs (or resumes) BYOL pretraining as configured; returns the run's summary dict.
+
+    Raises:
+        ValueError: for invalid configuration or data, naming the flag, file or folder.
+        TrainingError: if the loss diverged or the representation collapsed.
+    """
+    started = time.time()
+    strategy = _setup(cfg)
+    info = data.source_info(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.manual_dir)
+    steps_per_epoch = cfg.steps_per_epoch or data.steps_per_epoch(
+        cfg.dataset, cfg.batch_size, cfg.train_split, cfg.data_dir, cfg.manual_dir
+    )
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"--batch_size={cfg.batch_size} exceeds the {info.num_examples} "
+            f"examples of --dataset={cfg.dataset}."
+        )
+    total_steps = cfg.epochs * steps_per_epoch
+    resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
+    if resume_from:
+        _check_resume(cfg, cfg.model_dir)
+    model = build_model(cfg, info.num_classes, strategy, total_steps, steps_per_epoch)
+    if resume_from:
+        _restore(model, resume_from)
+        log(f"Resuming from {resume_from} (step {int(model.optimizer.iterations.numpy())}).")
+    run_config = dict(
+        cfg.to_json(),
+        mean=list(info.mean),
+        std=list(info.std),
+        num_classes=info.num_classes,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
+    _write_json(os.path.join(cfg.model_dir, RUN_CONFIG), run_config)
+    start = int(model.optimizer.iterations.numpy())
+    sample = next(iter(_pretrain_data(cfg, start).take(1)))
+    callbacks, guards, knn = _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log)
+    history = {}
+    for initial_epoch, steps in _segments(start, steps_per_epoch, cfg.epochs):
+        step = int(model.optimizer.iterations.numpy())
+        result = model.fit(
+            _pretrain_data(cfg, step),
+            initial_epoch=initial_epoch,
+            epochs=cfg.epochs if steps == steps_per_epoch else initial_epoch + 1,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose="auto",
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        if model.stop_training or guards["nan"].failed_step or guards["collapse"].stopped_epoch:
+            break
+    _raise_if_failed(cfg, guards)
+    summary = _summarise(cfg, model, history, knn, started, info)
+    _write_json(os.path.join(cfg.model_dir, SUMMARY), summary)
+    return summary
+
+
+def _raise_if_failed(cfg, guards):
+    last = checkpoints.latest_checkpoint(cfg.model_dir) or "none yet"
+    if guards["nan"].failed_step is not None:
+        raise TrainingError(
+            f"The loss became NaN/Inf at step {guards['nan'].failed_step}; the usual cause is a "
+            f"learning rate too high for this batch size (--learning_rate={cfg.learning_rate}). "
+            f"Last good checkpoint: {last}."
+        )
+    if guards["collapse"].stopped_epoch is not None:
+        raise TrainingError(
+            f"Stopped at epoch {guards['collapse'].stopped_epoch}: the representation collapsed "
+            f"(embedding_std < {cfg.collapse_threshold} for {cfg.collapse_patience} epochs). "
+            f"Try a lower --learning_rate or a higher --base_tau. Last checkpoint: {last}."
+        )
+
+
+def _summarise(cfg, model, history, knn, started, info):
+    summary = {
+        "dataset": cfg.dataset,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "wall_time_s": round(time.time() - started, 1),
+        "final": {k: v[-1] for k, v in history.items() if v},
+        "checkpoint": checkpoints.latest_checkpoint(cfg.model_dir),
+    }
+    if knn is not None:
+        summary["knn_top1"] = knn.evaluate()
+        summary["knn_protocol"] = (
+            f"kNN k={knn.k}, cosine, exp(sim/{knn.temperature}) vote; "
+            f"memory: {cfg.train_split}, queries: {cfg.eval_split}"
+        )
+        if cfg.demo_baseline:
+            summary["knn_top1_random_init"] = _random_init_knn(cfg, knn)
+    if cfg.export_dir:
+        from byol_tf import export
+
+        summary["export"] = export.export_encoder(
+            model.encoder, cfg.export_dir, cfg.image_size, info.mean, info.std
+        )
+    return summary
+
+
+def _random_init_knn(cfg, knn):
+    """kNN top-1 of the same encoder architecture at random initialisation (seeded)."""
+    keras.utils.set_random_seed(cfg.seed)
+    encoder = networks.resnet(
+        cfg.depth,
+        cfg.width_multiplier,
+        cfg.cifar_stem,
+        input_shape=(cfg.image_size, cfg.image_size, 3),
+    )
+    return knn.evaluate(encoder)

@@ -1,0 +1,51 @@
+"""BYOL pretraining binary: `python train.py --flagfile=configs/cifar10.flags`.
+
+With no flags it runs the offline demo (Fashion-MNIST subset shipped in the package).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from byol_tf import config  # noqa: E402
+
+config.define_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    """Parses the flags into a TrainConfig, trains, and prints the results."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from byol_tf import training
+
+    try:
+        cfg = config.from_flags(FLAGS)
+        training.prepare_model_dir(cfg.model_dir)
+        FLAGS.append_flags_into_file(os.path.join(cfg.model_dir, "flags.txt"))
+        summary = training.train(cfg)
+    except (ValueError, FileNotFoundError, training.TrainingError) as error:
+        sys.exit(f"train.py: error: {error}")
+    _report(summary)
+    return 0
+
+
+def _report(summary):
+    print(
+        f"Finished {summary['steps']} steps in {summary['wall_time_s']:.0f} s; "
+        f"checkpoint: {summary['checkpoint']}"
+    )
+    if "knn_top1" in summary:
+        line = f"kNN top-1 ({summary['knn_protocol']}): trained {summary['knn_top1']:.2%}"
+        if "knn_top1_random_init" in summary:
+            line += f" vs random init {summary['knn_top1_random_init']:.2%}"
+        print(line)
+    if "export" in summary:
+        print(f"Exported encoder (SavedModel for TF Serving): {summary['export']}")
+
+
+if __name__ == "__main__":
+    app.run(main)
