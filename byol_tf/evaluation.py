@@ -409,6 +409,7 @@ def _labelled_subset(dataset, fraction, batch_size, seed):
     subset = elements.enumerate().filter(lambda i, e: keep[i]).map(lambda i, e: e)
     count = int(keep.numpy().sum())
     # The subset is small (a fraction of the labels): keep it in memory, reshuffle each epoch.
+    subset = subset.apply(tf.data.experimental.assert_cardinality(count))
     subset = subset.cache().shuffle(count, seed=seed, reshuffle_each_iteration=True)
     return subset.batch(min(batch_size, count)), count
 
