@@ -3,6 +3,7 @@
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -219,27 +220,34 @@ def _resample_taps(start, length, in_size, out_size, method):
     return tf.clip_by_value(index, 0, in_size - 1), weights
 
 
-def _resample(images, index, weights, axis):
-    """Weighted gather along `axis` (1 = rows, 2 = columns) with per-image indices."""
-    batch, out_size, taps = tf.shape(index)[0], index.shape[1], index.shape[2]
-    flat = tf.reshape(index, [batch, out_size * taps])
-    gathered = tf.cast(tf.gather(images, flat, axis=axis, batch_dims=1), tf.float32)
-    shape = tf.concat(
-        [tf.shape(gathered)[:axis], [out_size, taps], tf.shape(gathered)[axis + 1 :]], 0
-    )
-    gathered = tf.reshape(gathered, shape)
-    w = weights[:, :, :, None, None] if axis == 1 else weights[:, None, :, :, None]
-    return tf.reduce_sum(gathered * w, axis=axis + 1)
+def _resample_matrix(start, length, in_size, out_size, method):
+    """Dense per-image interpolation matrices [B, out, in] of a 1-D resize (see _resample_taps)."""
+    index, weights = _resample_taps(start, length, in_size, out_size, method)
+    return tf.einsum("bot,boti->boi", weights, tf.one_hot(index, in_size, dtype=tf.float32))
+
+
+def _crop_resize_cf(images, boxes, size, flip, method):
+    """crop_and_resize returning channels-first float32 [B, C, size, size]."""
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    height, width = images.shape[1], images.shape[2]
+    rows = _resample_matrix(boxes[:, 0], boxes[:, 2], height, out_h, method)
+    cols = _resample_matrix(boxes[:, 1], boxes[:, 3], width, out_w, method)
+    if flip is not None:
+        cols = tf.where(flip[:, None, None], tf.reverse(cols, [1]), cols)
+    # Two batched matmuls with banded matrices: XLA's CPU gathers are far slower than its GEMMs.
+    resized = tf.einsum("bsh,bhwc->bcsw", rows, tf.cast(images, tf.float32))
+    return tf.einsum("bcsw,btw->bcst", resized, cols)
 
 
 def crop_and_resize(images, boxes, size, flip=None, method="bicubic"):
     """Crops a box from every image and resizes it to `size`, XLA-compilable.
 
-    `tf.image.crop_and_resize` has no XLA kernel; this is a separable per-image resize built from
-    gathers (two passes of 2 or 4 taps). No antialiasing, like `tf.image.crop_and_resize`.
+    `tf.image.crop_and_resize` has no XLA kernel; this is a separable per-image resize written
+    as two batched matmuls with interpolation matrices. No antialiasing, like
+    `tf.image.crop_and_resize`; edge pixels are replicated outside the image.
 
     Args:
-        images: [B, H, W, C], any real dtype (pixel values are kept).
+        images: [B, H, W, C] with static H and W, any real dtype (pixel values are kept).
         boxes: float32 [B, 4], (top, left, height, width) in pixels.
         size: output side (int) or (height, width).
         flip: optional bool [B]; True mirrors that image horizontally.
@@ -248,15 +256,7 @@ def crop_and_resize(images, boxes, size, flip=None, method="bicubic"):
     Returns:
         float32 [B, size, size, C].
     """
-    out_h, out_w = (size, size) if isinstance(size, int) else size
-    shape = tf.shape(images)
-    rows = _resample_taps(boxes[:, 0], boxes[:, 2], shape[1], out_h, method)
-    cols_index, cols_weights = _resample_taps(boxes[:, 1], boxes[:, 3], shape[2], out_w, method)
-    if flip is not None:
-        flip = flip[:, None, None]
-        cols_index = tf.where(flip, tf.reverse(cols_index, [1, 2]), cols_index)
-        cols_weights = tf.where(flip, tf.reverse(cols_weights, [1, 2]), cols_weights)
-    return _resample(_resample(images, *rows, axis=1), cols_index, cols_weights, axis=2)
+    return tf.transpose(_crop_resize_cf(images, boxes, size, flip, method), [0, 2, 3, 1])
 
 
 def _jitter_params(seed, batch, config):
@@ -272,26 +272,28 @@ def _jitter_params(seed, batch, config):
     return factors, order
 
 
-def _rotate_hue(images, shift):
-    """HSV hue shift of [B, 3, H, W] images keeping value and chroma (as tf.image.adjust_hue)."""
-    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-    v = tf.reduce_max(images, axis=1, keepdims=True)
-    chroma = v - tf.reduce_min(images, axis=1, keepdims=True)
-    safe = tf.where(chroma > 0, chroma, 1.0)
-    h = tf.where(
-        v == r, (g - b) / safe, tf.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe)
-    )
-    k = tf.constant([5.0, 3.0, 1.0])[:, None, None] + h + 6.0 * shift
-    k = k - 6.0 * tf.floor(k / 6.0)  # mod 6; tf.math.floormod is slower under XLA
-    return v - chroma * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
+def _rotate_hue(r, g, b, shift):
+    """HSV hue shift of planes r, g, b [B, H, W], keeping value and chroma (as adjust_hue)."""
+    v = tf.maximum(tf.maximum(r, g), b)
+    chroma = v - tf.minimum(tf.minimum(r, g), b)
+    inv = 1.0 / tf.where(chroma > 0, chroma, 1.0)
+    h = tf.where(v == r, (g - b) * inv, tf.where(v == g, 2.0 + (b - r) * inv, 4.0 + (r - g) * inv))
+    h = h + 6.0 * shift
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = n + h
+        k = k - 6.0 * tf.floor(k * (1.0 / 6.0))  # mod 6; tf.math.floormod is slower under XLA
+        out.append(v - chroma * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0))
+    return out
 
 
 def color_jitter(images, seed, config):
     """Brightness, contrast, saturation and hue in a per-image random order, each then clipped.
 
-    Works channels-first so that XLA vectorises along the width. Brightness, contrast and
-    saturation are all `c' = a * (c - t) + t + d` with per-image (saturation: per-pixel) a, t, d;
-    hue is an exact HSV rotation. Every slot evaluates both and selects per image.
+    Works on channel planes so that XLA fuses everything into elementwise loops along the
+    width. Brightness, contrast and saturation are all `c' = a * (c - t) + t + d` with
+    per-image (saturation: per-pixel) a, t, d; hue is an exact HSV rotation. Every slot of the
+    order evaluates both and selects per image.
 
     Args:
         images: float32 [B, 3, H, W] in [0, 1].
@@ -302,29 +304,48 @@ def color_jitter(images, seed, config):
         float32 [B, 3, H, W] in [0, 1].
     """
     factors, order = _jitter_params(seed, tf.shape(images)[0], config)
-    f = [factors[:, i, None, None, None] for i in range(4)]
+    f = [factors[:, i, None, None] for i in range(4)]
+    planes = tf.unstack(images, axis=1)
     for slot in range(4):
-        op = order[:, slot, None, None, None]
-        v = tf.reduce_max(images, axis=1, keepdims=True)
-        chroma = v - tf.reduce_min(images, axis=1, keepdims=True)
+        op = order[:, slot, None, None]
+        is_sat, is_contrast = op == _SATURATION, op == _CONTRAST
+        v = tf.maximum(tf.maximum(planes[0], planes[1]), planes[2])
+        chroma = v - tf.minimum(tf.minimum(planes[0], planes[1]), planes[2])
         # Saturation in HSV: s' = min(f * s, 1), i.e. chroma' = min(f * chroma, v).
         sat_scale = tf.minimum(f[_SATURATION], v / tf.maximum(chroma, 1e-12))
-        mean = tf.reduce_mean(images, axis=[2, 3], keepdims=True)  # contrast: per channel
-        is_sat, is_contrast = op == _SATURATION, op == _CONTRAST
         scale = tf.where(is_sat, sat_scale, tf.where(is_contrast, f[_CONTRAST], 1.0))
-        target = tf.where(is_sat, v, tf.where(is_contrast, mean, 0.0))
         offset = tf.where(op == _BRIGHTNESS, f[_BRIGHTNESS], 0.0)
-        affine = scale * (images - target) + target + offset
-        hued = _rotate_hue(images, f[_HUE])
-        images = tf.clip_by_value(tf.where(op == _HUE, hued, affine), 0.0, 1.0)
-    return images
+        hued = _rotate_hue(*planes, f[_HUE])
+        out = []
+        for plane, hue_plane in zip(planes, hued, strict=True):
+            mean = tf.reduce_mean(plane, axis=[1, 2], keepdims=True)  # contrast: per channel
+            target = tf.where(is_sat, v, tf.where(is_contrast, mean, 0.0))
+            affine = scale * (plane - target) + target + offset
+            out.append(tf.clip_by_value(tf.where(op == _HUE, hue_plane, affine), 0.0, 1.0))
+        planes = out
+    return tf.stack(planes, axis=1)
+
+
+def _blur_matrix(kernel, size):
+    """Per-image [B, size, size] matrices of a 1-D convolution with reflect padding."""
+    radius = (kernel.shape[1] - 1) // 2
+    if radius >= size:
+        raise ValueError(f"blur radius {radius} must be smaller than the image side {size}")
+    index = np.arange(size)[:, None] + np.arange(-radius, radius + 1)[None, :]
+    index = np.abs(index)
+    index = np.where(index >= size, 2 * (size - 1) - index, index)  # reflect at both ends
+    taps = tf.constant(np.eye(size, dtype=np.float32)[index])  # [size, taps, size]
+    return tf.einsum("bt,itj->bij", kernel, taps)
 
 
 def gaussian_blur(images, sigma, radius):
     """Separable Gaussian blur with a per-image σ, reflect padding.
 
+    Each pass is a batched matmul with a banded per-image matrix: one op per axis, which XLA
+    compiles quickly and runs as GEMM.
+
     Args:
-        images: float32 [B, C, H, W] (channels first).
+        images: float32 [B, C, H, W] (channels first), static H and W.
         sigma: float32 [B], σ in pixels.
         radius: kernel radius (kernel side 2 * radius + 1), a Python int.
 
@@ -334,17 +355,8 @@ def gaussian_blur(images, sigma, radius):
     taps = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-tf.square(taps)[None, :] / (2.0 * tf.square(sigma)[:, None]))
     kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # [B, 2r + 1]
-    for axis in (2, 3):
-        pad = [[0, 0], [0, 0], [0, 0], [0, 0]]
-        pad[axis] = [radius, radius]
-        padded = tf.pad(images, pad, mode="REFLECT")
-        length = tf.shape(images)[axis]
-        acc = tf.zeros_like(images)
-        for k in range(2 * radius + 1):  # shifted sums: XLA fuses them, no per-image conv kernel
-            window = padded[:, :, k : k + length] if axis == 2 else padded[..., k : k + length]
-            acc += window * kernel[:, k, None, None, None]
-        images = acc
-    return images
+    images = tf.einsum("bij,bcjw->bciw", _blur_matrix(kernel, images.shape[2]), images)
+    return tf.einsum("bchj,bij->bchi", images, _blur_matrix(kernel, images.shape[3]))
 
 
 def _blur_radius(side, config):
@@ -356,11 +368,35 @@ def _select(mask, a, b):
     return tf.where(mask[:, None, None, None], a, b)
 
 
+def _augment_cf(images, seed, config, flip):
+    """augment_view on channels-first float32 [B, 3, H, W] in [0, 1]; returns the same layout."""
+    seeds = _split(as_seed(seed), 3)
+    batch = tf.shape(images)[0]
+    u = uniform([batch, 5], seeds[0])
+    if flip and config.flip_prob > 0:
+        images = _select(u[:, 0] < config.flip_prob, images[..., ::-1], images)
+    if config.jitter_prob > 0:
+        images = color_jitter(images, seeds[1], config)
+    if config.greyscale_prob > 0:
+        grey = tf.reduce_sum(images * tf.constant(_GREY_WEIGHTS)[:, None, None], 1, keepdims=True)
+        grey = tf.broadcast_to(grey, tf.shape(images))
+        images = _select(u[:, 1] < config.greyscale_prob, grey, images)
+    if config.blur_prob > 0:
+        low, high = config.blur_sigma
+        sigma = low + (high - low) * uniform([batch], seeds[2])
+        blurred = gaussian_blur(images, sigma, _blur_radius(images.shape[2], config))
+        images = _select(u[:, 2] < config.blur_prob, blurred, images)
+    if config.solarize_prob > 0:
+        solarized = tf.where(images < config.solarize_threshold, images, 1.0 - images)
+        images = _select(u[:, 3] < config.solarize_prob, solarized, images)
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
 def augment_view(images, seed, config, flip=True):
     """Everything after the crop, per image: flip → colour jitter → greyscale → blur → solarise.
 
     Args:
-        images: float32 [B, H, W, 3] in [0, 1] (already cropped and resized).
+        images: float32 [B, H, W, 3] in [0, 1] (already cropped and resized), static H and W.
         seed: stateless seed, shape [2].
         config: a `ViewConfig`.
         flip: whether to apply the random flip here (False when the crop did it).
@@ -368,29 +404,9 @@ def augment_view(images, seed, config, flip=True):
     Returns:
         float32 [B, H, W, 3] in [0, 1].
     """
-    seeds = _split(as_seed(seed), 3)
-    batch = tf.shape(images)[0]
-    u = uniform([batch, 5], seeds[0])
-    if flip and config.flip_prob > 0:
-        images = tf.where(u[:, 0, None, None, None] < config.flip_prob, images[:, :, ::-1], images)
-    side = images.shape[1]
-    images = tf.transpose(images, [0, 3, 1, 2])  # channels first: XLA vectorises along W
-    if config.jitter_prob > 0:
-        images = color_jitter(images, seeds[1], config)
-    if config.greyscale_prob > 0:
-        grey = tf.reduce_sum(images * tf.constant(_GREY_WEIGHTS)[:, None, None], 1, keepdims=True)
-        images = _select(
-            u[:, 1] < config.greyscale_prob, tf.broadcast_to(grey, tf.shape(images)), images
-        )
-    if config.blur_prob > 0:
-        low, high = config.blur_sigma
-        sigma = low + (high - low) * uniform([batch], seeds[2])
-        blurred = gaussian_blur(images, sigma, _blur_radius(side, config))
-        images = _select(u[:, 2] < config.blur_prob, blurred, images)
-    if config.solarize_prob > 0:
-        solarized = tf.where(images < config.solarize_threshold, images, 1.0 - images)
-        images = _select(u[:, 3] < config.solarize_prob, solarized, images)
-    return tf.clip_by_value(tf.transpose(images, [0, 2, 3, 1]), 0.0, 1.0)
+    # Channels first inside: XLA vectorises along the width instead of over 3 channels.
+    images = _augment_cf(tf.transpose(images, [0, 3, 1, 2]), seed, config, flip)
+    return tf.transpose(images, [0, 2, 3, 1])
 
 
 def to_unit_float(images):
@@ -453,11 +469,10 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     for i, config in enumerate(configs):
         boxes = sample_crop_boxes(seeds[i], heights, widths, config.crop_area, config.crop_aspect)
         flip_u = uniform([batch], fold_in(seeds[i], 7))
-        crops = crop_and_resize(
-            images, boxes, size, flip_u < config.flip_prob, config.resize_method
-        )
+        flip = flip_u < config.flip_prob
+        crops = _crop_resize_cf(images, boxes, size, flip, config.resize_method)
         crops = tf.clip_by_value(crops * scale, 0.0, 1.0)
-        view = augment_view(crops, seeds[2 + i], config, flip=False)
+        view = tf.transpose(_augment_cf(crops, seeds[2 + i], config, flip=False), [0, 2, 3, 1])
         views.append(normalize(view, mean, std))
     return tuple(views)
 

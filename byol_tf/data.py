@@ -1,16 +1,15 @@
 """tf.data pipelines: BYOL view pairs for pretraining and (image, label) batches for evaluation."""
 
-import logging
+import functools
 
 import numpy as np
 import tensorflow as tf
 
 from byol_tf import augment, sources
-from byol_tf.sources import SourceInfo  # noqa: F401  (re-exported: byol_tf.data.SourceInfo)
+from byol_tf.sources import SourceInfo, skipped_files  # noqa: F401  (re-exported)
 
 AUTOTUNE = tf.data.AUTOTUNE
 _SHUFFLE_TAG, _CROP_TAG = 0x5348, 0x4352  # keep the shuffle and crop streams apart
-_SKIPPED = []
 
 
 def source_info(source, split="train", data_dir=None, manual_dir=None):
@@ -32,11 +31,6 @@ def steps_per_epoch(source, batch_size, split="train", data_dir=None, manual_dir
     """Full batches per epoch (`pretrain_dataset` drops the remainder)."""
     _check_positive(batch_size=batch_size)
     return source_info(source, split, data_dir, manual_dir).num_examples // batch_size
-
-
-def skipped_files():
-    """Paths of the corrupt images skipped so far in this process (`skip_corrupt=True`)."""
-    return list(_SKIPPED)
 
 
 def _check_positive(**values):
@@ -65,6 +59,18 @@ def _epochs(first_epoch, repeat):
     return tf.data.Dataset.range(first_epoch, first_epoch + 1)
 
 
+def _tfds_read(src):
+    """A tfds split in file order, images left encoded (decoded, or crop-decoded, later)."""
+    import tensorflow_datasets as tfds
+
+    return src.builder.as_dataset(
+        split=src.split,
+        shuffle_files=False,
+        decoders={src.image_key: tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(add_tfds_id=False, try_autocache=False),
+    )
+
+
 def _records(src, seed, offset, repeat, shuffle_buffer):
     """The shuffled record stream from element `offset` of the run on: indices or tfds dicts.
 
@@ -80,14 +86,7 @@ def _records(src, seed, offset, repeat, shuffle_buffer):
             return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
 
         return _epochs(first_epoch, repeat).flat_map(epoch_order).skip(skip)
-    import tensorflow_datasets as tfds
-
-    records = src.builder.as_dataset(
-        split=src.split,
-        shuffle_files=False,
-        decoders={src.image_key: tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(add_tfds_id=False, try_autocache=False),
-    )
+    records = _tfds_read(src)
 
     def epoch_records(epoch):
         epoch_seed = augment.fold_in(_seed_pair(seed, _SHUFFLE_TAG), epoch)[0]
@@ -96,94 +95,17 @@ def _records(src, seed, offset, repeat, shuffle_buffer):
     return _epochs(first_epoch, repeat).flat_map(epoch_records).skip(skip)
 
 
-def _decode_full(data):
-    """Any supported encoded image → uint8 [H, W, 3] (greyscale replicated, alpha dropped)."""
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
+@functools.lru_cache(maxsize=32)
+def _augment_function(preset, image_size, precropped, options, jit_compile):
+    """One (cached) compiled augmentation per configuration: XLA compiles it once per process."""
+    overrides = dict(options)
 
+    def augment_fn(images, batch_seed):
+        if precropped:
+            return augment.augment_pair(images[:, 0], images[:, 1], batch_seed, preset, **overrides)
+        return augment.two_views(images, batch_seed, preset, image_size, **overrides)
 
-def _decode_crops(data, elem_seed, configs, size):
-    """Two random-resized crops of one encoded image → float32 [2, size, size, 3] in [0, 1].
-
-    JPEGs are decoded with `tf.image.decode_and_crop_jpeg`, so only the crop windows are decoded.
-    """
-    is_jpeg = tf.io.is_jpeg(data)
-    shape = tf.cond(
-        is_jpeg,
-        lambda: tf.image.extract_jpeg_shape(data)[:2],
-        lambda: tf.shape(_decode_full(data))[:2],
-    )
-    crops = []
-    for i, config in enumerate(configs):
-        box = augment.sample_crop_boxes(
-            augment.fold_in(elem_seed, i),
-            tf.cast(shape[:1], tf.float32),
-            tf.cast(shape[1:], tf.float32),
-            config.crop_area,
-            config.crop_aspect,
-        )[0]
-        hw = tf.maximum(tf.cast(tf.round(box[2:]), tf.int32), 1)
-        top_left = tf.minimum(tf.cast(tf.floor(box[:2]), tf.int32), shape - hw)
-        window = tf.concat([top_left, hw], axis=0)
-        crop = tf.cond(
-            is_jpeg,
-            lambda w=window: tf.image.decode_and_crop_jpeg(data, w, channels=3),
-            lambda w=window: tf.image.crop_to_bounding_box(
-                _decode_full(data), w[0], w[1], w[2], w[3]
-            ),
-        )
-        crops.append(tf.image.resize(crop, [size, size], method=config.resize_method) / 255.0)
-    return tf.clip_by_value(tf.stack(crops), 0.0, 1.0)
-
-
-def _note_skipped(path):
-    def record(p):
-        _SKIPPED.append(p.numpy().decode())
-        logging.warning(
-            "byol_tf: skipped corrupt image %s (%d so far)", _SKIPPED[-1], len(_SKIPPED)
-        )
-        return False
-
-    return tf.py_function(record, [path], tf.bool)
-
-
-def _decode_files(paths, decode, skip_corrupt):
-    """Maps `(path, index, label)` to `(decode(bytes, index), index, label)`, naming or skipping
-    unreadable files.
-
-    Each file is decoded inside its own one-element dataset with `ignore_errors`, so a corrupt
-    file yields ok=False instead of an error that does not say which file it was.
-    """
-
-    def one(path, *rest):
-        good = tf.data.Dataset.from_tensors(path)
-        good = good.map(lambda p: (decode(tf.io.read_file(p), rest[0]), True))
-        good = good.ignore_errors()
-        spec = good.element_spec[0]
-        bad = tf.data.Dataset.from_tensors(
-            (tf.zeros([d or 1 for d in spec.shape], spec.dtype), False)
-        )
-        return good.concatenate(bad).take(1).map(lambda image, ok: (path, image, ok, *rest))
-
-    decoded = paths.interleave(one, cycle_length=8, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if skip_corrupt:
-        decoded = decoded.filter(
-            lambda path, image, ok, *rest: tf.cond(ok, lambda: ok, lambda: _note_skipped(path))
-        )
-    else:
-
-        def check(path, image, ok, *rest):
-            message = [
-                "Cannot decode image file",
-                path,
-                "(corrupt or unsupported; skip_corrupt=True skips it)",
-            ]
-            with tf.control_dependencies([tf.debugging.Assert(ok, message, summarize=1)]):
-                return (tf.identity(image), *rest)
-
-        return decoded.map(check)
-    return decoded.map(lambda path, image, ok, *rest: (image, *rest))
+    return tf.function(augment_fn, jit_compile=jit_compile)
 
 
 def _views_from_batches(batches, start_step, seed, augment_fn):
@@ -212,7 +134,7 @@ def _pair_batches(src, records, seed, batch_size, image_size, configs, skip_corr
         )
 
     def crops(data, index):
-        return _decode_crops(
+        return sources.decode_crops(
             data, augment.fold_in(_seed_pair(seed, _CROP_TAG), index), configs, image_size
         )
 
@@ -222,9 +144,9 @@ def _pair_batches(src, records, seed, batch_size, image_size, configs, skip_corr
             src.labels if src.labels is not None else np.full(len(src.paths), -1, np.int32)
         )
         elements = records.map(lambda i, g: (tf.gather(paths, i), g, tf.gather(labels, i)))
-        elements = _decode_files(elements, crops, skip_corrupt)
+        elements = sources.decode_files(elements, crops, skip_corrupt)
     else:
-        decode = (lambda data, g: _decode_full(data)) if src.fixed_shape else crops
+        decode = (lambda data, g: sources.decode_full(data)) if src.fixed_shape else crops
         label_key = src.label_key
 
         def tfds_element(g, record):
@@ -265,6 +187,7 @@ def pretrain_dataset(
     start_step=0,
     shuffle_buffer=10_000,
     allow_upscale=False,
+    jit_compile=True,
 ):
     """A `tf.data.Dataset` of BYOL view pairs, ready for `BYOL.fit`.
 
@@ -293,6 +216,8 @@ def pretrain_dataset(
         start_step: first step of the stream, to resume a run.
         shuffle_buffer: shuffle buffer of tfds sources (others are fully permuted).
         allow_upscale: allow image_size above twice the size of fixed-size source images.
+        jit_compile: compile the augmentation with XLA (same output; False only saves the
+            compile time in tests and debugging).
 
     Returns:
         A `tf.data.Dataset`.
@@ -317,14 +242,102 @@ def pretrain_dataset(
     )
     batches = _pair_batches(src, records, run_seed, batch_size, image_size, configs, skip_corrupt)
     precropped = src.kind == "files" or (src.kind == "tfds" and not src.fixed_shape)
-
-    @tf.function(jit_compile=True)
-    def augment_fn(images, batch_seed):
-        if precropped:
-            return augment.augment_pair(images[:, 0], images[:, 1], batch_seed, preset, **overrides)
-        return augment.two_views(images, batch_seed, preset, image_size, **overrides)
-
+    options = tuple(sorted(overrides.items()))
+    augment_fn = _augment_function(preset, image_size, precropped, options, jit_compile)
     ds = _views_from_batches(batches, start_step, run_seed, augment_fn)
     if not (with_labels and src.info.num_classes):
         ds = ds.map(lambda e: {"view1": e["view1"], "view2": e["view2"]})
     return _finish(ds, seed)
+
+
+def center_crop(image, size, crop_fraction):
+    """Resizes the short side to `size / crop_fraction`, then takes the centre `size` square.
+
+    Args:
+        image: [H, W, 3] or [B, H, W, 3], uint8 or float.
+        size: output side.
+        crop_fraction: fraction of the short side kept (0.875 = ImageNet's 224 of 256).
+
+    Returns:
+        float32 [..., size, size, 3] in the input's value range.
+    """
+    shape = tf.cast(tf.shape(image), tf.float32)
+    height, width = shape[-3], shape[-2]
+    scale = size / crop_fraction / tf.minimum(height, width)
+    new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), size)
+    image = tf.image.resize(image, new_hw, method="bicubic", antialias=True)
+    top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+    return image[..., top : top + size, left : left + size, :]
+
+
+def eval_dataset(
+    source,
+    split,
+    batch_size,
+    image_size,
+    *,
+    data_dir=None,
+    manual_dir=None,
+    mean=None,
+    std=None,
+    crop_fraction=None,
+    skip_corrupt=False,
+):
+    """`(image, label)` batches for linear / kNN evaluation: no augmentation, no shuffling.
+
+    Each image is resized so that its short side is `image_size / crop_fraction` and centre
+    cropped (SPEC §5: 256 → 224 for ImageNet). The last partial batch is kept.
+
+    Args:
+        source: "demo", a folder path, an `(x, y)` tuple of arrays, or a tfds name.
+        split: the split ("train", "test", ...).
+        batch_size: batch size.
+        image_size: output side.
+        data_dir: tensorflow-datasets data directory.
+        manual_dir: tensorflow-datasets manual directory (imagenet2012).
+        mean: normalisation mean; default from the source.
+        std: normalisation std; default from the source.
+        crop_fraction: default 0.875 when image_size > 64, else 1.0 (whole image).
+        skip_corrupt: skip unreadable image files instead of failing.
+
+    Returns:
+        A `tf.data.Dataset` of `(float32 [B, S, S, 3] normalised, int32 [B])`.
+
+    Raises:
+        ValueError: when the source has no labels, or for a bad argument.
+    """
+    _check_positive(batch_size=batch_size, image_size=image_size)
+    src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
+    if not src.info.num_classes:
+        raise ValueError(f"eval_dataset needs labels; source {source!r} (split {split!r}) has none")
+    fraction = crop_fraction or (1.0 if image_size <= 64 else 0.875)
+    if not 0 < fraction <= 1:
+        raise ValueError(
+            f"crop_fraction must be in (0, 1]. Received: crop_fraction={crop_fraction}"
+        )
+
+    def prepare(image):
+        image = augment.to_rgb(image)
+        scale = 255.0 if image.dtype == tf.uint8 else 1.0
+        image = tf.clip_by_value(center_crop(image, image_size, fraction) / scale, 0.0, 1.0)
+        return augment.normalize(image, src.info.mean, src.info.std)
+
+    if src.kind == "array":
+        ds = tf.data.Dataset.from_tensor_slices((src.images, src.labels)).batch(batch_size)
+        ds = ds.map(lambda x, y: (prepare(x), y), num_parallel_calls=AUTOTUNE)
+    else:
+        if src.kind == "files":
+            elements = tf.data.Dataset.from_tensor_slices((src.paths, src.labels))
+            elements = elements.map(lambda p, y: (p, tf.constant(0, tf.int64), y))
+            elements = sources.decode_files(
+                elements, lambda data, _: prepare(sources.decode_full(data)), skip_corrupt
+            )
+        else:
+
+            def tfds_element(record):
+                image = prepare(sources.decode_full(record[src.image_key]))
+                return image, 0, tf.cast(record[src.label_key], tf.int32)
+
+            elements = _tfds_read(src).map(tfds_element, num_parallel_calls=AUTOTUNE)
+        ds = elements.map(lambda image, _, label: (image, label)).batch(batch_size)
+    return ds.prefetch(AUTOTUNE)

@@ -1,11 +1,14 @@
-"""Data sources for byol_tf.data: tensorflow-datasets, image folders, NumPy arrays, the demo set."""
+"""Data sources for byol_tf.data (tfds, image folders, NumPy arrays, the demo set) and decoding."""
 
 import dataclasses
 import difflib
+import logging
 import os
 
 import numpy as np
+import tensorflow as tf
 
+from byol_tf import augment
 from byol_tf.augment import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -16,6 +19,7 @@ DEMO_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+_SKIPPED = {}  # path → times skipped (an ordered set with counts)
 # Channel mean / std of the training split, in [0, 1] units.
 KNOWN_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -194,7 +198,8 @@ def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, st
     if not image_keys:
         raise ValueError(f"tensorflow-datasets source {name!r} has no image feature")
     image_key = "image" if "image" in image_keys else image_keys[0]
-    label_key = "label" if isinstance(features.get("label"), tfds.features.ClassLabel) else None
+    has_label = "label" in features and isinstance(features["label"], tfds.features.ClassLabel)
+    label_key = "label" if has_label else None
     class_names = tuple(features[label_key].names) if label_key else None
     shape = features[image_key].shape
     fixed = tuple(shape[:2]) + (3,) if None not in shape[:2] else None
@@ -243,3 +248,102 @@ def resolve(source, split="train", data_dir=None, manual_dir=None, mean=None, st
     if source.startswith((".", "/", "~")) or os.path.exists(source):
         return from_folder(os.path.expanduser(source), split, mean, std)
     return from_tfds(source, split, data_dir, manual_dir, mean, std)
+
+
+def skipped_files():
+    """Distinct paths of the corrupt images skipped so far in this process (`skip_corrupt`)."""
+    return list(_SKIPPED)
+
+
+def decode_full(data):
+    """Any supported encoded image → uint8 [H, W, 3] (greyscale replicated, alpha dropped)."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_crops(data, elem_seed, configs, size):
+    """Two random-resized crops of one encoded image → float32 [2, size, size, 3] in [0, 1].
+
+    JPEGs are decoded with `tf.image.decode_and_crop_jpeg`, so only the crop windows are decoded.
+    """
+    is_jpeg = tf.io.is_jpeg(data)
+    shape = tf.cond(
+        is_jpeg,
+        lambda: tf.image.extract_jpeg_shape(data)[:2],
+        lambda: tf.shape(decode_full(data))[:2],
+    )
+    crops = []
+    for i, config in enumerate(configs):
+        box = augment.sample_crop_boxes(
+            augment.fold_in(elem_seed, i),
+            tf.cast(shape[:1], tf.float32),
+            tf.cast(shape[1:], tf.float32),
+            config.crop_area,
+            config.crop_aspect,
+        )[0]
+        hw = tf.maximum(tf.cast(tf.round(box[2:]), tf.int32), 1)
+        top_left = tf.minimum(tf.cast(tf.floor(box[:2]), tf.int32), shape - hw)
+        window = tf.concat([top_left, hw], axis=0)
+        crop = tf.cond(
+            is_jpeg,
+            lambda w=window: tf.image.decode_and_crop_jpeg(data, w, channels=3),
+            lambda w=window: tf.image.crop_to_bounding_box(
+                decode_full(data), w[0], w[1], w[2], w[3]
+            ),
+        )
+        crops.append(tf.image.resize(crop, [size, size], method=config.resize_method) / 255.0)
+    return tf.clip_by_value(tf.stack(crops), 0.0, 1.0)
+
+
+def _note_skipped(path):
+    def record(p):
+        path = p.numpy().decode()
+        if path not in _SKIPPED:
+            logging.warning(
+                "byol_tf: skipping corrupt image %s (%d so far)", path, len(_SKIPPED) + 1
+            )
+        _SKIPPED[path] = _SKIPPED.get(path, 0) + 1
+        return False
+
+    return tf.py_function(record, [path], tf.bool)
+
+
+def decode_files(paths, decode, skip_corrupt):
+    """Maps `(path, index, label)` to `(decode(bytes, index), index, label)`, naming or skipping
+    unreadable files.
+
+    Each file is decoded inside its own one-element dataset with `ignore_errors`, so a corrupt
+    file yields ok=False instead of an error that does not say which file it was.
+    """
+
+    def one(path, *rest):
+        good = tf.data.Dataset.from_tensors(path)
+        good = good.map(lambda p: (decode(tf.io.read_file(p), rest[0]), True))
+        good = good.ignore_errors()
+        spec = good.element_spec[0]
+        bad = tf.data.Dataset.from_tensors(
+            (tf.zeros([d or 1 for d in spec.shape], spec.dtype), False)
+        )
+        return good.concatenate(bad).take(1).map(lambda image, ok: (path, image, ok, *rest))
+
+    decoded = paths.interleave(
+        one, cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    if skip_corrupt:
+        decoded = decoded.filter(
+            lambda path, image, ok, *rest: tf.cond(ok, lambda: ok, lambda: _note_skipped(path))
+        )
+    else:
+
+        def check(path, image, ok, *rest):
+            message = [
+                "Cannot decode image file",
+                path,
+                "(corrupt or unsupported; skip_corrupt=True skips it)",
+            ]
+            with tf.control_dependencies([tf.debugging.Assert(ok, message, summarize=1)]):
+                return (tf.identity(image), *rest)
+
+        return decoded.map(check)
+    return decoded.map(lambda path, image, ok, *rest: (image, *rest))
