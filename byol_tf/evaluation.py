@@ -494,7 +494,7 @@ def finetune(
             keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
         ],
     )
-    model.fit(train.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=verbose)
+    model.fit(train.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=verbose, shuffle=False)
     test = test_dataset.map(lambda *batch: _split_batch(batch))
     scores = model.evaluate(test, verbose=verbose, return_dict=True)
     return {

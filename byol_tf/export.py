@@ -1,0 +1,254 @@
+"""SavedModel export of a trained encoder for TensorFlow Serving, and its command line."""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from byol_tf import augment, checkpoints, data
+
+METADATA_FILE = "byol_tf_export.json"
+RUN_CONFIG_FILE = "run_config.json"
+
+
+def default_crop_fraction(image_size):
+    """Share of the short side kept by the centre crop: 0.875 (224 of 256) above 64 px, else 1."""
+    return 1.0 if image_size <= 64 else 0.875
+
+
+class EncoderModule(tf.Module):
+    """The encoder with its preprocessing, as the `tf.Module` that `export_encoder` saves.
+
+    `serve(images)`: uint8 `[batch, height, width, 3]` of any size → `{"representation"}`;
+    the short side is resized (bicubic) to `image_size / crop_fraction`, the centre square
+    cropped, and the result normalised with `mean` / `std`: the preprocessing of
+    `byol_tf.data.eval_dataset`. `encode_normalized(images)`: float32, already preprocessed
+    `[batch, image_size, image_size, 3]` → `{"representation"}`.
+    """
+
+    def __init__(self, encoder, image_size, mean, std, crop_fraction=None):
+        super().__init__(name="byol_encoder")
+        self.encoder = encoder
+        self.image_size = int(image_size)
+        self.crop_fraction = float(crop_fraction or default_crop_fraction(self.image_size))
+        self.mean = tf.constant(mean, tf.float32)
+        self.std = tf.constant(std, tf.float32)
+        self.serve = tf.function(
+            self._serve,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+        )
+        size = self.image_size
+        self.encode_normalized = tf.function(
+            self._encode,
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")],
+        )
+
+    def _encode(self, images):
+        # Inference mode: BatchNorm uses its moving statistics, whatever the batch.
+        features = self.encoder(images, training=False)
+        return {"representation": tf.cast(features, tf.float32)}
+
+    def _serve(self, images):
+        images = data.center_crop(images, self.image_size, self.crop_fraction) / 255.0
+        images = tf.clip_by_value(images, 0.0, 1.0)
+        return self._encode(augment.normalize(images, self.mean, self.std))
+
+
+def _check_stats(name, value):
+    values = np.asarray(value, np.float64).reshape(-1) if value is not None else np.array([])
+    if values.shape == (1,):
+        values = np.repeat(values, 3)
+    if values.shape != (3,) or not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} must be 3 per-channel numbers. Received: {name}={value!r}")
+    if name == "std" and np.any(values <= 0):
+        raise ValueError(f"std must be positive. Received: std={value!r}")
+    return tuple(float(v) for v in values)
+
+
+def next_version(export_dir):
+    """1 + the largest numeric subfolder of `export_dir` (1 when there is none)."""
+    if not os.path.isdir(export_dir):
+        return 1
+    versions = [int(n) for n in os.listdir(export_dir) if n.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_encoder(encoder, export_dir, image_size, mean, std, version=None, crop_fraction=None):
+    """Writes the encoder as a TensorFlow Serving SavedModel in `export_dir/<version>/`.
+
+    Signatures: `serving_default` takes `images`, uint8 `[batch, height, width, 3]` (RGB; any
+    height and width, one size per request) and returns `{"representation": float32
+    [batch, D]}`, resizing, cropping and normalising inside the graph so clients send raw
+    pixels; `encode_normalized` takes float32 `[batch, image_size, image_size, 3]` images
+    already preprocessed as `byol_tf.data.eval_dataset` does. `byol_tf_export.json` beside
+    the model records image_size, crop_fraction, mean, std, feature_dim and the version of
+    byol_tf. The version is written under a temporary name and renamed, so a model server
+    watching `export_dir` never sees half a model.
+
+    Args:
+        encoder: a `keras.Model` mapping `[B, image_size, image_size, 3]` to `[B, D]`.
+        export_dir: the model's base folder (TF Serving's `--model_base_path`).
+        image_size: side of the encoder's input images.
+        mean: per-channel normalisation mean in [0, 1] units (3 numbers, or 1 for all).
+        std: per-channel normalisation std.
+        version: positive int; default the next one after the existing numeric subfolders.
+        crop_fraction: centre-crop fraction; default 0.875 above 64 px, else 1.0.
+
+    Returns:
+        The path of the written version folder.
+
+    Raises:
+        ValueError: for a bad argument or an existing version, naming it.
+    """
+    if not isinstance(encoder, keras.Model):
+        raise ValueError(f"encoder must be a keras.Model. Received: {type(encoder).__name__}")
+    if not isinstance(image_size, (int, np.integer)) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive int. Received: image_size={image_size!r}")
+    mean, std = _check_stats("mean", mean), _check_stats("std", std)
+    version = next_version(export_dir) if version is None else version
+    if not isinstance(version, (int, np.integer)) or version <= 0:
+        raise ValueError(f"version must be a positive int. Received: version={version!r}")
+    path = os.path.join(export_dir, str(int(version)))
+    if os.path.exists(path):
+        raise ValueError(f"version {version} already exists in {export_dir}; pick another")
+    module = EncoderModule(encoder, image_size, mean, std, crop_fraction)
+    probe = tf.zeros([1, image_size, image_size, 3])
+    feature_dim = int(module.encode_normalized(probe)["representation"].shape[-1])
+    os.makedirs(export_dir, exist_ok=True)
+    tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    signatures = {"serving_default": module.serve, "encode_normalized": module.encode_normalized}
+    tf.saved_model.save(module, tmp, signatures=signatures)
+    metadata = {
+        "image_size": int(image_size),
+        "crop_fraction": module.crop_fraction,
+        "mean": list(mean),
+        "std": list(std),
+        "feature_dim": feature_dim,
+        "byol_tf_version": _version(),
+    }
+    with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
+        json.dump(metadata, handle, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def _version():
+    import byol_tf
+
+    return byol_tf.__version__
+
+
+def load_exported(path):
+    """Loads an export for feature extraction.
+
+    Args:
+        path: a version folder, or a base folder (its newest numeric version is used).
+
+    Returns:
+        `(encode, metadata)`: `encode(images float32 [B, S, S, 3] normalised)` → `[B, D]`
+        features (the `encode_normalized` signature), and the `byol_tf_export.json` dict.
+
+    Raises:
+        ValueError: if `path` holds no export.
+    """
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        versions = [n for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
+        if not versions:
+            raise ValueError(f"No SavedModel (saved_model.pb) found in {path}")
+        path = os.path.join(path, max(versions, key=int))
+    try:
+        with open(os.path.join(path, METADATA_FILE)) as handle:
+            metadata = json.load(handle)
+    except OSError as error:
+        raise ValueError(f"{path} is not a byol_tf export: {error}") from None
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["encode_normalized"]
+
+    def encode(images):
+        return signature(images=tf.convert_to_tensor(images, tf.float32))["representation"]
+
+    encode.saved_model = loaded  # keeps the variables the signature reads alive
+    return encode, metadata
+
+
+def read_run_config(model_dir):
+    """The `run_config.json` the training binary wrote in `model_dir`, or None."""
+    path = os.path.join(model_dir, RUN_CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean=None, std=None):
+    """Exports the online encoder of a training run's checkpoint (what the CLI does).
+
+    Args:
+        model_dir: the run's folder (holds `checkpoints/` and `run_config.json`).
+        export_dir: the export base folder.
+        checkpoint: a `.keras` checkpoint; default the newest one in `model_dir`.
+        version: export version; default the next one.
+        mean: normalisation mean; default from `run_config.json`.
+        std: normalisation std; default from `run_config.json`.
+
+    Returns:
+        The path of the written version folder.
+
+    Raises:
+        ValueError: with no checkpoint, or no mean/std in the flags or the run config.
+    """
+    checkpoint = checkpoint or (model_dir and checkpoints.latest_checkpoint(model_dir))
+    if not checkpoint:
+        raise ValueError(f"No checkpoint found in {model_dir}/checkpoints; pass --checkpoint")
+    run_config = (model_dir and read_run_config(model_dir)) or {}
+    mean, std = mean or run_config.get("mean"), std or run_config.get("std")
+    if mean is None or std is None:
+        raise ValueError(
+            f"No {RUN_CONFIG_FILE} with mean/std in {model_dir}; pass --mean and --std "
+            "(3 comma-separated numbers each, in [0, 1] pixel units)"
+        )
+    model = checkpoints.load_checkpoint(checkpoint, compile=False)
+    image_size = int(model.image_shape[0])
+    crop = run_config.get("crop_fraction")
+    return export_encoder(model.encoder, export_dir, image_size, mean, std, version, crop)
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("model_dir", None, "Training run folder (checkpoints, run_config.json).")
+    flags.DEFINE_string("checkpoint", None, "A .keras checkpoint; default the newest one.")
+    flags.DEFINE_string("export_dir", None, "Export base folder; versions go in numbered folders.")
+    flags.DEFINE_integer("version", None, "Export version; default the next free number.")
+    flags.DEFINE_list("mean", None, "Normalisation mean, if model_dir has no run_config.json.")
+    flags.DEFINE_list("std", None, "Normalisation std, if model_dir has no run_config.json.")
+    flags.mark_flag_as_required("export_dir")
+
+
+def main(argv):
+    """`python -m byol_tf.export --model_dir=... --export_dir=...`: exports a checkpoint."""
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    f = flags.FLAGS
+    if not (f.model_dir or f.checkpoint):
+        raise SystemExit("Error: pass --model_dir or --checkpoint")
+    try:
+        mean = [float(v) for v in f.mean] if f.mean else None
+        std = [float(v) for v in f.std] if f.std else None
+        path = export_checkpoint(f.model_dir, f.export_dir, f.checkpoint, f.version, mean, std)
+    except ValueError as error:
+        raise SystemExit(f"Error: {error}") from None
+    print(f"Exported SavedModel to {path}")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
