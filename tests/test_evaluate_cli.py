@@ -1,0 +1,95 @@
+"""Tests of the evaluate.py binary: protocols on a tiny checkpoint and one-line user errors."""
+
+import json
+import os
+import re
+import sys
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from conftest import tiny_encoder
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import evaluate  # noqa: E402
+from byol_tf import checkpoints, export  # noqa: E402
+from byol_tf.model import BYOL  # noqa: E402
+
+FLAGS = flags.FLAGS
+DEMO_STATS = {"mean": [0.286] * 3, "std": [0.353] * 3}
+
+
+@pytest.fixture(autouse=True)
+def _parsed_flags():
+    if not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A training run folder: one checkpoint of a tiny BYOL on 8×8 images and run_config.json."""
+    model = BYOL(tiny_encoder(8), projection_dim=4, hidden_dim=8)
+    model.compile(optimizer="sgd")
+    checkpoints.save_checkpoint(model, str(tmp_path), step=1)
+    config = {"dataset": "demo", "image_size": 8, "eval_split": "test", **DEMO_STATS}
+    (tmp_path / "run_config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_knn_on_checkpoint_writes_results_json(run_dir, capsys):
+    with flagsaver.flagsaver(model_dir=str(run_dir), protocol="knn"):
+        assert evaluate.main(["evaluate.py"]) == 0
+    results = json.loads((run_dir / "eval_knn.json").read_text())
+    assert results["protocol"] == "knn" and results["dataset"] == "demo"
+    assert (results["num_train"], results["num_test"], results["feature_dim"]) == (6000, 1000, 4)
+    assert 0.1 < results["top1"] <= results["top5"] <= 1.0
+    assert "kNN (k=200, T=0.1) on demo/test: top-1" in capsys.readouterr().out
+
+
+def test_linear_on_saved_model_with_label_fraction(run_dir, tmp_path):
+    model = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(str(run_dir)))
+    saved = export.export_encoder(model.encoder, str(tmp_path / "export"), 8, **DEMO_STATS)
+    output = tmp_path / "out" / "linear.json"
+    with flagsaver.flagsaver(
+        saved_model=saved, protocol="linear", dataset="demo", label_fraction=0.1,
+        epochs=2, output=str(output),
+    ):  # fmt: skip
+        evaluate.main(["evaluate.py"])
+    results = json.loads(output.read_text())
+    assert results["num_train"] == 600 and results["encoder"] == saved
+    assert results["learning_rate"] > 0 and 0.0 <= results["top1"] <= 1.0
+
+
+def test_finetune_on_one_percent_of_labels(run_dir):
+    with flagsaver.flagsaver(
+        model_dir=str(run_dir), protocol="finetune", label_fraction=0.01, epochs=1, batch_size=512
+    ):
+        evaluate.main(["evaluate.py"])
+    results = json.loads((run_dir / "eval_finetune.json").read_text())
+    assert results["num_labelled"] == 60 and results["label_fraction"] == 0.01
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"protocol": "svm"}, "--protocol must be one of linear, knn, finetune"),
+        ({"label_fraction": 0.0}, r"--label_fraction must be in \(0, 1\]"),
+        ({"model_dir": "EMPTY"}, "No checkpoint found in"),
+        ({"model_dir": "NO_CONFIG"}, "No run_config.json in .* pass --dataset"),
+        ({"saved_model": "x", "protocol": "finetune"}, "finetune needs a checkpoint"),
+        ({"model_dir": None}, "pass --model_dir"),
+    ],
+)
+def test_user_mistakes_exit_with_one_line(run_dir, tmp_path, overrides, message):
+    if overrides.get("model_dir") == "EMPTY":
+        overrides["model_dir"] = str(tmp_path / "empty")
+    if overrides.get("model_dir") == "NO_CONFIG":
+        os.remove(run_dir / "run_config.json")
+        overrides["model_dir"] = str(run_dir)
+    settings = {"model_dir": str(run_dir), "protocol": "knn", **overrides}
+    with flagsaver.flagsaver(**settings), pytest.raises(SystemExit) as raised:
+        evaluate.main(["evaluate.py"])
+    text = str(raised.value.code)
+    assert text.startswith("evaluate.py: error: ") and "\n" not in text
+    assert re.search(message, text), text
