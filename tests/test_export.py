@@ -165,3 +165,20 @@ def test_export_checkpoint_without_run_config_needs_mean_and_std(tmp_path):
     assert path.endswith("4")
     with pytest.raises(ValueError, match="No checkpoint found"):
         export.export_checkpoint(str(tmp_path / "empty"), str(tmp_path / "export"))
+
+
+@pytest.mark.slow  # two fresh Python processes importing TensorFlow: ~25 s on 2 cores
+def test_export_command_line(tmp_path):
+    _training_run(tmp_path / "run", run_config=False)
+    command = [sys.executable, "-m", "byol_tf.export", f"--model_dir={tmp_path / 'run'}"]
+    command.append(f"--export_dir={tmp_path / 'export'}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1].startswith("Error: No run_config.json")
+    assert "Traceback" not in failed.stderr
+    command += ["--mean=0.5,0.4,0.3", "--std=0.2,0.25,0.3", "--version=3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"Exported SavedModel to {tmp_path / 'export' / '3'}" in done.stdout
+    assert export.load_exported(str(tmp_path / "export"))[1]["mean"] == list(MEAN)
