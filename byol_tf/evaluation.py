@@ -41,6 +41,17 @@ def _check_features(prefix, features, labels):
     return features, labels.astype(np.int64)
 
 
+def _check_splits(train_features, train_labels, test_features, test_labels):
+    train_x, train_y = _check_features("train", train_features, train_labels)
+    test_x, test_y = _check_features("test", test_features, test_labels)
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(
+            "train_features and test_features must have the same width. "
+            f"Received: {train_x.shape[1]} and {test_x.shape[1]}"
+        )
+    return train_x, train_y, test_x, test_y
+
+
 def _split_batch(batch):
     """`(images, labels)` from an `(images, labels, ...)` tuple or an {"image", "label"} dict."""
     if isinstance(batch, dict):
@@ -51,6 +62,11 @@ def _split_batch(batch):
         "dataset elements must be (images, labels) or {'image', 'label'}. "
         f"Received: {type(batch).__name__}"
     )
+
+
+def _as_pairs(dataset):
+    """A dataset of `(images, labels)` from one of tuples or {"image", "label"} dicts."""
+    return dataset.map(lambda *batch: _split_batch(batch[0] if len(batch) == 1 else batch))
 
 
 def extract_features(encoder, dataset):
@@ -128,13 +144,9 @@ def knn_classify(
     Raises:
         ValueError: for a bad argument, naming it.
     """
-    train_x, train_y = _check_features("train", train_features, train_labels)
-    test_x, test_y = _check_features("test", test_features, test_labels)
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(
-            "train_features and test_features must have the same width. "
-            f"Received: {train_x.shape[1]} and {test_x.shape[1]}"
-        )
+    train_x, train_y, test_x, test_y = _check_splits(
+        train_features, train_labels, test_features, test_labels
+    )
     _check_int("k", k)
     if not isinstance(temperature, numbers.Real) or temperature <= 0:
         raise ValueError(f"temperature must be > 0. Received: temperature={temperature!r}")
@@ -147,8 +159,7 @@ def knn_classify(
     for start in range(0, len(test_x), chunk_size):
         sim = test_x[start : start + chunk_size] @ train_x.T  # [c, N] cosine similarities
         rows = np.arange(len(sim))[:, None]
-        nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else None
-        nearest = nearest if nearest is not None else np.broadcast_to(np.arange(k), sim.shape)
+        nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # the k most similar, unordered
         weights = np.exp(sim[rows, nearest] / temperature)
         scores = np.zeros((len(sim), num_classes), np.float64)
         np.add.at(scores, (np.broadcast_to(rows, nearest.shape), train_y[nearest]), weights)
@@ -343,13 +354,9 @@ def linear_eval(
     Raises:
         ValueError: for a bad argument, naming it.
     """
-    train_x, train_y = _check_features("train", train_features, train_labels)
-    test_x, test_y = _check_features("test", test_features, test_labels)
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(
-            "train_features and test_features must have the same width. "
-            f"Received: {train_x.shape[1]} and {test_x.shape[1]}"
-        )
+    train_x, train_y, test_x, test_y = _check_splits(
+        train_features, train_labels, test_features, test_labels
+    )
     num_classes = _num_classes(num_classes, train_y, test_y)
     _check_int("epochs", epochs)
     _check_int("batch_size", batch_size)
@@ -397,7 +404,7 @@ def _labelled_subset(dataset, fraction, batch_size, seed):
     One pass reads the labels; the chosen examples are then kept by position, so `dataset`
     must yield the same order every time (as `byol_tf.data.eval_dataset` does).
     """
-    elements = dataset.map(lambda *batch: _split_batch(batch)).unbatch()
+    elements = _as_pairs(dataset).unbatch()
     labels = np.fromiter(
         (int(y) for y in elements.map(lambda x, y: y).as_numpy_iterator()), np.int64
     )
@@ -495,7 +502,7 @@ def finetune(
         ],
     )
     model.fit(train.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=verbose, shuffle=False)
-    test = test_dataset.map(lambda *batch: _split_batch(batch))
+    test = _as_pairs(test_dataset)
     scores = model.evaluate(test, verbose=verbose, return_dict=True)
     return {
         "top1": float(scores["top1"]),

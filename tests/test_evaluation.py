@@ -155,8 +155,9 @@ def test_extract_features_runs_encoder_in_inference_mode():
 def test_finetune_one_epoch_leaves_the_encoder_untouched():
     encoder = tiny_encoder()
     before = [w.copy() for w in encoder.get_weights()]
+    dicts = _image_dataset().map(lambda x, y: {"image": x, "label": y})
     result = evaluation.finetune(
-        encoder, _image_dataset(), _image_dataset(seed=1), num_classes=3, epochs=1,
+        encoder, dicts, _image_dataset(seed=1), num_classes=3, epochs=1,
         learning_rate=0.1, label_fraction=0.5, batch_size=8,
     )  # fmt: skip
     assert result["num_labelled"] == 24 and 0.0 <= result["top1"] <= 1.0
