@@ -248,6 +248,7 @@ def from_flags(values=None):
         kwargs[field.name] = value
     if kwargs["eval_split"] == "":
         kwargs["eval_split"] = None
-    if kwargs["model_dir"]:
-        kwargs["model_dir"] = os.path.expanduser(kwargs["model_dir"])
+    for key in ("model_dir", "data_dir", "manual_dir", "export_dir"):
+        if kwargs[key]:
+            kwargs[key] = os.path.expanduser(kwargs[key])
     return TrainConfig(**kwargs)

@@ -1,0 +1,81 @@
+"""Flags → TrainConfig: defaults, recipes and one-line errors naming the flag."""
+
+import os
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from byol_tf import config
+
+FLAGS = flags.FLAGS
+if "batch_size" not in FLAGS:
+    config.define_flags()
+FLAGS.mark_as_parsed()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_defaults_are_the_offline_demo():
+    with flagsaver.flagsaver():
+        cfg = config.from_flags(FLAGS)
+    assert cfg.dataset == "demo" and cfg.depth == 18 and cfg.cifar_stem
+
+
+@pytest.mark.parametrize("name", ["imagenet", "cifar10", "stl10", "demo"])
+def test_every_recipe_parses_into_a_valid_config(name):
+    path = os.path.join(ROOT, "configs", f"{name}.flags")
+    with flagsaver.flagsaver():
+        FLAGS(["train.py", f"--flagfile={path}"])
+        cfg = config.from_flags(FLAGS)
+    assert cfg.model_dir.endswith(name)
+
+
+def test_imagenet_recipe_is_the_paper_setting():
+    with flagsaver.flagsaver():
+        FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', 'imagenet.flags')}"])
+        cfg = config.from_flags(FLAGS)
+    assert (cfg.dataset, cfg.encoder, cfg.batch_size, cfg.epochs) == (
+        "imagenet2012",
+        "resnet50",
+        4096,
+        300,
+    )
+    assert (cfg.learning_rate, cfg.weight_decay, cfg.eta, cfg.base_tau) == (
+        0.2,
+        1.5e-6,
+        1e-3,
+        0.996,
+    )
+    assert (cfg.warmup_epochs, cfg.image_size, cfg.cifar_stem) == (10, 224, False)
+
+
+def test_later_flags_override_the_flagfile():
+    with flagsaver.flagsaver():
+        path = os.path.join(ROOT, "configs", "cifar10.flags")
+        FLAGS(["train.py", f"--flagfile={path}", "--epochs=3"])
+        assert config.from_flags(FLAGS).epochs == 3
+
+
+@pytest.mark.parametrize(
+    "flag, value, match",
+    [
+        ("batch_size", 0, "--batch_size must be a positive int"),
+        ("batch_size", -8, "--batch_size"),
+        ("epochs", 0, "--epochs must be a positive int"),
+        ("encoder", "vgg16", "--encoder must be one of resnet18"),
+        ("image_size", 0, "--image_size"),
+        ("base_tau", 1.5, "--base_tau"),
+        ("learning_rate", 0.0, "--learning_rate"),
+    ],
+)
+def test_invalid_values_name_the_flag(flag, value, match):
+    with flagsaver.flagsaver(**{flag: value}):
+        with pytest.raises(ValueError, match=match) as info:
+            config.from_flags(FLAGS)
+    assert "\n" not in str(info.value)
+
+
+def test_tpu_strategy_needs_a_tpu_address():
+    with flagsaver.flagsaver(strategy="tpu"):
+        with pytest.raises(ValueError, match="--tpu"):
+            config.from_flags(FLAGS)
