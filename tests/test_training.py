@@ -1,0 +1,119 @@
+"""Training-run pieces: resume segments, model_dir checks, guards and checkpoints."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_encoder
+
+import byol_tf
+from byol_tf import checkpoints, training
+from byol_tf.callbacks import Checkpointer, CollapseGuard, NaNGuard
+
+
+@pytest.mark.parametrize(
+    "start, expected",
+    [
+        (0, [(0, 5)]),
+        (5, [(1, 5)]),
+        (7, [(1, 3), (2, 5)]),
+        (14, [(2, 1)]),
+        (15, []),
+    ],
+)
+def test_resume_segments_finish_the_run_exactly(start, expected):
+    # A full-epoch segment runs fit from its epoch to the last one; a partial one, one epoch.
+    segments = list(training._segments(start, 5, 3))
+    assert segments == expected
+    covered = sum((3 - epoch) * 5 if steps == 5 else steps for epoch, steps in segments)
+    assert start + covered == 15
+
+
+def test_model_dir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        training.prepare_model_dir(str(path))
+
+
+def test_unwritable_model_dir_is_refused_before_training(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(ValueError, match="not writable"):
+            training.prepare_model_dir(str(folder / "run"))
+    finally:
+        folder.chmod(0o700)
+
+
+def _compiled_model():
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=byol_tf.LARS(0.1))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path, views):
+    model = _compiled_model()
+    for step in (1, 2, 3, 4):
+        model.optimizer.iterations.assign(step)
+        checkpoints.save_checkpoint(model, str(tmp_path), step, keep=2)
+    # A crash during a save leaves only a temporary file, which is never taken as the latest.
+    (tmp_path / "checkpoints" / ".ckpt-00000005.tmp.keras").write_bytes(b"partial")
+    assert [s for s, _ in checkpoints.list_checkpoints(str(tmp_path))] == [3, 4]
+    latest = checkpoints.latest_checkpoint(str(tmp_path))
+    loaded = checkpoints.load_checkpoint(latest)
+    assert int(loaded.optimizer.iterations.numpy()) == 4
+    np.testing.assert_array_equal(loaded.encoder(views["view1"]), model.encoder(views["view1"]))
+
+
+def test_unreadable_checkpoint_gets_an_error_naming_the_file(tmp_path):
+    bad = tmp_path / "ckpt-00000001.keras"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="ckpt-00000001.keras"):
+        checkpoints.load_checkpoint(str(bad))
+
+
+def test_checkpointer_never_saves_a_non_finite_loss(tmp_path):
+    model = _compiled_model()
+    saver = Checkpointer(str(tmp_path), every_steps=1)
+    saver.set_model(model)
+    saver.on_train_begin()
+    model.optimizer.iterations.assign(1)
+    saver.on_train_batch_end(0, {"loss": float("nan")})
+    assert checkpoints.list_checkpoints(str(tmp_path)) == []
+    saver.on_train_batch_end(0, {"loss": 1.0})
+    assert [s for s, _ in checkpoints.list_checkpoints(str(tmp_path))] == [1]
+
+
+def test_nan_guard_stops_at_the_first_non_finite_loss(views):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(1e30))  # diverges at once
+    guard = NaNGuard()
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    model.fit(data.repeat(), steps_per_epoch=20, verbose=0, callbacks=[guard])
+    assert guard.failed_step is not None and guard.failed_step < 20
+
+
+def test_collapse_guard_warns_then_stops_after_patience():
+    messages = []
+    guard = CollapseGuard(threshold=0.01, patience=2, log=messages.append)
+    model = _compiled_model()
+    guard.set_model(model)
+    guard.on_epoch_end(0, {"embedding_std": 0.001})
+    assert len(messages) == 1 and "collapse" in messages[0] and not model.stop_training
+    guard.on_epoch_end(1, {"embedding_std": 0.05})
+    guard.on_epoch_end(2, {"embedding_std": 0.002})
+    guard.on_epoch_end(3, {"embedding_std": 0.003})
+    assert model.stop_training and guard.stopped_epoch == 4
+
+
+def test_collapsed_network_has_near_zero_embedding_std():
+    z = np.ones((16, 8), "float32") + 1e-9
+    assert math.isclose(float(byol_tf.losses.embedding_std(z)), 0.0, abs_tol=1e-6)
