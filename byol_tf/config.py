@@ -109,10 +109,27 @@ def _check(ok, name, value, expected):
         raise ValueError(f"--{name} must be {expected}. Received: --{name}={value}")
 
 
+class _Definer:
+    """Forwards `DEFINE_*` calls to absl, skipping flags that are already defined.
+
+    train.py and evaluate.py share names (--model_dir, --dataset, ...); this lets both binaries
+    (and a test process importing both) define them without a DuplicateFlagError.
+    """
+
+    def __getattr__(self, name):
+        define = getattr(flags, name)
+
+        def guarded(flag_name, *args, **kwargs):
+            if flag_name not in flags.FLAGS:
+                define(flag_name, *args, **kwargs)
+
+        return guarded
+
+
 def define_flags():
-    """Defines the flags of train.py (call once, at import of the binary)."""
+    """Defines the flags of train.py (idempotent)."""
     d = TrainConfig()
-    f = flags
+    f = _Definer()
     f.DEFINE_string(
         "dataset",
         d.dataset,

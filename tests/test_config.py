@@ -9,8 +9,7 @@ from absl.testing import flagsaver
 from byol_tf import config
 
 FLAGS = flags.FLAGS
-if "batch_size" not in FLAGS:
-    config.define_flags()
+config.define_flags()
 FLAGS.mark_as_parsed()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
