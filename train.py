@@ -4,6 +4,7 @@ With no flags it runs the offline demo (Fashion-MNIST subset shipped in the pack
 """
 
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,6 +30,12 @@ def main(argv):
         summary = training.train(cfg)
     except (ValueError, FileNotFoundError, training.TrainingError) as error:
         sys.exit(f"train.py: error: {error}")
+    if "interrupted" in summary:
+        print(
+            f"Stopped by {summary['interrupted']} at step {summary['steps']}; checkpoint "
+            f"{summary['checkpoint']}. Run the same command again to resume."
+        )
+        return 128 + signal.Signals[summary["interrupted"]].value
     _report(summary)
     return 0
 

@@ -1,6 +1,8 @@
 """Keras callbacks: the EMA target update with the cosine τ schedule."""
 
 import math
+import signal
+import threading
 
 import keras
 
@@ -182,3 +184,41 @@ class KNNMonitor(keras.callbacks.Callback):
             self.history.append((epoch + 1, top1))
             if logs is not None:
                 logs["knn_top1"] = top1
+
+
+class GracefulStop(keras.callbacks.Callback):
+    """On SIGTERM or Ctrl-C (SIGINT), finishes the current step, checkpoints and stops.
+
+    The handlers are installed for the duration of `fit` only (and only from the main thread);
+    a second signal while stopping falls back to the previous handler.
+
+    Args:
+        checkpointer: the run's `Checkpointer`, used to save before stopping.
+    """
+
+    def __init__(self, checkpointer):
+        super().__init__()
+        self.checkpointer = checkpointer
+        self.received = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received:
+            self.checkpointer.save(logs)
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

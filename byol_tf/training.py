@@ -8,7 +8,14 @@ import keras
 import tensorflow as tf
 
 from byol_tf import checkpoints, data, networks
-from byol_tf.callbacks import Checkpointer, CollapseGuard, KNNMonitor, NaNGuard, TargetEMA
+from byol_tf.callbacks import (
+    Checkpointer,
+    CollapseGuard,
+    GracefulStop,
+    KNNMonitor,
+    NaNGuard,
+    TargetEMA,
+)
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
 from byol_tf.schedules import WarmupCosine
@@ -158,9 +165,11 @@ def _knn_datasets(cfg, info):
 
 def _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log):
     ema = TargetEMA(cfg.base_tau, total_steps=total_steps)
+    saver = Checkpointer(cfg.model_dir, cfg.checkpoint_every_steps, cfg.keep_checkpoints)
     guards = {
         "nan": NaNGuard(),
         "collapse": CollapseGuard(cfg.collapse_threshold, cfg.collapse_patience, log),
+        "signal": GracefulStop(saver),
     }
     knn_data = _knn_datasets(cfg, info)
     knn = (
@@ -174,7 +183,8 @@ def _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log):
         guards["nan"],
         *([knn] if knn else []),
         guards["collapse"],
-        Checkpointer(cfg.model_dir, cfg.checkpoint_every_steps, cfg.keep_checkpoints),
+        saver,
+        guards["signal"],
         ScalarLogger(os.path.join(cfg.model_dir, "tensorboard"), cfg.log_every_steps, ema, views),
     ]
     return callbacks, guards, knn
@@ -265,6 +275,12 @@ def train(cfg, log=print):
         if model.stop_training or guards["nan"].failed_step or guards["collapse"].stopped_epoch:
             break
     _raise_if_failed(cfg, guards)
+    if guards["signal"].received:
+        return {
+            "interrupted": guards["signal"].received,
+            "steps": int(model.optimizer.iterations.numpy()),
+            "checkpoint": checkpoints.latest_checkpoint(cfg.model_dir),
+        }
     summary = _summarise(cfg, model, history, knn, started, info)
     _write_json(os.path.join(cfg.model_dir, SUMMARY), summary)
     return summary

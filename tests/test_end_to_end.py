@@ -1,0 +1,111 @@
+"""A tiny end-to-end run of train.main (then resume), and the binaries' one-line errors."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import train  # noqa: E402
+from byol_tf import checkpoints  # noqa: E402
+
+FLAGS = flags.FLAGS
+FLAGS.mark_as_parsed()
+TINY = dict(
+    dataset="demo",
+    image_size=28,
+    width_multiplier=0.125,
+    projection_dim=16,
+    hidden_dim=32,
+    batch_size=32,
+    epochs=2,
+    steps_per_epoch=2,
+    knn_max_examples=256,
+    knn_k=20,
+    checkpoint_every_steps=1,
+    keep_checkpoints=10,
+    log_every_steps=1,
+)
+
+
+def _train(model_dir, **overrides):
+    with flagsaver.flagsaver(**dict(TINY, model_dir=model_dir, **overrides)):
+        assert train.main(["train.py"]) == 0
+    with open(os.path.join(model_dir, "summary.json")) as handle:
+        return json.load(handle)
+
+
+def _weights(path):
+    return [w.numpy() for w in checkpoints.load_checkpoint(path).weights]
+
+
+def test_train_main_runs_resumes_and_exports(tmp_path, capsys):
+    model_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "export")
+    summary = _train(model_dir, export_dir=export_dir)
+    out = capsys.readouterr().out
+    assert summary["steps"] == 4
+    assert 0.0 <= summary["knn_top1"] <= 1.0 and "knn_top1_random_init" in summary
+    assert "kNN top-1" in out and "random init" in out
+    assert os.path.exists(os.path.join(export_dir, "1", "saved_model.pb"))
+    for name in ("flags.txt", "run_config.json", "summary.json"):
+        assert os.path.exists(os.path.join(model_dir, name))
+    assert glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*"))
+    assert [s for s, _ in checkpoints.list_checkpoints(model_dir)] == [1, 2, 3, 4]
+
+    # The same command with more epochs resumes at step 4 and continues to 6.
+    resumed = _train(model_dir, epochs=3, demo_baseline=False)
+    assert resumed["steps"] == 6
+
+
+def test_resume_with_another_encoder_is_refused_and_keeps_the_checkpoint(tmp_path):
+    model_dir = str(tmp_path / "run")
+    _train(model_dir, epochs=1, steps_per_epoch=1, knn_every_epochs=0)
+    before = checkpoints.list_checkpoints(model_dir)
+    with flagsaver.flagsaver(**dict(TINY, model_dir=model_dir, encoder="resnet34")):
+        with pytest.raises(SystemExit, match="--encoder=resnet34 does not match"):
+            train.main(["train.py"])
+    assert checkpoints.list_checkpoints(model_dir) == before
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run_with_deterministic_ops(tmp_path):
+    straight, broken = str(tmp_path / "a"), str(tmp_path / "b")
+    opts = dict(deterministic=True, knn_every_epochs=0, demo_baseline=False)
+    _train(straight, **opts)
+    _train(broken, **opts)
+    for step, path in checkpoints.list_checkpoints(broken):
+        if step > 1:
+            os.remove(path)  # as if the run had been killed right after step 1
+    _train(broken, **opts)
+    expected = _weights(checkpoints.latest_checkpoint(straight))
+    got = _weights(checkpoints.latest_checkpoint(broken))
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--batch_size=0"], "--batch_size must be a positive int"),
+        (["--encoder=vgg"], "--encoder must be one of"),
+        (["--flagfile=/nonexistent/x.flags"], "x.flags"),
+    ],
+)
+def test_train_cli_errors_are_one_line_without_traceback(args, match):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode != 0
+    assert match in result.stderr
+    assert "Traceback" not in result.stderr
