@@ -185,22 +185,13 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 def _byol_tf_dataset(images, args):
-    """Two views per image from byol_tf's "small" preset (SPEC §5 without blur), seeded per step."""
-    import tensorflow as tf
+    """byol_tf's own pipeline: in-memory images, "small" preset (no blur), per-image draws."""
+    import byol_tf.data
 
-    import byol_tf.augment
-
-    def views(step, batch):
-        view1, view2 = byol_tf.augment.two_views(
-            batch, seed=tf.stack([tf.constant(args.seed, tf.int64), step]), preset="small",
-            mean=CIFAR_MEAN, std=CIFAR_STD,
-        )  # fmt: skip
-        return {"view1": view1, "view2": view2}
-
-    dataset = tf.data.Dataset.from_tensor_slices(images)
-    dataset = dataset.shuffle(len(images), seed=args.seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.batch(args.batch_size, drop_remainder=True)
-    return dataset.enumerate().map(views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return byol_tf.data.pretrain_dataset(
+        (images,), args.batch_size, 32, seed=args.seed, preset="small",
+        mean=CIFAR_MEAN, std=CIFAR_STD, with_labels=False,
+    )  # fmt: skip
 
 
 def pretrain_byol_tf(images, args):
