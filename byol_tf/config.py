@@ -47,6 +47,7 @@ class TrainConfig:
     mixed_precision: str = "float32"
     jit_compile: bool = False
     steps_per_execution: int = 1
+    accumulation_steps: int = 1
     joint_views: bool = False
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3

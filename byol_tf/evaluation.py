@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_LEARNING_RATES = (0.01, 0.03, 0.1, 0.3)
+DEFAULT_LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 DEFAULT_L2 = (0.0, 1e-4, 1e-3)
 _MOMENTUM = 0.9  # SGD with Nesterov momentum 0.9 (SPEC §6)
 
@@ -413,7 +413,8 @@ def _labelled_subset(dataset, fraction, batch_size, seed):
     keep = np.zeros(len(labels), bool)
     keep[subset_by_fraction(labels, fraction, seed)] = True
     keep = tf.constant(keep)
-    subset = elements.enumerate().filter(lambda i, e: keep[i]).map(lambda i, e: e)
+    subset = elements.enumerate().filter(lambda index, _: keep[index])
+    subset = subset.map(lambda _, element: element)
     count = int(keep.numpy().sum())
     # The subset is small (a fraction of the labels): keep it in memory, reshuffle each epoch.
     subset = subset.apply(tf.data.experimental.assert_cardinality(count))

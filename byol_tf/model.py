@@ -91,6 +91,7 @@ class BYOL(keras.Model):
             representation of view 1 whenever batches carry labels (official code).
         joint_views: forward both views as one batch (see above).
         ema_batchnorm_statistics: also average BatchNorm moving statistics in the EMA.
+        head_batch_norm: BatchNorm inside the projector and predictor (the paper: yes).
         **kwargs: `keras.Model` arguments (name, ...).
     """
 
@@ -104,6 +105,7 @@ class BYOL(keras.Model):
         num_classes=None,
         joint_views=False,
         ema_batchnorm_statistics=False,
+        head_batch_norm=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -128,6 +130,7 @@ class BYOL(keras.Model):
         self.num_classes = num_classes
         self.joint_views = bool(joint_views)
         self.ema_batchnorm_statistics = bool(ema_batchnorm_statistics)
+        self.head_batch_norm = bool(head_batch_norm)
         self.image_shape = self._resolve_image_shape(encoder, image_shape)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.std_tracker = keras.metrics.Mean(name="embedding_std")
@@ -168,16 +171,16 @@ class BYOL(keras.Model):
         if not self.encoder.built:
             self.encoder.build(shape)
         feature_dim = int(self.encoder.compute_output_shape(shape)[-1])
-        sync = self.synchronized_bn
+        sync, bn = self.synchronized_bn, self.head_batch_norm
         self.projector = mlp_head(
-            feature_dim, self.hidden_dim, self.projection_dim, sync, name="projector"
+            feature_dim, self.hidden_dim, self.projection_dim, sync, "projector", bn
         )
         self.predictor = mlp_head(
-            self.projection_dim, self.hidden_dim, self.projection_dim, sync, name="predictor"
+            self.projection_dim, self.hidden_dim, self.projection_dim, sync, "predictor", bn
         )
         self.target_encoder = _clone(self.encoder, shape)
         self.target_projector = mlp_head(
-            feature_dim, self.hidden_dim, self.projection_dim, sync, name="target_projector"
+            feature_dim, self.hidden_dim, self.projection_dim, sync, "target_projector", bn
         )
         if self.num_classes:
             self.probe = keras.layers.Dense(self.num_classes, name="online_probe")
@@ -345,6 +348,7 @@ class BYOL(keras.Model):
                 "num_classes": self.num_classes,
                 "joint_views": self.joint_views,
                 "ema_batchnorm_statistics": self.ema_batchnorm_statistics,
+                "head_batch_norm": self.head_batch_norm,
             }
         )
         return config

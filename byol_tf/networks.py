@@ -113,7 +113,9 @@ def resnet(
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
 
-def mlp_head(input_dim, hidden_dim=4096, output_dim=256, synchronized_bn=False, name="mlp"):
+def mlp_head(
+    input_dim, hidden_dim=4096, output_dim=256, synchronized_bn=False, name="mlp", batch_norm=True
+):
     """The projector / predictor MLP: Dense(hidden) → BatchNorm → ReLU → Dense(output).
 
     Args:
@@ -122,6 +124,7 @@ def mlp_head(input_dim, hidden_dim=4096, output_dim=256, synchronized_bn=False, 
         output_dim: size of the output vectors (256 in the paper).
         synchronized_bn: synchronise BatchNorm statistics across replicas.
         name: model name.
+        batch_norm: include the BatchNorm (the paper's heads do; an ablation may not).
 
     Returns:
         A functional `keras.Model` from `[batch, input_dim]` to `[batch, output_dim]`.
@@ -135,7 +138,8 @@ def mlp_head(input_dim, hidden_dim=4096, output_dim=256, synchronized_bn=False, 
             raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
     inputs = keras.Input(shape=(input_dim,), name="features")
     x = layers.Dense(hidden_dim, name="hidden")(inputs)
-    x = _batch_norm(synchronized_bn, "hidden_bn")(x)
+    if batch_norm:
+        x = _batch_norm(synchronized_bn, "hidden_bn")(x)
     x = layers.ReLU(name="hidden_relu")(x)
     outputs = layers.Dense(output_dim, name="output")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -65,3 +65,41 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "total_steps": self.total_steps,
             "warmup_steps": self.warmup_steps,
         }
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
+    """Evaluates `schedule` at optimiser updates rather than micro-batches.
+
+    With `gradient_accumulation_steps=N` a Keras optimiser evaluates its schedule at every
+    micro-batch; wrapping the schedule makes it count applied updates (step // N), so warm-up
+    and decay lengths are given in optimiser steps.
+
+    Args:
+        schedule: a `LearningRateSchedule` over optimiser steps.
+        accumulation_steps: micro-batches per optimiser step, N.
+    """
+
+    def __init__(self, schedule, accumulation_steps):
+        if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+            raise ValueError(
+                "accumulation_steps must be a positive int. "
+                f"Received: accumulation_steps={accumulation_steps}"
+            )
+        self.schedule = schedule
+        self.accumulation_steps = accumulation_steps
+
+    def __call__(self, step):
+        return self.schedule(tf.math.floordiv(tf.cast(step, tf.int64), self.accumulation_steps))
+
+    def get_config(self):
+        return {
+            "schedule": keras.optimizers.schedules.serialize(self.schedule),
+            "accumulation_steps": self.accumulation_steps,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
+        return cls(**config)

@@ -18,7 +18,7 @@ from byol_tf.callbacks import (
 )
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
-from byol_tf.schedules import WarmupCosine
+from byol_tf.schedules import PerUpdate, WarmupCosine
 from byol_tf.summaries import ScalarLogger
 
 RUN_CONFIG = "run_config.json"
@@ -75,7 +75,10 @@ def prepare_model_dir(model_dir):
 
 
 def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
-    """Encoder + BYOL + LARS/WarmupCosine, built and compiled under `strategy.scope()`."""
+    """Encoder + BYOL + LARS/WarmupCosine, built and compiled under `strategy.scope()`.
+
+    `total_steps` and `steps_per_epoch` count optimiser steps (micro-batches / accumulation).
+    """
     size = cfg.image_size
     with strategy.scope():
         encoder = networks.resnet(
@@ -96,11 +99,17 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
         )
         peak = cfg.learning_rate * cfg.batch_size / 256  # the paper's linear scaling rule
         warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+        schedule = WarmupCosine(peak, total_steps, warmup)
+        accumulation = {}
+        if cfg.accumulation_steps > 1:
+            schedule = PerUpdate(schedule, cfg.accumulation_steps)
+            accumulation = {"gradient_accumulation_steps": cfg.accumulation_steps}
         optimizer = LARS(
-            WarmupCosine(peak, total_steps, warmup),
+            schedule,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             eta=cfg.eta,
+            **accumulation,
         )
         model.compile(
             optimizer=optimizer,
@@ -190,10 +199,11 @@ def _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log):
     return callbacks, guards, knn
 
 
-def _pretrain_data(cfg, start_step):
+def _pretrain_data(cfg, micro_step):
+    """The pretraining stream from micro-batch `micro_step` on (micro = batch / accumulation)."""
     return data.pretrain_dataset(
         cfg.dataset,
-        cfg.batch_size,
+        cfg.batch_size // cfg.accumulation_steps,
         cfg.image_size,
         seed=cfg.seed,
         split=cfg.train_split,
@@ -201,7 +211,7 @@ def _pretrain_data(cfg, start_step):
         manual_dir=cfg.manual_dir,
         preset=cfg.preset,
         skip_corrupt=cfg.skip_corrupt,
-        start_step=start_step,
+        start_step=micro_step,
     )
 
 
@@ -213,12 +223,50 @@ def _setup(cfg):
     prepare_model_dir(cfg.model_dir)
     strategy = make_strategy(cfg.strategy, cfg.tpu)
     replicas = strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
+    if (cfg.batch_size // cfg.accumulation_steps) % replicas:
         raise ValueError(
-            f"--batch_size={cfg.batch_size} must be divisible by the number of "
-            f"replicas ({replicas})."
+            f"--batch_size={cfg.batch_size} (/ --accumulation_steps={cfg.accumulation_steps}) "
+            f"must be divisible by the number of replicas ({replicas})."
         )
     return strategy
+
+
+def _plan(cfg):
+    """Source info, optimiser steps per epoch and in the whole run."""
+    info = data.source_info(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.manual_dir)
+    steps_per_epoch = cfg.steps_per_epoch or data.steps_per_epoch(
+        cfg.dataset, cfg.batch_size, cfg.train_split, cfg.data_dir, cfg.manual_dir
+    )
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"--batch_size={cfg.batch_size} exceeds the {info.num_examples} "
+            f"examples of --dataset={cfg.dataset}."
+        )
+    return info, steps_per_epoch, cfg.epochs * steps_per_epoch
+
+
+def _fit(cfg, model, callbacks, guards, steps_per_epoch):
+    """Runs `fit` over the remaining epochs (micro-batch steps); returns the merged history."""
+    accumulation, history = cfg.accumulation_steps, {}
+    micro_per_epoch = steps_per_epoch * accumulation
+    start = int(model.optimizer.iterations.numpy()) * accumulation
+    for initial_epoch, steps in _segments(start, micro_per_epoch, cfg.epochs):
+        micro_step = int(model.optimizer.iterations.numpy()) * accumulation
+        result = model.fit(
+            _pretrain_data(cfg, micro_step),
+            initial_epoch=initial_epoch,
+            epochs=cfg.epochs if steps == micro_per_epoch else initial_epoch + 1,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose="auto",
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        if model.stop_training or any(
+            (guards["nan"].failed_step, guards["collapse"].stopped_epoch, guards["signal"].received)
+        ):
+            break
+    return history
 
 
 def train(cfg, log=print):
@@ -230,16 +278,7 @@ def train(cfg, log=print):
     """
     started = time.time()
     strategy = _setup(cfg)
-    info = data.source_info(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.manual_dir)
-    steps_per_epoch = cfg.steps_per_epoch or data.steps_per_epoch(
-        cfg.dataset, cfg.batch_size, cfg.train_split, cfg.data_dir, cfg.manual_dir
-    )
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"--batch_size={cfg.batch_size} exceeds the {info.num_examples} "
-            f"examples of --dataset={cfg.dataset}."
-        )
-    total_steps = cfg.epochs * steps_per_epoch
+    info, steps_per_epoch, total_steps = _plan(cfg)
     resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
     if resume_from:
         _check_resume(cfg, cfg.model_dir)
@@ -256,24 +295,10 @@ def train(cfg, log=print):
         total_steps=total_steps,
     )
     _write_json(os.path.join(cfg.model_dir, RUN_CONFIG), run_config)
-    start = int(model.optimizer.iterations.numpy())
+    start = int(model.optimizer.iterations.numpy()) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))
     callbacks, guards, knn = _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log)
-    history = {}
-    for initial_epoch, steps in _segments(start, steps_per_epoch, cfg.epochs):
-        step = int(model.optimizer.iterations.numpy())
-        result = model.fit(
-            _pretrain_data(cfg, step),
-            initial_epoch=initial_epoch,
-            epochs=cfg.epochs if steps == steps_per_epoch else initial_epoch + 1,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose="auto",
-        )
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        if model.stop_training or guards["nan"].failed_step or guards["collapse"].stopped_epoch:
-            break
+    history = _fit(cfg, model, callbacks, guards, steps_per_epoch)
     _raise_if_failed(cfg, guards)
     if guards["signal"].received:
         return {
