@@ -157,6 +157,7 @@ def _split(seed, num):
     return tf.stack([fold_in(seed, i) for i in range(num)])
 
 
+@tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
 def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), tries=10):
     """Samples one random-resized-crop box per image, vectorised.
 
@@ -272,31 +273,27 @@ def _jitter_params(seed, batch, config):
     return factors, order
 
 
-def _rotate_hue(r, g, b, shift):
-    """HSV hue shift of planes r, g, b [B, H, W], keeping value and chroma (as adjust_hue)."""
+def _rotate_hue(images, shift):
+    """HSV hue shift of [B, 3, H, W] images keeping value and chroma (as tf.image.adjust_hue)."""
+    r, g, b = images[:, 0], images[:, 1], images[:, 2]  # slices, not reductions: XLA fuses them
     v = tf.maximum(tf.maximum(r, g), b)
     chroma = v - tf.minimum(tf.minimum(r, g), b)
     inv = 1.0 / tf.where(chroma > 0, chroma, 1.0)
     h = tf.where(v == r, (g - b) * inv, tf.where(v == g, 2.0 + (b - r) * inv, 4.0 + (r - g) * inv))
-    h = h + 6.0 * shift
-    out = []
-    for n in (5.0, 3.0, 1.0):
-        k = n + h
-        k = k - 6.0 * tf.floor(k * (1.0 / 6.0))  # mod 6; tf.math.floormod is slower under XLA
-        out.append(v - chroma * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0))
-    return out
+    k = tf.constant([5.0, 3.0, 1.0])[:, None, None] + (h + 6.0 * shift)[:, None]
+    k = k - 6.0 * tf.floor(k * (1.0 / 6.0))  # mod 6; tf.math.floormod is slower under XLA
+    return v[:, None] - chroma[:, None] * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
 def color_jitter(images, seed, config):
     """Brightness, contrast, saturation and hue in a per-image random order, each then clipped.
 
-    Works on channel planes so that XLA fuses everything into elementwise loops along the
-    width. Brightness, contrast and saturation are all `c' = a * (c - t) + t + d` with
-    per-image (saturation: per-pixel) a, t, d; hue is an exact HSV rotation. Every slot of the
-    order evaluates both and selects per image.
+    Brightness, contrast and saturation are all `c' = a * (c - t) + t + d` with per-image
+    (saturation: per-pixel) a, t, d; hue is an exact HSV rotation. Every slot of the order
+    evaluates both and selects per image.
 
     Args:
-        images: float32 [B, 3, H, W] in [0, 1].
+        images: float32 [B, 3, H, W] in [0, 1] (channels first).
         seed: stateless seed, shape [2].
         config: a `ViewConfig`.
 
@@ -304,26 +301,23 @@ def color_jitter(images, seed, config):
         float32 [B, 3, H, W] in [0, 1].
     """
     factors, order = _jitter_params(seed, tf.shape(images)[0], config)
-    f = [factors[:, i, None, None] for i in range(4)]
-    planes = tf.unstack(images, axis=1)
+    f = [factors[:, i, None, None, None] for i in range(4)]
     for slot in range(4):
-        op = order[:, slot, None, None]
+        op = order[:, slot, None, None, None]
         is_sat, is_contrast = op == _SATURATION, op == _CONTRAST
-        v = tf.maximum(tf.maximum(planes[0], planes[1]), planes[2])
-        chroma = v - tf.minimum(tf.minimum(planes[0], planes[1]), planes[2])
+        r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+        v = tf.maximum(tf.maximum(r, g), b)
+        chroma = v - tf.minimum(tf.minimum(r, g), b)
         # Saturation in HSV: s' = min(f * s, 1), i.e. chroma' = min(f * chroma, v).
         sat_scale = tf.minimum(f[_SATURATION], v / tf.maximum(chroma, 1e-12))
+        mean = tf.reduce_mean(images, axis=[2, 3], keepdims=True)  # contrast: per channel
         scale = tf.where(is_sat, sat_scale, tf.where(is_contrast, f[_CONTRAST], 1.0))
+        target = tf.where(is_sat, v, tf.where(is_contrast, mean, 0.0))
         offset = tf.where(op == _BRIGHTNESS, f[_BRIGHTNESS], 0.0)
-        hued = _rotate_hue(*planes, f[_HUE])
-        out = []
-        for plane, hue_plane in zip(planes, hued, strict=True):
-            mean = tf.reduce_mean(plane, axis=[1, 2], keepdims=True)  # contrast: per channel
-            target = tf.where(is_sat, v, tf.where(is_contrast, mean, 0.0))
-            affine = scale * (plane - target) + target + offset
-            out.append(tf.clip_by_value(tf.where(op == _HUE, hue_plane, affine), 0.0, 1.0))
-        planes = out
-    return tf.stack(planes, axis=1)
+        affine = scale * (images - target) + target + offset
+        hued = _rotate_hue(images, f[_HUE][:, 0])
+        images = tf.clip_by_value(tf.where(op == _HUE, hued, affine), 0.0, 1.0)
+    return images
 
 
 def _blur_matrix(kernel, size):
@@ -439,6 +433,7 @@ def _split_overrides(overrides):
     return mean, std, overrides
 
 
+@tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
 def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     """Draws the two BYOL views of every image of a batch, each image with its own randomness.
 
@@ -477,6 +472,7 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     return tuple(views)
 
 
+@tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
 def augment_pair(crops1, crops2, seed, preset="imagenet", **overrides):
     """The two views from crops already taken (e.g. at JPEG decode time): flip onwards.
 

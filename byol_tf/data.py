@@ -75,7 +75,10 @@ def _records(src, seed, offset, repeat, shuffle_buffer):
     """The shuffled record stream from element `offset` of the run on: indices or tfds dicts.
 
     Epoch e's order is seeded by (seed, e), so the stream from `offset` is the same whether the
-    run was interrupted or not; the skip happens before any decoding.
+    run was interrupted or not; the skip happens before any decoding. In-memory and folder
+    sources are fully permuted; tfds sources (stored shuffled by tfds) are shuffled within
+    consecutive blocks of `shuffle_buffer` records, with stateless ops: `Dataset.shuffle` would
+    mix in the global TF seed and cannot take a per-epoch seed tensor when that is 0.
     """
     n = src.info.num_examples
     first_epoch, skip = divmod(offset, n)
@@ -86,18 +89,28 @@ def _records(src, seed, offset, repeat, shuffle_buffer):
             return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
 
         return _epochs(first_epoch, repeat).flat_map(epoch_order).skip(skip)
-    records = _tfds_read(src)
+    blocks = _tfds_read(src).batch(min(shuffle_buffer, n)).enumerate()
 
     def epoch_records(epoch):
-        epoch_seed = augment.fold_in(_seed_pair(seed, _SHUFFLE_TAG), epoch)[0]
-        return records.shuffle(min(shuffle_buffer, n), seed=epoch_seed)
+        epoch_seed = augment.fold_in(_seed_pair(seed, _SHUFFLE_TAG), epoch)
+
+        def shuffle_block(index, block):
+            size = tf.shape(tf.nest.flatten(block)[0])[0]
+            keys = augment.uniform([size], augment.fold_in(epoch_seed, index))
+            order = tf.argsort(keys, stable=True)
+            return tf.data.Dataset.from_tensor_slices(
+                tf.nest.map_structure(lambda t: tf.gather(t, order), block)
+            )
+
+        return blocks.flat_map(shuffle_block)
 
     return _epochs(first_epoch, repeat).flat_map(epoch_records).skip(skip)
 
 
 @functools.lru_cache(maxsize=32)
-def _augment_function(preset, image_size, precropped, options, jit_compile):
-    """One (cached) compiled augmentation per configuration: XLA compiles it once per process."""
+def _augment_function(preset, image_size, precropped, options, jit_compile, shape, dtype):
+    """One cached augmentation per configuration and image shape, for any batch size: each is
+    traced (and compiled by XLA) once per process."""
     overrides = dict(options)
 
     def augment_fn(images, batch_seed):
@@ -105,7 +118,8 @@ def _augment_function(preset, image_size, precropped, options, jit_compile):
             return augment.augment_pair(images[:, 0], images[:, 1], batch_seed, preset, **overrides)
         return augment.two_views(images, batch_seed, preset, image_size, **overrides)
 
-    return tf.function(augment_fn, jit_compile=jit_compile)
+    signature = [tf.TensorSpec((None, *shape), dtype), tf.TensorSpec([2], tf.int64)]
+    return tf.function(augment_fn, signature, jit_compile=jit_compile, autograph=False)
 
 
 def _views_from_batches(batches, start_step, seed, augment_fn):
@@ -243,7 +257,10 @@ def pretrain_dataset(
     batches = _pair_batches(src, records, run_seed, batch_size, image_size, configs, skip_corrupt)
     precropped = src.kind == "files" or (src.kind == "tfds" and not src.fixed_shape)
     options = tuple(sorted(overrides.items()))
-    augment_fn = _augment_function(preset, image_size, precropped, options, jit_compile)
+    spec = batches.element_spec[0]
+    augment_fn = _augment_function(
+        preset, image_size, precropped, options, jit_compile, tuple(spec.shape[1:]), spec.dtype
+    )
     ds = _views_from_batches(batches, start_step, run_seed, augment_fn)
     if not (with_labels and src.info.num_classes):
         ds = ds.map(lambda e: {"view1": e["view1"], "view2": e["view2"]})

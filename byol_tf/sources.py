@@ -262,6 +262,7 @@ def decode_full(data):
     return image
 
 
+@tf.autograph.experimental.do_not_convert  # explicit tf.cond only
 def decode_crops(data, elem_seed, configs, size):
     """Two random-resized crops of one encoded image → float32 [2, size, size, 3] in [0, 1].
 

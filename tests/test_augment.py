@@ -163,7 +163,7 @@ def test_jitter_frequency_is_08_and_per_image_order_varies():
 def test_jitter_single_ops_match_tf_image():
     images = tf.random.stateless_uniform([2, 8, 8, 3], [0, 1])
     planes = tf.transpose(images, [0, 3, 1, 2])
-    hue = tf.stack(augment._rotate_hue(*tf.unstack(planes, axis=1), 0.07), axis=-1)
+    hue = tf.transpose(augment._rotate_hue(planes, 0.07), [0, 2, 3, 1])
     np.testing.assert_allclose(hue.numpy(), tf.image.adjust_hue(images, 0.07).numpy(), atol=1e-5)
     config = augment.ViewConfig(jitter_prob=1.0, brightness=0.0, contrast=0.0, hue=0.0)
     out = augment.color_jitter(planes, tf.constant([0, 3]), config)  # saturation only
