@@ -104,6 +104,8 @@ def _datasets(f, run_config, image_size, metadata):
         "mean": stats.get("mean"),
         "std": stats.get("std"),
     }
+    if metadata:  # the export's own centre-crop, so features match what it serves
+        kwargs["crop_fraction"] = metadata.get("crop_fraction")
     if run_config.get("manual_dir") and dataset == run_config.get("dataset"):
         kwargs["manual_dir"] = run_config["manual_dir"]
     train = data.eval_dataset(dataset, f.train_split, f.batch_size, image_size, **kwargs)
