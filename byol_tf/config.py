@@ -89,6 +89,18 @@ class TrainConfig:
             "a positive int",
         )
         _check(
+            self.accumulation_steps >= 1,
+            "accumulation_steps",
+            self.accumulation_steps,
+            "a positive int",
+        )
+        _check(
+            self.batch_size % self.accumulation_steps == 0,
+            "batch_size",
+            self.batch_size,
+            f"divisible by --accumulation_steps={self.accumulation_steps}",
+        )
+        _check(
             self.strategy != "tpu" or bool(self.tpu),
             "tpu",
             self.tpu,
@@ -210,6 +222,12 @@ def define_flags():
         "steps_per_execution",
         d.steps_per_execution,
         "Train steps per tf.function call (EMA updates are then compounded; see TargetEMA).",
+    )
+    f.DEFINE_integer(
+        "accumulation_steps",
+        d.accumulation_steps,
+        "Micro-batches per optimiser step: --batch_size is the effective batch, each "
+        "micro-batch has batch_size/accumulation_steps images (BN statistics per micro-batch).",
     )
     f.DEFINE_bool(
         "joint_views",
