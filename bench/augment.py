@@ -1,0 +1,286 @@
+"""Benchmark of the two-view augmentation (byol_tf XLA / plain vs torchvision) and the pipeline.
+
+Part 1 — images per second per CPU core for BYOL's two views (paper Table 6) at 32 px and 224 px:
+byol_tf's `two_views` compiled with XLA and without, and, when torch/torchvision are importable,
+the pipeline written the way PyTorch SSL libraries write it (solo-learn, lightly: torchvision v2
+transforms per PIL image, Gaussian blur by PIL's ImageFilter). Every contender runs in its own
+worker process with one thread (`--threads`), one after another on the same images, and the
+figures are medians over `--repeats` rounds. Sources are 32 px images for the 32 px views and
+256 px images for the 224 px views.
+
+Part 2 — does the input pipeline keep up with training? The step time of `byol_tf.BYOL` with a
+CIFAR ResNet-18 fed by `byol_tf.data.pretrain_dataset` against the step time on one cached
+batch. Source: the CIFAR-10 JPEG folder from `--data_root`/cifar10-jpg (extracted to a temporary
+folder) when present, else the demo set.
+
+    python bench/augment.py                      # everything
+    python bench/augment.py --parts augment --sizes 32
+    .venv-bench/bin/python bench/augment.py      # with the torchvision column
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _images(size, count, seed=0):
+    """Natural-ish uint8 test images: smooth colour gradients plus noise, [count, s, s, 3]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    source = 32 if size <= 64 else 256
+    grid = np.linspace(0, 1, source, dtype=np.float32)
+    base = rng.random((count, 1, 1, 3), dtype=np.float32)
+    ramp = (
+        grid[None, :, None, None] * rng.random((count, 1, 1, 3)) + grid[None, None, :, None] * 0.5
+    )
+    noise = rng.normal(0, 0.1, (count, source, source, 3))
+    return (np.clip(base * 0.5 + ramp * 0.5 + noise, 0, 1) * 255).astype(np.uint8)
+
+
+def _time_rounds(step, images_per_call, warmup, repeats, calls):
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        rates.append(images_per_call * calls / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def worker_tf(args):
+    """Images/s of byol_tf.augment.two_views, XLA or not, with `args.threads` threads."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from byol_tf import augment
+
+    preset = "small" if args.size <= 64 else "imagenet"
+    images = tf.constant(_images(args.size, args.batch))
+    fn = tf.function(augment.two_views, jit_compile=args.contender == "tf_xla", autograph=False)
+    counter = [0]
+
+    def step():
+        counter[0] += 1
+        seed = tf.constant([1, counter[0]], tf.int64)
+        v1, _ = fn(images, seed, preset=preset, image_size=args.size)
+        v1.numpy()
+
+    return _time_rounds(step, args.batch, 2, args.repeats, args.calls)
+
+
+def _torchvision_views(size):
+    """The two BYOL views as PyTorch SSL libraries write them (per PIL image)."""
+    import torch
+    from PIL import ImageFilter
+    from torchvision.transforms import v2
+
+    class PILGaussianBlur:  # solo-learn / lightly: PIL's blur with σ ∈ U[0.1, 2]
+        def __call__(self, image):
+            sigma = 0.1 + 1.9 * torch.rand(1).item()
+            return image.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+    def view(blur_prob, solarize_prob):
+        steps = [
+            v2.RandomResizedCrop(
+                size, scale=(0.08, 1.0), interpolation=v2.InterpolationMode.BICUBIC
+            ),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+        ]
+        if blur_prob > 0:
+            steps.append(v2.RandomApply([PILGaussianBlur()], p=blur_prob))
+        steps += [
+            v2.RandomSolarize(threshold=128, p=solarize_prob),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+        return v2.Compose(steps)
+
+    small = size <= 64
+    return view(0.0 if small else 1.0, 0.0), view(0.0 if small else 0.1, 0.2)
+
+
+def worker_torch(args):
+    """Images/s of the torchvision two-view pipeline with `args.threads` threads."""
+    import torch  # before anything that imports TensorFlow: the reverse order crashes
+    from PIL import Image
+
+    torch.set_num_threads(args.threads)
+    t1, t2 = _torchvision_views(args.size)
+    pil = [Image.fromarray(image) for image in _images(args.size, args.batch)]
+
+    def step():
+        for image in pil:
+            t1(image), t2(image)
+
+    return _time_rounds(step, args.batch, 1, args.repeats, args.calls)
+
+
+def _extract_cifar(data_root, limit):
+    """Extracts `limit` CIFAR-10 training JPEGs per class into a temporary folder, or None."""
+    archive = os.path.join(data_root, "cifar10-jpg", "cifar10-jpg.tar.gz")
+    if not os.path.isfile(archive):
+        return None
+    out = tempfile.mkdtemp(prefix="byol_bench_cifar_")
+    counts = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) >= 3 and parts[-3] == "train":
+                if counts.get(parts[-2], 0) < limit:
+                    counts[parts[-2]] = counts.get(parts[-2], 0) + 1
+                    tar.extract(member, out, filter="data")
+    for dirpath, dirnames, _ in os.walk(out):
+        if "train" in dirnames:
+            return os.path.join(dirpath, "train")
+    return None
+
+
+def worker_pipeline(args):
+    """BYOL ResNet-18 step time fed by the real pipeline vs by one cached batch."""
+    import tensorflow as tf
+
+    import byol_tf
+    from byol_tf import data
+
+    if not hasattr(byol_tf, "BYOL") or not hasattr(byol_tf.networks, "resnet"):
+        return {"skipped": "byol_tf.BYOL / byol_tf.networks.resnet are not available"}
+    source = _extract_cifar(args.data_root, args.cifar_per_class) or "demo"
+    ds = data.pretrain_dataset(source, args.train_batch, 32, seed=0, with_labels=False)
+    import keras
+
+    encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+    model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3))
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    cached = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()
+    times = {}
+    for name, feed in (
+        ("cached", cached),
+        ("pipeline", ds),
+        ("cached2", cached),
+        ("pipeline2", ds),
+    ):
+        model.fit(feed, steps_per_epoch=args.train_warmup, epochs=1, verbose=0)  # warm-up
+        start = time.perf_counter()
+        model.fit(feed, steps_per_epoch=args.train_steps, epochs=1, verbose=0)
+        times[name] = (time.perf_counter() - start) / args.train_steps
+    cached_s = min(times["cached"], times["cached2"])
+    pipeline_s = min(times["pipeline"], times["pipeline2"])
+    return {
+        "source": "cifar10-jpg folder" if source != "demo" else "demo",
+        "cached_step_s": cached_s,
+        "pipeline_step_s": pipeline_s,
+        "ratio": pipeline_s / cached_s,
+    }
+
+
+def _run_worker(args, contender, size=0):
+    command = [sys.executable, os.path.abspath(__file__), f"--worker={contender}", f"--size={size}"]
+    for flag in ("batch", "repeats", "calls", "threads", "train_batch", "train_steps",
+                 "train_warmup", "cifar_per_class", "data_root"):  # fmt: skip
+        command.append(f"--{flag}={getattr(args, flag)}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": tail[0][:200]}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _torch_available():
+    try:
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) for m in ("torch", "torchvision", "PIL"))
+    except (ImportError, ValueError):
+        return False
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="augment,pipeline")
+    parser.add_argument("--sizes", default="32,224")
+    parser.add_argument("--batch", type=int, default=64, help="images per augmentation call")
+    parser.add_argument("--calls", type=int, default=3, help="calls per timed round")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per contender")
+    parser.add_argument("--train_batch", type=int, default=128)
+    parser.add_argument("--train_steps", type=int, default=10)
+    parser.add_argument("--train_warmup", type=int, default=3)
+    parser.add_argument("--cifar_per_class", type=int, default=500)
+    parser.add_argument(
+        "--data_root",
+        default=os.environ.get("BYOL_DATA_ROOT", os.path.join(REPO, "..", "shared", "data")),
+        help="folder holding cifar10-jpg/cifar10-jpg.tar.gz (env BYOL_DATA_ROOT)",
+    )
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run = {"tf_xla": worker_tf, "tf_plain": worker_tf, "torchvision": worker_torch,
+               "pipeline": worker_pipeline}[args.worker]  # fmt: skip
+        args.contender = args.worker
+        print("RESULT " + json.dumps(run(args)))
+        return
+    parts = args.parts.split(",")
+    if "augment" in parts:
+        _augment_table(args)
+    if "pipeline" in parts:
+        result = _run_worker(args, "pipeline")
+        print(
+            "\nInput pipeline vs cached tensors, BYOL ResNet-18 (CIFAR stem), 32 px, batch",
+            args.train_batch,
+        )
+        if "ratio" in result:
+            print(f"  source: {result['source']}")
+            print(f"  step on cached batch : {result['cached_step_s'] * 1000:8.1f} ms")
+            print(f"  step fed by pipeline : {result['pipeline_step_s'] * 1000:8.1f} ms")
+            print(f"  ratio                : {result['ratio']:8.3f}  (goal <= 1.05)")
+        else:
+            print("  " + result.get("skipped", result.get("error", "")))
+
+
+def _augment_table(args):
+    contenders = ["tf_xla", "tf_plain"]
+    if _torch_available():
+        contenders.append("torchvision")
+    else:
+        print("torch/torchvision not importable here: torchvision column skipped "
+              "(run with .venv-bench/bin/python for it)")  # fmt: skip
+    print(f"Two-view augmentation, images/s per core ({args.threads} thread(s) per contender, "
+          f"batch {args.batch}, median of {args.repeats} rounds)")  # fmt: skip
+    header = f"{'size':>6} " + " ".join(f"{c:>12}" for c in contenders)
+    if "torchvision" in contenders:
+        header += f" {'XLA/torchvision':>16}"
+    print(header)
+    for size in (int(s) for s in args.sizes.split(",")):
+        rates = {c: _run_worker(args, c, size) for c in contenders}
+        cells = []
+        for c in contenders:
+            value = rates[c]
+            rate = value / args.threads if isinstance(value, float) else None
+            rates[c] = rate
+            cells.append(f"{rate:12.1f}" if rate is not None else f"{'error':>12}")
+        line = f"{size:>6} " + " ".join(cells)
+        if rates.get("torchvision") and rates.get("tf_xla"):
+            line += f" {rates['tf_xla'] / rates['torchvision']:15.2f}x"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
