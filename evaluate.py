@@ -37,16 +37,21 @@ FLAGS = flags.FLAGS
 
 
 def _given(name):
-    """The flag's value if set on the command line or by a test, else None."""
+    """The flag's value if set (command line, flagfile, flagsaver), else None.
+
+    Used for the flags whose default comes from run_config.json, so that a default inherited
+    from train.py's definition of the same flag never masks the run's own value.
+    """
     flag = FLAGS[name]
-    return flag.value if flag.present or flag.value != flag.default else None
+    return None if flag.using_default_value else flag.value
 
 
 def options():
     """The flags as a namespace; dataset, data_dir, test_split and epochs are None unless given."""
-    names = ("model_dir", "protocol", "label_fraction", "train_split", "batch_size")
-    values = {name: FLAGS[name].value for name in names + ("saved_model", "output")}
-    values.update({n: _given(n) for n in ("dataset", "data_dir", "test_split", "epochs")})
+    names = ("protocol", "label_fraction", "train_split", "batch_size", "saved_model", "output")
+    values = {name: FLAGS[name].value for name in names}
+    for name in ("model_dir", "dataset", "data_dir", "test_split", "epochs"):
+        values[name] = _given(name)
     return types.SimpleNamespace(**values)
 
 
