@@ -24,6 +24,7 @@ class TrainConfig:
     eval_split: str | None = "test"
     image_size: int = 28
     preset: str | None = None
+    augment: tuple = ()
     encoder: str = "resnet18"
     width_multiplier: float = 0.25
     cifar_stem: bool = True
@@ -88,6 +89,7 @@ class TrainConfig:
             self.steps_per_execution,
             "a positive int",
         )
+        self.augment_overrides()  # raises for malformed entries
         _check(
             self.accumulation_steps >= 1,
             "accumulation_steps",
@@ -106,6 +108,29 @@ class TrainConfig:
             self.tpu,
             "set when --strategy=tpu (a TPU name or grpc:// address)",
         )
+
+    def augment_overrides(self):
+        """`--augment` entries as `two_views` overrides.
+
+        `crop_area=0.25:1` gives `{"crop_area": (0.25, 1.0)}`; `view2_blur_prob=0` one float.
+
+        Raises:
+            ValueError: for an entry that is not `name=value[,value]` with numeric values.
+        """
+        overrides = {}
+        for entry in self.augment:
+            name, _, value = entry.partition("=")
+            try:
+                numbers = tuple(float(v) for v in value.split(":"))
+            except ValueError:
+                numbers = ()
+            if not name or not numbers:
+                raise ValueError(
+                    "--augment entries must look like name=value or name=low:high "
+                    f"(e.g. crop_area=0.25:1.0). Received: --augment={entry}"
+                )
+            overrides[name.strip()] = numbers[0] if len(numbers) == 1 else numbers
+        return overrides
 
     @property
     def depth(self):
@@ -168,6 +193,12 @@ def define_flags():
         ["imagenet", "small"],
         "Augmentation preset; default "
         "'small' (no blur) at <= 64 px, else 'imagenet' (SPEC table 6).",
+    )
+    f.DEFINE_list(
+        "augment",
+        [],
+        "Augmentation overrides name=value (ViewConfig fields; view1_/view2_ prefix for one "
+        "view), e.g. --augment=crop_area=0.25:1.0,view2_solarize_prob=0 (':' separates a range).",
     )
     f.DEFINE_string("encoder", d.encoder, f"Encoder: one of {', '.join(ENCODERS)}.")
     f.DEFINE_float("width_multiplier", d.width_multiplier, "Channel multiplier of the ResNet.")
@@ -282,6 +313,7 @@ def from_flags(values=None):
         if isinstance(value, str) and value == "" and field.default is None:
             value = None
         kwargs[field.name] = value
+    kwargs["augment"] = tuple(kwargs["augment"] or ())
     if kwargs["eval_split"] == "":
         kwargs["eval_split"] = None
     for key in ("model_dir", "data_dir", "manual_dir", "export_dir"):

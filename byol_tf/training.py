@@ -210,6 +210,7 @@ def _pretrain_data(cfg, micro_step):
         data_dir=cfg.data_dir,
         manual_dir=cfg.manual_dir,
         preset=cfg.preset,
+        augment_overrides=cfg.augment_overrides(),
         skip_corrupt=cfg.skip_corrupt,
         start_step=micro_step,
     )
