@@ -9,39 +9,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from byol_tf.config import TrainConfig  # noqa: E402
+
 PROTOCOLS = ("linear", "knn", "finetune")
+_TRAIN = TrainConfig()  # defaults of the flags shared with train.py
 
 
 def _define(kind, name, default, help_text):
-    """Defines a flag, sharing it with train.py when both binaries share a process (tests).
+    """Defines a flag unless train.py already has (tests import both binaries in one process).
 
-    train.py's definition wins: if it exists the flag is reused, and `allow_override` lets a
-    later one replace this; `_given` tells a value the user set from an inherited default.
+    The shared flags (model_dir, dataset, data_dir, train_split, batch_size, epochs) take
+    train.py's defaults, so the import order does not matter; `_given` tells a value that was
+    set from a default.
     """
     if name not in flags.FLAGS:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, allow_override=True)
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
 
 
-_define("string", "model_dir", None, "Training run folder (checkpoints/, run_config.json).")
+_define("string", "model_dir", _TRAIN.model_dir, "Training run (checkpoints/, run_config.json).")
 _define("string", "protocol", "knn", f"Evaluation protocol: one of {', '.join(PROTOCOLS)}.")
 _define("float", "label_fraction", 1.0, "Share of the train labels used (0.01, 0.1, 1.0).")
-_define("string", "dataset", None, "Data source; default the run's (run_config.json).")
-_define("string", "data_dir", None, "tensorflow-datasets data directory; default the run's.")
+_define("string", "dataset", _TRAIN.dataset, "Data source; unless set, the run's dataset.")
+_define("string", "data_dir", None, "tensorflow-datasets data directory; unless set, the run's.")
 _define("string", "train_split", "train", "Labelled split the classifier is fitted on.")
-_define("string", "test_split", None, "Split scored; default the run's eval_split, else test.")
-_define("integer", "batch_size", 256, "Batch size of feature extraction and fine-tuning.")
-_define("integer", "epochs", None, "Epochs of linear (default 20) or finetune (default 30).")
+_define("string", "test_split", None, "Split scored; unless set, the run's eval_split, else test.")
+_define("integer", "batch_size", _TRAIN.batch_size, "Batch size of features and fine-tuning.")
+_define("integer", "epochs", _TRAIN.epochs, "Unless set: linear 20 epochs, finetune 30.")
 _define("string", "saved_model", None, "Evaluate an exported SavedModel, not a checkpoint.")
 _define("string", "output", None, "Results JSON; default <model_dir or .>/eval_<protocol>.json.")
 FLAGS = flags.FLAGS
 
 
 def _given(name):
-    """The flag's value if set (command line, flagfile, flagsaver), else None.
-
-    Used for the flags whose default comes from run_config.json, so that a default inherited
-    from train.py's definition of the same flag never masks the run's own value.
-    """
+    """The flag's value if set (command line, flagfile, flagsaver), else None."""
     flag = FLAGS[name]
     return None if flag.using_default_value else flag.value
 
@@ -50,8 +50,10 @@ def options():
     """The flags as a namespace; dataset, data_dir, test_split and epochs are None unless given."""
     names = ("protocol", "label_fraction", "train_split", "batch_size", "saved_model", "output")
     values = {name: FLAGS[name].value for name in names}
-    for name in ("model_dir", "dataset", "data_dir", "test_split", "epochs"):
+    for name in ("dataset", "data_dir", "test_split", "epochs"):
         values[name] = _given(name)
+    # --saved_model alone evaluates the export, without the default training run folder.
+    values["model_dir"] = _given("model_dir") if values["saved_model"] else FLAGS.model_dir
     return types.SimpleNamespace(**values)
 
 
