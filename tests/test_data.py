@@ -157,6 +157,11 @@ def test_tfds_sources_through_mock_data():
         _assert_same(a[2:], b)
         images, labels = next(iter(data.eval_dataset("cifar10", "test", 32, 32)))
         assert images.shape == (24, 32, 32, 3) and labels.dtype == tf.int32
+
+
+@pytest.mark.slow
+def test_stl10_unlabelled_split_through_mock_data():
+    with tfds.testing.mock_data(num_examples=12):
         (batch,) = _take(data.pretrain_dataset("stl10", 4, 48, split="unlabelled", **FAST), 1)
         assert batch["view1"].shape == (4, 48, 48, 3)
 
