@@ -13,6 +13,7 @@ from byol_tf.config import TrainConfig  # noqa: E402
 
 PROTOCOLS = ("linear", "knn", "finetune")
 _TRAIN = TrainConfig()  # defaults of the flags shared with train.py
+_UNUSED = " (The default shown is train.py's; evaluate.py does not use it.)"
 
 
 def _define(kind, name, default, help_text):
@@ -29,12 +30,12 @@ def _define(kind, name, default, help_text):
 _define("string", "model_dir", _TRAIN.model_dir, "Training run (checkpoints/, run_config.json).")
 _define("string", "protocol", "knn", f"Evaluation protocol: one of {', '.join(PROTOCOLS)}.")
 _define("float", "label_fraction", 1.0, "Share of the train labels used (0.01, 0.1, 1.0).")
-_define("string", "dataset", _TRAIN.dataset, "Data source; unless set, the run's dataset.")
+_define("string", "dataset", _TRAIN.dataset, "Data source; unless set, the run's." + _UNUSED)
 _define("string", "data_dir", None, "tensorflow-datasets data directory; unless set, the run's.")
 _define("string", "train_split", "train", "Labelled split the classifier is fitted on.")
 _define("string", "test_split", None, "Split scored; unless set, the run's eval_split, else test.")
 _define("integer", "batch_size", _TRAIN.batch_size, "Batch size of features and fine-tuning.")
-_define("integer", "epochs", _TRAIN.epochs, "Unless set: linear 20 epochs, finetune 30.")
+_define("integer", "epochs", _TRAIN.epochs, "Unless set: linear 20, finetune 30." + _UNUSED)
 _define("string", "saved_model", None, "Evaluate an exported SavedModel, not a checkpoint.")
 _define("string", "output", None, "Results JSON; default <model_dir or .>/eval_<protocol>.json.")
 FLAGS = flags.FLAGS
