@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from byol_tf import config  # noqa: E402
 from byol_tf.config import TrainConfig  # noqa: E402
 
 PROTOCOLS = ("linear", "knn", "finetune")
@@ -178,4 +179,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config.flags_parser("evaluate.py"))

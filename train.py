@@ -25,8 +25,9 @@ def main(argv):
 
     try:
         cfg = config.from_flags(FLAGS)
-        training.prepare_model_dir(cfg.model_dir)
-        FLAGS.append_flags_into_file(os.path.join(cfg.model_dir, "flags.txt"))
+        if cfg.strategy != "multi_worker" or training.is_chief():  # other workers: no files
+            training.prepare_model_dir(cfg.model_dir)
+            FLAGS.append_flags_into_file(os.path.join(cfg.model_dir, "flags.txt"))
         summary = training.train(cfg)
     except (ValueError, FileNotFoundError, training.TrainingError) as error:
         sys.exit(f"train.py: error: {error}")
@@ -55,4 +56,4 @@ def _report(summary):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config.flags_parser("train.py"))

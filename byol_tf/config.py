@@ -300,6 +300,23 @@ def define_flags():
     )
 
 
+def flags_parser(program):
+    """An `app.run(main, flags_parser=...)` parser that reports a bad flag in one line.
+
+    absl's default prints "FATAL Flags parsing error" and a help hint on two lines; this exits
+    with `<program>: error: <what is wrong>` (unknown flag, bad value, unreadable flagfile).
+    """
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            message = " ".join(str(error).removeprefix("ERROR:: ").split())
+            raise SystemExit(f"{program}: error: {message}") from None
+
+    return parse
+
+
 def from_flags(values=None):
     """Builds a `TrainConfig` from parsed absl flags.
 
