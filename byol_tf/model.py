@@ -326,7 +326,7 @@ class BYOL(keras.Model):
             # copies are equal, so they stay equal), as strategy.extended.update would; this
             # is valid from cross-replica context, where callbacks run. XLA fuses the updates
             # when everything lives on one device.
-            @tf.function(jit_compile=single)
+            @tf.function(jit_compile=single, autograph=False)
             def ema(tau):
                 for target, online in components:
                     with tf.device(target.device):
