@@ -21,6 +21,7 @@ folder) when present, else the demo set.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -152,17 +153,26 @@ def _extract_cifar(data_root, limit):
 
 def worker_pipeline(args):
     """BYOL ResNet-18 step time fed by the real pipeline vs by one cached batch."""
-    import tensorflow as tf
 
     import byol_tf
     from byol_tf import data
 
     if not hasattr(byol_tf, "BYOL") or not hasattr(byol_tf.networks, "resnet"):
         return {"skipped": "byol_tf.BYOL / byol_tf.networks.resnet are not available"}
-    source = _extract_cifar(args.data_root, args.cifar_per_class) or "demo"
-    ds = data.pretrain_dataset(source, args.train_batch, 32, seed=0, with_labels=False)
-    import keras
+    folder = _extract_cifar(args.data_root, args.cifar_per_class)
+    try:
+        return _compare_steps(args, byol_tf, data, folder or "demo")
+    finally:
+        if folder:
+            shutil.rmtree(folder.split(os.sep + "train")[0])  # the temporary extraction folder
 
+
+def _compare_steps(args, byol_tf, data, source):
+    """Step times on one cached batch and fed by the pipeline, interleaved, best of two."""
+    import keras
+    import tensorflow as tf
+
+    ds = data.pretrain_dataset(source, args.train_batch, 32, seed=0, with_labels=False)
     encoder = byol_tf.networks.resnet(18, cifar_stem=True)
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3))
     model.compile(optimizer=keras.optimizers.SGD(0.1))
