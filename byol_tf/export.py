@@ -52,6 +52,8 @@ class EncoderModule(tf.Module):
         return {"representation": tf.cast(features, tf.float32)}
 
     def _serve(self, images):
+        # The signature checks only the last dimension; name the rank error clearly here.
+        images = tf.ensure_shape(images, [None, None, None, 3], name="images_batch_h_w_3")
         images = data.center_crop(images, self.image_size, self.crop_fraction) / 255.0
         images = tf.clip_by_value(images, 0.0, 1.0)
         return self._encode(augment.normalize(images, self.mean, self.std))
