@@ -166,6 +166,12 @@ def main(argv):
         results = evaluate(opts)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"evaluate.py: error: {error}")
+    except Exception as error:  # a corrupt image file met by the input pipeline
+        from byol_tf import sources
+
+        if not sources.unreadable_file(error):
+            raise
+        sys.exit(f"evaluate.py: error: Cannot decode image file {sources.unreadable_file(error)}")
     output = opts.output or os.path.join(opts.model_dir or ".", f"eval_{opts.protocol}.json")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as handle:

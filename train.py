@@ -21,6 +21,8 @@ def main(argv):
     """Parses the flags into a TrainConfig, trains, and prints the results."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf
+
     from byol_tf import training
 
     try:
@@ -31,6 +33,9 @@ def main(argv):
         summary = training.train(cfg)
     except (ValueError, FileNotFoundError, training.TrainingError) as error:
         sys.exit(f"train.py: error: {error}")
+    except tf.errors.InvalidArgumentError as error:
+        _exit_if_unreadable_image(error)
+        raise
     if "interrupted" in summary:
         print(
             f"Stopped by {summary['interrupted']} at step {summary['steps']}; checkpoint "
@@ -39,6 +44,18 @@ def main(argv):
         return 128 + signal.Signals[summary["interrupted"]].value
     _report(summary)
     return 0
+
+
+def _exit_if_unreadable_image(error):
+    """A corrupt image file met by the input pipeline: one line naming it, no traceback."""
+    from byol_tf import sources
+
+    path = sources.unreadable_file(error)
+    if path:
+        sys.exit(
+            f"train.py: error: Cannot decode image file {path} (corrupt or unsupported); "
+            "remove it or pass --skip_corrupt to skip such files."
+        )
 
 
 def _report(summary):

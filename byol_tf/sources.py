@@ -4,6 +4,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -308,6 +309,12 @@ def _note_skipped(path):
         return False
 
     return tf.py_function(record, [path], tf.bool)
+
+
+def unreadable_file(error):
+    """The path named by `decode_files`' assertion in a `tf.errors.OpError`, else None."""
+    match = re.search(r"\[Cannot decode image file\] \[(.*?)\]", str(error))
+    return match.group(1) if match else None
 
 
 def decode_files(paths, decode, skip_corrupt):
