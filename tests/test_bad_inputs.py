@@ -1,0 +1,328 @@
+"""Bad inputs: each stops with one line naming the culprit (no traceback) and loses no file.
+
+CLI cases call `train.main` / `evaluate.main` / the flags parser in-process: what they raise as
+`SystemExit(str)` is exactly the line absl prints on stderr before exiting 1, and anything else
+would print a traceback. Two subprocess runs confirm that end to end.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+from conftest import tiny_encoder
+from test_end_to_end import ROOT, TINY
+
+import evaluate
+import train
+from byol_tf import checkpoints, config, data, export, training
+
+FLAGS = flags.FLAGS
+QUICK = dict(TINY, epochs=1, steps_per_epoch=1, knn_every_epochs=0, demo_baseline=False)
+
+
+def _snapshot(folder):
+    """`{relative path: sha256}` of every file under `folder`."""
+    found = {}
+    for base, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(base, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+def _one_line(error, program):
+    message = str(error.value.code)
+    assert message.startswith(f"{program}: error: "), message
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def _train_error(model_dir, **overrides):
+    """The one-line error of `train.py` with the tiny flags plus `overrides`."""
+    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir, **overrides)):
+        with pytest.raises(SystemExit) as error:
+            train.main(["train.py"])
+    return _one_line(error, "train.py")
+
+
+def _parse_error(*argv):
+    """The one-line error of train.py's flags parser for `argv`."""
+    with flagsaver.flagsaver():
+        with pytest.raises(SystemExit) as error:
+            config.flags_parser("train.py")(["train.py", *argv])
+    return _one_line(error, "train.py")
+
+
+def _write_images(folder, count, shape, ext="jpg", seed=0):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        encoded = tf.io.encode_jpeg(image) if ext == "jpg" else tf.io.encode_png(image)
+        tf.io.write_file(os.path.join(folder, f"{i}.{ext}"), encoded)
+
+
+def _corrupt_jpeg(path):
+    with open(path, "wb") as handle:
+        handle.write(b"\xff\xd8\xff\xe0 not really a JPEG")
+
+
+def _truncated_png(path):
+    encoded = tf.io.encode_png(np.full((12, 12, 3), 127, np.uint8)).numpy()
+    with open(path, "wb") as handle:
+        handle.write(encoded[: len(encoded) // 2])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real one-step run (checkpoint, run_config.json, flags.txt); copied per test."""
+    model_dir = str(tmp_path_factory.mktemp("trained") / "run")
+    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir)):
+        assert train.main(["train.py"]) == 0
+    return model_dir
+
+
+@pytest.fixture
+def run_dir(trained, tmp_path):
+    """A copy of the trained run; on teardown, asserts every file in it is intact.
+
+    flags.txt is the exception: it records the flags of the latest invocation that passed flag
+    validation (train.py writes it before training starts).
+    """
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(trained, model_dir)
+    before = _snapshot(model_dir)
+    before.pop("flags.txt")
+    yield model_dir
+    after = _snapshot(model_dir)
+    assert {k: after.get(k) for k in before} == before
+    for _, path in checkpoints.list_checkpoints(model_dir):
+        checkpoints.load_checkpoint(path, compile=False)
+
+
+@pytest.fixture
+def new_dir(tmp_path):
+    """A fresh model_dir holding one unrelated file, which must survive untouched."""
+    model_dir = tmp_path / "new_run"
+    model_dir.mkdir()
+    (model_dir / "notes.txt").write_text("keep me")
+    yield str(model_dir)
+    assert (model_dir / "notes.txt").read_text() == "keep me"
+    assert not checkpoints.list_checkpoints(str(model_dir))
+
+
+def _folder_with(tmp_path, bad_name, make_bad):
+    root = str(tmp_path / "images")
+    _write_images(os.path.join(root, "a"), 8, (12, 12, 3))
+    _write_images(os.path.join(root, "b"), 8, (12, 12, 3), seed=1)
+    make_bad(os.path.join(root, "b", bad_name))
+    return root
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def test_missing_data_dir(new_dir, tmp_path):
+    missing = str(tmp_path / "no_such_folder")
+    message = _train_error(new_dir, dataset=missing)
+    assert f"Image folder not found: {missing}" in message
+
+
+def test_empty_folder(new_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    message = _train_error(new_dir, dataset=str(tmp_path / "empty"))
+    assert "No images" in message and str(tmp_path / "empty") in message
+
+
+def test_folder_with_only_non_image_files(new_dir, tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "cls").mkdir(parents=True)
+    (folder / "cls" / "readme.txt").write_text("hello")
+    (folder / "labels.csv").write_text("a,b")
+    message = _train_error(new_dir, dataset=str(folder))
+    assert "No images" in message and str(folder) in message
+
+
+def test_corrupt_jpeg_among_good_ones_is_named(new_dir, tmp_path):
+    root = _folder_with(tmp_path, "bad.jpg", _corrupt_jpeg)
+    message = _train_error(new_dir, dataset=root, batch_size=16, eval_split="")
+    assert os.path.join(root, "b", "bad.jpg") in message and "--skip_corrupt" in message
+
+
+def test_truncated_png_is_named(new_dir, tmp_path):
+    root = _folder_with(tmp_path, "cut.png", _truncated_png)
+    message = _train_error(new_dir, dataset=root, batch_size=16, eval_split="")
+    assert os.path.join(root, "b", "cut.png") in message
+
+
+def _one_pass(root, **kwargs):
+    ds = data.pretrain_dataset(root, 4, 28, repeat=False, jit_compile=False, **kwargs)
+    batches = list(ds)
+    assert all(b["view1"].shape == (4, 28, 28, 3) for b in batches)
+    assert all(np.isfinite(b["view1"].numpy()).all() for b in batches)
+    return sum(int(b["view1"].shape[0]) for b in batches)
+
+
+def test_corrupt_jpeg_with_skip_corrupt_is_skipped_and_reported(tmp_path):
+    root = _folder_with(tmp_path, "bad.jpg", _corrupt_jpeg)
+    assert _one_pass(root, skip_corrupt=True) == 16
+    assert os.path.join(root, "b", "bad.jpg") in data.skipped_files()
+
+
+@pytest.mark.parametrize(
+    "shape, ext",
+    [((12, 12, 1), "png"), ((12, 12, 4), "png"), ((7, 9, 3), "jpg")],
+    ids=["greyscale", "rgba", "smaller_than_image_size"],
+)
+def test_greyscale_rgba_and_small_images_just_work(tmp_path, shape, ext):
+    root = str(tmp_path / "images")
+    _write_images(root, 8, shape, ext)
+    assert _one_pass(root) == 8
+
+
+def test_fixed_size_source_far_smaller_than_image_size(new_dir):
+    message = _train_error(new_dir, image_size=64)
+    assert "image_size=64 is more than twice the source images' size (28x28)" in message
+
+
+def test_unknown_tfds_name(new_dir):
+    message = _train_error(new_dir, dataset="cifar_ten")
+    assert "Unknown data source 'cifar_ten'" in message and "cifar10" in message
+
+
+# --- flags ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(batch_size=0), "--batch_size must be a positive int. Received: --batch_size=0"),
+        (dict(batch_size=-8), "--batch_size must be a positive int. Received: --batch_size=-8"),
+        (dict(epochs=0), "--epochs must be a positive int. Received: --epochs=0"),
+        (dict(encoder="vgg16"), "--encoder must be one of resnet18, resnet34, resnet50."),
+        (dict(image_size=0), "--image_size must be a positive int. Received: --image_size=0"),
+    ],
+    ids=["batch_size_0", "batch_size_negative", "epochs_0", "unknown_encoder", "image_size_0"],
+)
+def test_invalid_flag_values(run_dir, overrides, match):
+    assert match in _train_error(run_dir, **overrides)
+
+
+def test_batch_size_not_divisible_by_replicas(run_dir, monkeypatch):
+    two_cpus = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    monkeypatch.setattr(training, "make_strategy", lambda *args, **kwargs: two_cpus)
+    message = _train_error(run_dir, batch_size=33, strategy="mirrored")
+    assert "--batch_size=33" in message and "number of replicas (2)" in message
+
+
+def test_image_size_not_an_int():
+    assert "--image_size=abc" in _parse_error("--image_size=abc")
+
+
+def test_flagfile_that_does_not_exist(tmp_path):
+    missing = str(tmp_path / "nope.flags")
+    message = _parse_error(f"--flagfile={missing}")
+    assert "Unable to open flagfile" in message and missing in message
+
+
+def test_flagfile_with_an_unknown_flag(tmp_path):
+    flagfile = tmp_path / "typo.flags"
+    flagfile.write_text("# a recipe\n--batch_size=32\n--learning_rat=0.3\n")
+    assert "Unknown command line flag 'learning_rat'" in _parse_error(f"--flagfile={flagfile}")
+
+
+def test_model_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("precious")
+    assert f"--model_dir={path} is a file" in _train_error(str(path))
+    assert path.read_text() == "precious"
+
+
+def test_resume_with_another_encoder_keeps_the_checkpoint(run_dir):
+    message = _train_error(run_dir, encoder="resnet34")
+    assert "--encoder=resnet34 does not match the checkpoint" in message
+    assert "--encoder=resnet18" in message
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--flagfile=/nonexistent/x.flags"], "Unable to open flagfile"),
+        (["--epochs=0"], "--epochs must be a positive int"),
+    ],
+)
+def test_cli_exits_non_zero_with_one_line_on_stderr(args, match, tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--model_dir={tmp_path}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("train.py")]
+    assert errors == [result.stderr.splitlines()[-1]] and match in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+# --- evaluation and serving ------------------------------------------------------------------
+
+
+def test_evaluate_on_a_directory_without_checkpoint(new_dir):
+    with flagsaver.flagsaver(model_dir=new_dir, protocol="knn"):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    message = _one_line(error, "evaluate.py")
+    assert f"No checkpoint found in {new_dir}" in message
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("export"))
+    keras.utils.set_random_seed(0)
+    path = export.export_encoder(tiny_encoder(), folder, 8, (0.5,) * 3, (0.25,) * 3)
+    return tf.saved_model.load(path).signatures["serving_default"]
+
+
+def test_served_model_refuses_float_images(served):
+    assert served(images=tf.zeros([1, 8, 8, 3], tf.uint8))["representation"].shape == (1, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
+        served(images=tf.zeros([1, 8, 8, 3], tf.float32))
+
+
+def test_served_model_refuses_a_wrong_rank(served):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[\?,\?,\?,3\]"):
+        served(images=tf.zeros([8, 8, 3], tf.uint8))
+
+
+# --- untrusted files -------------------------------------------------------------------------
+
+
+def test_checkpoint_loading_keeps_keras_safe_mode(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = str(tmp_path / "ckpt-00000001.keras")
+    model.save(path)
+    with pytest.raises(ValueError, match="safe_mode"):
+        checkpoints.load_checkpoint(path)
+
+
+def test_nothing_in_the_project_unpickles_files():
+    sources = [os.path.join(ROOT, name) for name in ("train.py", "evaluate.py")]
+    package = os.path.join(ROOT, "byol_tf")
+    sources += [os.path.join(package, n) for n in os.listdir(package) if n.endswith(".py")]
+    for path in sources:
+        with open(path) as handle:
+            text = handle.read()
+        for unsafe in ("import pickle", "allow_pickle=True", "safe_mode=False", "dill", "joblib"):
+            assert unsafe not in text, f"{path} uses {unsafe}"
