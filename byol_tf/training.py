@@ -16,6 +16,7 @@ from byol_tf.callbacks import (
     NaNGuard,
     TargetEMA,
 )
+from byol_tf.distribution import is_chief, make_strategy, remove_write_dir, write_dir
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
 from byol_tf.schedules import PerUpdate, WarmupCosine
@@ -36,28 +37,6 @@ ARCHITECTURE = (
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (divergence, collapse)."""
-
-
-def make_strategy(name, tpu=None):
-    """The `tf.distribute.Strategy` named by `--strategy`."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(
-        f"--strategy must be one of auto, one_device, mirrored, multi_worker, tpu. "
-        f"Received: --strategy={name}"
-    )
 
 
 def prepare_model_dir(model_dir):
@@ -172,9 +151,9 @@ def _knn_datasets(cfg, info):
     return memory, data.eval_dataset(cfg.dataset, cfg.eval_split, **kwargs)
 
 
-def _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log):
+def _callbacks(cfg, model, info, total_steps, sample, log, out_dir):
     ema = TargetEMA(cfg.base_tau, total_steps=total_steps)
-    saver = Checkpointer(cfg.model_dir, cfg.checkpoint_every_steps, cfg.keep_checkpoints)
+    saver = Checkpointer(out_dir, cfg.checkpoint_every_steps, cfg.keep_checkpoints)
     guards = {
         "nan": NaNGuard(),
         "collapse": CollapseGuard(cfg.collapse_threshold, cfg.collapse_patience, log),
@@ -194,14 +173,14 @@ def _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log):
         guards["collapse"],
         saver,
         guards["signal"],
-        ScalarLogger(os.path.join(cfg.model_dir, "tensorboard"), cfg.log_every_steps, ema, views),
+        ScalarLogger(os.path.join(out_dir, "tensorboard"), cfg.log_every_steps, ema, views),
     ]
     return callbacks, guards, knn
 
 
 def _pretrain_data(cfg, micro_step):
     """The pretraining stream from micro-batch `micro_step` on (micro = batch / accumulation)."""
-    return data.pretrain_dataset(
+    dataset = data.pretrain_dataset(
         cfg.dataset,
         cfg.batch_size // cfg.accumulation_steps,
         cfg.image_size,
@@ -214,15 +193,22 @@ def _pretrain_data(cfg, micro_step):
         skip_corrupt=cfg.skip_corrupt,
         start_step=micro_step,
     )
+    # Several workers: each computes the whole global batch and keeps its share (DATA
+    # sharding), so the union of the workers' batches is the single-process batch.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _setup(cfg):
+    # First: MultiWorkerMirroredStrategy must exist before the TensorFlow runtime starts.
+    strategy = make_strategy(cfg.strategy, cfg.tpu)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(cfg.mixed_precision)
-    prepare_model_dir(cfg.model_dir)
-    strategy = make_strategy(cfg.strategy, cfg.tpu)
+    if is_chief(strategy):
+        prepare_model_dir(cfg.model_dir)
     replicas = strategy.num_replicas_in_sync
     if (cfg.batch_size // cfg.accumulation_steps) % replicas:
         raise ValueError(
@@ -279,6 +265,15 @@ def train(cfg, log=print):
     """
     started = time.time()
     strategy = _setup(cfg)
+    # Every worker runs the same program; only the chief's files land in model_dir.
+    out_dir = write_dir(cfg.model_dir, is_chief(strategy))
+    try:
+        return _train(cfg, strategy, out_dir, started, log)
+    finally:
+        remove_write_dir(out_dir, cfg.model_dir)
+
+
+def _train(cfg, strategy, out_dir, started, log):
     info, steps_per_epoch, total_steps = _plan(cfg)
     resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
     if resume_from:
@@ -295,20 +290,20 @@ def train(cfg, log=print):
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
     )
-    _write_json(os.path.join(cfg.model_dir, RUN_CONFIG), run_config)
+    _write_json(os.path.join(out_dir, RUN_CONFIG), run_config)
     start = int(model.optimizer.iterations.numpy()) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))
-    callbacks, guards, knn = _callbacks(cfg, model, info, steps_per_epoch, total_steps, sample, log)
+    callbacks, guards, knn = _callbacks(cfg, model, info, total_steps, sample, log, out_dir)
     history = _fit(cfg, model, callbacks, guards, steps_per_epoch)
     _raise_if_failed(cfg, guards)
     if guards["signal"].received:
         return {
             "interrupted": guards["signal"].received,
             "steps": int(model.optimizer.iterations.numpy()),
-            "checkpoint": checkpoints.latest_checkpoint(cfg.model_dir),
+            "checkpoint": checkpoints.latest_checkpoint(out_dir),
         }
-    summary = _summarise(cfg, model, history, knn, started, info)
-    _write_json(os.path.join(cfg.model_dir, SUMMARY), summary)
+    summary = _summarise(cfg, model, history, knn, started, info, out_dir)
+    _write_json(os.path.join(out_dir, SUMMARY), summary)
     return summary
 
 
@@ -328,13 +323,13 @@ def _raise_if_failed(cfg, guards):
         )
 
 
-def _summarise(cfg, model, history, knn, started, info):
+def _summarise(cfg, model, history, knn, started, info, out_dir):
     summary = {
         "dataset": cfg.dataset,
         "steps": int(model.optimizer.iterations.numpy()),
         "wall_time_s": round(time.time() - started, 1),
         "final": {k: v[-1] for k, v in history.items() if v},
-        "checkpoint": checkpoints.latest_checkpoint(cfg.model_dir),
+        "checkpoint": checkpoints.latest_checkpoint(out_dir),
     }
     if knn is not None:
         summary["knn_top1"] = knn.evaluate()
@@ -347,8 +342,9 @@ def _summarise(cfg, model, history, knn, started, info):
     if cfg.export_dir:
         from byol_tf import export
 
+        export_dir = cfg.export_dir if out_dir == cfg.model_dir else os.path.join(out_dir, "export")
         summary["export"] = export.export_encoder(
-            model.encoder, cfg.export_dir, cfg.image_size, info.mean, info.std
+            model.encoder, export_dir, cfg.image_size, info.mean, info.std
         )
     return summary
 

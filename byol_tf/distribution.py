@@ -1,0 +1,88 @@
+"""Distribution strategies of a run and which process writes its files (the chief)."""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name, tpu=None):
+    """The `tf.distribute.Strategy` named by `--strategy`.
+
+    Call it before any other TensorFlow op: `MultiWorkerMirroredStrategy` configures collective
+    ops, which TensorFlow accepts only before its runtime starts. Only `auto` and `one_device`
+    look at the local devices (that starts the runtime), after the choice of strategy.
+
+    Args:
+        name: one of `STRATEGIES`; `multi_worker` reads the cluster from `TF_CONFIG`.
+        tpu: TPU name or `grpc://` address, for `tpu`.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name in ("auto", "one_device"):
+        gpus = tf.config.list_logical_devices("GPU")
+        if name == "one_device":
+            return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    raise ValueError(
+        f"--strategy must be one of {', '.join(STRATEGIES)}. Received: --strategy={name}"
+    )
+
+
+def _chief(jobs, task_type, task_id):
+    """The chief is task `chief:0`, else `worker:0`; a process outside any cluster is one."""
+    if not jobs or task_type is None:
+        return True
+    if "chief" in jobs:
+        return task_type == "chief"
+    return task_type == "worker" and int(task_id or 0) == 0
+
+
+def is_chief(strategy=None):
+    """Whether this process writes the run's files (checkpoints, TensorBoard, summary, export).
+
+    Every process of a multi-worker run executes the same program; only the chief's files are
+    kept. Single-process strategies are always chief.
+
+    Args:
+        strategy: a `tf.distribute.Strategy`; None reads the cluster from `TF_CONFIG` (usable
+            before the strategy exists, e.g. by `train.py` to write `flags.txt`).
+    """
+    if strategy is None:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = tf_config.get("task", {})
+        return _chief(tf_config.get("cluster", {}), task.get("type"), task.get("index"))
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True  # one client process drives all TPU cores
+    jobs = resolver.cluster_spec().jobs
+    return _chief(jobs, resolver.task_type, resolver.task_id)
+
+
+def write_dir(model_dir, chief):
+    """Where this process writes: `model_dir` for the chief, else a fresh temporary folder.
+
+    Non-chief workers run the same saving code as the chief (saving may read distributed
+    variables, which takes every worker), into a folder `remove_write_dir` deletes at the end.
+    """
+    return model_dir if chief else tempfile.mkdtemp(prefix="byol_tf_worker_")
+
+
+def remove_write_dir(path, model_dir):
+    """Deletes a non-chief worker's temporary folder (never `model_dir` itself)."""
+    if os.path.abspath(path) != os.path.abspath(model_dir):
+        shutil.rmtree(path, ignore_errors=True)
