@@ -194,6 +194,14 @@ class BYOL(keras.Model):
             for target, online in self._ema_pairs:
                 target.assign(online)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (TF backend) builds a model under a strategy by first averaging a whole
+        # batch with `strategy.reduce`, which MultiWorkerMirroredStrategy rejects for a dict
+        # batch. A built BYOL with a built optimiser has nothing left to build: skip it.
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _pair_variables(self):
         """(target, online) variable pairs, matched by structure, not by name."""
         pairs = []
@@ -285,7 +293,12 @@ class BYOL(keras.Model):
         if "probe_loss" in aux:
             self.probe_loss_tracker.update_state(aux["probe_loss"])
             self.probe_accuracy.update_state(aux["labels"], aux["logits"], aux["weights"])
-        return {m.name: m.result() for m in self.metrics}
+        logs = {m.name: m.result() for m in self.metrics}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 averages multi-worker logs with strategy.reduce(MEAN, axis=0), which
+            # needs a leading axis: give each scalar one (the reduction returns scalars).
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         """One optimiser step on a batch of view pairs (both orderings)."""
