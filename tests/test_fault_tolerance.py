@@ -1,0 +1,120 @@
+"""kill -9 at random points (during a step, during a checkpoint write), rerun, finish exactly."""
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import byol_tf
+from byol_tf import checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCHS, STEPS = 3, 4
+FLAGS = [
+    "--dataset=demo", "--image_size=28", "--width_multiplier=0.125", "--projection_dim=16",
+    "--hidden_dim=32", "--batch_size=32", f"--epochs={EPOCHS}", f"--steps_per_epoch={STEPS}",
+    "--knn_every_epochs=0", "--nodemo_baseline", "--checkpoint_every_steps=1",
+    "--keep_checkpoints=20", "--log_every_steps=1", "--deterministic", "--seed=3",
+]  # fmt: skip
+KILLS = 5
+
+
+def _start(model_dir, log, strategy):
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *FLAGS]
+    command += [f"--model_dir={model_dir}", f"--strategy={strategy}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    with open(log, "w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def _latest_step(model_dir):
+    found = checkpoints.list_checkpoints(model_dir)
+    return found[-1][0] if found else 0
+
+
+def _writing(model_dir):
+    folder = checkpoints.checkpoint_dir(model_dir)
+    return os.path.isdir(folder) and any(n.endswith(".tmp.keras") for n in os.listdir(folder))
+
+
+def _kill_at_random_point(process, model_dir, rng):
+    """SIGKILLs `process` during a checkpoint write or in a step after a new checkpoint.
+
+    Returns the kind of point, or None if the run finished first.
+    """
+    kind = rng.choice(["write", "step"])
+    target = _latest_step(model_dir) + 1
+    delay = rng.uniform(0.0, 0.4)
+    while process.poll() is None:
+        if kind == "write" and _writing(model_dir):
+            break
+        if kind == "step" and _latest_step(model_dir) >= target:
+            time.sleep(delay)  # lands somewhere in the following step(s)
+            break
+        time.sleep(0.005)
+    if process.poll() is not None:
+        return None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return kind
+
+
+def _check_checkpoints(model_dir, verified):
+    """Every finished checkpoint loads, and holds the step, learning rate and τ of its name."""
+    peak = 1.0 * 32 / 256  # --learning_rate × batch / 256
+    schedule = byol_tf.WarmupCosine(peak, EPOCHS * STEPS, STEPS)
+    for step, path in checkpoints.list_checkpoints(model_dir):
+        if path in verified:
+            continue
+        model = checkpoints.load_checkpoint(path)  # raises ValueError if unreadable
+        assert int(model.optimizer.iterations.numpy()) == step
+        # τ is cosine_tau(iterations) in TargetEMA: the restored counter fixes it too.
+        np.testing.assert_allclose(
+            float(np.asarray(model.optimizer.learning_rate)), float(schedule(step)), rtol=1e-6
+        )
+        verified.add(path)
+
+
+def _weights(model_dir):
+    return checkpoints.load_checkpoint(checkpoints.latest_checkpoint(model_dir)).get_weights()
+
+
+def _run_with_kills(tmp_path, strategy):
+    killed_dir, straight_dir = str(tmp_path / "killed"), str(tmp_path / "straight")
+    # The uninterrupted reference runs alongside the killed one.
+    reference = _start(straight_dir, str(tmp_path / "straight.log"), strategy)
+    rng, verified, kinds = random.Random(6), set(), []
+    for attempt in range(KILLS + 1):
+        before = _latest_step(killed_dir)
+        log = str(tmp_path / f"run{attempt}.log")
+        process = _start(killed_dir, log, strategy)
+        kind = _kill_at_random_point(process, killed_dir, rng) if attempt < KILLS else None
+        if kind is None:
+            assert process.wait(timeout=600) == 0, open(log).read()[-2000:]
+        kinds.append(kind)
+        output = open(log).read()
+        resumed = re.search(r"Resuming from .*ckpt-(\d+)\.keras \(step (\d+)\)", output)
+        if before:  # each rerun continues from the newest checkpoint before it
+            assert resumed and int(resumed.group(1)) == int(resumed.group(2)) == before, output
+        _check_checkpoints(killed_dir, verified)
+    assert reference.wait(timeout=600) == 0, open(str(tmp_path / "straight.log")).read()[-2000:]
+    assert _latest_step(killed_dir) == EPOCHS * STEPS
+    assert None not in kinds[:KILLS], kinds  # five kills, then the run that finishes
+    for a, b in zip(_weights(straight_dir), _weights(killed_dir), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigkill_five_times_then_resume_equals_an_uninterrupted_run(tmp_path):
+    _run_with_kills(tmp_path, "auto")
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_under_mirrored_strategy(tmp_path):
+    _run_with_kills(tmp_path, "mirrored")
