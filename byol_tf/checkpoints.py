@@ -61,6 +61,9 @@ def save_checkpoint(model, model_dir, step, keep=3):
     os.replace(tmp, path)
     for _, old in list_checkpoints(model_dir)[: -max(int(keep), 1)]:
         os.remove(old)
+    for name in os.listdir(folder):  # half-written files of saves a crash interrupted
+        if name.startswith(".ckpt-") and name.endswith(".tmp.keras"):
+            os.remove(os.path.join(folder, name))
     return path
 
 
