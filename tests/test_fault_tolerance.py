@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_encoder
 
 import byol_tf
 from byol_tf import checkpoints
@@ -105,6 +106,7 @@ def _run_with_kills(tmp_path, strategy):
         _check_checkpoints(killed_dir, verified)
     assert reference.wait(timeout=600) == 0, open(str(tmp_path / "straight.log")).read()[-2000:]
     assert _latest_step(killed_dir) == EPOCHS * STEPS
+    assert not _writing(killed_dir)  # saves remove the half-written files of killed ones
     assert None not in kinds[:KILLS], kinds  # five kills, then the run that finishes
     for a, b in zip(_weights(straight_dir), _weights(killed_dir), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -118,3 +120,14 @@ def test_sigkill_five_times_then_resume_equals_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_sigkill_and_resume_under_mirrored_strategy(tmp_path):
     _run_with_kills(tmp_path, "mirrored")
+
+
+def test_a_save_removes_half_written_files_of_killed_saves(tmp_path):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=byol_tf.LARS(0.1))
+    model.optimizer.build(model.trainable_variables)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".ckpt-00000003.tmp.keras").write_bytes(b"killed mid-write")
+    checkpoints.save_checkpoint(model, str(tmp_path), 4)
+    assert os.listdir(folder) == ["ckpt-00000004.keras"]
