@@ -1,4 +1,4 @@
-"""kill -9 at random points (during a step, during a checkpoint write), rerun, finish exactly."""
+"""kill -9 at random points (in a step, in a checkpoint write), SIGTERM, rerun: finish exactly."""
 
 import os
 import random
@@ -66,6 +66,17 @@ def _kill_at_random_point(process, model_dir, rng):
     return kind
 
 
+def _terminate_mid_epoch(process, model_dir, before):
+    """SIGTERMs `process` after the first step of an epoch it trains; returns its exit code."""
+    while process.poll() is None:
+        latest = _latest_step(model_dir)
+        if latest > before and latest % STEPS == 1:
+            process.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.005)
+    return process.wait(timeout=600)
+
+
 def _check_checkpoints(model_dir, verified):
     """Every finished checkpoint loads, and holds the step, learning rate and τ of its name."""
     peak = 1.0 * 32 / 256  # --learning_rate × batch / 256
@@ -91,12 +102,17 @@ def _run_with_kills(tmp_path, strategy):
     # The uninterrupted reference runs alongside the killed one.
     reference = _start(straight_dir, str(tmp_path / "straight.log"), strategy)
     rng, verified, kinds = random.Random(6), set(), []
-    for attempt in range(KILLS + 1):
+    for attempt in range(KILLS + 2):  # five SIGKILLs, one SIGTERM, then the last run
         before = _latest_step(killed_dir)
         log = str(tmp_path / f"run{attempt}.log")
         process = _start(killed_dir, log, strategy)
         kind = _kill_at_random_point(process, killed_dir, rng) if attempt < KILLS else None
-        if kind is None:
+        if attempt == KILLS:  # SIGTERM: checkpoint at the step boundary, exit 128 + 15
+            assert _terminate_mid_epoch(process, killed_dir, before) == 143, open(log).read()
+            stopped = re.search(r"Stopped by SIGTERM at step (\d+)", open(log).read())
+            assert stopped and int(stopped.group(1)) == _latest_step(killed_dir)
+            kind = "SIGTERM"
+        elif kind is None:
             assert process.wait(timeout=600) == 0, open(log).read()[-2000:]
         kinds.append(kind)
         output = open(log).read()
@@ -107,7 +123,7 @@ def _run_with_kills(tmp_path, strategy):
     assert reference.wait(timeout=600) == 0, open(str(tmp_path / "straight.log")).read()[-2000:]
     assert _latest_step(killed_dir) == EPOCHS * STEPS
     assert not _writing(killed_dir)  # saves remove the half-written files of killed ones
-    assert None not in kinds[:KILLS], kinds  # five kills, then the run that finishes
+    assert None not in kinds[:-1], kinds  # every interruption landed before the end
     for a, b in zip(_weights(straight_dir), _weights(killed_dir), strict=True):
         np.testing.assert_array_equal(a, b)
 
