@@ -31,7 +31,7 @@ class TrainConfig:
     projection_dim: int = 128
     hidden_dim: int = 512
     batch_size: int = 128
-    epochs: int = 8
+    epochs: int = 4
     steps_per_epoch: int | None = None
     learning_rate: float = 1.0
     warmup_epochs: float = 1.0
