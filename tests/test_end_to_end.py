@@ -12,6 +12,7 @@ from absl.testing import flagsaver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import evaluate  # noqa: E402
 import train  # noqa: E402
 from byol_tf import checkpoints  # noqa: E402
 
@@ -57,6 +58,12 @@ def test_train_main_runs_resumes_and_exports(tmp_path, capsys):
         assert os.path.exists(os.path.join(model_dir, name))
     assert glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*"))
     assert [s for s, _ in checkpoints.list_checkpoints(model_dir)] == [1, 2, 3, 4]
+
+    # evaluate.main on the run: the kNN protocol reads dataset and image size from the run.
+    with flagsaver.flagsaver(model_dir=model_dir, protocol="knn"):
+        assert evaluate.main(["evaluate.py"]) == 0
+    with open(os.path.join(model_dir, "eval_knn.json")) as handle:
+        assert 0.0 <= json.load(handle)["top1"] <= 1.0
 
     # The same command with more epochs resumes at step 4 and continues to 6.
     resumed = _train(model_dir, epochs=3, demo_baseline=False)
