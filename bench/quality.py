@@ -22,51 +22,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def knn_top1(
-    train_features,
-    train_labels,
-    test_features,
-    test_labels,
-    k=200,
-    temperature=0.1,
-    num_classes=10,
-    chunk_size=1024,
-):
-    """Weighted kNN top-1 accuracy (SPEC §6): cosine similarity, k neighbours, exp(sim/T) votes.
-
-    Args:
-        train_features: `(N, D)` memory-bank features.
-        train_labels: `(N,)` int labels of the bank.
-        test_features: `(M, D)` query features.
-        test_labels: `(M,)` int labels of the queries.
-        k: neighbours per query (capped at N).
-        temperature: T of the vote weights exp(sim / T).
-        num_classes: number of classes.
-        chunk_size: queries per similarity block (bounds memory).
-
-    Returns:
-        Top-1 accuracy in [0, 1].
-    """
-
-    def normalise(x):
-        x = np.asarray(x, np.float32)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    bank, queries = normalise(train_features), normalise(test_features)
-    train_labels = np.asarray(train_labels)
-    k = min(k, len(bank))
-    correct = 0
-    for start in range(0, len(queries), chunk_size):
-        similarity = queries[start : start + chunk_size] @ bank.T
-        neighbours = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        weights = np.exp(np.take_along_axis(similarity, neighbours, axis=1) / temperature)
-        votes = np.zeros((len(similarity), num_classes), np.float64)
-        rows = np.repeat(np.arange(len(similarity)), k)
-        np.add.at(votes, (rows, train_labels[neighbours].ravel()), weights.ravel())
-        correct += int((votes.argmax(1) == test_labels[start : start + chunk_size]).sum())
-    return correct / len(queries)
-
-
 def load_split(root, split, subset=None, seed=0):
     """Decodes `root/split/<class>/*.jpg` into uint8 images, optionally a seeded random subset.
 
@@ -298,9 +253,11 @@ def _installed(libraries):
 
 def _evaluate(name, features, data, args):
     """kNN top-1 of one encoder on the test split, with the training subset as memory bank."""
+    from byol_tf.evaluation import knn_classify  # imports TensorFlow: after torch (README)
+
     train_x, train_y, test_x, test_y = data
-    accuracy = knn_top1(features(train_x), train_y, features(test_x), test_y,
-                        k=args.knn_k, temperature=args.knn_temperature)  # fmt: skip
+    accuracy = knn_classify(features(train_x), train_y, features(test_x), test_y,
+                            k=args.knn_k, temperature=args.knn_temperature)["top1"]  # fmt: skip
     print(f"{name}: kNN top-1 {100 * accuracy:.2f} %")
     return accuracy
 
