@@ -9,6 +9,11 @@ import keras
 from byol_tf.schedules import cosine_tau
 
 
+def optimizer_step(model):
+    """The number of optimiser updates `model` has applied (micro-batches not counted)."""
+    return int(model.optimizer.iterations.numpy())
+
+
 class TargetEMA(keras.callbacks.Callback):
     """Moves the target network towards the online one after every optimiser step.
 
@@ -47,20 +52,16 @@ class TargetEMA(keras.callbacks.Callback):
                     "steps_per_epoch=... on a dataset of unknown size."
                 )
             self._steps = epochs * steps
-        self._last_step = int(self.model.optimizer.iterations.numpy())
+        self._last_step = optimizer_step(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = optimizer_step(self.model)
         if step == self._last_step:
             return  # no optimiser step was taken (e.g. a skipped mixed-precision step)
         taus = [cosine_tau(k, self._steps, self.base_tau) for k in range(self._last_step, step)]
         self.last_tau = math.prod(taus)
         self.model.update_target(self.last_tau)
         self._last_step = step
-
-
-def _step(model):
-    return int(model.optimizer.iterations.numpy())
 
 
 def _finite(logs, key="loss"):
@@ -89,17 +90,17 @@ class Checkpointer(keras.callbacks.Callback):
         """Saves now unless this step is saved already or the loss is not finite."""
         from byol_tf.checkpoints import save_checkpoint
 
-        step = _step(self.model)
+        step = optimizer_step(self.model)
         if step == self.last_saved or not _finite(logs):
             return
         save_checkpoint(self.model, self.model_dir, step, self.keep)
         self.last_saved = step
 
     def on_train_begin(self, logs=None):
-        self.last_saved = _step(self.model)  # what we resumed from is on disk already
+        self.last_saved = optimizer_step(self.model)  # what we resumed from is on disk already
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and _step(self.model) // self.every_steps != (
+        if self.every_steps and optimizer_step(self.model) // self.every_steps != (
             (self.last_saved or 0) // self.every_steps
         ):
             self.save(logs)
@@ -117,7 +118,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if not _finite(logs):
-            self.failed_step = _step(self.model)
+            self.failed_step = optimizer_step(self.model)
             self.model.stop_training = True
 
 

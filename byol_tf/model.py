@@ -221,11 +221,6 @@ class BYOL(keras.Model):
         return pairs
 
     @property
-    def online_variables(self):
-        """The variables the optimiser updates: online encoder, heads and probe."""
-        return self.trainable_variables
-
-    @property
     def metrics(self):
         trackers = [self.loss_tracker, self.std_tracker]
         if self.num_classes:

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from byol_tf.callbacks import optimizer_step
+
 
 def view_grid(view1, view2, mean, std, max_pairs=8):
     """Side-by-side grid image of view pairs, de-normalised to [0, 1].
@@ -51,14 +53,14 @@ class ScalarLogger(keras.callbacks.Callback):
                 tf.summary.image(
                     "augmented_view_pairs",
                     view_grid(view1, view2, mean, std),
-                    step=int(self.model.optimizer.iterations.numpy()),
+                    step=optimizer_step(self.model),
                 )
 
     def _learning_rate(self):
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = optimizer_step(self.model)
         if step % self.every_steps or not logs:
             return
         with self._writer.as_default(step=step):

@@ -15,6 +15,7 @@ from byol_tf.callbacks import (
     KNNMonitor,
     NaNGuard,
     TargetEMA,
+    optimizer_step,
 )
 from byol_tf.distribution import is_chief, make_strategy, remove_write_dir, write_dir
 from byol_tf.model import BYOL
@@ -236,9 +237,9 @@ def _fit(cfg, model, callbacks, guards, steps_per_epoch):
     """Runs `fit` over the remaining epochs (micro-batch steps); returns the merged history."""
     accumulation, history = cfg.accumulation_steps, {}
     micro_per_epoch = steps_per_epoch * accumulation
-    start = int(model.optimizer.iterations.numpy()) * accumulation
+    start = optimizer_step(model) * accumulation
     for initial_epoch, steps in _segments(start, micro_per_epoch, cfg.epochs):
-        micro_step = int(model.optimizer.iterations.numpy()) * accumulation
+        micro_step = optimizer_step(model) * accumulation
         result = model.fit(
             _pretrain_data(cfg, micro_step),
             initial_epoch=initial_epoch,
@@ -281,7 +282,7 @@ def _train(cfg, strategy, out_dir, started, log):
     model = build_model(cfg, info.num_classes, strategy, total_steps, steps_per_epoch)
     if resume_from:
         _restore(model, resume_from)
-        log(f"Resuming from {resume_from} (step {int(model.optimizer.iterations.numpy())}).")
+        log(f"Resuming from {resume_from} (step {optimizer_step(model)}).")
     run_config = dict(
         cfg.to_json(),
         mean=list(info.mean),
@@ -291,7 +292,7 @@ def _train(cfg, strategy, out_dir, started, log):
         total_steps=total_steps,
     )
     _write_json(os.path.join(out_dir, RUN_CONFIG), run_config)
-    start = int(model.optimizer.iterations.numpy()) * cfg.accumulation_steps
+    start = optimizer_step(model) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))
     callbacks, guards, knn = _callbacks(cfg, model, info, total_steps, sample, log, out_dir)
     history = _fit(cfg, model, callbacks, guards, steps_per_epoch)
@@ -299,7 +300,7 @@ def _train(cfg, strategy, out_dir, started, log):
     if guards["signal"].received:
         return {
             "interrupted": guards["signal"].received,
-            "steps": int(model.optimizer.iterations.numpy()),
+            "steps": optimizer_step(model),
             "checkpoint": checkpoints.latest_checkpoint(out_dir),
         }
     summary = _summarise(cfg, model, history, knn, started, info, out_dir)
@@ -326,7 +327,7 @@ def _raise_if_failed(cfg, guards):
 def _summarise(cfg, model, history, knn, started, info, out_dir):
     summary = {
         "dataset": cfg.dataset,
-        "steps": int(model.optimizer.iterations.numpy()),
+        "steps": optimizer_step(model),
         "wall_time_s": round(time.time() - started, 1),
         "final": {k: v[-1] for k, v in history.items() if v},
         "checkpoint": checkpoints.latest_checkpoint(out_dir),
