@@ -24,21 +24,21 @@ class TrainConfig:
     eval_split: str | None = "test"
     image_size: int = 28
     preset: str | None = None
-    augment: tuple = ()
+    augment: tuple = ("crop_area=0.7:1.0",)
     encoder: str = "resnet18"
     width_multiplier: float = 0.25
-    cifar_stem: bool = True
+    cifar_stem: bool = False
     projection_dim: int = 128
     hidden_dim: int = 512
-    batch_size: int = 128
-    epochs: int = 4
+    batch_size: int = 64
+    epochs: int = 12
     steps_per_epoch: int | None = None
-    learning_rate: float = 1.0
+    learning_rate: float = 0.3
     warmup_epochs: float = 1.0
     weight_decay: float = 1e-5
     momentum: float = 0.9
     eta: float = 0.02
-    base_tau: float = 0.99
+    base_tau: float = 0.996
     model_dir: str = "runs/demo"
     export_dir: str | None = None
     seed: int = 0
@@ -196,7 +196,7 @@ def define_flags():
     )
     f.DEFINE_list(
         "augment",
-        [],
+        list(d.augment),
         "Augmentation overrides name=value (ViewConfig fields; view1_/view2_ prefix for one "
         "view), e.g. --augment=crop_area=0.25:1.0,view2_solarize_prob=0 (':' separates a range).",
     )

@@ -1,5 +1,6 @@
 """Flags → TrainConfig: defaults, recipes and one-line errors naming the flag."""
 
+import dataclasses
 import os
 
 import pytest
@@ -17,7 +18,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_defaults_are_the_offline_demo():
     with flagsaver.flagsaver():
         cfg = config.from_flags(FLAGS)
-    assert cfg.dataset == "demo" and cfg.depth == 18 and cfg.cifar_stem
+    with flagsaver.flagsaver():
+        FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', 'demo.flags')}"])
+        demo = config.from_flags(FLAGS)
+    assert cfg.dataset == "demo" and cfg.depth == 18 and not cfg.cifar_stem
+    assert cfg.augment_overrides() == {"crop_area": (0.7, 1.0)}
+    # demo.flags spells the defaults out; only the export folder is its addition.
+    assert dataclasses.replace(demo, export_dir=None, preset=None) == cfg
+
+
+@pytest.mark.parametrize("name", ["imagenet", "cifar10", "stl10"])
+def test_recipes_do_not_inherit_the_demo_augmentation(name):
+    with flagsaver.flagsaver():
+        FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', f'{name}.flags')}"])
+        cfg = config.from_flags(FLAGS)
+    assert cfg.augment == () and cfg.augment_overrides() == {}
 
 
 @pytest.mark.parametrize("name", ["imagenet", "cifar10", "stl10", "demo"])
