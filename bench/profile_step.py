@@ -1,0 +1,331 @@
+"""Where one byol_tf train step spends its time: TF-profiler op breakdown and the EMA's share."""
+
+import argparse
+import collections
+import contextlib
+import glob
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+
+IMAGE_SIZE = 32
+PROJECTION_DIM = 256
+HIDDEN_DIM = 4096
+# variant name: (jit_compile, BatchNorm through TF's fused kernel: bench/fused_batch_norm.py)
+VARIANTS = {
+    "xla": (True, False),
+    "graph": (False, False),
+    "xla-fused-bn": (True, True),
+    "graph-fused-bn": (False, True),
+}
+# A BatchNorm layer's name scope in byol_tf.networks: stem_bn, stage1_block1_bn2, hidden_bn, ...
+_BN_SCOPE = re.compile(r"(^|/)\w*_bn\d*(_\d+)?/")
+_HLO_COMPUTATION = re.compile(r"(?:ENTRY )?%([\w.\-]+) \(.*\{\s*$")
+_HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = ")
+_HLO_METADATA = re.compile(r'metadata=\{(?:op_type="([^"]*)" )?op_name="([^"]*)"')
+_HLO_CALLS = re.compile(r"(?:calls|to_apply)=%([\w.\-]+)")
+_CONV_TYPES = {
+    "Conv2D": "conv forward",
+    "Conv2DBackpropInput": "conv backward (input)",
+    "Conv2DBackpropFilter": "conv backward (filter)",
+}
+
+
+def _category(op_type, op_name, hlo_name=None, module=""):
+    """The breakdown row of one op, from its TF op type and name scope (XLA: its metadata)."""
+    if "inference_ema" in module:
+        return "EMA target update"
+    if hlo_name is not None and re.match(r"(copy|transpose)", hlo_name):
+        return "XLA copies / transposes"
+    if op_type in _CONV_TYPES:
+        return _CONV_TYPES[op_type]
+    if op_type in ("MatMul", "BatchMatMulV2"):
+        return "matmul (heads)"
+    if _BN_SCOPE.search(op_name):
+        return "BatchNorm backward" if op_name.startswith("gradient_tape/") else "BatchNorm forward"
+    if op_name.startswith("LARS/") or "/LARS/" in op_name:
+        return "optimiser (LARS)"
+    if not op_name:
+        return "XLA ops without TF metadata"
+    return "other (ReLU, add, pooling, loss, metrics)"
+
+
+def _parse_hlo(path):
+    """Instructions of an HLO text dump: name → (own metadata or None, called computations)."""
+    computations, instructions, current = collections.defaultdict(list), {}, None
+    with open(path) as f:
+        for line in f:
+            header = _HLO_COMPUTATION.match(line)
+            if header:
+                current = header.group(1)
+                continue
+            match = _HLO_INSTRUCTION.match(line)
+            if match and current:
+                own = _HLO_METADATA.search(line)
+                calls = _HLO_CALLS.findall(line)
+                instructions[match.group(1)] = (own.group(1, 2) if own else None, calls)
+                computations[current].append(match.group(1))
+    return instructions, computations
+
+
+def _resolve(name, instructions, computations, depth=0):
+    """An instruction's metadata, else that of the first instruction with metadata it calls."""
+    own, calls = instructions[name]
+    if own or depth > 4:
+        return own
+    for computation in calls:
+        for inner in computations.get(computation, ()):
+            found = _resolve(inner, instructions, computations, depth + 1)
+            if found:
+                return found
+    return None
+
+
+def _hlo_metadata(dump_dir):
+    """Maps (dump file, HLO instruction) to (TF op type, TF op name) for every dumped module."""
+    metadata = {}
+    for path in glob.glob(os.path.join(dump_dir, "*cpu_after_optimizations.txt")):
+        instructions, computations = _parse_hlo(path)
+        file = os.path.basename(path)
+        for name in instructions:
+            found = _resolve(name, instructions, computations)
+            metadata[(file, name)] = found or ("", "")
+    return metadata
+
+
+def _self_times(events):
+    """Durations (ps) minus those of counted events nested inside them, per line."""
+    events = sorted(events, key=lambda e: (e[0], -e[1]))
+    stack, result = [], []
+    for start, duration, payload in events:
+        while stack and start >= stack[-1][0] + stack[-1][1]:
+            stack.pop()
+        if stack:
+            stack[-1][3][0] -= duration
+        entry = [start, duration, payload, [duration]]
+        stack.append(entry)
+        result.append(entry)
+    return [(payload, max(own[0], 0)) for _, _, payload, own in result]
+
+
+def _op_times(logdir, metadata):
+    """(category, op label) → self time in ms over the traced steps, and the step's wall time."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    (plane,) = [p for p in space.planes if p.name == "/host:CPU"]
+    names = {k: v.name for k, v in plane.event_metadata.items()}
+    stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
+    modules = {os.path.basename(p).split(".")[1]: os.path.basename(p) for p in metadata["files"]}
+    times, step_ps = collections.Counter(), 0
+    for line in plane.lines:
+        counted = []
+        for event in line.events:
+            name = names[event.metadata_id]
+            stats = {stat_names[s.metadata_id]: s for s in event.stats}
+            if name.startswith("EagerLocalExecute: __inference_one_step_on_data"):
+                step_ps += event.duration_ps
+            if "hlo_op" in stats:  # one XLA thunk; its module names the compiled function
+                module = stat_names.get(stats["hlo_module"].ref_value, "")
+                counted.append((event.offset_ps, event.duration_ps, ("hlo", name, module)))
+            elif re.fullmatch(r"[^:\s]+:[A-Z]\w*", name):  # a TF executor op "scope/op:Type"
+                counted.append((event.offset_ps, event.duration_ps, ("tf", name, "")))
+        for (kind, name, module), ps in _self_times(counted):
+            if kind == "tf":
+                op_name, op_type = name.rsplit(":", 1)
+                key = (_category(op_type, op_name), f"{op_type} {op_name}")
+            else:
+                hlo = re.sub(r"(\.clone)+$", "", name)
+                file = modules.get(module.split(".")[0], "")
+                op_type, op_name = metadata["ops"].get((file, name), ("", ""))
+                key = (_category(op_type, op_name, hlo, module), f"{hlo} ({op_type} {op_name})")
+            times[key] += ps / 1e9
+    return times, step_ps / 1e9
+
+
+def _build(variant, batch_size):
+    """A BYOL model compiled as `variant` says, its synthetic views and a TargetEMA callback."""
+    import tensorflow as tf
+    from fused_batch_norm import fused_batch_norm
+
+    import byol_tf
+
+    jit_compile, fused = VARIANTS[variant]
+    with fused_batch_norm() if fused else contextlib.nullcontext():
+        encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+        model = byol_tf.BYOL(
+            encoder,
+            projection_dim=PROJECTION_DIM,
+            hidden_dim=HIDDEN_DIM,
+            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        )
+    model.compile(
+        optimizer=byol_tf.LARS(byol_tf.WarmupCosine(1.0, 1000, 10)), jit_compile=jit_compile
+    )
+    shape = (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)
+    views = {
+        "view1": tf.random.stateless_uniform(shape, seed=(0, 1)),
+        "view2": tf.random.stateless_uniform(shape, seed=(0, 2)),
+    }
+    callback = byol_tf.TargetEMA(base_tau=0.99, total_steps=1000)
+    callback.set_model(model)
+    callback.on_train_begin()
+    return model, views, callback
+
+
+def _step(model, views, callback):
+    """One step as `fit` runs it.
+
+    Returns:
+        (train_on_batch wall seconds, TargetEMA callback wall seconds, train_on_batch CPU
+        seconds of this process, all threads).
+    """
+    start, cpu = time.perf_counter(), time.process_time()
+    model.train_on_batch(views)  # returns host values, so the step has finished
+    middle, cpu = time.perf_counter(), time.process_time() - cpu
+    callback.on_train_batch_end(0)  # τ schedule in Python + the compiled EMA update
+    return middle - start, time.perf_counter() - middle, cpu
+
+
+def _print_breakdown(variant, times, timing, lanes, top):
+    """Prints op time by type as a share of `lanes` × the traced wall time.
+
+    `timing` holds the traced step's `wall_ms` (train_on_batch), `step_ms` (the compiled step
+    function inside it) and `ema_ms` (the TargetEMA callback after it). `lanes` is the number
+    of threads that run ops side by side: 1 for graph mode with one inter-op thread, the
+    intra-op thread count under XLA, whose thunks run on the intra-op pool.
+    """
+    by_category = collections.Counter()
+    for (category, _), ms in times.items():
+        by_category[category] += ms
+    capacity = lanes * (timing["wall_ms"] + timing["ema_ms"])
+    # XLA:CPU hands convolutions and large dots to Eigen asynchronously: their work has no
+    # trace event of its own, so it shows up here, together with idle threads.
+    by_category["not in the trace (XLA async conv/dot, idle)"] = max(
+        capacity - sum(by_category.values()), 0.0
+    )
+    python_ms = timing["wall_ms"] - timing["step_ms"]
+    print(f"\n### {variant}: op time by type, one traced step\n")
+    print(
+        f"train_on_batch {timing['wall_ms']:.0f} ms wall, of which the step function "
+        f"{timing['step_ms']:.0f} ms and Python/host work around it {python_ms:.0f} ms "
+        f"({100 * python_ms / timing['wall_ms']:.1f} %); TargetEMA callback "
+        f"{timing['ema_ms']:.1f} ms; shares of {lanes} thread(s) × wall\n"
+    )
+    print("| op type | thread-ms | share |\n|---|---:|---:|")
+    for category, ms in by_category.most_common():
+        print(f"| {category} | {ms:.0f} | {100 * ms / capacity:.1f} % |")
+    if top:
+        print(f"\ntop {top} ops:")
+        for (category, label), ms in times.most_common(top):
+            print(f"  {ms:8.1f} ms  [{category}] {label[:110]}")
+    return by_category
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch_size", type=int, default=32, help="images per view")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=["xla", "graph"],
+        help="byol_tf with jit_compile=True (xla) or False (graph); '-fused-bn': with the "
+        "experimental fused BatchNorm instead of Keras's (an A/B of bench/fused_batch_norm.py)",
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds")
+    parser.add_argument(
+        "--profile", nargs="*", default=None, help="variants to trace (default: all timed ones)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="TF intra-op threads")
+    parser.add_argument(
+        "--inter_op_threads",
+        type=int,
+        default=1,
+        help="TF inter-op threads; 1 runs graph-mode ops one at a time, so op times add up",
+    )
+    parser.add_argument("--top", type=int, default=10, help="also list the N slowest ops")
+    parser.add_argument("--json_out", default=None, help="also write the figures here as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="byol_profile_")
+    dump_dir = os.path.join(workdir, "hlo")
+    # The HLO dump maps XLA thunks in the trace back to the TF ops they came from.
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir}"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    built = {}
+    for variant in args.variants:
+        built[variant] = _build(variant, args.batch_size)
+        for _ in range(args.warmup):
+            _step(*built[variant])
+    seconds = {variant: [] for variant in built}
+    for _ in range(args.rounds):  # A B C D A B C D ...: the machine's load hits all alike
+        for variant, parts in built.items():
+            seconds[variant].append(_step(*parts))
+    report = {"args": vars(args), "timing": {}, "profile": {}}
+    print(
+        f"\nbatch {args.batch_size} per view, {args.rounds} interleaved rounds: median and "
+        "fastest wall time, median CPU time (all threads of this process)\n"
+    )
+    print("| variant | step ms | fastest ms | CPU ms | TargetEMA ms | EMA share of step |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for variant, rounds in seconds.items():
+        wall, ema, cpu = ([r[i] * 1e3 for r in rounds] for i in range(3))
+        summary = {
+            "step_ms": statistics.median(wall),
+            "fastest_ms": min(wall),
+            "cpu_ms": statistics.median(cpu),
+            "ema_ms": statistics.median(ema),
+        }
+        report["timing"][variant] = {**summary, "rounds": rounds}
+        share = 100 * summary["ema_ms"] / (summary["step_ms"] + summary["ema_ms"])
+        print(
+            f"| {variant} | {summary['step_ms']:.0f} | {summary['fastest_ms']:.0f} | "
+            f"{summary['cpu_ms']:.0f} | {summary['ema_ms']:.1f} | {share:.2f} % |"
+        )
+    first = report["timing"][args.variants[0]]
+    for variant in args.variants[1:]:
+        timing = report["timing"][variant]
+        # Paired per round: neighbouring steps see about the same machine load.
+        ratios = [r[0] / f[0] for r, f in zip(timing["rounds"], first["rounds"], strict=True)]
+        listed = " ".join(f"{r:.3f}" for r in ratios)
+        print(
+            f"{variant} / {args.variants[0]}: per-round wall ratios median "
+            f"{statistics.median(ratios):.3f} ({listed}); fastest "
+            f"{timing['fastest_ms'] / first['fastest_ms']:.3f}; CPU "
+            f"{timing['cpu_ms'] / first['cpu_ms']:.3f}"
+        )
+    files = glob.glob(os.path.join(dump_dir, "*cpu_after_optimizations.txt"))
+    metadata = {"files": files, "ops": _hlo_metadata(dump_dir)}
+    for variant in args.variants if args.profile is None else args.profile:
+        logdir = os.path.join(workdir, variant)
+        tf.profiler.experimental.start(logdir)
+        wall, ema, _ = _step(*built[variant])
+        tf.profiler.experimental.stop()
+        times, step_ms = _op_times(logdir, metadata)
+        timing = {"wall_ms": wall * 1e3, "step_ms": step_ms, "ema_ms": ema * 1e3}
+        lanes = args.threads if VARIANTS[variant][0] else args.inter_op_threads
+        by_category = _print_breakdown(variant, times, timing, lanes, args.top)
+        report["profile"][variant] = {**timing, "thread_ms": by_category}
+    print(f"\ntraces and HLO dumps: {workdir}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
