@@ -121,12 +121,26 @@ def parse_args(argv=None):
         help="byol_tf learning-rate warm-up (default: a tenth of the epochs, >= 1)",
     )
     parser.add_argument(
+        "--tf_optimizer",
+        default="adam",
+        choices=["adam", "lars"],
+        help="byol_tf optimiser: Adam at a constant rate (the short-budget setting) or LARS "
+        "with warm-up + cosine (the 1000-epoch CIFAR recipe, SPEC §4)",
+    )
+    parser.add_argument(
         "--tf_learning_rate",
         type=float,
-        default=1.0,
-        help="byol_tf LARS base rate per 256 images (1.0: the 1000-epoch CIFAR recipe)",
+        default=None,
+        help="byol_tf rate: Adam's rate (default 1e-3) or LARS's base rate per 256 images "
+        "(default 1.0)",
     )
     parser.add_argument("--tf_base_tau", type=float, default=0.99, help="byol_tf τ at step 0")
+    parser.add_argument(
+        "--tf_tau_schedule",
+        default="constant",
+        choices=["constant", "cosine"],
+        help="byol_tf τ: constant at --tf_base_tau, or the paper's cosine schedule to 1",
+    )
     parser.add_argument("--width_multiplier", type=float, default=0.25)
     parser.add_argument(
         "--libraries",
@@ -156,11 +170,41 @@ def _byol_tf_dataset(images, args):
     )  # fmt: skip
 
 
-def pretrain_byol_tf(images, args):
-    """byol_tf with LARS (wd 1e-5, η 0.02, biases/BN excluded), warm-up + cosine, cosine τ.
+def _constant_target_ema(tau):
+    """A callback updating the target with a constant τ after every step (byol-pytorch's way)."""
+    import keras  # imported here: TensorFlow must load after torch (see `_set_threads`)
 
-    The defaults are the 1000-epoch small-data recipe (SPEC §4: lr 1.0·B/256, τ 0.99);
-    `--tf_learning_rate` / `--tf_base_tau` set a short budget's values.
+    class ConstantTargetEMA(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.update_target(tau)
+
+    return ConstantTargetEMA()
+
+
+def _tf_rate(args):
+    if args.tf_learning_rate is not None:
+        return args.tf_learning_rate
+    return 1e-3 if args.tf_optimizer == "adam" else 1.0
+
+
+def tf_recipe(args):
+    """One line describing the byol_tf settings these flags select."""
+    rate = _tf_rate(args)
+    if args.tf_optimizer == "adam":
+        optimizer = f"Adam {rate:g} (constant)"
+    else:
+        optimizer = f"LARS lr {rate:g}·B/256, wd 1e-5, η 0.02, warm-up + cosine"
+    tau = (f"τ {args.tf_base_tau:g} (constant)" if args.tf_tau_schedule == "constant"
+           else f"τ {args.tf_base_tau:g}→1 (cosine)")  # fmt: skip
+    return f"{optimizer}, {tau}, 'small' preset views (per-image draws)"
+
+
+def pretrain_byol_tf(images, args):
+    """byol_tf's BYOL model, its per-image "small" augmentation and the chosen optimiser and τ.
+
+    The defaults are the short-budget settings (Adam 1e-3, constant τ 0.99);
+    `--tf_optimizer lars --tf_tau_schedule cosine` is the 1000-epoch small-data recipe
+    (SPEC §4: LARS lr 1.0·B/256, wd 1e-5, η 0.02, biases/BN excluded, τ 0.99 → 1).
 
     Args:
         images: uint8 `[n, 32, 32, 3]` training images.
@@ -179,15 +223,22 @@ def pretrain_byol_tf(images, args):
     warmup = args.warmup_epochs if args.warmup_epochs is not None else max(1, args.epochs // 10)
     encoder = byol_tf.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True)
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3))
-    schedule = byol_tf.WarmupCosine(
-        args.tf_learning_rate * args.batch_size / 256, total, warmup * steps
-    )
-    model.compile(optimizer=byol_tf.LARS(schedule, weight_decay=1e-5, eta=0.02), jit_compile=True)
+    rate = _tf_rate(args)
+    if args.tf_optimizer == "adam":
+        optimizer = keras.optimizers.Adam(rate)
+    else:
+        schedule = byol_tf.WarmupCosine(rate * args.batch_size / 256, total, warmup * steps)
+        optimizer = byol_tf.LARS(schedule, weight_decay=1e-5, eta=0.02)
+    model.compile(optimizer=optimizer, jit_compile=True)
+    if args.tf_tau_schedule == "constant":
+        ema = _constant_target_ema(args.tf_base_tau)
+    else:
+        ema = byol_tf.TargetEMA(args.tf_base_tau, total_steps=total)
     model.fit(
         _byol_tf_dataset(images, args),
         epochs=args.epochs,
         steps_per_epoch=steps,
-        callbacks=[byol_tf.TargetEMA(args.tf_base_tau, total_steps=total)],
+        callbacks=[ema],
         shuffle=False,  # the dataset shuffles itself
         verbose=2,
     )
@@ -299,9 +350,7 @@ def main(argv=None):
     rows = [(name, "none", 0.0, _evaluate(name, fn, data, args))
             for name, fn in _random_encoders(args)]  # fmt: skip
     recipes = {
-        "byol_tf": (f"LARS lr {args.tf_learning_rate:g}·B/256, wd 1e-5, η 0.02, warm-up + "
-                    f"cosine, τ {args.tf_base_tau:g}→1 (cosine), 'small' preset views",
-                    pretrain_byol_tf, tf_features),
+        "byol_tf": (tf_recipe(args), pretrain_byol_tf, tf_features),
         "byol_pytorch": ("Adam 3e-4, τ 0.99, its default augmentation", pretrain_byol_pytorch,
                          torch_features),
     }  # fmt: skip
