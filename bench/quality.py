@@ -68,12 +68,13 @@ def torch_features(net, images, batch_size=512):
     return np.concatenate(out)
 
 
-def pretrain_byol_pytorch(images, args):
+def pretrain_byol_pytorch(images, args, monitor=None):
     """byol-pytorch as its README documents: default augmentation, Adam 3e-4, τ 0.99.
 
     Args:
         images: uint8 `[n, 32, 32, 3]` training images.
         args: parsed flags (epochs, batch_size, width_multiplier, seed).
+        monitor: optional `monitor(epoch, encoder)` called after each epoch.
 
     Returns:
         The pretrained torch encoder.
@@ -95,6 +96,9 @@ def pretrain_byol_pytorch(images, args):
             losses.append(float(step(batch)))
         print(f"  byol-pytorch epoch {epoch + 1}/{args.epochs}: loss {np.mean(losses):.4f} "
               f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+        if monitor:
+            monitor(epoch + 1, net)
+            net.train()  # torch_features switched it to inference mode
     return net
 
 
@@ -152,6 +156,18 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--knn_k", type=int, default=200)
     parser.add_argument("--knn_temperature", type=float, default=0.1)
+    parser.add_argument(
+        "--tf_crop_area",
+        type=float,
+        default=0.08,
+        help="byol_tf views' smallest crop area, as a fraction of the image (paper: 0.08)",
+    )
+    parser.add_argument(
+        "--knn_every_epochs",
+        type=int,
+        default=0,
+        help="also print each pretrained encoder's kNN top-1 every N epochs (0: only at the end)",
+    )
     parser.add_argument("--json_out", default=None)
     return parser.parse_args(argv)
 
@@ -167,6 +183,7 @@ def _byol_tf_dataset(images, args):
     return byol_tf.data.pretrain_dataset(
         (images,), args.batch_size, 32, seed=args.seed, preset="small",
         mean=CIFAR_MEAN, std=CIFAR_STD, with_labels=False,
+        augment_overrides={"crop_area": (args.tf_crop_area, 1.0)},
     )  # fmt: skip
 
 
@@ -196,10 +213,22 @@ def tf_recipe(args):
         optimizer = f"LARS lr {rate:g}·B/256, wd 1e-5, η 0.02, warm-up + cosine"
     tau = (f"τ {args.tf_base_tau:g} (constant)" if args.tf_tau_schedule == "constant"
            else f"τ {args.tf_base_tau:g}→1 (cosine)")  # fmt: skip
-    return f"{optimizer}, {tau}, 'small' preset views (per-image draws)"
+    crops = "" if args.tf_crop_area == 0.08 else f", crop area >= {args.tf_crop_area:g}"
+    return f"{optimizer}, {tau}, 'small' preset views (per-image draws){crops}"
 
 
-def pretrain_byol_tf(images, args):
+def _knn_monitor(monitor):
+    """A callback calling `monitor(epoch, encoder)` after each epoch (it decides when to score)."""
+    import keras
+
+    class KNN(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            monitor(epoch + 1, self.model.encoder)
+
+    return KNN()
+
+
+def pretrain_byol_tf(images, args, monitor=None):
     """byol_tf's BYOL model, its per-image "small" augmentation and the chosen optimiser and τ.
 
     The defaults are the short-budget settings (Adam 1e-3, constant τ 0.99);
@@ -209,6 +238,7 @@ def pretrain_byol_tf(images, args):
     Args:
         images: uint8 `[n, 32, 32, 3]` training images.
         args: parsed flags.
+        monitor: optional `monitor(epoch, encoder)` called after each epoch.
 
     Returns:
         The pretrained Keras encoder.
@@ -238,7 +268,7 @@ def pretrain_byol_tf(images, args):
         _byol_tf_dataset(images, args),
         epochs=args.epochs,
         steps_per_epoch=steps,
-        callbacks=[ema],
+        callbacks=[ema] + ([_knn_monitor(monitor)] if monitor else []),
         shuffle=False,  # the dataset shuffles itself
         verbose=2,
     )
@@ -325,6 +355,19 @@ def _evaluate(name, features, data, args):
     return accuracy
 
 
+def _epoch_monitor(library, features, data, args):
+    """The per-epoch kNN printer of `--knn_every_epochs`, or `None` when it is off."""
+    if args.knn_every_epochs <= 0:
+        return None
+
+    def monitor(epoch, encoder):
+        if epoch % args.knn_every_epochs == 0 and epoch < args.epochs:
+            name = f"  {library} after epoch {epoch}"
+            _evaluate(name, lambda x: features(encoder, x), data, args)
+
+    return monitor
+
+
 def main(argv=None):
     args = parse_args(argv)
     path = _resolve_data(args.data)
@@ -358,7 +401,7 @@ def main(argv=None):
         recipe, pretrain, features = recipes[library]
         print(f"pretraining {library}: {recipe}")
         start = time.perf_counter()
-        encoder = pretrain(train_x, args)
+        encoder = pretrain(train_x, args, _epoch_monitor(library, features, data, args))
         seconds = time.perf_counter() - start
         accuracy = _evaluate(library, lambda x, e=encoder, f=features: f(e, x), data, args)
         rows.append((library, recipe, seconds, accuracy))
