@@ -166,7 +166,8 @@ def parse_args(argv=None):
         "--knn_every_epochs",
         type=int,
         default=0,
-        help="also print each pretrained encoder's kNN top-1 every N epochs (0: only at the end)",
+        help="also print each pretrained encoder's kNN top-1 every N epochs (0: only at the "
+        "end); that scoring counts in the reported pretraining time",
     )
     parser.add_argument("--json_out", default=None)
     return parser.parse_args(argv)
