@@ -122,7 +122,7 @@ def parse_args(argv=None):
         "--warmup_epochs",
         type=int,
         default=None,
-        help="byol_tf learning-rate warm-up (default: a tenth of the epochs, >= 1)",
+        help="byol_tf LARS warm-up (default: a tenth of the epochs, >= 1); Adam runs have none",
     )
     parser.add_argument(
         "--tf_optimizer",
@@ -170,7 +170,14 @@ def parse_args(argv=None):
         "end); that scoring counts in the reported pretraining time",
     )
     parser.add_argument("--json_out", default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0.0 < args.tf_crop_area <= 1.0:
+        parser.error(f"--tf_crop_area must lie in (0, 1]; got {args.tf_crop_area}")
+    if not 0.0 <= args.tf_base_tau <= 1.0:
+        parser.error(f"--tf_base_tau must lie in [0, 1]; got {args.tf_base_tau}")
+    if args.tf_learning_rate is not None and args.tf_learning_rate <= 0:
+        parser.error(f"--tf_learning_rate must be positive; got {args.tf_learning_rate}")
+    return args
 
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -251,13 +258,13 @@ def pretrain_byol_tf(images, args, monitor=None):
     keras.utils.set_random_seed(args.seed)
     steps = len(images) // args.batch_size
     total = steps * args.epochs
-    warmup = args.warmup_epochs if args.warmup_epochs is not None else max(1, args.epochs // 10)
     encoder = byol_tf.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True)
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3))
     rate = _tf_rate(args)
     if args.tf_optimizer == "adam":
         optimizer = keras.optimizers.Adam(rate)
     else:
+        warmup = args.warmup_epochs if args.warmup_epochs is not None else max(1, args.epochs // 10)
         schedule = byol_tf.WarmupCosine(rate * args.batch_size / 256, total, warmup * steps)
         optimizer = byol_tf.LARS(schedule, weight_decay=1e-5, eta=0.02)
     model.compile(optimizer=optimizer, jit_compile=True)
