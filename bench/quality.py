@@ -195,17 +195,6 @@ def _byol_tf_dataset(images, args):
     )  # fmt: skip
 
 
-def _constant_target_ema(tau):
-    """A callback updating the target with a constant τ after every step (byol-pytorch's way)."""
-    import keras  # imported here: TensorFlow must load after torch (see `_set_threads`)
-
-    class ConstantTargetEMA(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            self.model.update_target(tau)
-
-    return ConstantTargetEMA()
-
-
 def _tf_rate(args):
     if args.tf_learning_rate is not None:
         return args.tf_learning_rate
@@ -268,10 +257,7 @@ def pretrain_byol_tf(images, args, monitor=None):
         schedule = byol_tf.WarmupCosine(rate * args.batch_size / 256, total, warmup * steps)
         optimizer = byol_tf.LARS(schedule, weight_decay=1e-5, eta=0.02)
     model.compile(optimizer=optimizer, jit_compile=True)
-    if args.tf_tau_schedule == "constant":
-        ema = _constant_target_ema(args.tf_base_tau)
-    else:
-        ema = byol_tf.TargetEMA(args.tf_base_tau, total_steps=total)
+    ema = byol_tf.TargetEMA(args.tf_base_tau, total_steps=total, schedule=args.tf_tau_schedule)
     model.fit(
         _byol_tf_dataset(images, args),
         epochs=args.epochs,

@@ -4,8 +4,17 @@ from byol_tf import losses, networks
 from byol_tf.callbacks import TargetEMA
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
-from byol_tf.schedules import WarmupCosine, cosine_tau
+from byol_tf.schedules import WarmupConstant, WarmupCosine, cosine_tau
 
 __version__ = "0.1.0"
 
-__all__ = ["BYOL", "LARS", "TargetEMA", "WarmupCosine", "cosine_tau", "losses", "networks"]
+__all__ = [
+    "BYOL",
+    "LARS",
+    "TargetEMA",
+    "WarmupConstant",
+    "WarmupCosine",
+    "cosine_tau",
+    "losses",
+    "networks",
+]

@@ -13,6 +13,14 @@ _GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
 
 
+# The (low, high) fields of ViewConfig and what they must satisfy.
+_RANGES = {
+    "crop_area": ("0 < low <= high <= 1", lambda low, high: 0 < low <= high <= 1),
+    "crop_aspect": ("0 < low <= high", lambda low, high: 0 < low <= high),
+    "blur_sigma": ("0 <= low <= high", lambda low, high: 0 <= low <= high),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ViewConfig:
     """Parameters of one view distribution; the defaults are the paper's view 1 (T).
@@ -51,6 +59,34 @@ class ViewConfig:
     solarize_prob: float = 0.0
     solarize_threshold: float = 0.5
 
+    def __post_init__(self):
+        def fail(name, expected):
+            raise ValueError(
+                f"Augmentation option {name} must be {expected}. "
+                f"Received: {name}={getattr(self, name)!r}"
+            )
+
+        for name, (expected, valid) in _RANGES.items():
+            value = getattr(self, name)
+            if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                fail(name, f"a range low:high with {expected}")
+            if not valid(*(float(v) for v in value)):
+                fail(name, f"a range low:high with {expected}")
+        for name in ("flip_prob", "jitter_prob", "greyscale_prob", "blur_prob", "solarize_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, "a probability in [0, 1]")
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                fail(name, ">= 0")
+        if not 0.0 <= self.hue <= 0.5:
+            fail("hue", "in [0, 0.5]")
+        if not 0.0 < self.blur_kernel_fraction <= 1.0:
+            fail("blur_kernel_fraction", "in (0, 1]")
+        if not 0.0 <= self.solarize_threshold <= 1.0:
+            fail("solarize_threshold", "in [0, 1]")
+        if self.resize_method not in ("bicubic", "bilinear"):
+            fail("resize_method", "'bicubic' or 'bilinear'")
+
 
 # The presets are data: (view 1, view 2). "small" is the usual 32 px practice: no blur.
 PRESETS = {
@@ -72,7 +108,8 @@ def view_configs(preset="imagenet", **overrides):
         A pair of `ViewConfig`.
 
     Raises:
-        ValueError: for an unknown preset or override name.
+        ValueError: for an unknown preset or override name, or a value out of its range
+            (naming the option and the range expected).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}. Received: preset={preset!r}")

@@ -17,8 +17,10 @@ def optimizer_step(model):
 class TargetEMA(keras.callbacks.Callback):
     """Moves the target network towards the online one after every optimiser step.
 
-    τ follows `cosine_tau` over the whole run's K steps (SPEC §3). The step is read from
-    `model.optimizer.iterations`, so a resumed run continues the schedule.
+    τ follows `cosine_tau` over the whole run's K steps (SPEC §3), or stays at `base_tau`
+    with `schedule="constant"` (for runs of a few hundred steps, where τ's climb to 1 would
+    freeze the target early). The step is read from `model.optimizer.iterations`, so a
+    resumed run continues the schedule.
 
     With `fit(..., steps_per_execution=n)` Keras calls batch callbacks once per n steps; the
     callback then applies the n skipped updates at once with τ_eff = ∏ τ_k, which is exact
@@ -28,23 +30,32 @@ class TargetEMA(keras.callbacks.Callback):
 
     Args:
         base_tau: τ at step 0 (0.996 for ImageNet, 0.99 for small data sets).
-        total_steps: K; defaults to `epochs × steps_per_epoch` of the `fit` call.
+        total_steps: K; defaults to `epochs × steps_per_epoch` of the `fit` call. Unused by
+            the constant schedule.
+        schedule: `"cosine"` (the paper's, default) or `"constant"`.
     """
 
-    def __init__(self, base_tau=0.996, total_steps=None):
+    SCHEDULES = ("cosine", "constant")
+
+    def __init__(self, base_tau=0.996, total_steps=None, schedule="cosine"):
         super().__init__()
         if not 0.0 <= base_tau <= 1.0:
             raise ValueError(f"base_tau must lie in [0, 1]. Received: base_tau={base_tau}")
+        if schedule not in self.SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {self.SCHEDULES}. Received: schedule={schedule!r}"
+            )
         if total_steps is not None and total_steps <= 0:
             raise ValueError(f"total_steps must be positive. Received: total_steps={total_steps}")
         self.base_tau = base_tau
         self.total_steps = total_steps
+        self.schedule = schedule
         self._steps = total_steps
         self._last_step = 0
         self.last_tau = base_tau
 
     def on_train_begin(self, logs=None):
-        if self.total_steps is None:
+        if self.total_steps is None and self.schedule == "cosine":
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
             if not steps:
                 raise ValueError(
@@ -58,10 +69,15 @@ class TargetEMA(keras.callbacks.Callback):
         step = optimizer_step(self.model)
         if step == self._last_step:
             return  # no optimiser step was taken (e.g. a skipped mixed-precision step)
-        taus = [cosine_tau(k, self._steps, self.base_tau) for k in range(self._last_step, step)]
-        self.last_tau = math.prod(taus)
+        self.last_tau = math.prod(self.tau(k) for k in range(self._last_step, step))
         self.model.update_target(self.last_tau)
         self._last_step = step
+
+    def tau(self, step):
+        """τ_k for optimiser step k under this callback's schedule."""
+        if self.schedule == "constant":
+            return self.base_tau
+        return cosine_tau(step, self._steps, self.base_tau)
 
 
 def _finite(logs, key="loss"):

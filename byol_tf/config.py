@@ -8,6 +8,8 @@ from absl import flags
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+OPTIMIZERS = ("lars", "adamw")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +35,15 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 12
     steps_per_epoch: int | None = None
+    optimizer: str = "lars"
     learning_rate: float = 0.3
+    lr_schedule: str = "cosine"
     warmup_epochs: float = 1.0
     weight_decay: float = 1e-5
     momentum: float = 0.9
     eta: float = 0.02
     base_tau: float = 0.996
+    tau_schedule: str = "cosine"
     model_dir: str = "runs/demo"
     export_dir: str | None = None
     seed: int = 0
@@ -74,6 +79,10 @@ class TrainConfig:
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "positive")
         _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, ">= 0")
         _check(0 <= self.base_tau <= 1, "base_tau", self.base_tau, "in [0, 1]")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        for name in ("lr_schedule", "tau_schedule"):
+            value = getattr(self, name)
+            _check(value in SCHEDULES, name, value, f"one of {SCHEDULES}")
         _check(self.encoder in ENCODERS, "encoder", self.encoder, f"one of {', '.join(ENCODERS)}")
         _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
         _check(
@@ -89,7 +98,7 @@ class TrainConfig:
             self.steps_per_execution,
             "a positive int",
         )
-        self.augment_overrides()  # raises for malformed entries
+        self._check_augment()
         _check(
             self.accumulation_steps >= 1,
             "accumulation_steps",
@@ -131,6 +140,17 @@ class TrainConfig:
                 )
             overrides[name.strip()] = numbers[0] if len(numbers) == 1 else numbers
         return overrides
+
+    def _check_augment(self):
+        """Malformed, unknown or out-of-range `--augment` entries fail here, before any data."""
+        from byol_tf import augment  # TensorFlow is imported only once a config is built
+
+        overrides = self.augment_overrides()
+        preset = self.preset if self.preset in augment.PRESETS else "small"
+        try:
+            augment.view_configs(preset, **overrides)
+        except ValueError as error:
+            raise ValueError(f"--augment: {error}") from None
 
     @property
     def depth(self):
@@ -212,16 +232,36 @@ def define_flags():
         d.steps_per_epoch,
         "Steps per epoch; default: the number of examples // batch_size.",
     )
+    f.DEFINE_enum(
+        "optimizer",
+        d.optimizer,
+        list(OPTIMIZERS),
+        "'lars' (the paper's) or 'adamw' (decoupled weight decay; suits runs of a few hundred "
+        "steps). Biases and BatchNorm parameters are excluded from weight decay in both.",
+    )
     f.DEFINE_float(
         "learning_rate",
         d.learning_rate,
         "Base learning rate per 256 images: the peak rate is learning_rate * batch_size / 256.",
     )
+    f.DEFINE_enum(
+        "lr_schedule",
+        d.lr_schedule,
+        list(SCHEDULES),
+        "After the linear warm-up: 'cosine' decay to 0 (the paper's) or 'constant'.",
+    )
     f.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length, in epochs.")
-    f.DEFINE_float("weight_decay", d.weight_decay, "LARS weight decay (biases/BN excluded).")
+    f.DEFINE_float("weight_decay", d.weight_decay, "Weight decay (biases/BN excluded).")
     f.DEFINE_float("momentum", d.momentum, "LARS momentum.")
     f.DEFINE_float("eta", d.eta, "LARS trust coefficient.")
-    f.DEFINE_float("base_tau", d.base_tau, "Initial target decay rate; cosine-scheduled to 1.")
+    f.DEFINE_float("base_tau", d.base_tau, "Initial target decay rate.")
+    f.DEFINE_enum(
+        "tau_schedule",
+        d.tau_schedule,
+        list(SCHEDULES),
+        "Target decay: 'cosine' from --base_tau to 1 over the run (the paper's) or 'constant' "
+        "at --base_tau (short runs).",
+    )
     f.DEFINE_string(
         "model_dir",
         d.model_dir,

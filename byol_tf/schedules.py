@@ -68,6 +68,34 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
+class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `base_learning_rate`, then constant.
+
+    lr(k) = base·k/W for k < W, else base. For runs of a few hundred steps (e.g. Adam on a
+    small data set), where a cosine decay would spend most of the run at low rates.
+
+    Args:
+        base_learning_rate: the rate after warm-up.
+        warmup_steps: W, the number of warm-up steps (0 for none).
+    """
+
+    def __init__(self, base_learning_rate, warmup_steps=0):
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0. Received: warmup_steps={warmup_steps}")
+        self.base_learning_rate = base_learning_rate
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        base = tf.cast(self.base_learning_rate, tf.float32)
+        warmup = float(self.warmup_steps)
+        return tf.where(step < warmup, base * step / max(warmup, 1.0), base)
+
+    def get_config(self):
+        return {"base_learning_rate": self.base_learning_rate, "warmup_steps": self.warmup_steps}
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
 class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
     """Evaluates `schedule` at optimiser updates rather than micro-batches.
 

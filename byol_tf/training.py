@@ -20,12 +20,13 @@ from byol_tf.callbacks import (
 from byol_tf.distribution import is_chief, make_strategy, remove_write_dir, write_dir
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
-from byol_tf.schedules import PerUpdate, WarmupCosine
+from byol_tf.schedules import PerUpdate, WarmupConstant, WarmupCosine
 from byol_tf.summaries import ScalarLogger
 
 RUN_CONFIG = "run_config.json"
 SUMMARY = "summary.json"
-# Flags that fix the network's shape: a checkpoint cannot be resumed with other values.
+# Flags that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
+# with other values.
 ARCHITECTURE = (
     "encoder",
     "width_multiplier",
@@ -33,6 +34,7 @@ ARCHITECTURE = (
     "projection_dim",
     "hidden_dim",
     "image_size",
+    "optimizer",  # its slot variables differ
 )
 
 
@@ -55,7 +57,7 @@ def prepare_model_dir(model_dir):
 
 
 def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
-    """Encoder + BYOL + LARS/WarmupCosine, built and compiled under `strategy.scope()`.
+    """Encoder + BYOL + optimiser and schedule, built and compiled under `strategy.scope()`.
 
     `total_steps` and `steps_per_epoch` count optimiser steps (micro-batches / accumulation).
     """
@@ -79,18 +81,30 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
         )
         peak = cfg.learning_rate * cfg.batch_size / 256  # the paper's linear scaling rule
         warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
-        schedule = WarmupCosine(peak, total_steps, warmup)
+        if cfg.lr_schedule == "constant":
+            schedule = WarmupConstant(peak, warmup)
+        else:
+            schedule = WarmupCosine(peak, total_steps, warmup)
         accumulation = {}
         if cfg.accumulation_steps > 1:
             schedule = PerUpdate(schedule, cfg.accumulation_steps)
             accumulation = {"gradient_accumulation_steps": cfg.accumulation_steps}
-        optimizer = LARS(
-            schedule,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            eta=cfg.eta,
-            **accumulation,
-        )
+        if cfg.optimizer == "adamw":
+            optimizer = keras.optimizers.AdamW(
+                schedule, weight_decay=cfg.weight_decay, **accumulation
+            )
+            # The paper's exclusion, as in LARS: biases and BatchNorm parameters (rank <= 1).
+            optimizer.exclude_from_weight_decay(
+                var_list=[v for v in model.trainable_variables if len(v.shape) <= 1]
+            )
+        else:
+            optimizer = LARS(
+                schedule,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                eta=cfg.eta,
+                **accumulation,
+            )
         model.compile(
             optimizer=optimizer,
             jit_compile=cfg.jit_compile,
@@ -153,7 +167,7 @@ def _knn_datasets(cfg, info):
 
 
 def _callbacks(cfg, model, info, total_steps, sample, log, out_dir):
-    ema = TargetEMA(cfg.base_tau, total_steps=total_steps)
+    ema = TargetEMA(cfg.base_tau, total_steps=total_steps, schedule=cfg.tau_schedule)
     saver = Checkpointer(out_dir, cfg.checkpoint_every_steps, cfg.keep_checkpoints)
     guards = {
         "nan": NaNGuard(),

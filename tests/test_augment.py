@@ -202,3 +202,31 @@ def test_presets_and_overrides():
         augment.view_configs("cifar")
     with pytest.raises(ValueError, match="image_size"):
         augment.two_views(_colour_images(1), 0, image_size=-3)
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"crop_area": (1.5, 1.0)}, "crop_area must be a range low:high with 0 < low <= high <= 1"),
+        ({"view2_crop_area": (0.0, 1.0)}, "crop_area"),
+        ({"crop_area": 0.5}, "crop_area must be a range"),
+        ({"crop_aspect": (2.0, 1.0)}, "crop_aspect"),
+        ({"blur_sigma": (-1.0, 2.0)}, "blur_sigma"),
+        ({"view1_blur_prob": 1.5}, "blur_prob must be a probability in \\[0, 1\\]"),
+        ({"hue": 0.7}, "hue must be in \\[0, 0.5\\]"),
+        ({"contrast": -0.1}, "contrast must be >= 0"),
+        ({"resize_method": "nearest"}, "resize_method"),
+    ],
+)
+def test_out_of_range_overrides_name_the_option_and_the_range(override, match):
+    with pytest.raises(ValueError, match=match) as info:
+        augment.view_configs("small", **override)
+    assert "Received:" in str(info.value)
+
+
+def test_boundary_overrides_are_accepted():
+    view1, view2 = augment.view_configs(
+        "imagenet", crop_area=(1.0, 1.0), blur_sigma=(0.0, 0.0), view2_solarize_prob=1.0, hue=0.5
+    )
+    assert view1.crop_area == view2.crop_area == (1.0, 1.0)
+    assert view2.solarize_prob == 1.0 and view1.solarize_prob == 0.0

@@ -253,6 +253,11 @@ def test_resume_with_another_encoder_keeps_the_checkpoint(run_dir):
     assert "--encoder=resnet18" in message
 
 
+def test_resume_with_another_optimizer_keeps_the_checkpoint(run_dir):
+    message = _train_error(run_dir, optimizer="adamw")
+    assert "--optimizer=adamw does not match the checkpoint" in message
+
+
 @pytest.mark.parametrize(
     "args, match",
     [

@@ -86,7 +86,35 @@ def test_unknown_run_length_gets_a_clear_error(views):
         model.fit(data, verbose=0, callbacks=[byol_tf.TargetEMA(0.9)])
 
 
-@pytest.mark.parametrize("kwargs", [{"base_tau": 1.5}, {"total_steps": 0}])
+def test_constant_schedule_keeps_tau_and_compounds_skipped_updates(views):
+    _, _, taus = _fit(views, epochs=2, steps=2, ema=byol_tf.TargetEMA(0.9, schedule="constant"))
+    np.testing.assert_allclose(taus, [0.9] * 4)
+    ema = byol_tf.TargetEMA(0.9, schedule="constant")
+    _, _, taus = _fit(views, epochs=1, steps=4, ema=ema, steps_per_execution=2)
+    np.testing.assert_allclose(taus, [0.81, 0.81])
+
+
+def test_constant_schedule_target_matches_numpy_ema_without_known_run_length(views):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    pairs = [(t, o) for t, o in model._ema_pairs if o.trainable]
+    expected = [t.numpy().copy() for t, _ in pairs]
+
+    class Check(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            nonlocal expected
+            expected = [
+                0.7 * e + 0.3 * o.numpy() for e, (_, o) in zip(expected, pairs, strict=True)
+            ]
+            for e, (t, _) in zip(expected, pairs, strict=True):
+                np.testing.assert_allclose(t.numpy(), e, rtol=1e-5, atol=1e-6)
+
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    data = data.repeat(3).filter(lambda x: True)  # cardinality unknown: no K needed
+    model.fit(data, verbose=0, callbacks=[byol_tf.TargetEMA(0.7, schedule="constant"), Check()])
+
+
+@pytest.mark.parametrize("kwargs", [{"base_tau": 1.5}, {"total_steps": 0}, {"schedule": "linear"}])
 def test_target_ema_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         byol_tf.TargetEMA(**kwargs)

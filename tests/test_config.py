@@ -89,6 +89,29 @@ def test_invalid_values_name_the_flag(flag, value, match):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "field, value", [("optimizer", "sgd"), ("lr_schedule", "step"), ("tau_schedule", "linear")]
+)
+def test_unknown_optimizer_or_schedule_names_the_flag(field, value):
+    with pytest.raises(ValueError, match=f"--{field} must be one of") as info:
+        config.TrainConfig(**{field: value})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "entries, match",
+    [
+        (["crop_area=1.5:1.0"], "--augment: Augmentation option crop_area must be a range"),
+        (["view2_solarize_prob=2"], "--augment: Augmentation option solarize_prob"),
+        (["blur=0.5"], "--augment: Unknown augmentation option 'blur'"),
+    ],
+)
+def test_out_of_range_augment_entries_fail_when_the_config_is_built(entries, match):
+    with pytest.raises(ValueError, match=match) as info:
+        config.TrainConfig(augment=tuple(entries))
+    assert "\n" not in str(info.value)
+
+
 def test_tpu_strategy_needs_a_tpu_address():
     with flagsaver.flagsaver(strategy="tpu"):
         with pytest.raises(ValueError, match="--tpu"):

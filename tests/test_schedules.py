@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from byol_tf import WarmupCosine, cosine_tau
+from byol_tf import WarmupConstant, WarmupCosine, cosine_tau
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,21 @@ def test_warmup_cosine_config_round_trip():
 def test_warmup_cosine_rejects_bad_lengths(kwargs):
     with pytest.raises(ValueError, match="steps"):
         WarmupCosine(0.1, **kwargs)
+
+
+def test_warmup_constant_matches_numpy_reference():
+    base, warm = 0.25, 8
+    steps = np.arange(0, 40)
+    ref = np.where(steps < warm, base * steps / warm, base)
+    got = np.array([float(v) for v in WarmupConstant(base, warm)(steps)])
+    np.testing.assert_allclose(got, ref, atol=1e-7)
+    assert float(WarmupConstant(base)(0)) == pytest.approx(base)
+
+
+def test_warmup_constant_config_round_trip_and_bad_length():
+    schedule = WarmupConstant(1e-3, 50)
+    clone = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert isinstance(clone, WarmupConstant)
+    assert clone.get_config() == schedule.get_config()
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupConstant(0.1, -1)

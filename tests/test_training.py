@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import tiny_encoder
 
 import byol_tf
-from byol_tf import checkpoints, training
+from byol_tf import checkpoints, config, training
 from byol_tf.callbacks import Checkpointer, CollapseGuard, NaNGuard
 
 
@@ -50,6 +50,44 @@ def test_unwritable_model_dir_is_refused_before_training(tmp_path):
             training.prepare_model_dir(str(folder / "run"))
     finally:
         folder.chmod(0o700)
+
+
+def test_adamw_with_constant_rate_decays_kernels_but_not_biases_or_batchnorm():
+    cfg = config.TrainConfig(
+        optimizer="adamw",
+        lr_schedule="constant",
+        learning_rate=0.5,
+        batch_size=256,
+        warmup_epochs=0,
+        weight_decay=0.1,
+        image_size=16,
+        width_multiplier=0.125,
+        projection_dim=8,
+        hidden_dim=16,
+    )
+    model = training.build_model(cfg, None, tf.distribute.get_strategy(), 100, 10)
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.5)  # constant, no warm-up
+    variables = model.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    # A zero gradient leaves Adam's moments at 0: the only change is decoupled weight decay.
+    model.optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+    decayed = 0
+    for old, v in zip(before, variables, strict=True):
+        if v.shape.rank <= 1:
+            np.testing.assert_array_equal(v.numpy(), old, err_msg=v.path)
+        else:
+            np.testing.assert_allclose(v.numpy(), old * (1 - 0.5 * 0.1), rtol=1e-6, atol=1e-7)
+            decayed += 1
+    assert decayed >= 20  # convolution and dense kernels
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.5)  # still, after a step
+
+
+def test_cosine_rate_schedule_with_lars_is_the_default():
+    cfg = config.TrainConfig(image_size=16, width_multiplier=0.125, projection_dim=8, hidden_dim=16)
+    model = training.build_model(cfg, None, tf.distribute.get_strategy(), 100, 10)
+    assert isinstance(model.optimizer, byol_tf.LARS)
+    assert isinstance(model.optimizer._learning_rate, byol_tf.WarmupCosine)
 
 
 def _compiled_model():
