@@ -163,6 +163,20 @@ def parse_args(argv=None):
         help="byol_tf views' smallest crop area, as a fraction of the image (paper: 0.08)",
     )
     parser.add_argument(
+        "--tf_augment",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="byol_tf view override, as train.py's --augment (e.g. jitter_prob=0.3 or "
+        "view2_solarize_prob=0); repeat the flag for several",
+    )
+    parser.add_argument(
+        "--tf_joint_views",
+        action="store_true",
+        help="byol_tf forwards both views as one batch (BatchNorm statistics over 2B images, "
+        "as byol-pytorch does) instead of one pass per view (the paper)",
+    )
+    parser.add_argument(
         "--knn_every_epochs",
         type=int,
         default=0,
@@ -180,6 +194,29 @@ def parse_args(argv=None):
     return args
 
 
+def tf_overrides(args):
+    """byol_tf's view overrides from `--tf_crop_area` and `--tf_augment`, checked.
+
+    Imports TensorFlow, so it runs after `_set_threads` (PyTorch first).
+
+    Raises:
+        SystemExit: with a one-line message for a malformed or out-of-range entry.
+    """
+    from byol_tf import augment
+    from byol_tf.config import parse_augment
+
+    overrides = {"crop_area": (args.tf_crop_area, 1.0)}
+    try:
+        overrides.update(parse_augment(args.tf_augment, flag="--tf_augment"))
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    try:
+        augment.view_configs("small", **overrides)
+    except ValueError as error:
+        sys.exit(f"error: --tf_augment: {error}")
+    return overrides
+
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
@@ -191,7 +228,7 @@ def _byol_tf_dataset(images, args):
     return byol_tf.data.pretrain_dataset(
         (images,), args.batch_size, 32, seed=args.seed, preset="small",
         mean=CIFAR_MEAN, std=CIFAR_STD, with_labels=False,
-        augment_overrides={"crop_area": (args.tf_crop_area, 1.0)},
+        augment_overrides=args.tf_overrides,
     )  # fmt: skip
 
 
@@ -211,7 +248,9 @@ def tf_recipe(args):
     tau = (f"τ {args.tf_base_tau:g} (constant)" if args.tf_tau_schedule == "constant"
            else f"τ {args.tf_base_tau:g}→1 (cosine)")  # fmt: skip
     crops = "" if args.tf_crop_area == 0.08 else f", crop area >= {args.tf_crop_area:g}"
-    return f"{optimizer}, {tau}, 'small' preset views (per-image draws){crops}"
+    extra = "".join(f", {entry}" for entry in args.tf_augment)
+    joint = ", views forwarded jointly" if args.tf_joint_views else ""
+    return f"{optimizer}, {tau}, 'small' preset views (per-image draws){crops}{extra}{joint}"
 
 
 def _knn_monitor(monitor):
@@ -248,7 +287,8 @@ def pretrain_byol_tf(images, args, monitor=None):
     steps = len(images) // args.batch_size
     total = steps * args.epochs
     encoder = byol_tf.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True)
-    model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3))
+    model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3),
+                         joint_views=args.tf_joint_views)  # fmt: skip
     rate = _tf_rate(args)
     if args.tf_optimizer == "adam":
         optimizer = keras.optimizers.Adam(rate)
@@ -373,6 +413,8 @@ def main(argv=None):
     if not args.libraries:
         sys.exit("neither byol_tf nor byol-pytorch can be imported")
     _set_threads(args.libraries, args.threads)
+    if "byol_tf" in args.libraries:
+        args.tf_overrides = tf_overrides(args)
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(path) as tar:
             tar.extractall(tmp, filter="data")

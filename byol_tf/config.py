@@ -12,6 +12,34 @@ OPTIMIZERS = ("lars", "adamw")
 SCHEDULES = ("cosine", "constant")
 
 
+def parse_augment(entries, flag="--augment"):
+    """`name=value` / `name=low:high` strings as `two_views` overrides.
+
+    `crop_area=0.25:1` gives `{"crop_area": (0.25, 1.0)}`; `view2_blur_prob=0` one float.
+
+    Args:
+        entries: iterable of strings.
+        flag: the flag named in the error message.
+
+    Raises:
+        ValueError: for an entry that is not `name=value[:value]` with numeric values.
+    """
+    overrides = {}
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        try:
+            numbers = tuple(float(v) for v in value.split(":"))
+        except ValueError:
+            numbers = ()
+        if not name.strip() or not numbers:
+            raise ValueError(
+                f"{flag} entries must look like name=value or name=low:high "
+                f"(e.g. crop_area=0.25:1.0). Received: {flag}={entry}"
+            )
+        overrides[name.strip()] = numbers[0] if len(numbers) == 1 else numbers
+    return overrides
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything a BYOL pretraining run needs; built from flags by `from_flags`.
@@ -119,27 +147,8 @@ class TrainConfig:
         )
 
     def augment_overrides(self):
-        """`--augment` entries as `two_views` overrides.
-
-        `crop_area=0.25:1` gives `{"crop_area": (0.25, 1.0)}`; `view2_blur_prob=0` one float.
-
-        Raises:
-            ValueError: for an entry that is not `name=value[,value]` with numeric values.
-        """
-        overrides = {}
-        for entry in self.augment:
-            name, _, value = entry.partition("=")
-            try:
-                numbers = tuple(float(v) for v in value.split(":"))
-            except ValueError:
-                numbers = ()
-            if not name or not numbers:
-                raise ValueError(
-                    "--augment entries must look like name=value or name=low:high "
-                    f"(e.g. crop_area=0.25:1.0). Received: --augment={entry}"
-                )
-            overrides[name.strip()] = numbers[0] if len(numbers) == 1 else numbers
-        return overrides
+        """`--augment` entries as `two_views` overrides (see `parse_augment`)."""
+        return parse_augment(self.augment)
 
     def _check_augment(self):
         """Malformed, unknown or out-of-range `--augment` entries fail here, before any data."""

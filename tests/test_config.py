@@ -112,6 +112,17 @@ def test_out_of_range_augment_entries_fail_when_the_config_is_built(entries, mat
     assert "\n" not in str(info.value)
 
 
+def test_parse_augment_reads_numbers_and_ranges_and_names_the_given_flag():
+    assert config.parse_augment([" jitter_prob=0.3", "crop_area=0.2:1"]) == {
+        "jitter_prob": 0.3,
+        "crop_area": (0.2, 1.0),
+    }
+    for entry in ["jitter_prob", "=0.3", "jitter_prob=high"]:
+        with pytest.raises(ValueError, match=r"--tf_augment entries must look like") as info:
+            config.parse_augment([entry], flag="--tf_augment")
+        assert info.value.args[0].endswith(f"Received: --tf_augment={entry}")
+
+
 def test_tpu_strategy_needs_a_tpu_address():
     with flagsaver.flagsaver(strategy="tpu"):
         with pytest.raises(ValueError, match="--tpu"):
