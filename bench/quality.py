@@ -202,18 +202,13 @@ def tf_overrides(args):
     Raises:
         SystemExit: with a one-line message for a malformed or out-of-range entry.
     """
-    from byol_tf import augment
-    from byol_tf.config import parse_augment
+    from byol_tf.config import checked_augment
 
     overrides = {"crop_area": (args.tf_crop_area, 1.0)}
     try:
-        overrides.update(parse_augment(args.tf_augment, flag="--tf_augment"))
+        overrides.update(checked_augment(args.tf_augment, "small", flag="--tf_augment"))
     except ValueError as error:
         sys.exit(f"error: {error}")
-    try:
-        augment.view_configs("small", **overrides)
-    except ValueError as error:
-        sys.exit(f"error: --tf_augment: {error}")
     return overrides
 
 

@@ -40,6 +40,22 @@ def parse_augment(entries, flag="--augment"):
     return overrides
 
 
+def checked_augment(entries, preset="small", flag="--augment"):
+    """`parse_augment`, then each value checked against the `ViewConfig` ranges of `preset`.
+
+    Raises:
+        ValueError: one line naming `flag`, for a malformed, unknown or out-of-range entry.
+    """
+    from byol_tf import augment  # TensorFlow is imported only when entries are checked
+
+    overrides = parse_augment(entries, flag)
+    try:
+        augment.view_configs(preset, **overrides)
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
+    return overrides
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything a BYOL pretraining run needs; built from flags by `from_flags`.
@@ -152,14 +168,9 @@ class TrainConfig:
 
     def _check_augment(self):
         """Malformed, unknown or out-of-range `--augment` entries fail here, before any data."""
-        from byol_tf import augment  # TensorFlow is imported only once a config is built
+        from byol_tf import augment
 
-        overrides = self.augment_overrides()
-        preset = self.preset if self.preset in augment.PRESETS else "small"
-        try:
-            augment.view_configs(preset, **overrides)
-        except ValueError as error:
-            raise ValueError(f"--augment: {error}") from None
+        checked_augment(self.augment, self.preset if self.preset in augment.PRESETS else "small")
 
     @property
     def depth(self):

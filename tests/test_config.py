@@ -121,6 +121,9 @@ def test_parse_augment_reads_numbers_and_ranges_and_names_the_given_flag():
         with pytest.raises(ValueError, match=r"--tf_augment entries must look like") as info:
             config.parse_augment([entry], flag="--tf_augment")
         assert info.value.args[0].endswith(f"Received: --tf_augment={entry}")
+    assert config.checked_augment(["view2_solarize_prob=0"]) == {"view2_solarize_prob": 0.0}
+    with pytest.raises(ValueError, match=r"^--tf_augment: Augmentation option jitter_prob"):
+        config.checked_augment(["jitter_prob=2"], "small", flag="--tf_augment")
 
 
 def test_tpu_strategy_needs_a_tpu_address():
