@@ -1,4 +1,7 @@
-"""Shared test set-up: two logical CPU devices (for MirroredStrategy tests) and tiny models."""
+"""Shared test set-up: two logical CPU devices (for MirroredStrategy tests) and fixtures.
+
+Helpers that tests import live in tests/helpers.py, not here.
+"""
 
 import os
 
@@ -22,16 +25,6 @@ try:
     )
 except RuntimeError:  # devices already initialised by an earlier import
     pass
-
-
-def tiny_encoder(image_size=8, channels=3, filters=4, sync_bn=False, name="tiny"):
-    """Conv → BN → ReLU → global pool: the smallest encoder with BatchNorm."""
-    inputs = keras.Input((image_size, image_size, channels))
-    x = keras.layers.Conv2D(filters, 3, padding="same", name="conv")(inputs)
-    x = keras.layers.BatchNormalization(synchronized=sync_bn, name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    outputs = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, outputs, name=name)
 
 
 @pytest.fixture

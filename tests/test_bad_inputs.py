@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-from conftest import tiny_encoder
+from helpers import tiny_encoder
 from test_end_to_end import ROOT, TINY
 
 import evaluate

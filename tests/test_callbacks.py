@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_encoder
+from helpers import tiny_encoder
 
 import byol_tf
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from absl import flags
 from absl.testing import flagsaver
-from conftest import tiny_encoder
+from helpers import tiny_encoder
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_encoder
+from helpers import tiny_encoder
 
 from byol_tf import checkpoints, data, export
 from byol_tf.model import BYOL

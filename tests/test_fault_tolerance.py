@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_encoder
+from helpers import tiny_encoder
 
 import byol_tf
 from byol_tf import checkpoints

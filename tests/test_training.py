@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_encoder
+from helpers import tiny_encoder
 
 import byol_tf
 from byol_tf import checkpoints, config, training
