@@ -1,0 +1,16 @@
+"""Evaluation protocols: feature extraction, kNN, linear probe and semi-supervised fine-tuning."""
+
+from byol_tf.evaluation.features import extract_features, subset_by_fraction
+from byol_tf.evaluation.finetune import finetune
+from byol_tf.evaluation.knn import knn_classify
+from byol_tf.evaluation.linear import DEFAULT_L2, DEFAULT_LEARNING_RATES, linear_eval
+
+__all__ = [
+    "DEFAULT_L2",
+    "DEFAULT_LEARNING_RATES",
+    "extract_features",
+    "finetune",
+    "knn_classify",
+    "linear_eval",
+    "subset_by_fraction",
+]
