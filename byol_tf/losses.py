@@ -1,6 +1,46 @@
-"""The BYOL regression loss and its helpers."""
+"""The BYOL regression loss, the online probe's loss and the records a training step returns."""
 
+import typing
+
+import keras
 import tensorflow as tf
+
+
+class ProbeLoss(typing.NamedTuple):
+    """The online linear probe's loss on one batch and what its accuracy metric needs."""
+
+    loss: tf.Tensor  # mean cross-entropy over the labelled examples
+    labels: tf.Tensor  # int32 [B], unlabelled examples (-1) mapped to 0
+    logits: tf.Tensor  # float32 [B, num_classes]
+    weights: tf.Tensor  # float32 [B], 0 for unlabelled examples
+
+
+class StepLosses(typing.NamedTuple):
+    """The losses of one training batch."""
+
+    total: tf.Tensor  # what the optimiser minimises: byol (+ probe.loss)
+    byol: tf.Tensor  # the symmetrised BYOL loss, mean over the batch
+    embedding_std: tf.Tensor  # std of the l2-normalised online projections of view 1
+    probe: ProbeLoss | None  # None without labels or without a probe
+
+
+def probe_loss(logits, labels):
+    """Mean cross-entropy of a linear probe over the labelled examples of a batch.
+
+    Args:
+        logits: float32 `[batch, num_classes]`.
+        labels: int `[batch]`; -1 marks an unlabelled example (e.g. stl10's unlabelled
+            split), which is masked out.
+
+    Returns:
+        A `ProbeLoss`; its loss is 0 when no example is labelled.
+    """
+    labels = tf.cast(labels, tf.int32)
+    weights = tf.cast(labels >= 0, tf.float32)
+    labels = tf.maximum(labels, 0)
+    cross_entropy = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    loss = tf.reduce_sum(cross_entropy * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+    return ProbeLoss(loss, labels, logits, weights)
 
 
 def l2_normalize(x, axis=-1, epsilon=1e-12):
@@ -19,7 +59,7 @@ def l2_normalize(x, axis=-1, epsilon=1e-12):
 
 
 def regression_loss(prediction, target):
-    """Per-example BYOL loss `2 - 2 cos(prediction, target)` (SPEC §2).
+    """Per-example BYOL loss `2 - 2 cos(prediction, target)` (docs/algorithm.md §2).
 
     Equals `||p/||p|| - z/||z|| ||^2`. Computed in float32 whatever the inputs'
     dtype, so mixed-precision training keeps an exact loss.
@@ -47,7 +87,7 @@ def symmetric_loss(p1, p2, z1, z2):
 
     Returns:
         A `[batch]` float32 tensor with values in [0, 8]. Summing (not averaging) the two
-        orderings is the paper's choice; averaging halves the gradient (SPEC §2).
+        orderings is the paper's choice; averaging halves the gradient (docs/algorithm.md §2).
     """
     return regression_loss(p1, z2) + regression_loss(p2, z1)
 

@@ -4,42 +4,8 @@ import keras
 import tensorflow as tf
 
 from byol_tf import losses
+from byol_tf.batches import image_shape_of, unpack_views
 from byol_tf.networks import mlp_head
-
-
-def unpack_views(data):
-    """Splits a training batch into `(view1, view2, labels_or_None)`.
-
-    Accepts `{"view1", "view2"[, "label"]}`, `(view1, view2)`, `(view1, view2, label)`,
-    `((view1, view2), label)` and any of these wrapped in a 1-tuple (as `fit` passes arrays).
-
-    Raises:
-        ValueError: for any other structure.
-    """
-    if isinstance(data, dict):
-        missing = {"view1", "view2"} - set(data)
-        if missing:
-            raise ValueError(
-                "A BYOL training batch dict needs the keys 'view1' and 'view2' (and optionally "
-                f"'label'). Received keys: {sorted(data)}"
-            )
-        return data["view1"], data["view2"], data.get("label")
-    if isinstance(data, (tuple, list)):
-        # train_on_batch(x) packs (x, None, None): drop the empty y / sample_weight slots.
-        data = tuple(data)
-        while data and data[-1] is None:
-            data = data[:-1]
-        if len(data) == 1:
-            return unpack_views(data[0])
-        if len(data) == 2 and isinstance(data[0], (tuple, list, dict)):
-            view1, view2, _ = unpack_views(data[0])
-            return view1, view2, data[1]
-        if len(data) in (2, 3):
-            return data[0], data[1], data[2] if len(data) == 3 else None
-    raise ValueError(
-        "A BYOL training batch must be (view1, view2), (view1, view2, label), "
-        f"((view1, view2), label) or a dict with 'view1'/'view2'. Received: {type(data).__name__}"
-    )
 
 
 def _clone(model, input_shape):
@@ -187,12 +153,53 @@ class BYOL(keras.Model):
             self.probe.build((None, feature_dim))
         self._ema_pairs = self._pair_variables()
         for target, _ in self._ema_pairs:
-            # The target never receives gradients (SPEC §1); its BatchNorm still runs in
-            # training mode because the layers stay trainable, only the variables are not.
+            # The target never receives gradients (docs/algorithm.md §1); its BatchNorm still
+            # runs in training mode because the layers stay trainable, only the variables are not.
             target.trainable = False
         with tf.init_scope():
             for target, online in self._ema_pairs:
                 target.assign(online)
+
+    def _build_from_data(self, data):
+        """Builds the networks from the training data's image shape, as Keras models build
+        themselves from their first batch; a no-op once built."""
+        if self.built or data is None:
+            return
+        shape = image_shape_of(data)
+        if shape is None:
+            raise ValueError(
+                "BYOL needs the image shape to build its networks and could not read it from "
+                f"the data ({type(data).__name__}). Pass image_shape=(height, width, channels) "
+                "to BYOL(...), or call model.build((None, height, width, channels)) first."
+            )
+        with self.distribute_strategy.scope():
+            self.build((None, *shape))
+
+    def fit(self, x=None, *args, **kwargs):
+        """`keras.Model.fit`; builds the model from `x`'s image shape first if needed.
+
+        A `tf.data.Dataset` is not shuffled by `fit` (Keras ignores `shuffle` for datasets and
+        warns when it is left at its default); `byol_tf.data` pipelines shuffle themselves.
+        """
+        self._build_from_data(x)
+        if isinstance(x, tf.data.Dataset) and len(args) < 7:  # shuffle is fit's 8th argument
+            kwargs.setdefault("shuffle", False)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """`keras.Model.evaluate`; builds the model from `x`'s image shape first if needed."""
+        self._build_from_data(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        """`keras.Model.train_on_batch`; builds the model from `x` first if needed."""
+        self._build_from_data(x)
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        """`keras.Model.test_on_batch`; builds the model from `x` first if needed."""
+        self._build_from_data(x)
+        return super().test_on_batch(x, *args, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3 (TF backend) builds a model under a strategy by first averaging a whole
@@ -232,62 +239,73 @@ class BYOL(keras.Model):
         return self.encoder(inputs, training=training)
 
     def _forward_views(self, view1, view2, networks):
-        """Runs `networks` (a list of models applied in sequence) on both views.
+        """Runs `networks` (`{output name: model}`, applied in order) on both views.
 
-        Returns two lists with the output of every network, one list per view.
+        Returns:
+            `{f"{name}_view{i}": output}` for every network and both views, e.g.
+            `projection_view1` (the official code's naming).
         """
         if self.joint_views:
             x = tf.concat([view1, view2], axis=0)
-            outputs = []
-            for net in networks:
+            outputs = {}
+            for name, net in networks.items():
                 x = net(x, training=True)
-                outputs.append(tf.split(x, 2, axis=0))
-            return [o[0] for o in outputs], [o[1] for o in outputs]
-        results = []
-        for x in (view1, view2):
-            per_view = []
-            for net in networks:
+                outputs[f"{name}_view1"], outputs[f"{name}_view2"] = tf.split(x, 2, axis=0)
+            return outputs
+        outputs = {}
+        for i, x in enumerate((view1, view2), start=1):
+            for name, net in networks.items():
                 x = net(x, training=True)
-                per_view.append(x)
-            results.append(per_view)
-        return results[0], results[1]
+                outputs[f"{name}_view{i}"] = x
+        return outputs
 
-    def _byol_losses(self, data):
-        """Forward pass of one batch; returns (total loss, byol loss, aux dict)."""
+    def _step_losses(self, data):
+        """Forward pass of one batch of view pairs; returns its `StepLosses`."""
         view1, view2, labels = unpack_views(data)
-        targets = self._forward_views(view1, view2, [self.target_encoder, self.target_projector])
-        # stop_gradient: the target is a fixed regression target for this step (SPEC §2).
-        z1_target = tf.stop_gradient(targets[0][1])
-        z2_target = tf.stop_gradient(targets[1][1])
-        (y1, z1, p1), (_, _, p2) = self._forward_views(
-            view1, view2, [self.encoder, self.projector, self.predictor]
+        target = self._forward_views(
+            view1,
+            view2,
+            {"representation": self.target_encoder, "projection": self.target_projector},
         )
-        byol_loss = tf.reduce_mean(losses.symmetric_loss(p1, p2, z1_target, z2_target))
-        aux = {"embedding_std": losses.embedding_std(z1)}
-        total = byol_loss
+        online = self._forward_views(
+            view1,
+            view2,
+            {
+                "representation": self.encoder,
+                "projection": self.projector,
+                "prediction": self.predictor,
+            },
+        )
+        # stop_gradient: the target is a fixed regression target for this step
+        # (docs/algorithm.md §2).
+        byol_loss = tf.reduce_mean(
+            losses.symmetric_loss(
+                online["prediction_view1"],
+                online["prediction_view2"],
+                tf.stop_gradient(target["projection_view1"]),
+                tf.stop_gradient(target["projection_view2"]),
+            )
+        )
+        embedding_std = losses.embedding_std(online["projection_view1"])
+        probe = None
         if self.num_classes and labels is not None:
-            # stop_gradient: labels must never reach the encoder (online evaluation only).
-            logits = tf.cast(self.probe(tf.stop_gradient(y1)), tf.float32)
-            # Label -1 marks an unlabelled example (e.g. stl10's unlabelled split): masked out.
-            labels = tf.cast(labels, tf.int32)
-            weights = tf.cast(labels >= 0, tf.float32)
-            labels = tf.maximum(labels, 0)
-            cross_entropy = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True
-            )
-            probe_loss = tf.reduce_sum(cross_entropy * weights) / tf.maximum(
-                tf.reduce_sum(weights), 1.0
-            )
-            total = total + probe_loss
-            aux.update(probe_loss=probe_loss, labels=labels, logits=logits, weights=weights)
-        return total, byol_loss, aux
+            probe = self._probe_loss(online["representation_view1"], labels)
+        total = byol_loss if probe is None else byol_loss + probe.loss
+        return losses.StepLosses(total, byol_loss, embedding_std, probe)
 
-    def _update_metrics(self, byol_loss, aux):
-        self.loss_tracker.update_state(byol_loss)
-        self.std_tracker.update_state(aux["embedding_std"])
-        if "probe_loss" in aux:
-            self.probe_loss_tracker.update_state(aux["probe_loss"])
-            self.probe_accuracy.update_state(aux["labels"], aux["logits"], aux["weights"])
+    def _probe_loss(self, representation, labels):
+        """Cross-entropy of the online linear probe on labelled examples; a `ProbeLoss`."""
+        # stop_gradient: labels must never reach the encoder (online evaluation only).
+        logits = tf.cast(self.probe(tf.stop_gradient(representation)), tf.float32)
+        return losses.probe_loss(logits, labels)
+
+    def _update_metrics(self, step_losses):
+        self.loss_tracker.update_state(step_losses.byol)
+        self.std_tracker.update_state(step_losses.embedding_std)
+        probe = step_losses.probe
+        if probe is not None:
+            self.probe_loss_tracker.update_state(probe.loss)
+            self.probe_accuracy.update_state(probe.labels, probe.logits, probe.weights)
         logs = {m.name: m.result() for m in self.metrics}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 averages multi-worker logs with strategy.reduce(MEAN, axis=0), which
@@ -297,23 +315,27 @@ class BYOL(keras.Model):
 
     def train_step(self, data):
         """One optimiser step on a batch of view pairs (both orderings)."""
+        if not self.built:  # fit() builds first; only a hand-made train function gets here
+            raise ValueError(
+                "BYOL is not built: pass image_shape=(height, width, channels) to BYOL(...) or "
+                "call model.build((None, height, width, channels)) before training."
+            )
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            total, byol_loss, aux = self._byol_losses(data)
+            step_losses = self._step_losses(data)
             # Gradients are summed over replicas: dividing by their number makes the sum the
-            # gradient of the global-batch mean (SPEC §2).
+            # gradient of the global-batch mean (docs/algorithm.md §2).
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(total / replicas)
+            scaled = self.optimizer.scale_loss(step_losses.total / replicas)
         gradients = tape.gradient(scaled, variables)
         # Batches without labels leave the online probe without gradients: skip it.
         pairs = [(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        return self._update_metrics(byol_loss, aux)
+        return self._update_metrics(step_losses)
 
     def test_step(self, data):
         """Loss of a batch of view pairs without any update."""
-        _, byol_loss, aux = self._byol_losses(data)
-        return self._update_metrics(byol_loss, aux)
+        return self._update_metrics(self._step_losses(data))
 
     def update_target(self, tau):
         """ξ ← τ·ξ + (1 − τ)·θ for every target parameter (compiled; call cross-replica).

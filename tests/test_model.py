@@ -1,5 +1,7 @@
 """The BYOL model: target initialisation, EMA rule, gradients, training, saving."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -108,7 +110,7 @@ def test_no_gradient_reaches_target_variables(views):
         for v, w in zip(model.encoder.trainable_weights, online_before, strict=True)
     )
     with tf.GradientTape() as tape:
-        total, _, _ = model._byol_losses({k: tf.constant(v) for k, v in views.items()})
+        total = model._step_losses({k: tf.constant(v) for k, v in views.items()}).total
     targets = model.target_encoder.weights + model.target_projector.weights
     assert all(g is None for g in tape.gradient(total, targets))
 
@@ -131,7 +133,7 @@ def test_loss_matches_numpy_recomputation_of_both_orderings(views):
         return 2 - 2 * np.sum(p * z, axis=1)
 
     expected = np.mean(ell(online(x1), target(x2)) + ell(online(x2), target(x1)))
-    _, got, _ = model._byol_losses({"view1": x1, "view2": x2})
+    got = model._step_losses({"view1": x1, "view2": x2}).byol
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
@@ -168,8 +170,8 @@ def test_online_probe_trains_only_on_labelled_batches_without_touching_encoder(v
     logs = model.fit(tf.data.Dataset.from_tensors(views), epochs=3, verbose=0).history
     assert "probe_accuracy" in logs and np.isfinite(logs["probe_loss"]).all()
     with tf.GradientTape() as tape:
-        _, byol_loss, aux = model._byol_losses({k: tf.constant(v) for k, v in views.items()})
-        probe_only = aux["probe_loss"]
+        step_losses = model._step_losses({k: tf.constant(v) for k, v in views.items()})
+        byol_loss, probe_only = step_losses.byol, step_losses.probe.loss
     grads = tape.gradient(probe_only, model.encoder.trainable_weights)
     assert all(g is None for g in grads)
     del byol_loss
@@ -282,7 +284,35 @@ def test_mixed_precision_trains_with_float32_loss(views, policy):
     model = _model()
     model.compile(optimizer=byol_tf.LARS(0.1))
     assert model.encoder.layers[1].compute_dtype != "float32"
-    _, loss, _ = model._byol_losses({k: tf.constant(v) for k, v in views.items()})
+    loss = model._step_losses({k: tf.constant(v) for k, v in views.items()}).byol
     assert loss.dtype == tf.float32
     history = model.fit(tf.data.Dataset.from_tensors(views).repeat(3), verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_byol_without_image_shape_builds_itself_from_the_first_batch(views, distributed):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if distributed else None
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        encoder = byol_tf.networks.resnet(18, width_multiplier=0.125, cifar_stem=True)
+        model = byol_tf.BYOL(encoder, projection_dim=8, hidden_dim=16)
+        assert not model.built
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    history = model.fit(data.repeat(2), epochs=1, verbose=0, callbacks=[byol_tf.TargetEMA(0.99)])
+    assert model.built and model.image_shape == (8, 8, 3)
+    assert np.isfinite(history.history["loss"]).all()
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+def test_byol_that_cannot_see_the_image_shape_says_what_to_pass(views):
+    encoder = byol_tf.networks.resnet(18, width_multiplier=0.125, cifar_stem=True)
+    model = byol_tf.BYOL(encoder, projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+
+    def batches():
+        yield views["view1"], views["view2"]
+
+    with pytest.raises(ValueError, match=r"image_shape=\(height, width, channels\)"):
+        model.fit(batches(), steps_per_epoch=1, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 0

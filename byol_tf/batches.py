@@ -1,0 +1,51 @@
+"""The structure of BYOL training batches: two views of the same images, labels optional."""
+
+import tensorflow as tf
+
+
+def unpack_views(data):
+    """Splits a training batch into `(view1, view2, labels_or_None)`.
+
+    Accepts `{"view1", "view2"[, "label"]}`, `(view1, view2)`, `(view1, view2, label)`,
+    `((view1, view2), label)` and any of these wrapped in a 1-tuple (as `fit` passes arrays).
+
+    Raises:
+        ValueError: for any other structure.
+    """
+    if isinstance(data, dict):
+        missing = {"view1", "view2"} - set(data)
+        if missing:
+            raise ValueError(
+                "A BYOL training batch dict needs the keys 'view1' and 'view2' (and optionally "
+                f"'label'). Received keys: {sorted(data)}"
+            )
+        return data["view1"], data["view2"], data.get("label")
+    if isinstance(data, (tuple, list)):
+        # train_on_batch(x) packs (x, None, None): drop the empty y / sample_weight slots.
+        data = tuple(data)
+        while data and data[-1] is None:
+            data = data[:-1]
+        if len(data) == 1:
+            return unpack_views(data[0])
+        if len(data) == 2 and isinstance(data[0], (tuple, list, dict)):
+            view1, view2, _ = unpack_views(data[0])
+            return view1, view2, data[1]
+        if len(data) in (2, 3):
+            return data[0], data[1], data[2] if len(data) == 3 else None
+    raise ValueError(
+        "A BYOL training batch must be (view1, view2), (view1, view2, label), "
+        f"((view1, view2), label) or a dict with 'view1'/'view2'. Received: {type(data).__name__}"
+    )
+
+
+def image_shape_of(data):
+    """`(H, W, C)` of the first view in a dataset, batch or array structure, else None."""
+    spec = data.element_spec if isinstance(data, tf.data.Dataset) else data
+    try:
+        view1, _, _ = unpack_views(spec)
+        shape = tuple(view1.shape)[1:]
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if len(shape) != 3 or any(d is None for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
