@@ -1,6 +1,7 @@
 """BYOL (Bootstrap Your Own Latent) self-supervised pretraining for TensorFlow 2 / Keras 3."""
 
-from byol_tf import losses, networks
+import importlib
+
 from byol_tf.callbacks import TargetEMA
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
@@ -8,13 +9,54 @@ from byol_tf.schedules import WarmupConstant, WarmupCosine, cosine_tau
 
 __version__ = "0.1.0"
 
+# Every public module is reachable as an attribute of the package (`byol_tf.data.pretrain_dataset`)
+# and imported on first use, so `python -m byol_tf.<module>` runs a module not yet imported.
+_MODULES = (
+    "augment",
+    "batches",
+    "callbacks",
+    "checkpoints",
+    "data",
+    "distribution",
+    "evaluation",
+    "export",
+    "losses",
+    "model",
+    "networks",
+    "optimizers",
+    "schedules",
+    "sources",
+)
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        return importlib.import_module(f"byol_tf.{name}")
+    raise AttributeError(f"module 'byol_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_MODULES))
+
 __all__ = [
     "BYOL",
     "LARS",
     "TargetEMA",
     "WarmupConstant",
     "WarmupCosine",
+    "augment",
+    "batches",
+    "callbacks",
+    "checkpoints",
     "cosine_tau",
+    "data",
+    "distribution",
+    "evaluation",
+    "export",
     "losses",
+    "model",
     "networks",
+    "optimizers",
+    "schedules",
+    "sources",
 ]

@@ -14,6 +14,7 @@ from byol_tf.callbacks import (
     GracefulStop,
     KNNMonitor,
     NaNGuard,
+    ScalarLogger,
     TargetEMA,
     optimizer_step,
 )
@@ -21,7 +22,6 @@ from byol_tf.distribution import is_chief, make_strategy, remove_write_dir, writ
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
 from byol_tf.schedules import PerUpdate, WarmupConstant, WarmupCosine
-from byol_tf.summaries import ScalarLogger
 
 RUN_CONFIG = "run_config.json"
 SUMMARY = "summary.json"
