@@ -16,6 +16,7 @@ _MODULES = (
     "batches",
     "callbacks",
     "checkpoints",
+    "config",
     "data",
     "distribution",
     "evaluation",
@@ -26,6 +27,7 @@ _MODULES = (
     "optimizers",
     "schedules",
     "sources",
+    "training",
 )
 
 
@@ -48,6 +50,7 @@ __all__ = [
     "batches",
     "callbacks",
     "checkpoints",
+    "config",
     "cosine_tau",
     "data",
     "distribution",
@@ -59,4 +62,5 @@ __all__ = [
     "optimizers",
     "schedules",
     "sources",
+    "training",
 ]

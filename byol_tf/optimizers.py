@@ -13,7 +13,8 @@ def _compile_rule(rule, argument):
     if rule is None:
         return lambda variable: False
     if rule == VECTORS:
-        # Biases and normalisation γ/β are exactly the rank ≤ 1 variables (STYLE habit 7).
+        # Biases and normalisation γ/β are exactly the rank ≤ 1 variables: selected by
+        # structure, not by name (docs/algorithm.md §4).
         return lambda variable: len(variable.shape) <= 1
     if (
         isinstance(rule, str)

@@ -1,14 +1,47 @@
 #!/usr/bin/env bash
-# Creates .venv with the pinned dependencies and byol_tf (editable) unless it is up to date.
+# Creates a virtual environment with byol_tf (editable) and its dependencies, unless it is up
+# to date.
+#   scripts/setup.sh                 .venv: the pinned versions of requirements.txt (default)
+#   scripts/setup.sh --deps=newest   .venv-newest: a clean `pip install -e .[test]`, i.e. the
+#                                    newest versions that setup.cfg allows
+#   scripts/setup.sh --deps=oldest   .venv-oldest: the lower bounds of setup.cfg
+#                                    (requirements-oldest.txt), on the oldest Python available
+# Prints the environment's folder on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+deps="pinned"
+for arg in "$@"; do
+  case "$arg" in
+    --deps=*) deps="${arg#--deps=}" ;;
+    *) echo "scripts/setup.sh: error: unknown argument $arg (expected --deps=pinned|newest|oldest)" >&2; exit 2 ;;
+  esac
+done
+python="python3"
+case "$deps" in
+  pinned) venv=".venv"; stamp_source="requirements.txt" ;;
+  newest) venv=".venv-newest"; stamp_source="setup.cfg" ;;
+  oldest)
+    venv=".venv-oldest"; stamp_source="requirements-oldest.txt"
+    # The oldest Python that setup.cfg's python_requires admits, when this machine has it.
+    if command -v python3.10 >/dev/null 2>&1; then python="python3.10"; fi ;;
+  *) echo "scripts/setup.sh: error: --deps must be pinned, newest or oldest. Received: --deps=$deps" >&2; exit 2 ;;
+esac
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
 fi
-if ! .venv/bin/python -c "import byol_tf, tensorflow, pytest" >/dev/null 2>&1 \
-   || [ requirements.txt -nt .venv/.installed ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.txt
-  .venv/bin/python -m pip install -q --no-deps -e .
-  touch .venv/.installed
+if ! "$venv/bin/python" -c "import byol_tf, tensorflow, pytest" >/dev/null 2>&1 \
+   || [ "$stamp_source" -nt "$venv/.installed" ]; then
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  case "$deps" in
+    pinned)
+      "$venv/bin/python" -m pip install -q -r requirements.txt
+      "$venv/bin/python" -m pip install -q --no-deps -e . ;;
+    newest)
+      "$venv/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]" ;;
+    oldest)
+      "$venv/bin/python" -m pip install -q -r requirements-oldest.txt
+      "$venv/bin/python" -m pip install -q --no-deps -e . ;;
+  esac
+  touch "$venv/.installed"
 fi
+echo "$venv"
