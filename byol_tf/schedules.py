@@ -23,6 +23,17 @@ def cosine_tau(step, total_steps, base_tau=0.996):
     return 1.0 - (1.0 - base_tau) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
+def _as_float(step, base_learning_rate, warmup_steps):
+    """The step and the peak rate as float32 tensors, the warm-up length as a float."""
+    step = tf.cast(step, tf.float32)
+    return step, tf.cast(base_learning_rate, tf.float32), float(warmup_steps)
+
+
+def _warm(step, base, warmup):
+    """The linear warm-up from 0 to `base` over `warmup` steps (a rate of 0 steps is `base`)."""
+    return base * step / max(warmup, 1.0)
+
+
 @keras.saving.register_keras_serializable(package="byol_tf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `base_learning_rate`, then cosine decay to 0 (docs/algorithm.md §4).
@@ -50,14 +61,11 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = warmup_steps
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        base = tf.cast(self.base_learning_rate, tf.float32)
-        warmup = float(self.warmup_steps)
-        warm = base * step / max(warmup, 1.0)
+        step, base, warmup = _as_float(step, self.base_learning_rate, self.warmup_steps)
         decay_steps = max(float(self.total_steps) - warmup, 1.0)
         progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
         cosine = base * 0.5 * (1.0 + tf.cos(math.pi * progress))
-        return tf.where(step < warmup, warm, cosine)
+        return tf.where(step < warmup, _warm(step, base, warmup), cosine)
 
     def get_config(self):
         return {
@@ -86,10 +94,8 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = warmup_steps
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        base = tf.cast(self.base_learning_rate, tf.float32)
-        warmup = float(self.warmup_steps)
-        return tf.where(step < warmup, base * step / max(warmup, 1.0), base)
+        step, base, warmup = _as_float(step, self.base_learning_rate, self.warmup_steps)
+        return tf.where(step < warmup, _warm(step, base, warmup), base)
 
     def get_config(self):
         return {"base_learning_rate": self.base_learning_rate, "warmup_steps": self.warmup_steps}
