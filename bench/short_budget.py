@@ -1,0 +1,147 @@
+"""Short-budget settings search: kNN of byol_tf encoders pretrained briefly on a small data set.
+
+One run = one setting: pretrain on the demo set (Fashion-MNIST subset shipped in the package)
+for a few epochs, score kNN (k = 200, cosine, exp(sim/0.1) votes; docs/algorithm.md §6) after
+every `--knn_every` epochs, and print one JSON line with the trajectory, the raw-pixel and
+random-initialisation baselines under the same protocol, and the pretraining wall time.
+Pin each run to `--threads` threads to run several side by side.
+
+    python bench/short_budget.py --optimizer adam --learning_rate 1e-3 --epochs 12
+"""
+
+import argparse
+import json
+import os
+import time
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="demo")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--optimizer", choices=("lars", "adam", "adamw"), default="lars")
+    p.add_argument("--learning_rate", type=float, default=0.3, help="per 256 images for LARS")
+    p.add_argument("--weight_decay", type=float, default=1e-5)
+    p.add_argument("--warmup_epochs", type=float, default=1.0)
+    p.add_argument("--lr_schedule", choices=("cosine", "constant"), default="cosine")
+    p.add_argument("--base_tau", type=float, default=0.996)
+    p.add_argument("--tau_schedule", choices=("cosine", "constant"), default="cosine")
+    p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--width_multiplier", type=float, default=0.25)
+    p.add_argument("--cifar_stem", action="store_true")
+    p.add_argument("--image_size", type=int, default=28)
+    p.add_argument("--projection_dim", type=int, default=128)
+    p.add_argument("--hidden_dim", type=int, default=512)
+    p.add_argument("--augment", nargs="*", default=["crop_area=0.7:1.0"])
+    p.add_argument("--knn_every", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="")
+    return p.parse_args(argv)
+
+
+def _knn(encoder_or_none, memory, queries):
+    """kNN top-1 of an encoder's features (or of the raw pixels when `encoder_or_none` is None)."""
+    import numpy as np
+
+    from byol_tf import evaluation
+
+    if encoder_or_none is None:
+        bank = [(np.asarray(x).reshape(len(x), -1), y) for x, y in memory]
+        test = [(np.asarray(x).reshape(len(x), -1), y) for x, y in queries]
+        bank_x, bank_y = np.concatenate([b[0] for b in bank]), np.concatenate([b[1] for b in bank])
+        test_x, test_y = np.concatenate([t[0] for t in test]), np.concatenate([t[1] for t in test])
+    else:
+        bank_x, bank_y = evaluation.extract_features(encoder_or_none, memory)
+        test_x, test_y = evaluation.extract_features(encoder_or_none, queries)
+    return float(evaluation.knn_classify(bank_x, bank_y, test_x, test_y)["top1"])
+
+
+def _trajectory_callback(every, epochs, score):
+    """A Keras callback timing the epochs and scoring `score(encoder)` every `every` epochs."""
+    import keras
+
+    class Trajectory(keras.callbacks.Callback):
+        train_s, points = 0.0, []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.train_s += time.time() - self.started  # before scoring: not training time
+            if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+                self.points.append((epoch + 1, round(score(self.model.encoder), 4)))
+                print(json.dumps({"epoch": epoch + 1, "knn": self.points[-1][1],
+                                  "train_s": round(self.train_s, 1)}), flush=True)  # fmt: skip
+
+    return Trajectory()
+
+
+def main(argv=None):
+    args = _parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras
+
+    import byol_tf
+    from byol_tf import data, networks
+
+    keras.utils.set_random_seed(args.seed)
+    steps = data.steps_per_epoch(args.dataset, args.batch_size)
+    total = steps * args.epochs
+    overrides = {}
+    from byol_tf import config
+
+    overrides = config.parse_augment(args.augment, "--augment")
+    views = data.pretrain_dataset(
+        args.dataset, args.batch_size, args.image_size, seed=args.seed,
+        augment_overrides=overrides, with_labels=False,
+    )  # fmt: skip
+    memory = data.eval_dataset(args.dataset, "train", 256, args.image_size)
+    queries = data.eval_dataset(args.dataset, "test", 256, args.image_size)
+    depth = int(args.encoder.removeprefix("resnet"))
+
+    def encoder():
+        return networks.resnet(
+            depth, args.width_multiplier, args.cifar_stem, (args.image_size, args.image_size, 3)
+        )
+
+    raw = _knn(None, memory, queries)
+    random_init = _knn(encoder(), memory, queries)
+    keras.utils.set_random_seed(args.seed)
+    model = byol_tf.BYOL(encoder(), args.projection_dim, args.hidden_dim)
+    warmup = min(int(round(args.warmup_epochs * steps)), total)
+    if args.optimizer == "lars":
+        peak = args.learning_rate * args.batch_size / 256
+        schedule = (
+            byol_tf.WarmupCosine(peak, total, warmup)
+            if args.lr_schedule == "cosine"
+            else byol_tf.WarmupConstant(peak, warmup)
+        )
+        optimizer = byol_tf.LARS(schedule, weight_decay=args.weight_decay, eta=0.02)
+    else:
+        peak = args.learning_rate
+        schedule = (
+            byol_tf.WarmupCosine(peak, total, warmup)
+            if args.lr_schedule == "cosine"
+            else byol_tf.WarmupConstant(peak, warmup)
+        )
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
+    model.compile(optimizer=optimizer)
+    ema = byol_tf.TargetEMA(args.base_tau, total_steps=total, schedule=args.tau_schedule)
+    probe = _trajectory_callback(args.knn_every, args.epochs, lambda e: _knn(e, memory, queries))
+    model.fit(views, epochs=args.epochs, steps_per_epoch=steps, callbacks=[ema, probe], verbose=0)
+    trajectory, train_time = probe.points, probe.train_s
+    print(json.dumps({
+        "tag": args.tag, "settings": vars(args), "raw_pixels": raw, "random_init": random_init,
+        "trajectory": trajectory, "final": trajectory[-1][1], "train_s": round(train_time, 1),
+        "load_average": os.getloadavg(),
+    }), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
