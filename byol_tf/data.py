@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment, sources
+from byol_tf import augment, image_ops, rng, sources
 from byol_tf.sources import SourceInfo, skipped_files  # noqa: F401  (re-exported)
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -49,10 +49,6 @@ def _check_size(src, image_size, allow_upscale):
     )
 
 
-def _seed_pair(seed, counter):
-    return tf.stack([tf.constant(seed, tf.int64), tf.cast(counter, tf.int64)])
-
-
 def _epochs(first_epoch, repeat):
     if repeat:
         return tf.data.Dataset.counter(first_epoch)
@@ -85,18 +81,18 @@ def _records(src, seed, offset, repeat, shuffle_buffer):
     if src.kind in ("array", "files"):
 
         def epoch_order(epoch):
-            keys = augment.uniform([n], augment.fold_in(_seed_pair(seed, _SHUFFLE_TAG), epoch))
+            keys = rng.uniform([n], rng.fold_in(rng.seed_pair(seed, _SHUFFLE_TAG), epoch))
             return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
 
         return _epochs(first_epoch, repeat).flat_map(epoch_order).skip(skip)
     blocks = _tfds_read(src).batch(min(shuffle_buffer, n)).enumerate()
 
     def epoch_records(epoch):
-        epoch_seed = augment.fold_in(_seed_pair(seed, _SHUFFLE_TAG), epoch)
+        epoch_seed = rng.fold_in(rng.seed_pair(seed, _SHUFFLE_TAG), epoch)
 
         def shuffle_block(index, block):
             size = tf.shape(tf.nest.flatten(block)[0])[0]
-            keys = augment.uniform([size], augment.fold_in(epoch_seed, index))
+            keys = rng.uniform([size], rng.fold_in(epoch_seed, index))
             order = tf.argsort(keys, stable=True)
             return tf.data.Dataset.from_tensor_slices(
                 tf.nest.map_structure(lambda t: tf.gather(t, order), block)
@@ -127,7 +123,7 @@ def _views_from_batches(batches, start_step, seed, augment_fn):
     steps = tf.data.Dataset.counter(start_step)
 
     def views(step, images, labels):
-        view1, view2 = augment_fn(images, _seed_pair(seed, step))
+        view1, view2 = augment_fn(images, rng.seed_pair(seed, step))
         return {"view1": view1, "view2": view2, "label": labels}
 
     return tf.data.Dataset.zip(steps, batches).map(
@@ -149,7 +145,7 @@ def _pair_batches(src, records, seed, batch_size, image_size, configs, skip_corr
 
     def crops(data, index):
         return sources.decode_crops(
-            data, augment.fold_in(_seed_pair(seed, _CROP_TAG), index), configs, image_size
+            data, rng.fold_in(rng.seed_pair(seed, _CROP_TAG), index), configs, image_size
         )
 
     if src.kind == "files":
@@ -220,7 +216,8 @@ def pretrain_dataset(
         split: source split ("train", "test", "unlabelled" for stl10, tfds slices...).
         data_dir: tensorflow-datasets data directory.
         manual_dir: tensorflow-datasets manual download directory (imagenet2012).
-        preset: "imagenet" or "small"; default "small" when image_size <= 64.
+        preset: "imagenet" or "small"; default `augment.default_preset(image_size)`: "small"
+            up to 64 px.
         augment_overrides: dict of `two_views` overrides (e.g. `{"view2_blur_prob": 0.0}`).
         mean: normalisation mean; default from the source (known table, else ImageNet's).
         std: normalisation std; same default.
@@ -243,7 +240,7 @@ def pretrain_dataset(
         )
     src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
     _check_size(src, image_size, allow_upscale)
-    preset = preset or ("small" if image_size <= 64 else "imagenet")
+    preset = preset or augment.default_preset(image_size)
     overrides = dict(augment_overrides or {}, mean=src.info.mean, std=src.info.std)
     run_seed = int(np.random.randint(2**31)) if seed is None else int(seed)
     records = _records(src, run_seed, start_step * batch_size, repeat, shuffle_buffer)
@@ -267,26 +264,6 @@ def pretrain_dataset(
     return _finish(ds, seed)
 
 
-def center_crop(image, size, crop_fraction):
-    """Resizes the short side to `size / crop_fraction`, then takes the centre `size` square.
-
-    Args:
-        image: [H, W, 3] or [B, H, W, 3], uint8 or float.
-        size: output side.
-        crop_fraction: fraction of the short side kept (0.875 = ImageNet's 224 of 256).
-
-    Returns:
-        float32 [..., size, size, 3] in the input's value range.
-    """
-    shape = tf.cast(tf.shape(image), tf.float32)
-    height, width = shape[-3], shape[-2]
-    scale = size / crop_fraction / tf.minimum(height, width)
-    new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), size)
-    image = tf.image.resize(image, new_hw, method="bicubic", antialias=True)
-    top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
-    return image[..., top : top + size, left : left + size, :]
-
-
 def eval_dataset(
     source,
     split,
@@ -303,7 +280,7 @@ def eval_dataset(
     """`(image, label)` batches for linear / kNN evaluation: no augmentation, no shuffling.
 
     Each image is resized so that its short side is `image_size / crop_fraction` and centre
-    cropped (SPEC §5: 256 → 224 for ImageNet). The last partial batch is kept.
+    cropped (docs/algorithm.md §5: 256 → 224 for ImageNet). The last partial batch is kept.
 
     Args:
         source: "demo", a folder path, an `(x, y)` tuple of arrays, or a tfds name.
@@ -314,7 +291,8 @@ def eval_dataset(
         manual_dir: tensorflow-datasets manual directory (imagenet2012).
         mean: normalisation mean; default from the source.
         std: normalisation std; default from the source.
-        crop_fraction: default 0.875 when image_size > 64, else 1.0 (whole image).
+        crop_fraction: default `image_ops.default_crop_fraction(image_size)`: 0.875 above
+            64 px, else 1.0 (whole image).
         skip_corrupt: skip unreadable image files instead of failing.
 
     Returns:
@@ -327,17 +305,17 @@ def eval_dataset(
     src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
     if not src.info.num_classes:
         raise ValueError(f"eval_dataset needs labels; source {source!r} (split {split!r}) has none")
-    fraction = crop_fraction or (1.0 if image_size <= 64 else 0.875)
+    fraction = crop_fraction or image_ops.default_crop_fraction(image_size)
     if not 0 < fraction <= 1:
         raise ValueError(
             f"crop_fraction must be in (0, 1]. Received: crop_fraction={crop_fraction}"
         )
 
     def prepare(image):
-        image = augment.to_rgb(image)
+        image = image_ops.to_rgb(image)
         scale = 255.0 if image.dtype == tf.uint8 else 1.0
-        image = tf.clip_by_value(center_crop(image, image_size, fraction) / scale, 0.0, 1.0)
-        return augment.normalize(image, src.info.mean, src.info.std)
+        image = image_ops.center_crop(image, image_size, fraction) / scale
+        return image_ops.normalize(tf.clip_by_value(image, 0.0, 1.0), src.info.mean, src.info.std)
 
     if src.kind == "array":
         ds = tf.data.Dataset.from_tensor_slices((src.images, src.labels)).batch(batch_size)

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment
-from byol_tf.augment import IMAGENET_MEAN, IMAGENET_STD
+from byol_tf import image_ops, rng
+from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DEMO_FILE = os.path.join(
@@ -277,8 +277,8 @@ def decode_crops(data, elem_seed, configs, size):
     )
     crops = []
     for i, config in enumerate(configs):
-        box = augment.sample_crop_boxes(
-            augment.fold_in(elem_seed, i),
+        box = image_ops.sample_crop_boxes(
+            rng.fold_in(elem_seed, i),
             tf.cast(shape[:1], tf.float32),
             tf.cast(shape[1:], tf.float32),
             config.crop_area,
