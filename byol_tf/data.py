@@ -5,11 +5,11 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment, sources
-from byol_tf.sources import SourceInfo, skipped_files  # noqa: F401  (re-exported)
+from byol_tf import augment, image_ops, rng, sources
+from byol_tf.decoding import skipped_files  # noqa: F401  (re-exported)
+from byol_tf.source_kinds import SourceInfo  # noqa: F401  (re-exported)
 
 AUTOTUNE = tf.data.AUTOTUNE
-_SHUFFLE_TAG, _CROP_TAG = 0x5348, 0x4352  # keep the shuffle and crop streams apart
 
 
 def source_info(source, split="train", data_dir=None, manual_dir=None):
@@ -39,72 +39,21 @@ def _check_positive(**values):
             raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
 
 
-def _check_size(src, image_size, allow_upscale):
-    shape = src.images.shape[1:3] if src.kind == "array" else (src.fixed_shape or (None,))[:2]
-    if None in shape or allow_upscale or image_size <= 2 * min(shape):
+def _check_start_step(start_step):
+    if not isinstance(start_step, (int, np.integer)) or start_step < 0:
+        raise ValueError(
+            f"start_step must be a non-negative int. Received: start_step={start_step!r}"
+        )
+
+
+def _check_size(shape, image_size, allow_upscale):
+    """Refuses views over twice the size of fixed-size images (`shape`: (H, W) or None)."""
+    if shape is None or allow_upscale or image_size <= 2 * min(shape):
         return
     raise ValueError(
         f"image_size={image_size} is more than twice the source images' size "
         f"({shape[0]}x{shape[1]}); pass allow_upscale=True if that is intended"
     )
-
-
-def _seed_pair(seed, counter):
-    return tf.stack([tf.constant(seed, tf.int64), tf.cast(counter, tf.int64)])
-
-
-def _epochs(first_epoch, repeat):
-    if repeat:
-        return tf.data.Dataset.counter(first_epoch)
-    return tf.data.Dataset.range(first_epoch, first_epoch + 1)
-
-
-def _tfds_read(src):
-    """A tfds split in file order, images left encoded (decoded, or crop-decoded, later)."""
-    import tensorflow_datasets as tfds
-
-    return src.builder.as_dataset(
-        split=src.split,
-        shuffle_files=False,
-        decoders={src.image_key: tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(add_tfds_id=False, try_autocache=False),
-    )
-
-
-def _records(src, seed, offset, repeat, shuffle_buffer):
-    """The shuffled record stream from element `offset` of the run on: indices or tfds dicts.
-
-    Epoch e's order is seeded by (seed, e), so the stream from `offset` is the same whether the
-    run was interrupted or not; the skip happens before any decoding. In-memory and folder
-    sources are fully permuted; tfds sources (stored shuffled by tfds) are shuffled within
-    consecutive blocks of `shuffle_buffer` records, with stateless ops: `Dataset.shuffle` would
-    mix in the global TF seed and cannot take a per-epoch seed tensor when that is 0.
-    """
-    n = src.info.num_examples
-    first_epoch, skip = divmod(offset, n)
-    if src.kind in ("array", "files"):
-
-        def epoch_order(epoch):
-            keys = augment.uniform([n], augment.fold_in(_seed_pair(seed, _SHUFFLE_TAG), epoch))
-            return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
-
-        return _epochs(first_epoch, repeat).flat_map(epoch_order).skip(skip)
-    blocks = _tfds_read(src).batch(min(shuffle_buffer, n)).enumerate()
-
-    def epoch_records(epoch):
-        epoch_seed = augment.fold_in(_seed_pair(seed, _SHUFFLE_TAG), epoch)
-
-        def shuffle_block(index, block):
-            size = tf.shape(tf.nest.flatten(block)[0])[0]
-            keys = augment.uniform([size], augment.fold_in(epoch_seed, index))
-            order = tf.argsort(keys, stable=True)
-            return tf.data.Dataset.from_tensor_slices(
-                tf.nest.map_structure(lambda t: tf.gather(t, order), block)
-            )
-
-        return blocks.flat_map(shuffle_block)
-
-    return _epochs(first_epoch, repeat).flat_map(epoch_records).skip(skip)
 
 
 @functools.lru_cache(maxsize=32)
@@ -127,53 +76,12 @@ def _views_from_batches(batches, start_step, seed, augment_fn):
     steps = tf.data.Dataset.counter(start_step)
 
     def views(step, images, labels):
-        view1, view2 = augment_fn(images, _seed_pair(seed, step))
+        view1, view2 = augment_fn(images, rng.seed_pair(seed, step))
         return {"view1": view1, "view2": view2, "label": labels}
 
     return tf.data.Dataset.zip(steps, batches).map(
         lambda step, batch: views(step, *batch), num_parallel_calls=AUTOTUNE
     )
-
-
-def _pair_batches(src, records, seed, batch_size, image_size, configs, skip_corrupt):
-    """Batches of `(images or crop pairs, labels)` from the record stream of a source."""
-    if src.kind == "array":
-        images, labels = tf.constant(src.images), src.labels
-        labels = tf.constant(
-            labels if labels is not None else np.full(len(src.images), -1, np.int32)
-        )
-        batches = records.batch(batch_size, drop_remainder=True)
-        return batches.map(
-            lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE
-        )
-
-    def crops(data, index):
-        return sources.decode_crops(
-            data, augment.fold_in(_seed_pair(seed, _CROP_TAG), index), configs, image_size
-        )
-
-    if src.kind == "files":
-        paths = tf.constant(src.paths)
-        labels = tf.constant(
-            src.labels if src.labels is not None else np.full(len(src.paths), -1, np.int32)
-        )
-        elements = records.map(lambda i, g: (tf.gather(paths, i), g, tf.gather(labels, i)))
-        elements = sources.decode_files(elements, crops, skip_corrupt)
-    else:
-        decode = (lambda data, g: sources.decode_full(data)) if src.fixed_shape else crops
-        label_key = src.label_key
-
-        def tfds_element(g, record):
-            label = tf.cast(record[label_key], tf.int32) if label_key else tf.constant(-1, tf.int32)
-            return decode(record[src.image_key], g), g, label
-
-        elements = records.map(tfds_element, num_parallel_calls=AUTOTUNE)
-        if src.fixed_shape:
-            elements = elements.map(
-                lambda image, g, label: (tf.ensure_shape(image, src.fixed_shape), g, label)
-            )
-    elements = elements.map(lambda image, g, label: (image, label))
-    return elements.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
 
 
 def _finish(ds, seed):
@@ -220,7 +128,8 @@ def pretrain_dataset(
         split: source split ("train", "test", "unlabelled" for stl10, tfds slices...).
         data_dir: tensorflow-datasets data directory.
         manual_dir: tensorflow-datasets manual download directory (imagenet2012).
-        preset: "imagenet" or "small"; default "small" when image_size <= 64.
+        preset: "imagenet" or "small"; default `augment.default_preset(image_size)`: "small"
+            up to 64 px.
         augment_overrides: dict of `two_views` overrides (e.g. `{"view2_blur_prob": 0.0}`).
         mean: normalisation mean; default from the source (known table, else ImageNet's).
         std: normalisation std; same default.
@@ -237,26 +146,18 @@ def pretrain_dataset(
         A `tf.data.Dataset`.
     """
     _check_positive(batch_size=batch_size, image_size=image_size, shuffle_buffer=shuffle_buffer)
-    if not isinstance(start_step, (int, np.integer)) or start_step < 0:
-        raise ValueError(
-            f"start_step must be a non-negative int. Received: start_step={start_step!r}"
-        )
+    _check_start_step(start_step)
     src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
-    _check_size(src, image_size, allow_upscale)
-    preset = preset or ("small" if image_size <= 64 else "imagenet")
+    _check_size(src.image_shape, image_size, allow_upscale)
+    preset = preset or augment.default_preset(image_size)
     overrides = dict(augment_overrides or {}, mean=src.info.mean, std=src.info.std)
     run_seed = int(np.random.randint(2**31)) if seed is None else int(seed)
-    records = _records(src, run_seed, start_step * batch_size, repeat, shuffle_buffer)
-    if src.kind == "files":
-        records = records.enumerate(start_step * batch_size).map(lambda g, i: (i, g))
-    elif src.kind == "tfds":
-        records = records.enumerate(start_step * batch_size)
+    records = src.records(run_seed, start_step * batch_size, repeat, shuffle_buffer)
     configs = augment.view_configs(
         preset, **{k: v for k, v in overrides.items() if k not in ("mean", "std")}
     )
-    batches = _pair_batches(src, records, run_seed, batch_size, image_size, configs, skip_corrupt)
-    precropped = src.kind == "files" or (src.kind == "tfds" and not src.fixed_shape)
-    options = tuple(sorted(overrides.items()))
+    batches = src.pair_batches(records, run_seed, batch_size, image_size, configs, skip_corrupt)
+    precropped, options = src.crops_at_decode, tuple(sorted(overrides.items()))
     spec = batches.element_spec[0]
     augment_fn = _augment_function(
         preset, image_size, precropped, options, jit_compile, tuple(spec.shape[1:]), spec.dtype
@@ -265,26 +166,6 @@ def pretrain_dataset(
     if not (with_labels and src.info.num_classes):
         ds = ds.map(lambda e: {"view1": e["view1"], "view2": e["view2"]})
     return _finish(ds, seed)
-
-
-def center_crop(image, size, crop_fraction):
-    """Resizes the short side to `size / crop_fraction`, then takes the centre `size` square.
-
-    Args:
-        image: [H, W, 3] or [B, H, W, 3], uint8 or float.
-        size: output side.
-        crop_fraction: fraction of the short side kept (0.875 = ImageNet's 224 of 256).
-
-    Returns:
-        float32 [..., size, size, 3] in the input's value range.
-    """
-    shape = tf.cast(tf.shape(image), tf.float32)
-    height, width = shape[-3], shape[-2]
-    scale = size / crop_fraction / tf.minimum(height, width)
-    new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), size)
-    image = tf.image.resize(image, new_hw, method="bicubic", antialias=True)
-    top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
-    return image[..., top : top + size, left : left + size, :]
 
 
 def eval_dataset(
@@ -303,7 +184,7 @@ def eval_dataset(
     """`(image, label)` batches for linear / kNN evaluation: no augmentation, no shuffling.
 
     Each image is resized so that its short side is `image_size / crop_fraction` and centre
-    cropped (SPEC §5: 256 → 224 for ImageNet). The last partial batch is kept.
+    cropped (docs/algorithm.md §5: 256 → 224 for ImageNet). The last partial batch is kept.
 
     Args:
         source: "demo", a folder path, an `(x, y)` tuple of arrays, or a tfds name.
@@ -314,7 +195,8 @@ def eval_dataset(
         manual_dir: tensorflow-datasets manual directory (imagenet2012).
         mean: normalisation mean; default from the source.
         std: normalisation std; default from the source.
-        crop_fraction: default 0.875 when image_size > 64, else 1.0 (whole image).
+        crop_fraction: default `image_ops.default_crop_fraction(image_size)`: 0.875 above
+            64 px, else 1.0 (whole image).
         skip_corrupt: skip unreadable image files instead of failing.
 
     Returns:
@@ -327,34 +209,16 @@ def eval_dataset(
     src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
     if not src.info.num_classes:
         raise ValueError(f"eval_dataset needs labels; source {source!r} (split {split!r}) has none")
-    fraction = crop_fraction or (1.0 if image_size <= 64 else 0.875)
+    fraction = crop_fraction or image_ops.default_crop_fraction(image_size)
     if not 0 < fraction <= 1:
         raise ValueError(
             f"crop_fraction must be in (0, 1]. Received: crop_fraction={crop_fraction}"
         )
 
     def prepare(image):
-        image = augment.to_rgb(image)
+        image = image_ops.to_rgb(image)
         scale = 255.0 if image.dtype == tf.uint8 else 1.0
-        image = tf.clip_by_value(center_crop(image, image_size, fraction) / scale, 0.0, 1.0)
-        return augment.normalize(image, src.info.mean, src.info.std)
+        image = image_ops.center_crop(image, image_size, fraction) / scale
+        return image_ops.normalize(tf.clip_by_value(image, 0.0, 1.0), src.info.mean, src.info.std)
 
-    if src.kind == "array":
-        ds = tf.data.Dataset.from_tensor_slices((src.images, src.labels)).batch(batch_size)
-        ds = ds.map(lambda x, y: (prepare(x), y), num_parallel_calls=AUTOTUNE)
-    else:
-        if src.kind == "files":
-            elements = tf.data.Dataset.from_tensor_slices((src.paths, src.labels))
-            elements = elements.map(lambda p, y: (p, tf.constant(0, tf.int64), y))
-            elements = sources.decode_files(
-                elements, lambda data, _: prepare(sources.decode_full(data)), skip_corrupt
-            )
-        else:
-
-            def tfds_element(record):
-                image = prepare(sources.decode_full(record[src.image_key]))
-                return image, 0, tf.cast(record[src.label_key], tf.int32)
-
-            elements = _tfds_read(src).map(tfds_element, num_parallel_calls=AUTOTUNE)
-        ds = elements.map(lambda image, _, label: (image, label)).batch(batch_size)
-    return ds.prefetch(AUTOTUNE)
+    return src.eval_batches(prepare, batch_size, skip_corrupt).prefetch(AUTOTUNE)

@@ -8,15 +8,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment, checkpoints, data
+from byol_tf import checkpoints, image_ops
 
 METADATA_FILE = "byol_tf_export.json"
 RUN_CONFIG_FILE = "run_config.json"
-
-
-def default_crop_fraction(image_size):
-    """Share of the short side kept by the centre crop: 0.875 (224 of 256) above 64 px, else 1."""
-    return 1.0 if image_size <= 64 else 0.875
 
 
 class EncoderModule(tf.Module):
@@ -33,7 +28,9 @@ class EncoderModule(tf.Module):
         super().__init__(name="byol_encoder")
         self.encoder = encoder
         self.image_size = int(image_size)
-        self.crop_fraction = float(crop_fraction or default_crop_fraction(self.image_size))
+        self.crop_fraction = float(
+            crop_fraction or image_ops.default_crop_fraction(self.image_size)
+        )
         self.mean = tf.constant(mean, tf.float32)
         self.std = tf.constant(std, tf.float32)
         self.serve = tf.function(
@@ -54,9 +51,9 @@ class EncoderModule(tf.Module):
     def _serve(self, images):
         # The signature checks only the last dimension; name the rank error clearly here.
         images = tf.ensure_shape(images, [None, None, None, 3], name="images_batch_h_w_3")
-        images = data.center_crop(images, self.image_size, self.crop_fraction) / 255.0
+        images = image_ops.center_crop(images, self.image_size, self.crop_fraction) / 255.0
         images = tf.clip_by_value(images, 0.0, 1.0)
-        return self._encode(augment.normalize(images, self.mean, self.std))
+        return self._encode(image_ops.normalize(images, self.mean, self.std))
 
 
 def _check_stats(name, value):

@@ -1,16 +1,13 @@
-"""Data sources for byol_tf.data (tfds, image folders, NumPy arrays, the demo set) and decoding."""
+"""Resolves a `source` argument (demo, arrays, image folder, tfds name) into a source object."""
 
-import dataclasses
 import difflib
-import logging
 import os
-import re
 
 import numpy as np
-import tensorflow as tf
 
-from byol_tf import augment
-from byol_tf.augment import IMAGENET_MEAN, IMAGENET_STD
+from byol_tf.decoding import unreadable_file  # noqa: F401  (train.py and evaluate.py read it here)
+from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
+from byol_tf.source_kinds import ArraySource, FolderSource, SourceInfo, TfdsSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DEMO_FILE = os.path.join(
@@ -20,7 +17,6 @@ DEMO_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-_SKIPPED = {}  # path → times skipped (an ordered set with counts)
 # Channel mean / std of the training split, in [0, 1] units.
 KNOWN_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -29,47 +25,6 @@ KNOWN_STATS = {
     "imagenet2012": (IMAGENET_MEAN, IMAGENET_STD),
     "demo": ((0.2860,) * 3, (0.3530,) * 3),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceInfo:
-    """What training code needs to know about a source split.
-
-    Attributes:
-        num_examples: number of examples in the split.
-        num_classes: number of classes, or None when unlabelled.
-        class_names: class names in label order, or None.
-        mean: per-channel mean used for normalisation.
-        std: per-channel standard deviation used for normalisation.
-    """
-
-    num_examples: int
-    num_classes: int | None
-    class_names: tuple | None
-    mean: tuple
-    std: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """A resolved source split. `kind` is "array", "files" or "tfds".
-
-    "array": `images` uint8/float [N, H, W, C] and `labels` (or None), in memory.
-    "files": `paths` (str array) and `labels` (or None), decoded on the fly.
-    "tfds": a `builder` read with `split`, `image_key` and `label_key`; `fixed_shape` is the
-    image shape when all images share it, else None.
-    """
-
-    kind: str
-    info: SourceInfo
-    images: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    paths: np.ndarray | None = None
-    builder: object = None
-    split: str = "train"
-    image_key: str = "image"
-    label_key: str | None = None
-    fixed_shape: tuple | None = None
 
 
 def _stats(name, mean, std):
@@ -93,7 +48,21 @@ def _labelled(images, labels, name, mean, std, class_names=None):
 
 
 def from_arrays(arrays, mean=None, std=None):
-    """An in-memory source from `(x,)` or `(x, y)`: x [N, H, W] or [N, H, W, C]."""
+    """An in-memory source from NumPy arrays.
+
+    Args:
+        arrays: `x`, `(x,)` or `(x, y)`: x [N, H, W] or [N, H, W, C] (C ∈ {1, 3, 4}), uint8 in
+            [0, 255] or float in [0, 1]; y [N] integer labels.
+        mean: normalisation mean; default ImageNet's.
+        std: normalisation std; default ImageNet's.
+
+    Returns:
+        An `ArraySource`.
+
+    Raises:
+        ValueError: for a tuple of another length, a bad image array, or x and y of different
+            lengths.
+    """
     if isinstance(arrays, np.ndarray):
         arrays = (arrays,)
     if not 1 <= len(arrays) <= 2:
@@ -109,11 +78,23 @@ def from_arrays(arrays, mean=None, std=None):
     if images.dtype != np.uint8:
         images = images.astype(np.float32)
     info, labels = _labelled(images, arrays[1] if len(arrays) == 2 else None, "", mean, std)
-    return Source("array", info, images=images, labels=labels)
+    return ArraySource(info, labels=labels, images=images)
 
 
 def demo(split="train", mean=None, std=None):
-    """The Fashion-MNIST subset shipped in byol_tf/data_files (600 / 100 images per class)."""
+    """The Fashion-MNIST subset shipped in byol_tf/data_files (600 / 100 images per class).
+
+    Args:
+        split: "train" or "test".
+        mean: normalisation mean; default the demo set's.
+        std: normalisation std; default the demo set's.
+
+    Returns:
+        An `ArraySource` of uint8 [N, 28, 28, 1] images with labels.
+
+    Raises:
+        ValueError: for another split.
+    """
     if split not in ("train", "test"):
         raise ValueError(
             f"The demo source has splits 'train' and 'test'. Received: split={split!r}"
@@ -121,7 +102,7 @@ def demo(split="train", mean=None, std=None):
     with np.load(DEMO_FILE) as data:
         images, labels = data[f"x_{split}"][..., None], data[f"y_{split}"]
     info, labels = _labelled(images, labels, "demo", mean, std, DEMO_CLASSES)
-    return Source("array", info, images=images, labels=labels)
+    return ArraySource(info, labels=labels, images=images)
 
 
 def _images_in(folder):
@@ -137,6 +118,19 @@ def from_folder(root, split="train", mean=None, std=None):
     """Images under `root/<class>/*` (labels from sorted folder names) or directly in `root`.
 
     When `root/<split>` exists (e.g. `root/train/<class>/...`) it is used instead of `root`.
+
+    Args:
+        root: the folder.
+        split: the split's subfolder, used when it exists.
+        mean: normalisation mean; default ImageNet's.
+        std: normalisation std; default ImageNet's.
+
+    Returns:
+        A `FolderSource`, labelled when the images are in class subfolders.
+
+    Raises:
+        FileNotFoundError: when `root` does not exist.
+        ValueError: when it holds no images.
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder not found: {root}")
@@ -157,7 +151,12 @@ def from_folder(root, split="train", mean=None, std=None):
             "(expected root/<class>/<image> or root/<image>)"
         )
     info, labels = _labelled(np.asarray(paths), labels, "", mean, std, class_names)
-    return Source("files", info, paths=np.asarray(paths), labels=labels)
+    return FolderSource(info, labels=labels, paths=np.asarray(paths))
+
+
+def _tfds_base_name(name):
+    """The dataset name of a tfds name with config and version: "cifar10" of "cifar10:3.*"."""
+    return name.split(":")[0].split("/")[0]
 
 
 def _tfds_builder(name, data_dir, manual_dir):
@@ -166,8 +165,9 @@ def _tfds_builder(name, data_dir, manual_dir):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        base = name.split(":")[0].split("/")[0]
-        close = difflib.get_close_matches(base, tfds.list_builders(), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(
+            _tfds_base_name(name), tfds.list_builders(), n=3, cutoff=0.6
+        )
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"Unknown data source {name!r}: not 'demo', an existing folder or a "
@@ -190,7 +190,24 @@ def _count(builder, split, image_key):
 
 
 def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, std=None):
-    """A tensorflow-datasets source, read with the image left encoded (decoded by the pipeline)."""
+    """A tensorflow-datasets source, read with the image left encoded (decoded by the pipeline).
+
+    The dataset is downloaded and prepared when it is not yet.
+
+    Args:
+        name: the tfds name, optionally with config and version ("cifar10", "imagenet2012:5.*").
+        split: the split, tfds slicing included ("train[:10%]").
+        data_dir: tensorflow-datasets data directory.
+        manual_dir: tensorflow-datasets manual download directory (imagenet2012).
+        mean: normalisation mean; default the known statistics of the dataset, else ImageNet's.
+        std: normalisation std; same default.
+
+    Returns:
+        A `TfdsSource`.
+
+    Raises:
+        ValueError: for an unknown name (suggesting close ones) or a dataset without images.
+    """
     import tensorflow_datasets as tfds
 
     builder = _tfds_builder(name, data_dir, manual_dir)
@@ -204,15 +221,14 @@ def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, st
     class_names = tuple(features[label_key].names) if label_key else None
     shape = features[image_key].shape
     fixed = tuple(shape[:2]) + (3,) if None not in shape[:2] else None
-    base = name.split(":")[0].split("/")[0]
     info = SourceInfo(
         _count(builder, split, image_key),
         len(class_names) if class_names else None,
         class_names,
-        *_stats(base, mean, std),
+        *_stats(_tfds_base_name(name), mean, std),
     )
-    return Source(
-        "tfds", info, builder=builder, split=split, image_key=image_key,
+    return TfdsSource(
+        info, builder=builder, split=split, image_key=image_key,
         label_key=label_key, fixed_shape=fixed,
     )  # fmt: skip
 
@@ -229,7 +245,7 @@ def resolve(source, split="train", data_dir=None, manual_dir=None, mean=None, st
         std: normalisation std override.
 
     Returns:
-        A `Source`.
+        A `Source`: an `ArraySource` (arrays, "demo"), a `FolderSource` or a `TfdsSource`.
 
     Raises:
         ValueError: for an unknown source, a bad array or an empty folder.
@@ -249,109 +265,3 @@ def resolve(source, split="train", data_dir=None, manual_dir=None, mean=None, st
     if source.startswith((".", "/", "~")) or os.path.exists(source):
         return from_folder(os.path.expanduser(source), split, mean, std)
     return from_tfds(source, split, data_dir, manual_dir, mean, std)
-
-
-def skipped_files():
-    """Distinct paths of the corrupt images skipped so far in this process (`skip_corrupt`)."""
-    return list(_SKIPPED)
-
-
-def decode_full(data):
-    """Any supported encoded image → uint8 [H, W, 3] (greyscale replicated, alpha dropped)."""
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
-@tf.autograph.experimental.do_not_convert  # explicit tf.cond only
-def decode_crops(data, elem_seed, configs, size):
-    """Two random-resized crops of one encoded image → float32 [2, size, size, 3] in [0, 1].
-
-    JPEGs are decoded with `tf.image.decode_and_crop_jpeg`, so only the crop windows are decoded.
-    """
-    is_jpeg = tf.io.is_jpeg(data)
-    shape = tf.cond(
-        is_jpeg,
-        lambda: tf.image.extract_jpeg_shape(data)[:2],
-        lambda: tf.shape(decode_full(data))[:2],
-    )
-    crops = []
-    for i, config in enumerate(configs):
-        box = augment.sample_crop_boxes(
-            augment.fold_in(elem_seed, i),
-            tf.cast(shape[:1], tf.float32),
-            tf.cast(shape[1:], tf.float32),
-            config.crop_area,
-            config.crop_aspect,
-        )[0]
-        hw = tf.maximum(tf.cast(tf.round(box[2:]), tf.int32), 1)
-        top_left = tf.minimum(tf.cast(tf.floor(box[:2]), tf.int32), shape - hw)
-        window = tf.concat([top_left, hw], axis=0)
-        crop = tf.cond(
-            is_jpeg,
-            lambda w=window: tf.image.decode_and_crop_jpeg(data, w, channels=3),
-            lambda w=window: tf.image.crop_to_bounding_box(
-                decode_full(data), w[0], w[1], w[2], w[3]
-            ),
-        )
-        crops.append(tf.image.resize(crop, [size, size], method=config.resize_method) / 255.0)
-    return tf.clip_by_value(tf.stack(crops), 0.0, 1.0)
-
-
-def _note_skipped(path):
-    def record(p):
-        path = p.numpy().decode()
-        if path not in _SKIPPED:
-            logging.warning(
-                "byol_tf: skipping corrupt image %s (%d so far)", path, len(_SKIPPED) + 1
-            )
-        _SKIPPED[path] = _SKIPPED.get(path, 0) + 1
-        return False
-
-    return tf.py_function(record, [path], tf.bool)
-
-
-def unreadable_file(error):
-    """The path named by `decode_files`' assertion in a `tf.errors.OpError`, else None."""
-    match = re.search(r"\[Cannot decode image file\] \[(.*?)\]", str(error))
-    return match.group(1) if match else None
-
-
-def decode_files(paths, decode, skip_corrupt):
-    """Maps `(path, index, label)` to `(decode(bytes, index), index, label)`, naming or skipping
-    unreadable files.
-
-    Each file is decoded inside its own one-element dataset with `ignore_errors`, so a corrupt
-    file yields ok=False instead of an error that does not say which file it was.
-    """
-
-    def one(path, *rest):
-        good = tf.data.Dataset.from_tensors(path)
-        good = good.map(lambda p: (decode(tf.io.read_file(p), rest[0]), True))
-        good = good.ignore_errors()
-        spec = good.element_spec[0]
-        bad = tf.data.Dataset.from_tensors(
-            (tf.zeros([d or 1 for d in spec.shape], spec.dtype), False)
-        )
-        return good.concatenate(bad).take(1).map(lambda image, ok: (path, image, ok, *rest))
-
-    decoded = paths.interleave(
-        one, cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    if skip_corrupt:
-        decoded = decoded.filter(
-            lambda path, image, ok, *rest: tf.cond(ok, lambda: ok, lambda: _note_skipped(path))
-        )
-    else:
-
-        def check(path, image, ok, *rest):
-            message = [
-                "Cannot decode image file",
-                path,
-                "(corrupt or unsupported; skip_corrupt=True skips it)",
-            ]
-            with tf.control_dependencies([tf.debugging.Assert(ok, message, summarize=1)]):
-                return (tf.identity(image), *rest)
-
-        return decoded.map(check)
-    return decoded.map(lambda path, image, ok, *rest: (image, *rest))

@@ -1,4 +1,4 @@
-"""Tests for byol_tf.augment: per-image randomness, seeding, probabilities, crops, XLA parity."""
+"""Tests for byol_tf.augment and image_ops: per-image randomness, seeding, probabilities, crops."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import augment
+from byol_tf import augment, image_ops
 
 # Frequencies are checked within 4 standard errors: a false failure about once in 16,000 runs.
 N_DRAWS = 4000
@@ -49,7 +49,9 @@ def test_xla_compiled_matches_plain_function():
     images = _colour_images(8, 32)
     seed = tf.constant([1, 2], tf.int64)
     plain = augment.two_views(images, seed, preset="imagenet", image_size=24)
-    compiled = augment.compiled()(images, seed, preset="imagenet", image_size=24)
+    compiled = tf.function(augment.two_views, jit_compile=True)(
+        images, seed, preset="imagenet", image_size=24
+    )
     for p, c in zip(plain, compiled, strict=True):
         np.testing.assert_allclose(p.numpy(), c.numpy(), atol=2e-3)
 
@@ -81,7 +83,7 @@ def test_without_random_ops_output_is_the_normalised_image():
 def test_crop_boxes_have_area_and_aspect_in_range():
     n = N_DRAWS
     for height, width in ((224, 224), (100, 160)):
-        boxes = augment.sample_crop_boxes(
+        boxes = image_ops.sample_crop_boxes(
             tf.constant([3, 4]), tf.fill([n], float(height)), tf.fill([n], float(width))
         ).numpy()
         top, left, h, w = boxes.T
@@ -94,7 +96,9 @@ def test_crop_boxes_have_area_and_aspect_in_range():
 
 
 def test_crop_box_fallback_is_the_centred_clamped_crop():
-    boxes = augment.sample_crop_boxes(tf.constant([0, 1]), tf.fill([4], 10.0), tf.fill([4], 1000.0))
+    boxes = image_ops.sample_crop_boxes(
+        tf.constant([0, 1]), tf.fill([4], 10.0), tf.fill([4], 1000.0)
+    )
     np.testing.assert_allclose(boxes[:, 2:].numpy(), [[10.0, 40 / 3]] * 4, rtol=1e-5)
     np.testing.assert_allclose(boxes[:, 1].numpy(), (1000 - 40 / 3) / 2, rtol=1e-5)
 
@@ -154,7 +158,7 @@ def test_jitter_frequency_is_08_and_per_image_order_varies():
     view1, _ = augment.two_views(images, 15, **overrides, **IDENTITY)
     changed = np.abs(view1.numpy() - images.numpy()).max(axis=(1, 2, 3)) > 1e-4
     _assert_frequency(_frequency(changed), 0.8)
-    _, order = augment._jitter_params(tf.constant([0, 15]), N_DRAWS, augment.ViewConfig())
+    _, order = image_ops._jitter_params(tf.constant([0, 15]), N_DRAWS, augment.ViewConfig())
     orders = {tuple(row) for row in order.numpy()}
     assert len(orders) == 24  # all 4! orders occur
     assert sorted(order.numpy()[0]) == [0, 1, 2, 3]
@@ -163,11 +167,11 @@ def test_jitter_frequency_is_08_and_per_image_order_varies():
 def test_jitter_single_ops_match_tf_image():
     images = tf.random.stateless_uniform([2, 8, 8, 3], [0, 1])
     planes = tf.transpose(images, [0, 3, 1, 2])
-    hue = tf.transpose(augment._rotate_hue(planes, 0.07), [0, 2, 3, 1])
+    hue = tf.transpose(image_ops._rotate_hue(planes, 0.07), [0, 2, 3, 1])
     np.testing.assert_allclose(hue.numpy(), tf.image.adjust_hue(images, 0.07).numpy(), atol=1e-5)
     config = augment.ViewConfig(jitter_prob=1.0, brightness=0.0, contrast=0.0, hue=0.0)
-    out = augment.color_jitter(planes, tf.constant([0, 3]), config)  # saturation only
-    factors, _ = augment._jitter_params(tf.constant([0, 3]), 2, config)
+    out = image_ops.color_jitter(planes, tf.constant([0, 3]), config)  # saturation only
+    factors, _ = image_ops._jitter_params(tf.constant([0, 3]), 2, config)
     expected = [tf.image.adjust_saturation(images[i], factors[i, 2]) for i in range(2)]
     np.testing.assert_allclose(
         tf.transpose(out, [0, 2, 3, 1]).numpy(), np.stack(expected), atol=1e-5
@@ -177,7 +181,7 @@ def test_jitter_single_ops_match_tf_image():
 def test_gaussian_blur_preserves_constants_and_matches_numpy():
     images = tf.random.stateless_uniform([2, 3, 9, 11], [0, 2])
     sigma = tf.constant([0.8, 1.6])
-    out = augment.gaussian_blur(images, sigma, 2).numpy()
+    out = image_ops.gaussian_blur(images, sigma, 2).numpy()
     x = np.pad(images.numpy(), [(0, 0), (0, 0), (2, 2), (2, 2)], mode="reflect")
     for b, s in enumerate(sigma.numpy()):
         k = np.exp(-(np.arange(-2, 3) ** 2) / (2 * s * s))
@@ -185,7 +189,7 @@ def test_gaussian_blur_preserves_constants_and_matches_numpy():
         rows = sum(k[t] * x[b, :, t : t + 9, :] for t in range(5))
         ref = sum(k[t] * rows[:, :, t : t + 11] for t in range(5))
         np.testing.assert_allclose(out[b], ref, atol=1e-5)
-    const = augment.gaussian_blur(tf.fill([1, 3, 8, 8], 0.3), tf.constant([2.0]), 3)
+    const = image_ops.gaussian_blur(tf.fill([1, 3, 8, 8], 0.3), tf.constant([2.0]), 3)
     np.testing.assert_allclose(const.numpy(), 0.3, atol=1e-6)
 
 
@@ -230,3 +234,10 @@ def test_boundary_overrides_are_accepted():
     )
     assert view1.crop_area == view2.crop_area == (1.0, 1.0)
     assert view2.solarize_prob == 1.0 and view1.solarize_prob == 0.0
+
+
+def test_small_image_defaults_switch_above_64_px():
+    assert augment.default_preset(64) == "small"
+    assert augment.default_preset(65) == "imagenet"
+    assert image_ops.default_crop_fraction(64) == 1.0
+    assert image_ops.default_crop_fraction(65) == 0.875

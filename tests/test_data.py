@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from byol_tf import data
+from byol_tf import data, image_ops
 
 FAST = dict(jit_compile=False)  # same output as XLA (test_augment); saves the compile time
 
@@ -179,5 +179,5 @@ def test_eval_dataset_keeps_order_and_remainder():
 
 def test_center_crop_takes_the_central_square():
     image = tf.reshape(tf.range(8 * 12 * 3, dtype=tf.float32), [8, 12, 3])
-    out = data.center_crop(image, 8, 1.0)
+    out = image_ops.center_crop(image, 8, 1.0)
     np.testing.assert_allclose(out.numpy(), image[:, 2:10].numpy(), atol=1e-3)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from helpers import tiny_encoder
 
-from byol_tf import checkpoints, data, export
+from byol_tf import checkpoints, export, image_ops
 from byol_tf.model import BYOL
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -29,7 +29,7 @@ def exported(tmp_path_factory):
 
 def _preprocess(images, size=8):
     """What `byol_tf.data.eval_dataset` does to uint8 images of an array source."""
-    unit = tf.clip_by_value(data.center_crop(images, size, 1.0) / 255.0, 0.0, 1.0)
+    unit = tf.clip_by_value(image_ops.center_crop(images, size, 1.0) / 255.0, 0.0, 1.0)
     return (unit - np.array(MEAN, "float32")) / np.array(STD, "float32")
 
 
