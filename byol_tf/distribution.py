@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+from byol_tf.config import STRATEGIES
 
 
 def make_strategy(name, tpu=None):
