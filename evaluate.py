@@ -60,9 +60,9 @@ def options():
 
 
 def _run_config(model_dir):
-    from byol_tf import export
+    from byol_tf import run_dir
 
-    return (export.read_run_config(model_dir) if model_dir else None) or {}
+    return (run_dir.read_run_config(model_dir) if model_dir else None) or {}
 
 
 def _check_flags(f):

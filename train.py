@@ -27,10 +27,7 @@ def main(argv):
 
     try:
         cfg = config.from_flags(FLAGS)
-        if cfg.strategy != "multi_worker" or training.is_chief():  # other workers: no files
-            training.prepare_model_dir(cfg.model_dir)
-            FLAGS.append_flags_into_file(os.path.join(cfg.model_dir, "flags.txt"))
-        summary = training.train(cfg)
+        summary = training.train(cfg, flags_text=config.flags_text())
     except (ValueError, FileNotFoundError, training.TrainingError) as error:
         sys.exit(f"train.py: error: {error}")
     except tf.errors.InvalidArgumentError as error:

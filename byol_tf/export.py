@@ -8,10 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment, checkpoints, data
+from byol_tf import augment, checkpoints, data, run_dir
 
 METADATA_FILE = "byol_tf_export.json"
-RUN_CONFIG_FILE = "run_config.json"
 
 
 def default_crop_fraction(image_size):
@@ -177,15 +176,6 @@ def load_exported(path):
     return encode, metadata
 
 
-def read_run_config(model_dir):
-    """The `run_config.json` the training binary wrote in `model_dir`, or None."""
-    path = os.path.join(model_dir, RUN_CONFIG_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
-
-
 def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean=None, std=None):
     """Exports the online encoder of a training run's checkpoint (what the CLI does).
 
@@ -206,11 +196,11 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean
     checkpoint = checkpoint or (model_dir and checkpoints.latest_checkpoint(model_dir))
     if not checkpoint:
         raise ValueError(f"No checkpoint found in {model_dir}/checkpoints; pass --checkpoint")
-    run_config = (model_dir and read_run_config(model_dir)) or {}
+    run_config = (model_dir and run_dir.read_run_config(model_dir)) or {}
     mean, std = mean or run_config.get("mean"), std or run_config.get("std")
     if mean is None or std is None:
         raise ValueError(
-            f"No {RUN_CONFIG_FILE} with mean/std in {model_dir}; pass --mean and --std "
+            f"No {run_dir.RUN_CONFIG} with mean/std in {model_dir}; pass --mean and --std "
             "(3 comma-separated numbers each, in [0, 1] pixel units)"
         )
     model = checkpoints.load_checkpoint(checkpoint, compile=False)
