@@ -1,4 +1,4 @@
-"""SavedModel export of a trained encoder for TensorFlow Serving, and its command line."""
+"""SavedModel export for TF Serving; `python -m byol_tf.export --model_dir=... --export_dir=...`."""
 
 import json
 import os
@@ -209,38 +209,7 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean
     return export_encoder(model.encoder, export_dir, image_size, mean, std, version, crop)
 
 
-def _define_flags():
-    from absl import flags
+if __name__ == "__main__":  # python -m byol_tf.export
+    from byol_tf.cli import export as program
 
-    flags.DEFINE_string("model_dir", None, "Training run folder (checkpoints, run_config.json).")
-    flags.DEFINE_string("checkpoint", None, "A .keras checkpoint; default the newest one.")
-    flags.DEFINE_string("export_dir", None, "Export base folder; versions go in numbered folders.")
-    flags.DEFINE_integer("version", None, "Export version; default the next free number.")
-    flags.DEFINE_list("mean", None, "Normalisation mean, if model_dir has no run_config.json.")
-    flags.DEFINE_list("std", None, "Normalisation std, if model_dir has no run_config.json.")
-    flags.mark_flag_as_required("export_dir")
-
-
-def main(argv):
-    """`python -m byol_tf.export --model_dir=... --export_dir=...`: exports a checkpoint."""
-    from absl import app, flags
-
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    f = flags.FLAGS
-    if not (f.model_dir or f.checkpoint):
-        raise SystemExit("Error: pass --model_dir or --checkpoint")
-    try:
-        mean = [float(v) for v in f.mean] if f.mean else None
-        std = [float(v) for v in f.std] if f.std else None
-        path = export_checkpoint(f.model_dir, f.export_dir, f.checkpoint, f.version, mean, std)
-    except ValueError as error:
-        raise SystemExit(f"Error: {error}") from None
-    print(f"Exported SavedModel to {path}")
-
-
-if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(main)
+    program.run("python -m byol_tf.export")
