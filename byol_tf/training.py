@@ -1,6 +1,7 @@
 """A whole BYOL pretraining run from a `TrainConfig`: data, model, monitors, resume, export."""
 
 import os
+import sys
 import time
 
 import keras
@@ -217,7 +218,8 @@ def _fit(cfg, model, callbacks, guards, steps_per_epoch):
             epochs=cfg.epochs if steps == micro_per_epoch else initial_epoch + 1,
             steps_per_epoch=steps,
             callbacks=callbacks,
-            verbose="auto",
+            shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle=True
+            verbose=1 if sys.stdout.isatty() else 2,  # a file or pipe: one line per epoch
         )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
