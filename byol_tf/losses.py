@@ -19,7 +19,7 @@ def l2_normalize(x, axis=-1, epsilon=1e-12):
 
 
 def regression_loss(prediction, target):
-    """Per-example BYOL loss `2 - 2 cos(prediction, target)` (SPEC §2).
+    """Per-example BYOL loss `2 - 2 cos(prediction, target)` (docs/algorithm.md §2).
 
     Equals `||p/||p|| - z/||z|| ||^2`. Computed in float32 whatever the inputs'
     dtype, so mixed-precision training keeps an exact loss.
@@ -47,7 +47,7 @@ def symmetric_loss(p1, p2, z1, z2):
 
     Returns:
         A `[batch]` float32 tensor with values in [0, 8]. Summing (not averaging) the two
-        orderings is the paper's choice; averaging halves the gradient (SPEC §2).
+        orderings is the paper's choice; averaging halves the gradient (docs/algorithm.md §2).
     """
     return regression_loss(p1, z2) + regression_loss(p2, z1)
 

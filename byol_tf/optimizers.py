@@ -30,7 +30,7 @@ def _compile_rule(rule, argument):
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class LARS(keras.optimizers.Optimizer):
-    """LARS with momentum, in the order of the official BYOL code (SPEC §4).
+    """LARS with momentum, in the order of the official BYOL code (docs/algorithm.md §4).
 
     For each variable w with gradient g:
         u = g + weight_decay·w                      (unless excluded from weight decay)

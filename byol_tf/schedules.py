@@ -7,7 +7,7 @@ import tensorflow as tf
 
 
 def cosine_tau(step, total_steps, base_tau=0.996):
-    """Target decay rate τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2 (SPEC §3).
+    """Target decay rate τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2 (docs/algorithm.md §3).
 
     Args:
         step: the optimiser step k (0-based), a Python number.
@@ -25,7 +25,7 @@ def cosine_tau(step, total_steps, base_tau=0.996):
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `base_learning_rate`, then cosine decay to 0 (SPEC §4).
+    """Linear warm-up from 0 to `base_learning_rate`, then cosine decay to 0 (docs/algorithm.md §4).
 
     lr(k) = base·k/W for k < W, else base·(1 + cos(π(k − W)/(K − W)))/2, and 0 from K on.
 
