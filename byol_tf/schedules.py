@@ -23,6 +23,18 @@ def cosine_tau(step, total_steps, base_tau=0.996):
     return 1.0 - (1.0 - base_tau) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
+def _after_warmup(step, base_learning_rate, warmup_steps, rate):
+    """base·k/W for k < W, else `rate(k, base, W)` (float32 tensors, W a float)."""
+    step = tf.cast(step, tf.float32)
+    base = tf.cast(base_learning_rate, tf.float32)
+    warmup = float(warmup_steps)
+    return tf.where(step < warmup, base * step / max(warmup, 1.0), rate(step, base, warmup))
+
+
+def _constant(step, base, warmup):
+    return base
+
+
 @keras.saving.register_keras_serializable(package="byol_tf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `base_learning_rate`, then cosine decay to 0 (docs/algorithm.md §4).
@@ -50,14 +62,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = warmup_steps
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        base = tf.cast(self.base_learning_rate, tf.float32)
-        warmup = float(self.warmup_steps)
-        warm = base * step / max(warmup, 1.0)
+        return _after_warmup(step, self.base_learning_rate, self.warmup_steps, self._cosine)
+
+    def _cosine(self, step, base, warmup):
         decay_steps = max(float(self.total_steps) - warmup, 1.0)
         progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
-        cosine = base * 0.5 * (1.0 + tf.cos(math.pi * progress))
-        return tf.where(step < warmup, warm, cosine)
+        return base * 0.5 * (1.0 + tf.cos(math.pi * progress))
 
     def get_config(self):
         return {
@@ -86,10 +96,7 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = warmup_steps
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        base = tf.cast(self.base_learning_rate, tf.float32)
-        warmup = float(self.warmup_steps)
-        return tf.where(step < warmup, base * step / max(warmup, 1.0), base)
+        return _after_warmup(step, self.base_learning_rate, self.warmup_steps, _constant)
 
     def get_config(self):
         return {"base_learning_rate": self.base_learning_rate, "warmup_steps": self.warmup_steps}

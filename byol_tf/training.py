@@ -36,6 +36,14 @@ class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (divergence, collapse)."""
 
 
+def _encoder(cfg, **kwargs):
+    """The ResNet encoder `cfg` names; `kwargs` go to `networks.resnet`."""
+    size = cfg.image_size
+    return networks.resnet(
+        cfg.depth, cfg.width_multiplier, cfg.cifar_stem, input_shape=(size, size, 3), **kwargs
+    )
+
+
 def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
     """Encoder + BYOL + optimiser and schedule, built and compiled under `strategy.scope()`.
 
@@ -43,14 +51,7 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
     """
     size = cfg.image_size
     with strategy.scope():
-        encoder = networks.resnet(
-            cfg.depth,
-            cfg.width_multiplier,
-            cfg.cifar_stem,
-            input_shape=(size, size, 3),
-            synchronized_bn=strategy.num_replicas_in_sync > 1,
-            name="encoder",
-        )
+        encoder = _encoder(cfg, synchronized_bn=strategy.num_replicas_in_sync > 1, name="encoder")
         model = BYOL(
             encoder,
             cfg.projection_dim,
@@ -334,10 +335,4 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
 def _random_init_knn(cfg, knn):
     """kNN top-1 of the same encoder architecture at random initialisation (seeded)."""
     keras.utils.set_random_seed(cfg.seed)
-    encoder = networks.resnet(
-        cfg.depth,
-        cfg.width_multiplier,
-        cfg.cifar_stem,
-        input_shape=(cfg.image_size, cfg.image_size, 3),
-    )
-    return knn.evaluate(encoder)
+    return knn.evaluate(_encoder(cfg))
