@@ -159,3 +159,9 @@ def test_from_flags_records_the_flags_that_were_set():
     assert cfg.model_dir == os.path.expanduser("~/run") and cfg.augment == ()
     with flagsaver.flagsaver():
         assert config.from_flags(FLAGS).explicit == ()
+
+
+def test_preset_names_are_those_of_the_augment_module():
+    from byol_tf import augment
+
+    assert set(config.PRESETS) == set(augment.PRESETS)
