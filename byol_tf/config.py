@@ -1,15 +1,57 @@
-"""Command-line flags of train.py and the frozen run configuration built from them."""
+"""Settings of the train, evaluate and export programs, and the absl flags made from them."""
 
 import dataclasses
+import inspect
 import os
+import re
+import sys
+import typing
 
 from absl import flags
 
+FLAGS = flags.FLAGS
+
+# The allowed values of the enumerated settings (the flags of these are enums).
 ENCODERS = ("resnet18", "resnet34", "resnet50")
+PRESETS = ("imagenet", "small")  # the keys of byol_tf.augment.PRESETS
+OPTIMIZERS = ("lars", "adamw")
+SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_tf.schedules)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-OPTIMIZERS = ("lars", "adamw")
-SCHEDULES = ("cosine", "constant")
+PROTOCOLS = ("linear", "knn", "finetune")
+
+# Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
+POSITIVE_INT = ("a positive int", lambda value: value >= 1)
+POSITIVE = ("positive", lambda value: value > 0)
+NON_NEGATIVE = (">= 0", lambda value: value >= 0)
+UNIT_INTERVAL = ("in [0, 1]", lambda value: 0 <= value <= 1)
+FRACTION = ("in (0, 1]", lambda value: 0 < value <= 1)
+
+# The groups of the settings (those of the official BYOL configs, then one per program).
+DATA, MODEL, OPTIMISATION, RUN = "data", "model", "optimisation", "run"
+EVALUATION, EXPORT = "evaluation", "export"
+
+
+def option(group, default, choices=None, valid=None, **extra):
+    """A settings field that is a flag of the same name.
+
+    The flag's help is the field's entry in the `Attributes:` section of its class docstring.
+
+    Args:
+        group: the heading its flag is listed under by `--helpfull`.
+        default: the field's default, also its flag's unless `flag_default` is given.
+        choices: the allowed values (one of the tuples above); the flag is then an enum.
+        valid: a check such as `POSITIVE_INT`, applied when the settings are built.
+        **extra: `flag_default=` the default of a flag another program shares (shown in
+            help), `path=True` to expand `~`, `required=True` for a flag that must be set.
+    """
+    metadata = dict(group=group, choices=choices, valid=valid, **extra)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _explicit():
+    """The `explicit` field: the names of the fields set by flags. Not a flag; not compared."""
+    return dataclasses.field(default=(), compare=False, repr=False)
 
 
 def parse_augment(entries, flag="--augment"):
@@ -58,97 +100,130 @@ def checked_augment(entries, preset="small", flag="--augment"):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a BYOL pretraining run needs; built from flags by `from_flags`.
+    """Everything a BYOL pretraining run needs; `from_flags` builds it from train.py's flags.
 
-    The fields mirror the flags of the same names (see `define_flags` for their meaning).
+    Each attribute but `explicit` is the flag of the same name; its entry below is the help.
+
+    Attributes:
+        dataset: Training data: 'demo' (offline Fashion-MNIST subset), a tensorflow-datasets name
+            (cifar10, stl10, imagenet2012, ...) or a folder.
+        data_dir: tensorflow-datasets data directory.
+        manual_dir: tensorflow-datasets manual download directory (imagenet2012 tar files).
+        train_split: Split to pretrain on (e.g. train, unlabelled, 'train+unlabelled').
+        eval_split: Labelled split for the kNN monitor ('' = none).
+        image_size: Side of the square training views, in pixels.
+        preset: Augmentation preset; default 'small' (no blur) at <= 64 px, else 'imagenet'
+            (docs/algorithm.md §5).
+        augment: Augmentation overrides name=value (ViewConfig fields; view1_/view2_ prefix for one
+            view), e.g. --augment=crop_area=0.25:1.0,view2_solarize_prob=0 (':' separates a range).
+        skip_corrupt: Skip unreadable images instead of failing.
+        encoder: Encoder network.
+        width_multiplier: Channel multiplier of the ResNet.
+        cifar_stem: 3x3 stride-1 stem without max-pool (small images).
+        projection_dim: Output size of projector/predictor.
+        hidden_dim: Hidden width of projector/predictor.
+        joint_views: Forward both views as one batch (BN statistics over both; faster, not the
+            paper's setting).
+        batch_size: Global batch size (all replicas together).
+        epochs: Number of training epochs.
+        steps_per_epoch: Steps per epoch; default: the number of examples // batch_size.
+        accumulation_steps: Micro-batches per optimiser step: --batch_size is the effective batch,
+            each micro-batch has batch_size/accumulation_steps images (BN statistics per
+            micro-batch).
+        optimizer: 'lars' (the paper's) or 'adamw' (decoupled weight decay; suits runs of a few
+            hundred steps). Biases and BatchNorm parameters are excluded from weight decay in both.
+        learning_rate: Base learning rate per 256 images: the peak rate is learning_rate *
+            batch_size / 256.
+        lr_schedule: After the linear warm-up: 'cosine' decay to 0 (the paper's) or 'constant'.
+        warmup_epochs: Linear warm-up length, in epochs.
+        weight_decay: Weight decay (biases/BN excluded).
+        momentum: LARS momentum.
+        eta: LARS trust coefficient.
+        base_tau: Initial target decay rate.
+        tau_schedule: Target decay: 'cosine' from --base_tau to 1 over the run (the paper's) or
+            'constant' at --base_tau (short runs).
+        model_dir: Folder for checkpoints, TensorBoard logs, results; rerunning with the same folder
+            resumes.
+        export_dir: If set, export the encoder as a SavedModel for TF Serving here at the end
+            (export_dir/<version>/).
+        seed: Seed of initialisation, shuffling and augmentation.
+        deterministic: Enable TF op determinism (slower) so that a run is bit-reproducible from its
+            seed.
+        strategy: Distribution strategy; 'auto' uses MirroredStrategy with several GPUs, else the
+            default.
+        tpu: TPU name or address, for --strategy=tpu.
+        mixed_precision: Keras dtype policy.
+        jit_compile: Compile the train step with XLA.
+        steps_per_execution: Train steps per tf.function call (EMA updates are then compounded; see
+            TargetEMA).
+        checkpoint_every_steps: Checkpoint interval in steps (0 = only at epoch ends).
+        keep_checkpoints: Number of checkpoints to keep.
+        knn_every_epochs: kNN monitor interval in epochs (0 = off); needs a labelled --eval_split.
+        knn_k: Neighbours of the kNN monitor.
+        knn_max_examples: At most this many train examples form the kNN memory bank.
+        collapse_threshold: Warn when the std of l2-normalised projections falls below this.
+        collapse_patience: Stop after this many collapsed epochs in a row.
+        log_every_steps: TensorBoard scalar interval.
+        demo_baseline: At the end, also report the kNN accuracy of the same encoder at random
+            initialisation.
+        explicit: the names of the fields that the command line or a flagfile set.
     """
 
-    dataset: str = "demo"
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    train_split: str = "train"
-    eval_split: str | None = "test"
-    image_size: int = 28
-    preset: str | None = None
-    augment: tuple = ("crop_area=0.7:1.0",)
-    encoder: str = "resnet18"
-    width_multiplier: float = 0.25
-    cifar_stem: bool = False
-    projection_dim: int = 128
-    hidden_dim: int = 512
-    batch_size: int = 64
-    epochs: int = 12
-    steps_per_epoch: int | None = None
-    optimizer: str = "lars"
-    learning_rate: float = 0.3
-    lr_schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
-    eta: float = 0.02
-    base_tau: float = 0.996
-    tau_schedule: str = "cosine"
-    model_dir: str = "runs/demo"
-    export_dir: str | None = None
-    seed: int = 0
-    deterministic: bool = False
-    strategy: str = "auto"
-    tpu: str | None = None
-    mixed_precision: str = "float32"
-    jit_compile: bool = False
-    steps_per_execution: int = 1
-    accumulation_steps: int = 1
-    joint_views: bool = False
-    checkpoint_every_steps: int = 500
-    keep_checkpoints: int = 3
-    knn_every_epochs: int = 1
-    knn_k: int = 200
-    knn_max_examples: int = 10_000
-    collapse_threshold: float = 0.01
-    collapse_patience: int = 3
-    skip_corrupt: bool = False
-    log_every_steps: int = 10
-    demo_baseline: bool = True
+    # data
+    dataset: str = option(DATA, "demo")
+    data_dir: str | None = option(DATA, None, path=True)
+    manual_dir: str | None = option(DATA, None, path=True)
+    train_split: str = option(DATA, "train")
+    eval_split: str | None = option(DATA, "test")
+    image_size: int = option(DATA, 28, valid=POSITIVE_INT)
+    preset: str | None = option(DATA, None, choices=PRESETS)
+    augment: tuple = option(DATA, ("crop_area=0.7:1.0",))
+    skip_corrupt: bool = option(DATA, False)
+    # model
+    encoder: str = option(MODEL, "resnet18", choices=ENCODERS)
+    width_multiplier: float = option(MODEL, 0.25, valid=POSITIVE)
+    cifar_stem: bool = option(MODEL, False)
+    projection_dim: int = option(MODEL, 128)
+    hidden_dim: int = option(MODEL, 512)
+    joint_views: bool = option(MODEL, False)
+    # optimisation
+    batch_size: int = option(OPTIMISATION, 64, valid=POSITIVE_INT)
+    epochs: int = option(OPTIMISATION, 12, valid=POSITIVE_INT)
+    steps_per_epoch: int | None = option(OPTIMISATION, None, valid=POSITIVE_INT)
+    accumulation_steps: int = option(OPTIMISATION, 1, valid=POSITIVE_INT)
+    optimizer: str = option(OPTIMISATION, "lars", choices=OPTIMIZERS)
+    learning_rate: float = option(OPTIMISATION, 0.3, valid=POSITIVE)
+    lr_schedule: str = option(OPTIMISATION, "cosine", choices=SCHEDULE_NAMES)
+    warmup_epochs: float = option(OPTIMISATION, 1.0, valid=NON_NEGATIVE)
+    weight_decay: float = option(OPTIMISATION, 1e-5)
+    momentum: float = option(OPTIMISATION, 0.9)
+    eta: float = option(OPTIMISATION, 0.02)
+    base_tau: float = option(OPTIMISATION, 0.996, valid=UNIT_INTERVAL)
+    tau_schedule: str = option(OPTIMISATION, "cosine", choices=SCHEDULE_NAMES)
+    # run
+    model_dir: str = option(RUN, "runs/demo", path=True)
+    export_dir: str | None = option(RUN, None, path=True)
+    seed: int = option(RUN, 0)
+    deterministic: bool = option(RUN, False)
+    strategy: str = option(RUN, "auto", choices=STRATEGIES)
+    tpu: str | None = option(RUN, None)
+    mixed_precision: str = option(RUN, "float32", choices=PRECISIONS)
+    jit_compile: bool = option(RUN, False)
+    steps_per_execution: int = option(RUN, 1, valid=POSITIVE_INT)
+    checkpoint_every_steps: int = option(RUN, 500)
+    keep_checkpoints: int = option(RUN, 3)
+    knn_every_epochs: int = option(RUN, 1)
+    knn_k: int = option(RUN, 200)
+    knn_max_examples: int = option(RUN, 10_000)
+    collapse_threshold: float = option(RUN, 0.01)
+    collapse_patience: int = option(RUN, 3)
+    log_every_steps: int = option(RUN, 10)
+    demo_baseline: bool = option(RUN, True)
+    explicit: tuple = _explicit()
 
     def __post_init__(self):
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive int")
-        _check(self.epochs >= 1, "epochs", self.epochs, "a positive int")
-        _check(self.image_size >= 1, "image_size", self.image_size, "a positive int")
-        _check(
-            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
-            "steps_per_epoch",
-            self.steps_per_epoch,
-            "a positive int",
-        )
-        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "positive")
-        _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, ">= 0")
-        _check(0 <= self.base_tau <= 1, "base_tau", self.base_tau, "in [0, 1]")
-        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        for name in ("lr_schedule", "tau_schedule"):
-            value = getattr(self, name)
-            _check(value in SCHEDULES, name, value, f"one of {SCHEDULES}")
-        _check(self.encoder in ENCODERS, "encoder", self.encoder, f"one of {', '.join(ENCODERS)}")
-        _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
-        _check(
-            self.mixed_precision in PRECISIONS,
-            "mixed_precision",
-            self.mixed_precision,
-            f"one of {PRECISIONS}",
-        )
-        _check(self.width_multiplier > 0, "width_multiplier", self.width_multiplier, "positive")
-        _check(
-            self.steps_per_execution >= 1,
-            "steps_per_execution",
-            self.steps_per_execution,
-            "a positive int",
-        )
-        self._check_augment()
-        _check(
-            self.accumulation_steps >= 1,
-            "accumulation_steps",
-            self.accumulation_steps,
-            "a positive int",
-        )
+        _check_fields(self)
+        checked_augment(self.augment, self.preset or "small")  # before any data is read
         _check(
             self.batch_size % self.accumulation_steps == 0,
             "batch_size",
@@ -166,20 +241,100 @@ class TrainConfig:
         """`--augment` entries as `two_views` overrides (see `parse_augment`)."""
         return parse_augment(self.augment)
 
-    def _check_augment(self):
-        """Malformed, unknown or out-of-range `--augment` entries fail here, before any data."""
-        from byol_tf import augment
-
-        checked_augment(self.augment, self.preset if self.preset in augment.PRESETS else "small")
-
     @property
     def depth(self):
         """ResNet depth named by `encoder`."""
         return int(self.encoder.removeprefix("resnet"))
 
     def to_json(self):
-        """The configuration as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
+        """The settings as a JSON-serialisable dict (without `explicit`)."""
+        return {field.name: getattr(self, field.name) for field in _flag_fields(self)}
+
+
+def _train_default(name):
+    """The default of a `TrainConfig` field: that of a flag evaluate.py shares with train.py."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """The settings of evaluate.py; `from_flags` builds them from its flags.
+
+    The flags it shares with train.py (model_dir, dataset, data_dir, train_split, batch_size,
+    epochs) have train.py's defaults, so that both programs can define them in one process.
+
+    Attributes:
+        model_dir: Training run (checkpoints/, run_config.json).
+        protocol: Evaluation protocol.
+        label_fraction: Share of the train labels used (0.01, 0.1, 1.0).
+        dataset: Data source; unless set, the run's.
+        data_dir: tensorflow-datasets data directory; unless set, the run's.
+        train_split: Labelled split the classifier is fitted on.
+        test_split: Split scored; unless set, the run's eval_split, else test.
+        batch_size: Batch size of features and fine-tuning.
+        epochs: Unless set: linear 20, finetune 30.
+        saved_model: Evaluate an exported SavedModel, not a checkpoint.
+        output: Results JSON; default <model_dir or .>/eval_<protocol>.json.
+        explicit: the names of the fields that the command line or a flagfile set.
+    """
+
+    model_dir: str | None = option(EVALUATION, _train_default("model_dir"))
+    protocol: str = option(EVALUATION, "knn", choices=PROTOCOLS)
+    label_fraction: float = option(EVALUATION, 1.0, valid=FRACTION)
+    dataset: str | None = option(EVALUATION, None, flag_default=_train_default("dataset"))
+    data_dir: str | None = option(EVALUATION, None)
+    train_split: str = option(EVALUATION, _train_default("train_split"))
+    test_split: str | None = option(EVALUATION, None)
+    batch_size: int = option(EVALUATION, _train_default("batch_size"), valid=POSITIVE)
+    epochs: int | None = option(
+        EVALUATION, None, valid=POSITIVE, flag_default=_train_default("epochs")
+    )
+    saved_model: str | None = option(EVALUATION, None)
+    output: str | None = option(EVALUATION, None)
+    explicit: tuple = _explicit()
+
+    def __post_init__(self):
+        if self.saved_model and "model_dir" not in self.explicit:
+            # --saved_model alone evaluates the export, without the default training run folder.
+            object.__setattr__(self, "model_dir", None)
+        _check_fields(self)
+        if not (self.model_dir or self.saved_model):
+            raise ValueError("pass --model_dir (a training run) or --saved_model (an export)")
+        if self.protocol == "finetune" and self.saved_model:
+            raise ValueError(
+                "--protocol=finetune needs a checkpoint: pass --model_dir, not --saved_model"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The settings of the export program; `from_flags` builds them from its flags.
+
+    Attributes:
+        model_dir: Training run folder (checkpoints, run_config.json).
+        checkpoint: A .keras checkpoint; default the newest one.
+        export_dir: Export base folder; versions go in numbered folders.
+        version: Export version; default the next free number.
+        mean: Normalisation mean, if model_dir has no run_config.json.
+        std: Normalisation std, if model_dir has no run_config.json.
+        explicit: the names of the fields that the command line or a flagfile set.
+    """
+
+    model_dir: str | None = option(EXPORT, None)
+    checkpoint: str | None = option(EXPORT, None)
+    export_dir: str | None = option(EXPORT, None, required=True)
+    version: int | None = option(EXPORT, None)
+    mean: tuple | None = option(EXPORT, None)
+    std: tuple | None = option(EXPORT, None)
+    explicit: tuple = _explicit()
+
+    def __post_init__(self):
+        _check_fields(self)
+        if not (self.model_dir or self.checkpoint):
+            raise ValueError("pass --model_dir or --checkpoint")
+        for name in ("mean", "std"):  # strings from the flags; None: from run_config.json
+            values = getattr(self, name)
+            object.__setattr__(self, name, tuple(float(v) for v in values) if values else None)
 
 
 def _check(ok, name, value, expected):
@@ -187,177 +342,109 @@ def _check(ok, name, value, expected):
         raise ValueError(f"--{name} must be {expected}. Received: --{name}={value}")
 
 
-class _Definer:
-    """Forwards `DEFINE_*` calls to absl, skipping flags that are already defined.
+def _check_fields(settings):
+    """Checks each field against its `choices`, `valid` and `required`; the first failure raises."""
+    for field in _flag_fields(settings):
+        value, meta = getattr(settings, field.name), field.metadata
+        if value is None:
+            _check(not meta.get("required"), field.name, value, "set")
+        elif meta["choices"]:
+            _check(
+                value in meta["choices"], field.name, value, f"one of {', '.join(meta['choices'])}"
+            )
+        elif meta["valid"]:
+            _check(meta["valid"][1](value), field.name, value, meta["valid"][0])
 
-    train.py and evaluate.py share names (--model_dir, --dataset, ...); this lets both binaries
-    (and a test process importing both) define them without a DuplicateFlagError.
+
+def _flag_fields(settings):
+    """The fields of a settings class (or instance) that are flags."""
+    return [field for field in dataclasses.fields(settings) if "group" in field.metadata]
+
+
+def _help_texts(config_class):
+    """`{name: text}` of the `Attributes:` section of a Google-style class docstring."""
+    doc = inspect.cleandoc(config_class.__doc__ or "")  # None under python -OO: no help
+    section = doc.partition("\nAttributes:\n")[2]
+    entries = re.findall(r"^    (\w+): (.*(?:\n {8}.*)*)", section, flags=re.MULTILINE)
+    return {name: " ".join(text.split()) for name, text in entries}
+
+
+_DEFINERS = {str: "string", int: "integer", float: "float", bool: "bool", tuple: "list"}
+_SHARED_DEFAULT = " (The default shown is train.py's; evaluate.py does not use it.)"
+
+
+def define_flags(config_class=TrainConfig):
+    """Defines an absl flag for each field of `config_class` (idempotent).
+
+    A field's type chooses the flag: `str` a string (an enum with `choices`), `int` an
+    integer, `float` a float, `bool` a boolean, `tuple` a comma-separated list. A name that is
+    already a flag is left as it is: train.py and evaluate.py share names (--model_dir,
+    --dataset, ...), and a test process imports both.
     """
+    help_texts = _help_texts(config_class)
+    for field in _flag_fields(config_class):
+        if field.name in FLAGS:
+            continue
+        meta = field.metadata
+        default = meta.get("flag_default", field.default)
+        help_text = help_texts.get(field.name, "") + (
+            _SHARED_DEFAULT if default != field.default else ""
+        )
+        kwargs = dict(module_name=f"byol_tf {meta['group']}", required=bool(meta.get("required")))
+        if isinstance(default, tuple):
+            default = list(default)
+        if meta["choices"]:
+            flags.DEFINE_enum(field.name, default, list(meta["choices"]), help_text, **kwargs)
+        else:
+            value_type = next(
+                t for t in typing.get_args(field.type) or (field.type,) if t is not type(None)
+            )
+            define = getattr(flags, f"DEFINE_{_DEFINERS[value_type]}")
+            define(field.name, default, help_text, **kwargs)
 
-    def __getattr__(self, name):
-        define = getattr(flags, name)
 
-        def guarded(flag_name, *args, **kwargs):
-            if flag_name not in flags.FLAGS:
-                define(flag_name, *args, **kwargs)
+def from_flags(values=None, config_class=TrainConfig):
+    """Builds a `config_class` from parsed absl flags.
 
-        return guarded
+    A flag left at its default gives the field's default. A flag that was set (command line,
+    flagfile) gives its value, and its name goes into the config's `explicit`; `''` is None
+    for an optional string, a list becomes a tuple, and `~` is expanded in paths.
+
+    Raises:
+        ValueError: naming the first invalid flag.
+    """
+    values = values or FLAGS
+    kwargs, explicit = {}, []
+    for field in _flag_fields(config_class):
+        flag = values[field.name]
+        if flag.using_default_value:
+            kwargs[field.name] = field.default
+            continue
+        explicit.append(field.name)
+        kwargs[field.name] = _field_value(field, flag.value)
+    return config_class(**kwargs, explicit=tuple(explicit))
 
 
-def define_flags():
-    """Defines the flags of train.py (idempotent)."""
-    d = TrainConfig()
-    f = _Definer()
-    f.DEFINE_string(
-        "dataset",
-        d.dataset,
-        "Training data: 'demo' (offline Fashion-MNIST subset), "
-        "a tensorflow-datasets name (cifar10, stl10, imagenet2012, ...) or a folder.",
-    )
-    f.DEFINE_string("data_dir", d.data_dir, "tensorflow-datasets data directory.")
-    f.DEFINE_string(
-        "manual_dir",
-        d.manual_dir,
-        "tensorflow-datasets manual download directory (imagenet2012 tar files).",
-    )
-    f.DEFINE_string(
-        "train_split",
-        d.train_split,
-        "Split to pretrain on (e.g. train, unlabelled, 'train+unlabelled').",
-    )
-    f.DEFINE_string("eval_split", d.eval_split, "Labelled split for the kNN monitor ('' = none).")
-    f.DEFINE_integer("image_size", d.image_size, "Side of the square training views, in pixels.")
-    f.DEFINE_enum(
-        "preset",
-        d.preset,
-        ["imagenet", "small"],
-        "Augmentation preset; default "
-        "'small' (no blur) at <= 64 px, else 'imagenet' (SPEC table 6).",
-    )
-    f.DEFINE_list(
-        "augment",
-        list(d.augment),
-        "Augmentation overrides name=value (ViewConfig fields; view1_/view2_ prefix for one "
-        "view), e.g. --augment=crop_area=0.25:1.0,view2_solarize_prob=0 (':' separates a range).",
-    )
-    f.DEFINE_string("encoder", d.encoder, f"Encoder: one of {', '.join(ENCODERS)}.")
-    f.DEFINE_float("width_multiplier", d.width_multiplier, "Channel multiplier of the ResNet.")
-    f.DEFINE_bool("cifar_stem", d.cifar_stem, "3x3 stride-1 stem without max-pool (small images).")
-    f.DEFINE_integer("projection_dim", d.projection_dim, "Output size of projector/predictor.")
-    f.DEFINE_integer("hidden_dim", d.hidden_dim, "Hidden width of projector/predictor.")
-    f.DEFINE_integer("batch_size", d.batch_size, "Global batch size (all replicas together).")
-    f.DEFINE_integer("epochs", d.epochs, "Number of training epochs.")
-    f.DEFINE_integer(
-        "steps_per_epoch",
-        d.steps_per_epoch,
-        "Steps per epoch; default: the number of examples // batch_size.",
-    )
-    f.DEFINE_enum(
-        "optimizer",
-        d.optimizer,
-        list(OPTIMIZERS),
-        "'lars' (the paper's) or 'adamw' (decoupled weight decay; suits runs of a few hundred "
-        "steps). Biases and BatchNorm parameters are excluded from weight decay in both.",
-    )
-    f.DEFINE_float(
-        "learning_rate",
-        d.learning_rate,
-        "Base learning rate per 256 images: the peak rate is learning_rate * batch_size / 256.",
-    )
-    f.DEFINE_enum(
-        "lr_schedule",
-        d.lr_schedule,
-        list(SCHEDULES),
-        "After the linear warm-up: 'cosine' decay to 0 (the paper's) or 'constant'.",
-    )
-    f.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length, in epochs.")
-    f.DEFINE_float("weight_decay", d.weight_decay, "Weight decay (biases/BN excluded).")
-    f.DEFINE_float("momentum", d.momentum, "LARS momentum.")
-    f.DEFINE_float("eta", d.eta, "LARS trust coefficient.")
-    f.DEFINE_float("base_tau", d.base_tau, "Initial target decay rate.")
-    f.DEFINE_enum(
-        "tau_schedule",
-        d.tau_schedule,
-        list(SCHEDULES),
-        "Target decay: 'cosine' from --base_tau to 1 over the run (the paper's) or 'constant' "
-        "at --base_tau (short runs).",
-    )
-    f.DEFINE_string(
-        "model_dir",
-        d.model_dir,
-        "Folder for checkpoints, TensorBoard logs, results; "
-        "rerunning with the same folder resumes.",
-    )
-    f.DEFINE_string(
-        "export_dir",
-        d.export_dir,
-        "If set, export the encoder as a SavedModel for "
-        "TF Serving here at the end (export_dir/<version>/).",
-    )
-    f.DEFINE_integer("seed", d.seed, "Seed of initialisation, shuffling and augmentation.")
-    f.DEFINE_bool(
-        "deterministic",
-        d.deterministic,
-        "Enable TF op determinism (slower) so that a run is bit-reproducible from its seed.",
-    )
-    f.DEFINE_enum(
-        "strategy",
-        d.strategy,
-        list(STRATEGIES),
-        "Distribution strategy; 'auto' uses MirroredStrategy with several GPUs, else the default.",
-    )
-    f.DEFINE_string("tpu", d.tpu, "TPU name or address, for --strategy=tpu.")
-    f.DEFINE_enum("mixed_precision", d.mixed_precision, list(PRECISIONS), "Keras dtype policy.")
-    f.DEFINE_bool("jit_compile", d.jit_compile, "Compile the train step with XLA.")
-    f.DEFINE_integer(
-        "steps_per_execution",
-        d.steps_per_execution,
-        "Train steps per tf.function call (EMA updates are then compounded; see TargetEMA).",
-    )
-    f.DEFINE_integer(
-        "accumulation_steps",
-        d.accumulation_steps,
-        "Micro-batches per optimiser step: --batch_size is the effective batch, each "
-        "micro-batch has batch_size/accumulation_steps images (BN statistics per micro-batch).",
-    )
-    f.DEFINE_bool(
-        "joint_views",
-        d.joint_views,
-        "Forward both views as one batch (BN statistics "
-        "over both; faster, not the paper's setting).",
-    )
-    f.DEFINE_integer(
-        "checkpoint_every_steps",
-        d.checkpoint_every_steps,
-        "Checkpoint interval in steps (0 = only at epoch ends).",
-    )
-    f.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Number of checkpoints to keep.")
-    f.DEFINE_integer(
-        "knn_every_epochs",
-        d.knn_every_epochs,
-        "kNN monitor interval in epochs (0 = off); needs a labelled --eval_split.",
-    )
-    f.DEFINE_integer("knn_k", d.knn_k, "Neighbours of the kNN monitor.")
-    f.DEFINE_integer(
-        "knn_max_examples",
-        d.knn_max_examples,
-        "At most this many train examples form the kNN memory bank.",
-    )
-    f.DEFINE_float(
-        "collapse_threshold",
-        d.collapse_threshold,
-        "Warn when the std of l2-normalised projections falls below this.",
-    )
-    f.DEFINE_integer(
-        "collapse_patience", d.collapse_patience, "Stop after this many collapsed epochs in a row."
-    )
-    f.DEFINE_bool("skip_corrupt", d.skip_corrupt, "Skip unreadable images instead of failing.")
-    f.DEFINE_integer("log_every_steps", d.log_every_steps, "TensorBoard scalar interval.")
-    f.DEFINE_bool(
-        "demo_baseline",
-        d.demo_baseline,
-        "At the end, also report the kNN accuracy of the same encoder at random initialisation.",
-    )
+def _field_value(field, value):
+    """A set flag's value as the field holds it."""
+    if value == "" and type(None) in typing.get_args(field.type):
+        return None
+    if isinstance(value, list):
+        return tuple(value)
+    if value and field.metadata.get("path"):
+        return os.path.expanduser(value)
+    return value
+
+
+def flags_text():
+    """Every flag's value as flagfile lines (what a run folder's `flags.txt` records)."""
+    return FLAGS.flags_into_string()
+
+
+def list_in_help(config_class):
+    """Lists the flags of `config_class` under `--help` (as absl's key flags of the program)."""
+    for field in _flag_fields(config_class):
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[field.name])
 
 
 def flags_parser(program):
@@ -365,35 +452,14 @@ def flags_parser(program):
 
     absl's default prints "FATAL Flags parsing error" and a help hint on two lines; this exits
     with `<program>: error: <what is wrong>` (unknown flag, bad value, unreadable flagfile).
+    The arguments it returns start with `program`, the name `main` gives in its messages.
     """
 
     def parse(argv):
         try:
-            return flags.FLAGS(argv)
+            return [program, *FLAGS(argv)[1:]]
         except flags.Error as error:
             message = " ".join(str(error).removeprefix("ERROR:: ").split())
             raise SystemExit(f"{program}: error: {message}") from None
 
     return parse
-
-
-def from_flags(values=None):
-    """Builds a `TrainConfig` from parsed absl flags.
-
-    Raises:
-        ValueError: naming the first invalid flag.
-    """
-    values = values or flags.FLAGS
-    kwargs = {}
-    for field in dataclasses.fields(TrainConfig):
-        value = values[field.name].value
-        if isinstance(value, str) and value == "" and field.default is None:
-            value = None
-        kwargs[field.name] = value
-    kwargs["augment"] = tuple(kwargs["augment"] or ())
-    if kwargs["eval_split"] == "":
-        kwargs["eval_split"] = None
-    for key in ("model_dir", "data_dir", "manual_dir", "export_dir"):
-        if kwargs[key]:
-            kwargs[key] = os.path.expanduser(kwargs[key])
-    return TrainConfig(**kwargs)

@@ -2,12 +2,10 @@
 
 import json
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+from byol_tf.config import STRATEGIES
 
 
 def make_strategy(name, tpu=None):
@@ -60,7 +58,7 @@ def is_chief(strategy=None):
 
     Args:
         strategy: a `tf.distribute.Strategy`; None reads the cluster from `TF_CONFIG` (usable
-            before the strategy exists, e.g. by `train.py` to write `flags.txt`).
+            before the strategy exists).
     """
     if strategy is None:
         tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
@@ -71,18 +69,3 @@ def is_chief(strategy=None):
         return True  # one client process drives all TPU cores
     jobs = resolver.cluster_spec().jobs
     return _chief(jobs, resolver.task_type, resolver.task_id)
-
-
-def write_dir(model_dir, chief):
-    """Where this process writes: `model_dir` for the chief, else a fresh temporary folder.
-
-    Non-chief workers run the same saving code as the chief (saving may read distributed
-    variables, which takes every worker), into a folder `remove_write_dir` deletes at the end.
-    """
-    return model_dir if chief else tempfile.mkdtemp(prefix="byol_tf_worker_")
-
-
-def remove_write_dir(path, model_dir):
-    """Deletes a non-chief worker's temporary folder (never `model_dir` itself)."""
-    if os.path.abspath(path) != os.path.abspath(model_dir):
-        shutil.rmtree(path, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""SavedModel export of a trained encoder for TensorFlow Serving, and its command line."""
+"""SavedModel export for TF Serving; `python -m byol_tf.export --model_dir=... --export_dir=...`."""
 
 import json
 import os
@@ -8,10 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import checkpoints, image_ops
+from byol_tf import checkpoints, image_ops, run_dir
 
 METADATA_FILE = "byol_tf_export.json"
-RUN_CONFIG_FILE = "run_config.json"
 
 
 class EncoderModule(tf.Module):
@@ -174,15 +173,6 @@ def load_exported(path):
     return encode, metadata
 
 
-def read_run_config(model_dir):
-    """The `run_config.json` the training binary wrote in `model_dir`, or None."""
-    path = os.path.join(model_dir, RUN_CONFIG_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
-
-
 def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean=None, std=None):
     """Exports the online encoder of a training run's checkpoint (what the CLI does).
 
@@ -203,11 +193,11 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean
     checkpoint = checkpoint or (model_dir and checkpoints.latest_checkpoint(model_dir))
     if not checkpoint:
         raise ValueError(f"No checkpoint found in {model_dir}/checkpoints; pass --checkpoint")
-    run_config = (model_dir and read_run_config(model_dir)) or {}
+    run_config = (model_dir and run_dir.read_run_config(model_dir)) or {}
     mean, std = mean or run_config.get("mean"), std or run_config.get("std")
     if mean is None or std is None:
         raise ValueError(
-            f"No {RUN_CONFIG_FILE} with mean/std in {model_dir}; pass --mean and --std "
+            f"No {run_dir.RUN_CONFIG} with mean/std in {model_dir}; pass --mean and --std "
             "(3 comma-separated numbers each, in [0, 1] pixel units)"
         )
     model = checkpoints.load_checkpoint(checkpoint, compile=False)
@@ -216,38 +206,7 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean
     return export_encoder(model.encoder, export_dir, image_size, mean, std, version, crop)
 
 
-def _define_flags():
-    from absl import flags
+if __name__ == "__main__":  # python -m byol_tf.export
+    from byol_tf.cli import export as program
 
-    flags.DEFINE_string("model_dir", None, "Training run folder (checkpoints, run_config.json).")
-    flags.DEFINE_string("checkpoint", None, "A .keras checkpoint; default the newest one.")
-    flags.DEFINE_string("export_dir", None, "Export base folder; versions go in numbered folders.")
-    flags.DEFINE_integer("version", None, "Export version; default the next free number.")
-    flags.DEFINE_list("mean", None, "Normalisation mean, if model_dir has no run_config.json.")
-    flags.DEFINE_list("std", None, "Normalisation std, if model_dir has no run_config.json.")
-    flags.mark_flag_as_required("export_dir")
-
-
-def main(argv):
-    """`python -m byol_tf.export --model_dir=... --export_dir=...`: exports a checkpoint."""
-    from absl import app, flags
-
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    f = flags.FLAGS
-    if not (f.model_dir or f.checkpoint):
-        raise SystemExit("Error: pass --model_dir or --checkpoint")
-    try:
-        mean = [float(v) for v in f.mean] if f.mean else None
-        std = [float(v) for v in f.std] if f.std else None
-        path = export_checkpoint(f.model_dir, f.export_dir, f.checkpoint, f.version, mean, std)
-    except ValueError as error:
-        raise SystemExit(f"Error: {error}") from None
-    print(f"Exported SavedModel to {path}")
-
-
-if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(main)
+    program.run("python -m byol_tf.export")

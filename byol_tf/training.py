@@ -1,7 +1,7 @@
 """A whole BYOL pretraining run from a `TrainConfig`: data, model, monitors, resume, export."""
 
-import json
 import os
+import sys
 import time
 
 import keras
@@ -18,42 +18,30 @@ from byol_tf.callbacks import (
     TargetEMA,
     optimizer_step,
 )
-from byol_tf.distribution import is_chief, make_strategy, remove_write_dir, write_dir
+from byol_tf.distribution import is_chief, make_strategy
 from byol_tf.model import BYOL
 from byol_tf.optimizers import LARS
-from byol_tf.schedules import PerUpdate, WarmupConstant, WarmupCosine
-
-RUN_CONFIG = "run_config.json"
-SUMMARY = "summary.json"
-# Flags that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
-# with other values.
-ARCHITECTURE = (
-    "encoder",
-    "width_multiplier",
-    "cifar_stem",
-    "projection_dim",
-    "hidden_dim",
-    "image_size",
-    "optimizer",  # its slot variables differ
+from byol_tf.run_dir import (
+    append_flags,
+    check_resume,
+    remove_write_dir,
+    write_dir,
+    write_run_config,
+    write_summary,
 )
+from byol_tf.schedules import PerUpdate, WarmupConstant, WarmupCosine
 
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (divergence, collapse)."""
 
 
-def prepare_model_dir(model_dir):
-    """Creates `model_dir` and checks that it is a writable folder (before any training)."""
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ValueError(f"--model_dir={model_dir} is a file; expected a folder.")
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-        probe = os.path.join(model_dir, ".write_test")
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(f"--model_dir={model_dir} is not writable: {error.strerror}.") from None
+def _encoder(cfg, **kwargs):
+    """The ResNet encoder `cfg` names; `kwargs` go to `networks.resnet`."""
+    size = cfg.image_size
+    return networks.resnet(
+        cfg.depth, cfg.width_multiplier, cfg.cifar_stem, input_shape=(size, size, 3), **kwargs
+    )
 
 
 def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
@@ -63,14 +51,7 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
     """
     size = cfg.image_size
     with strategy.scope():
-        encoder = networks.resnet(
-            cfg.depth,
-            cfg.width_multiplier,
-            cfg.cifar_stem,
-            input_shape=(size, size, 3),
-            synchronized_bn=strategy.num_replicas_in_sync > 1,
-            name="encoder",
-        )
+        encoder = _encoder(cfg, synchronized_bn=strategy.num_replicas_in_sync > 1, name="encoder")
         model = BYOL(
             encoder,
             cfg.projection_dim,
@@ -114,22 +95,6 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
     return model
 
 
-def _check_resume(cfg, model_dir):
-    """Refuses to resume a checkpoint whose architecture differs from the flags."""
-    path = os.path.join(model_dir, RUN_CONFIG)
-    if not os.path.exists(path):
-        return
-    with open(path) as handle:
-        saved = json.load(handle)
-    for key in ARCHITECTURE:
-        if key in saved and saved[key] != getattr(cfg, key):
-            raise ValueError(
-                f"--{key}={getattr(cfg, key)} does not match the checkpoint in {model_dir} "
-                f"(trained with --{key}={saved[key]}); use another --model_dir or the original "
-                "flags. The checkpoint was not modified."
-            )
-
-
 def _restore(model, path):
     try:
         model.load_weights(path)
@@ -145,13 +110,6 @@ def _segments(start, steps_per_epoch, epochs):
         epoch += 1
     if epoch < epochs:
         yield epoch, steps_per_epoch
-
-
-def _write_json(path, content):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(content, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _knn_datasets(cfg, info):
@@ -222,15 +180,16 @@ def _setup(cfg):
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(cfg.mixed_precision)
-    if is_chief(strategy):
-        prepare_model_dir(cfg.model_dir)
+    return strategy
+
+
+def _check_replicas(cfg, strategy):
     replicas = strategy.num_replicas_in_sync
     if (cfg.batch_size // cfg.accumulation_steps) % replicas:
         raise ValueError(
             f"--batch_size={cfg.batch_size} (/ --accumulation_steps={cfg.accumulation_steps}) "
             f"must be divisible by the number of replicas ({replicas})."
         )
-    return strategy
 
 
 def _plan(cfg):
@@ -260,7 +219,8 @@ def _fit(cfg, model, callbacks, guards, steps_per_epoch):
             epochs=cfg.epochs if steps == micro_per_epoch else initial_epoch + 1,
             steps_per_epoch=steps,
             callbacks=callbacks,
-            verbose="auto",
+            shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle=True
+            verbose=1 if sys.stdout.isatty() else 2,  # a file or pipe: one line per epoch
         )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
@@ -271,8 +231,13 @@ def _fit(cfg, model, callbacks, guards, steps_per_epoch):
     return history
 
 
-def train(cfg, log=print):
+def train(cfg, log=print, flags_text=None):
     """Runs (or resumes) BYOL pretraining as configured; returns the run's summary dict.
+
+    Args:
+        cfg: a `TrainConfig`.
+        log: prints a line (resume, collapse warnings).
+        flags_text: the program's flags, appended to `model_dir/flags.txt` before training.
 
     Raises:
         ValueError: for invalid configuration or data, naming the flag, file or folder.
@@ -283,6 +248,9 @@ def train(cfg, log=print):
     # Every worker runs the same program; only the chief's files land in model_dir.
     out_dir = write_dir(cfg.model_dir, is_chief(strategy))
     try:
+        if flags_text is not None:
+            append_flags(out_dir, flags_text)
+        _check_replicas(cfg, strategy)
         return _train(cfg, strategy, out_dir, started, log)
     finally:
         remove_write_dir(out_dir, cfg.model_dir)
@@ -292,7 +260,7 @@ def _train(cfg, strategy, out_dir, started, log):
     info, steps_per_epoch, total_steps = _plan(cfg)
     resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
     if resume_from:
-        _check_resume(cfg, cfg.model_dir)
+        check_resume(cfg, cfg.model_dir)
     model = build_model(cfg, info.num_classes, strategy, total_steps, steps_per_epoch)
     if resume_from:
         _restore(model, resume_from)
@@ -305,7 +273,7 @@ def _train(cfg, strategy, out_dir, started, log):
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
     )
-    _write_json(os.path.join(out_dir, RUN_CONFIG), run_config)
+    write_run_config(out_dir, run_config)
     start = optimizer_step(model) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))
     callbacks, guards, knn = _callbacks(cfg, model, info, total_steps, sample, log, out_dir)
@@ -318,7 +286,7 @@ def _train(cfg, strategy, out_dir, started, log):
             "checkpoint": checkpoints.latest_checkpoint(out_dir),
         }
     summary = _summarise(cfg, model, history, knn, started, info, out_dir)
-    _write_json(os.path.join(out_dir, SUMMARY), summary)
+    write_summary(out_dir, summary)
     return summary
 
 
@@ -367,10 +335,4 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
 def _random_init_knn(cfg, knn):
     """kNN top-1 of the same encoder architecture at random initialisation (seeded)."""
     keras.utils.set_random_seed(cfg.seed)
-    encoder = networks.resnet(
-        cfg.depth,
-        cfg.width_multiplier,
-        cfg.cifar_stem,
-        input_shape=(cfg.image_size, cfg.image_size, 3),
-    )
-    return knn.evaluate(encoder)
+    return knn.evaluate(_encoder(cfg))

@@ -324,8 +324,8 @@ def test_checkpoint_loading_keeps_keras_safe_mode(tmp_path):
 
 def test_nothing_in_the_project_unpickles_files():
     sources = [os.path.join(ROOT, name) for name in ("train.py", "evaluate.py")]
-    package = os.path.join(ROOT, "byol_tf")
-    sources += [os.path.join(package, n) for n in os.listdir(package) if n.endswith(".py")]
+    for package in (os.path.join(ROOT, "byol_tf"), os.path.join(ROOT, "byol_tf", "cli")):
+        sources += [os.path.join(package, n) for n in os.listdir(package) if n.endswith(".py")]
     for path in sources:
         with open(path) as handle:
             text = handle.read()

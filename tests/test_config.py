@@ -130,3 +130,38 @@ def test_tpu_strategy_needs_a_tpu_address():
     with flagsaver.flagsaver(strategy="tpu"):
         with pytest.raises(ValueError, match="--tpu"):
             config.from_flags(FLAGS)
+
+
+@pytest.mark.parametrize(
+    "config_class", [config.TrainConfig, config.EvalConfig, config.ExportConfig]
+)
+def test_every_setting_is_a_flag_with_help_and_its_default(config_class):
+    config.define_flags(config_class)
+    fields = config._flag_fields(config_class)
+    assert len(fields) == len(dataclasses.fields(config_class)) - 1  # all but `explicit`
+    for field in fields:
+        flag = FLAGS[field.name]
+        assert flag.help and "\n" not in flag.help, field.name
+        if field.metadata["choices"]:
+            assert tuple(flag.parser.enum_values) == field.metadata["choices"]
+        if config_class is config.TrainConfig:
+            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            assert flag.default == default, field.name
+
+
+def test_from_flags_records_the_flags_that_were_set():
+    path = os.path.join(ROOT, "configs", "cifar10.flags")
+    with flagsaver.flagsaver():
+        FLAGS(["train.py", f"--flagfile={path}", "--epochs=3", "--model_dir=~/run"])
+        cfg = config.from_flags(FLAGS)
+    assert {"dataset", "epochs", "augment", "model_dir"} <= set(cfg.explicit)
+    assert "seed" not in cfg.explicit and "explicit" not in cfg.to_json()
+    assert cfg.model_dir == os.path.expanduser("~/run") and cfg.augment == ()
+    with flagsaver.flagsaver():
+        assert config.from_flags(FLAGS).explicit == ()
+
+
+def test_preset_names_are_those_of_the_augment_module():
+    from byol_tf import augment
+
+    assert set(config.PRESETS) == set(augment.PRESETS)

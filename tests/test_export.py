@@ -175,7 +175,8 @@ def test_export_command_line(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     failed = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert failed.returncode == 1
-    assert failed.stderr.strip().splitlines()[-1].startswith("Error: No run_config.json")
+    last_line = failed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("python -m byol_tf.export: error: No run_config.json")
     assert "Traceback" not in failed.stderr
     command += ["--mean=0.5,0.4,0.3", "--std=0.2,0.25,0.3", "--version=3"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)

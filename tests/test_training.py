@@ -12,6 +12,7 @@ from helpers import tiny_encoder
 import byol_tf
 from byol_tf import checkpoints, config, training
 from byol_tf.callbacks import Checkpointer, CollapseGuard, NaNGuard
+from byol_tf.run_dir import prepare_model_dir
 
 
 @pytest.mark.parametrize(
@@ -36,7 +37,7 @@ def test_model_dir_that_is_a_file_is_refused(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
     with pytest.raises(ValueError, match="is a file"):
-        training.prepare_model_dir(str(path))
+        prepare_model_dir(str(path))
 
 
 def test_unwritable_model_dir_is_refused_before_training(tmp_path):
@@ -47,7 +48,7 @@ def test_unwritable_model_dir_is_refused_before_training(tmp_path):
         if os.access(folder, os.W_OK):
             pytest.skip("running as a user who can write anywhere (root)")
         with pytest.raises(ValueError, match="not writable"):
-            training.prepare_model_dir(str(folder / "run"))
+            prepare_model_dir(str(folder / "run"))
     finally:
         folder.chmod(0o700)
 

@@ -1,0 +1,48 @@
+"""What the train, evaluate and export programs share: absl's entry point and one-line errors."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from absl import app  # noqa: E402
+
+from byol_tf import config  # noqa: E402
+
+
+def run(main, program, config_class):
+    """Parses the flags of `config_class` and runs `main`, as absl's `app.run` does.
+
+    A bad flag exits with `<program>: error: <message>` (see `config.flags_parser`); `--help`
+    prints the docstring of `__main__` (for a console script, which has none, that of `main`'s
+    module) and lists the flags of `config_class`.
+
+    Args:
+        main: the program's `main(argv)`; what it returns is the exit status.
+        program: the name of the program in its messages (`train.py`, `byol-train`, ...).
+        config_class: the settings class of the program (`config.TrainConfig`, ...).
+    """
+    config.list_in_help(config_class)
+    script = sys.modules["__main__"]
+    script.__doc__ = script.__doc__ or sys.modules[main.__module__].__doc__
+    app.run(main, flags_parser=config.flags_parser(program))
+
+
+def fail(argv, message):
+    """Exits with `<program>: error: <message>` on stderr and status 1 (`argv[0]` names it)."""
+    raise SystemExit(f"{os.path.basename(argv[0])}: error: {message}")
+
+
+def check_no_arguments(argv):
+    """Fails on arguments that are not flags."""
+    if len(argv) > 1:
+        fail(argv, f"Unexpected arguments: {' '.join(argv[1:])}")
+
+
+def exit_if_unreadable_image(argv, error, advice=""):
+    """Fails naming the file if `error` is the input pipeline's on a corrupt image file."""
+    from byol_tf import sources
+
+    path = sources.unreadable_file(error)
+    if path:
+        fail(argv, f"Cannot decode image file {path}{advice}")

@@ -1,0 +1,114 @@
+"""Evaluation of a pretrained encoder: `byol-evaluate --model_dir=runs/demo --protocol=knn`."""
+
+import json
+import os
+
+from byol_tf import cli, config, run_dir
+
+config.define_flags(config.EvalConfig)
+FLAGS = config.FLAGS
+_NAMES = {"knn": "kNN (k=200, T=0.1)", "linear": "offline linear", "finetune": "fine-tune"}
+
+
+def _run_config(model_dir):
+    return (run_dir.read_run_config(model_dir) if model_dir else None) or {}
+
+
+def _load_encoder(f):
+    """`(encoder, image_size, where_from, export_metadata_or_None)` from the flags."""
+    from byol_tf import checkpoints, export
+
+    if f.saved_model:
+        encode, metadata = export.load_exported(f.saved_model)
+        return encode, int(metadata["image_size"]), f.saved_model, metadata
+    path = checkpoints.latest_checkpoint(f.model_dir)
+    if path is None:
+        raise ValueError(f"No checkpoint found in {f.model_dir}/checkpoints (train first?)")
+    model = checkpoints.load_checkpoint(path, compile=False)
+    return model.encoder, int(model.image_shape[0]), path, None
+
+
+def _datasets(f, run_config, image_size, metadata):
+    """Train and test `eval_dataset`s and the description of where they come from."""
+    from byol_tf import data
+
+    dataset = f.dataset or run_config.get("dataset")
+    if not dataset:
+        raise ValueError(
+            f"No run_config.json in {f.model_dir} to take the dataset from: pass --dataset"
+        )
+    stats = metadata or (run_config if f.dataset in (None, run_config.get("dataset")) else {})
+    test_split = f.test_split or run_config.get("eval_split") or "test"
+    kwargs = {
+        "data_dir": f.data_dir or run_config.get("data_dir"),
+        "mean": stats.get("mean"),
+        "std": stats.get("std"),
+    }
+    if metadata:  # the export's own centre-crop, so features match what it serves
+        kwargs["crop_fraction"] = metadata.get("crop_fraction")
+    if run_config.get("manual_dir") and dataset == run_config.get("dataset"):
+        kwargs["manual_dir"] = run_config["manual_dir"]
+    train = data.eval_dataset(dataset, f.train_split, f.batch_size, image_size, **kwargs)
+    test = data.eval_dataset(dataset, test_split, f.batch_size, image_size, **kwargs)
+    source_info = data.source_info(
+        dataset, f.train_split, kwargs["data_dir"], kwargs.get("manual_dir")
+    )
+    info = {"dataset": dataset, "train_split": f.train_split, "test_split": test_split}
+    return train, test, dict(info, num_classes=source_info.num_classes)
+
+
+def evaluate(f):
+    """Runs the protocol the flags ask for; returns the results dict."""
+    from byol_tf import evaluation
+
+    run_config = _run_config(f.model_dir)
+    encoder, image_size, source, metadata = _load_encoder(f)
+    train, test, info = _datasets(f, run_config, image_size, metadata)
+    results = {"protocol": f.protocol, "encoder": source, "image_size": image_size, **info}
+    if f.protocol == "finetune":
+        scores = evaluation.finetune(
+            encoder, train, test, info["num_classes"], epochs=f.epochs or 30,
+            label_fraction=f.label_fraction, batch_size=f.batch_size,
+        )  # fmt: skip
+        return {**results, **scores}
+    train_x, train_y = evaluation.extract_features(encoder, train)
+    test_x, test_y = evaluation.extract_features(encoder, test)
+    if f.label_fraction < 1:
+        keep = evaluation.subset_by_fraction(train_y, f.label_fraction)
+        train_x, train_y = train_x[keep], train_y[keep]
+    num_classes = max(info["num_classes"] or 0, int(max(train_y.max(), test_y.max()) + 1))
+    if f.protocol == "knn":
+        scores = evaluation.knn_classify(train_x, train_y, test_x, test_y, num_classes=num_classes)
+    else:
+        scores = evaluation.linear_eval(
+            train_x, train_y, test_x, test_y, num_classes, epochs=f.epochs or 20
+        )
+    results.update(scores, label_fraction=f.label_fraction, num_train=len(train_y))
+    return {**results, "num_test": len(test_y), "feature_dim": int(train_x.shape[1])}
+
+
+def main(argv):
+    """Evaluates, prints top-1 / top-5 and writes the results JSON."""
+    cli.check_no_arguments(argv)
+    try:
+        opts = config.from_flags(FLAGS, config.EvalConfig)
+        results = evaluate(opts)
+    except (ValueError, FileNotFoundError) as error:
+        cli.fail(argv, error)
+    except Exception as error:  # a corrupt image file met by the input pipeline
+        cli.exit_if_unreadable_image(argv, error)
+        raise
+    output = opts.output or os.path.join(opts.model_dir or ".", f"eval_{opts.protocol}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(
+        f"{_NAMES[opts.protocol]} on {results['dataset']}/{results['test_split']}: "
+        f"top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%} -> {output}"
+    )
+    return 0
+
+
+def run(program="byol-evaluate"):
+    """The `byol-evaluate` console script; `python evaluate.py` runs it as `evaluate.py`."""
+    cli.run(main, program, config.EvalConfig)

@@ -1,0 +1,26 @@
+"""Export of a run's checkpoint for TF Serving: `byol-export --model_dir=... --export_dir=...`."""
+
+from byol_tf import cli, config
+
+config.define_flags(config.ExportConfig)
+
+
+def main(argv):
+    """Exports the checkpoint the flags name and prints where the SavedModel went."""
+    cli.check_no_arguments(argv)
+    from byol_tf import export
+
+    try:
+        f = config.from_flags(config_class=config.ExportConfig)
+        path = export.export_checkpoint(
+            f.model_dir, f.export_dir, f.checkpoint, f.version, f.mean, f.std
+        )
+    except ValueError as error:
+        cli.fail(argv, error)
+    print(f"Exported SavedModel to {path}")
+    return 0
+
+
+def run(program="byol-export"):
+    """The `byol-export` console script; `python -m byol_tf.export` runs it under that name."""
+    cli.run(main, program, config.ExportConfig)

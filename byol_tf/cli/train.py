@@ -1,0 +1,60 @@
+"""BYOL pretraining, `byol-train --flagfile=configs/cifar10.flags`; no flags: the offline demo."""
+
+import signal
+
+from byol_tf import cli, config
+
+config.define_flags(config.TrainConfig)
+FLAGS = config.FLAGS
+
+
+def main(argv):
+    """Parses the flags into a `TrainConfig`, trains, and prints the results.
+
+    Returns:
+        The exit status: 0, or 128 + the number of the signal that stopped training.
+    """
+    cli.check_no_arguments(argv)
+    import tensorflow as tf
+
+    from byol_tf import training
+
+    try:
+        cfg = config.from_flags(FLAGS)
+        summary = training.train(cfg, flags_text=config.flags_text())
+    except (ValueError, FileNotFoundError, training.TrainingError) as error:
+        cli.fail(argv, error)
+    except tf.errors.InvalidArgumentError as error:
+        cli.exit_if_unreadable_image(
+            argv,
+            error,
+            " (corrupt or unsupported); remove it or pass --skip_corrupt to skip such files.",
+        )
+        raise
+    if "interrupted" in summary:
+        print(
+            f"Stopped by {summary['interrupted']} at step {summary['steps']}; checkpoint "
+            f"{summary['checkpoint']}. Run the same command again to resume."
+        )
+        return 128 + signal.Signals[summary["interrupted"]].value
+    _report(summary)
+    return 0
+
+
+def _report(summary):
+    print(
+        f"Finished {summary['steps']} steps in {summary['wall_time_s']:.0f} s; "
+        f"checkpoint: {summary['checkpoint']}"
+    )
+    if "knn_top1" in summary:
+        line = f"kNN top-1 ({summary['knn_protocol']}): trained {summary['knn_top1']:.2%}"
+        if "knn_top1_random_init" in summary:
+            line += f" vs random init {summary['knn_top1_random_init']:.2%}"
+        print(line)
+    if "export" in summary:
+        print(f"Exported encoder (SavedModel for TF Serving): {summary['export']}")
+
+
+def run(program="byol-train"):
+    """The `byol-train` console script; `python train.py` runs it as `train.py`."""
+    cli.run(main, program, config.TrainConfig)

@@ -1,0 +1,110 @@
+"""The files of a training run's folder (`model_dir`) besides its checkpoints, and its checks."""
+
+import json
+import os
+import shutil
+import tempfile
+
+RUN_CONFIG = "run_config.json"
+SUMMARY = "summary.json"
+FLAGS_FILE = "flags.txt"
+# Settings that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
+# with other values.
+ARCHITECTURE = (
+    "encoder",
+    "width_multiplier",
+    "cifar_stem",
+    "projection_dim",
+    "hidden_dim",
+    "image_size",
+    "optimizer",  # its slot variables differ
+)
+
+
+def prepare_model_dir(model_dir):
+    """Creates `model_dir` and checks that it is a writable folder (before any training).
+
+    Raises:
+        ValueError: if it is a file or cannot be written, naming `--model_dir`.
+    """
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir} is a file; expected a folder.")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        probe = os.path.join(model_dir, ".write_test")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"--model_dir={model_dir} is not writable: {error.strerror}.") from None
+
+
+def write_dir(model_dir, chief):
+    """The folder this process writes to: `model_dir`, checked, for the chief, else a new one.
+
+    Non-chief workers of a multi-worker run execute the same saving code as the chief (saving
+    may read distributed variables, which takes every worker), into a temporary folder that
+    `remove_write_dir` deletes at the end.
+
+    Raises:
+        ValueError: from `prepare_model_dir`.
+    """
+    if not chief:
+        return tempfile.mkdtemp(prefix="byol_tf_worker_")
+    prepare_model_dir(model_dir)
+    return model_dir
+
+
+def remove_write_dir(path, model_dir):
+    """Deletes a non-chief worker's temporary folder (never `model_dir` itself)."""
+    if os.path.abspath(path) != os.path.abspath(model_dir):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def append_flags(folder, flags_text):
+    """Appends the flags of an invocation to `flags.txt` (a flagfile: `--flagfile=` reruns it)."""
+    with open(os.path.join(folder, FLAGS_FILE), "a") as handle:
+        handle.write(flags_text)
+
+
+def write_json(path, content):
+    """Writes `content` as JSON under a temporary name, then renames it into place (atomic)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(content, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def write_run_config(folder, run_config):
+    """Writes `run_config.json`: the run's settings, data statistics and step counts."""
+    write_json(os.path.join(folder, RUN_CONFIG), run_config)
+
+
+def write_summary(folder, summary):
+    """Writes `summary.json`: the results of a finished run."""
+    write_json(os.path.join(folder, SUMMARY), summary)
+
+
+def read_run_config(model_dir):
+    """The `run_config.json` the training program wrote in `model_dir`, or None."""
+    path = os.path.join(model_dir, RUN_CONFIG)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def check_resume(cfg, model_dir):
+    """Refuses to resume a checkpoint whose architecture differs from `cfg`.
+
+    Raises:
+        ValueError: naming the first `ARCHITECTURE` setting that differs from `run_config.json`.
+    """
+    saved = read_run_config(model_dir) or {}
+    for key in ARCHITECTURE:
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise ValueError(
+                f"--{key}={getattr(cfg, key)} does not match the checkpoint in {model_dir} "
+                f"(trained with --{key}={saved[key]}); use another --model_dir or the original "
+                "flags. The checkpoint was not modified."
+            )
