@@ -3,11 +3,7 @@
 With no flags it runs the offline demo (Fashion-MNIST subset shipped in the package).
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before byol_tf imports TensorFlow
-
-from byol_tf.cli.train import FLAGS, main, run  # noqa: E402, F401
+from byol_tf.cli.train import FLAGS, main, run  # noqa: F401
 
 if __name__ == "__main__":
     run("train.py")

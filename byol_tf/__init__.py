@@ -2,15 +2,12 @@
 
 import importlib
 
-from byol_tf.callbacks import TargetEMA
-from byol_tf.model import BYOL
-from byol_tf.optimizers import LARS
-from byol_tf.schedules import WarmupConstant, WarmupCosine, cosine_tau
-
 __version__ = "0.1.0"
 
-# Every public module is reachable as an attribute of the package (`byol_tf.data.pretrain_dataset`)
-# and imported on first use, so `python -m byol_tf.<module>` runs a module not yet imported.
+# Everything public is reachable from the package (`byol_tf.BYOL`, `byol_tf.data.pretrain_dataset`)
+# and imported on first use: `import byol_tf` alone does not import TensorFlow, so the programs
+# (byol_tf.cli) can set TensorFlow's logging before it loads, and `python -m byol_tf.<module>`
+# runs a module that is not yet imported.
 _MODULES = (
     "augment",
     "batches",
@@ -28,28 +25,32 @@ _MODULES = (
     "networks",
     "optimizers",
     "rng",
+    "run_dir",
     "schedules",
     "source_kinds",
     "sources",
     "training",
 )
+_CLASSES = {
+    "BYOL": "model",
+    "LARS": "optimizers",
+    "TargetEMA": "callbacks",
+    "WarmupConstant": "schedules",
+    "WarmupCosine": "schedules",
+    "cosine_tau": "schedules",
+}
 
 
 def __getattr__(name):
     if name in _MODULES:
         return importlib.import_module(f"byol_tf.{name}")
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f"byol_tf.{_CLASSES[name]}"), name)
     raise AttributeError(f"module 'byol_tf' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_MODULES))
+    return sorted(set(globals()) | set(_MODULES) | set(_CLASSES))
 
-__all__ = [
-    "BYOL",
-    "LARS",
-    "TargetEMA",
-    "WarmupConstant",
-    "WarmupCosine",
-    "cosine_tau",
-    *_MODULES,
-]
+
+__all__ = [*_CLASSES, *_MODULES]

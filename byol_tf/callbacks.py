@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from byol_tf.config import SCHEDULE_NAMES
 from byol_tf.schedules import cosine_tau
 
 
@@ -37,15 +38,13 @@ class TargetEMA(keras.callbacks.Callback):
         schedule: `"cosine"` (the paper's, default) or `"constant"`.
     """
 
-    SCHEDULES = ("cosine", "constant")
-
     def __init__(self, base_tau=0.996, total_steps=None, schedule="cosine"):
         super().__init__()
         if not 0.0 <= base_tau <= 1.0:
             raise ValueError(f"base_tau must lie in [0, 1]. Received: base_tau={base_tau}")
-        if schedule not in self.SCHEDULES:
+        if schedule not in SCHEDULE_NAMES:
             raise ValueError(
-                f"schedule must be one of {self.SCHEDULES}. Received: schedule={schedule!r}"
+                f"schedule must be one of {SCHEDULE_NAMES}. Received: schedule={schedule!r}"
             )
         if total_steps is not None and total_steps <= 0:
             raise ValueError(f"total_steps must be positive. Received: total_steps={total_steps}")

@@ -73,6 +73,9 @@ def load_checkpoint(path, compile=True):
     Raises:
         ValueError: if `path` is not a readable checkpoint, naming the file.
     """
+    # The classes a checkpoint names must be registered with Keras before it is read.
+    from byol_tf import model, optimizers, schedules  # noqa: F401
+
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except (OSError, ValueError, KeyError) as error:

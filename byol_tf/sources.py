@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 
-from byol_tf.decoding import unreadable_file  # noqa: F401  (train.py and evaluate.py read it here)
 from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
 from byol_tf.source_kinds import ArraySource, FolderSource, SourceInfo, TfdsSource
 

@@ -3,7 +3,9 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+from byol_tf.cli import console
+
+console.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import app  # noqa: E402
 
@@ -23,6 +25,7 @@ def run(main, program, config_class):
         config_class: the settings class of the program (`config.TrainConfig`, ...).
     """
     config.list_in_help(config_class)
+    console.filter_native_logs()
     script = sys.modules["__main__"]
     script.__doc__ = script.__doc__ or sys.modules[main.__module__].__doc__
     app.run(main, flags_parser=config.flags_parser(program))
@@ -41,8 +44,8 @@ def check_no_arguments(argv):
 
 def exit_if_unreadable_image(argv, error, advice=""):
     """Fails naming the file if `error` is the input pipeline's on a corrupt image file."""
-    from byol_tf import sources
+    from byol_tf import decoding
 
-    path = sources.unreadable_file(error)
+    path = decoding.unreadable_file(error)
     if path:
         fail(argv, f"Cannot decode image file {path}{advice}")

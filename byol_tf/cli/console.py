@@ -1,0 +1,68 @@
+"""A clean console for the programs: TensorFlow's native start-up and INFO lines filtered out."""
+
+import atexit
+import os
+import re
+import sys
+import threading
+
+# What TensorFlow and XLA's C++ code print on their own that says nothing to a user: INFO and
+# WARNING lines in TensorFlow's or absl's format, absl's notice that logging is not initialised,
+# and the failed CUDA probe of a machine without an NVIDIA driver. Errors and fatal lines pass.
+_NATIVE_NOISE = re.compile(
+    rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "  # TensorFlow: "2026-01-01 10:00:00.1: I ..."
+    rb"|[IW]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "  # absl: "I0000 00:00:17.1  123 f.cc:9] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|To enable the following instructions: .* rebuild TensorFlow"
+    rb"|.*failed call to cuInit)"
+)
+
+
+def quiet_tensorflow():
+    """Hides TensorFlow's C++ INFO and WARNING messages unless `TF_CPP_MIN_LOG_LEVEL` is set.
+
+    Call it before TensorFlow is imported: TensorFlow reads the level once, at import.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _pump(source, target):
+    """Copies lines from `source` to `target` (file descriptors), dropping native noise."""
+    pending = b""
+    while True:
+        chunk = os.read(source, 1 << 16)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        kept = [line + b"\n" for line in lines if not _NATIVE_NOISE.match(line)]
+        if kept:
+            os.write(target, b"".join(kept))
+    if pending and not _NATIVE_NOISE.match(pending):
+        os.write(target, pending)
+    os.close(source)
+
+
+def filter_native_logs():
+    """Routes this process's stderr (file descriptor 2) through a filter of native noise.
+
+    TensorFlow's C++ code writes some lines whatever `TF_CPP_MIN_LOG_LEVEL` says (XLA's
+    "Compiled cluster using XLA!", absl's initialisation notice, the CUDA probe on a machine
+    without a GPU). Python's own output, errors and tracebacks pass unchanged. The original
+    stderr is restored at exit.
+    """
+    if os.environ.get("BYOL_TF_NATIVE_LOGS") == "1":  # to see everything while debugging
+        return
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end, original), daemon=True)
+    pump.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(original, 2)  # the pipe's last write end closes: the pump drains and ends
+        pump.join(timeout=5)
+
+    atexit.register(restore)
