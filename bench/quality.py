@@ -202,7 +202,7 @@ def tf_overrides(args):
     Raises:
         SystemExit: with a one-line message for a malformed or out-of-range entry.
     """
-    from byol_tf.config import checked_augment
+    from byol_tf.settings import checked_augment
 
     overrides = {"crop_area": (args.tf_crop_area, 1.0)}
     try:

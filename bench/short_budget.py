@@ -94,9 +94,9 @@ def main(argv=None):
     steps = data.steps_per_epoch(args.dataset, args.batch_size)
     total = steps * args.epochs
     overrides = {}
-    from byol_tf import config
+    from byol_tf import settings
 
-    overrides = config.parse_augment(args.augment, "--augment")
+    overrides = settings.parse_augment(args.augment, "--augment")
     views = data.pretrain_dataset(
         args.dataset, args.batch_size, args.image_size, seed=args.seed,
         augment_overrides=overrides, with_labels=False,

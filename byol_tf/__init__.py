@@ -27,6 +27,7 @@ _MODULES = (
     "rng",
     "run_dir",
     "schedules",
+    "settings",
     "source_kinds",
     "sources",
     "training",

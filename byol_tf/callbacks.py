@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf.config import SCHEDULE_NAMES
 from byol_tf.schedules import cosine_tau
+from byol_tf.settings import SCHEDULE_NAMES
 
 
 def optimizer_step(model):

@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from byol_tf import config
+from byol_tf import config, settings
 
 FLAGS = flags.FLAGS
 config.define_flags()
@@ -94,7 +94,7 @@ def test_invalid_values_name_the_flag(flag, value, match):
 )
 def test_unknown_optimizer_or_schedule_names_the_flag(field, value):
     with pytest.raises(ValueError, match=f"--{field} must be one of") as info:
-        config.TrainConfig(**{field: value})
+        settings.TrainConfig(**{field: value})
     assert "\n" not in str(info.value)
 
 
@@ -108,22 +108,22 @@ def test_unknown_optimizer_or_schedule_names_the_flag(field, value):
 )
 def test_out_of_range_augment_entries_fail_when_the_config_is_built(entries, match):
     with pytest.raises(ValueError, match=match) as info:
-        config.TrainConfig(augment=tuple(entries))
+        settings.TrainConfig(augment=tuple(entries))
     assert "\n" not in str(info.value)
 
 
 def test_parse_augment_reads_numbers_and_ranges_and_names_the_given_flag():
-    assert config.parse_augment([" jitter_prob=0.3", "crop_area=0.2:1"]) == {
+    assert settings.parse_augment([" jitter_prob=0.3", "crop_area=0.2:1"]) == {
         "jitter_prob": 0.3,
         "crop_area": (0.2, 1.0),
     }
     for entry in ["jitter_prob", "=0.3", "jitter_prob=high"]:
         with pytest.raises(ValueError, match=r"--tf_augment entries must look like") as info:
-            config.parse_augment([entry], flag="--tf_augment")
+            settings.parse_augment([entry], flag="--tf_augment")
         assert info.value.args[0].endswith(f"Received: --tf_augment={entry}")
-    assert config.checked_augment(["view2_solarize_prob=0"]) == {"view2_solarize_prob": 0.0}
+    assert settings.checked_augment(["view2_solarize_prob=0"]) == {"view2_solarize_prob": 0.0}
     with pytest.raises(ValueError, match=r"^--tf_augment: Augmentation option jitter_prob"):
-        config.checked_augment(["jitter_prob=2"], "small", flag="--tf_augment")
+        settings.checked_augment(["jitter_prob=2"], "small", flag="--tf_augment")
 
 
 def test_tpu_strategy_needs_a_tpu_address():
@@ -133,7 +133,7 @@ def test_tpu_strategy_needs_a_tpu_address():
 
 
 @pytest.mark.parametrize(
-    "config_class", [config.TrainConfig, config.EvalConfig, config.ExportConfig]
+    "config_class", [settings.TrainConfig, settings.EvalConfig, settings.ExportConfig]
 )
 def test_every_setting_is_a_flag_with_help_and_its_default(config_class):
     config.define_flags(config_class)
@@ -144,7 +144,7 @@ def test_every_setting_is_a_flag_with_help_and_its_default(config_class):
         assert flag.help and "\n" not in flag.help, field.name
         if field.metadata["choices"]:
             assert tuple(flag.parser.enum_values) == field.metadata["choices"]
-        if config_class is config.TrainConfig:
+        if config_class is settings.TrainConfig:
             default = list(field.default) if isinstance(field.default, tuple) else field.default
             assert flag.default == default, field.name
 
@@ -164,4 +164,4 @@ def test_from_flags_records_the_flags_that_were_set():
 def test_preset_names_are_those_of_the_augment_module():
     from byol_tf import augment
 
-    assert set(config.PRESETS) == set(augment.PRESETS)
+    assert set(settings.PRESETS) == set(augment.PRESETS)

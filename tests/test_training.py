@@ -10,7 +10,7 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import checkpoints, config, training
+from byol_tf import checkpoints, settings, training
 from byol_tf.callbacks import Checkpointer, CollapseGuard, NaNGuard
 from byol_tf.run_dir import prepare_model_dir
 
@@ -54,7 +54,7 @@ def test_unwritable_model_dir_is_refused_before_training(tmp_path):
 
 
 def test_adamw_with_constant_rate_decays_kernels_but_not_biases_or_batchnorm():
-    cfg = config.TrainConfig(
+    cfg = settings.TrainConfig(
         optimizer="adamw",
         lr_schedule="constant",
         learning_rate=0.5,
@@ -85,7 +85,9 @@ def test_adamw_with_constant_rate_decays_kernels_but_not_biases_or_batchnorm():
 
 
 def test_cosine_rate_schedule_with_lars_is_the_default():
-    cfg = config.TrainConfig(image_size=16, width_multiplier=0.125, projection_dim=8, hidden_dim=16)
+    cfg = settings.TrainConfig(
+        image_size=16, width_multiplier=0.125, projection_dim=8, hidden_dim=16
+    )
     model = training.build_model(cfg, None, tf.distribute.get_strategy(), 100, 10)
     assert isinstance(model.optimizer, byol_tf.LARS)
     assert isinstance(model.optimizer._learning_rate, byol_tf.WarmupCosine)

@@ -22,7 +22,7 @@ def run(main, program, config_class):
     Args:
         main: the program's `main(argv)`; what it returns is the exit status.
         program: the name of the program in its messages (`train.py`, `byol-train`, ...).
-        config_class: the settings class of the program (`config.TrainConfig`, ...).
+        config_class: the settings class of the program (`settings.TrainConfig`, ...).
     """
     config.list_in_help(config_class)
     console.filter_native_logs()

@@ -3,9 +3,9 @@
 import json
 import os
 
-from byol_tf import cli, config, run_dir
+from byol_tf import cli, config, run_dir, settings
 
-config.define_flags(config.EvalConfig)
+config.define_flags(settings.EvalConfig)
 FLAGS = config.FLAGS
 _NAMES = {"knn": "kNN (k=200, T=0.1)", "linear": "offline linear", "finetune": "fine-tune"}
 
@@ -91,7 +91,7 @@ def main(argv):
     """Evaluates, prints top-1 / top-5 and writes the results JSON."""
     cli.check_no_arguments(argv)
     try:
-        opts = config.from_flags(FLAGS, config.EvalConfig)
+        opts = config.from_flags(FLAGS, settings.EvalConfig)
         results = evaluate(opts)
     except (ValueError, FileNotFoundError) as error:
         cli.fail(argv, error)
@@ -111,4 +111,4 @@ def main(argv):
 
 def run(program="byol-evaluate"):
     """The `byol-evaluate` console script; `python evaluate.py` runs it as `evaluate.py`."""
-    cli.run(main, program, config.EvalConfig)
+    cli.run(main, program, settings.EvalConfig)

@@ -1,8 +1,8 @@
 """Export of a run's checkpoint for TF Serving: `byol-export --model_dir=... --export_dir=...`."""
 
-from byol_tf import cli, config
+from byol_tf import cli, config, settings
 
-config.define_flags(config.ExportConfig)
+config.define_flags(settings.ExportConfig)
 
 
 def main(argv):
@@ -11,7 +11,7 @@ def main(argv):
     from byol_tf import export
 
     try:
-        f = config.from_flags(config_class=config.ExportConfig)
+        f = config.from_flags(config_class=settings.ExportConfig)
         path = export.export_checkpoint(
             f.model_dir, f.export_dir, f.checkpoint, f.version, f.mean, f.std
         )
@@ -23,4 +23,4 @@ def main(argv):
 
 def run(program="byol-export"):
     """The `byol-export` console script; `python -m byol_tf.export` runs it under that name."""
-    cli.run(main, program, config.ExportConfig)
+    cli.run(main, program, settings.ExportConfig)

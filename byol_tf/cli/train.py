@@ -2,9 +2,9 @@
 
 import signal
 
-from byol_tf import cli, config
+from byol_tf import cli, config, settings
 
-config.define_flags(config.TrainConfig)
+config.define_flags(settings.TrainConfig)
 FLAGS = config.FLAGS
 
 
@@ -57,4 +57,4 @@ def _report(summary):
 
 def run(program="byol-train"):
     """The `byol-train` console script; `python train.py` runs it as `train.py`."""
-    cli.run(main, program, config.TrainConfig)
+    cli.run(main, program, settings.TrainConfig)

@@ -1,0 +1,355 @@
+"""Settings of the train, evaluate and export programs: each default, check and help text once.
+
+Frozen dataclasses, usable without flags; `byol_tf.config` turns their fields into absl flags.
+"""
+
+import dataclasses
+
+# The allowed values of the enumerated settings (the flags of these are enums).
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+PRESETS = ("imagenet", "small")  # the keys of byol_tf.augment.PRESETS
+OPTIMIZERS = ("lars", "adamw")
+SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_tf.schedules)
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PROTOCOLS = ("linear", "knn", "finetune")
+
+# Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
+POSITIVE_INT = ("a positive int", lambda value: value >= 1)
+POSITIVE = ("positive", lambda value: value > 0)
+NON_NEGATIVE = (">= 0", lambda value: value >= 0)
+UNIT_INTERVAL = ("in [0, 1]", lambda value: 0 <= value <= 1)
+FRACTION = ("in (0, 1]", lambda value: 0 < value <= 1)
+
+# The groups of the settings (those of the official BYOL configs, then one per program).
+DATA, MODEL, OPTIMISATION, RUN = "data", "model", "optimisation", "run"
+EVALUATION, EXPORT = "evaluation", "export"
+
+
+def option(group, default, choices=None, valid=None, **extra):
+    """A settings field that is a flag of the same name.
+
+    The flag's help is the field's entry in the `Attributes:` section of its class docstring.
+
+    Args:
+        group: the heading its flag is listed under by `--helpfull`.
+        default: the field's default, also its flag's unless `flag_default` is given.
+        choices: the allowed values (one of the tuples above); the flag is then an enum.
+        valid: a check such as `POSITIVE_INT`, applied when the settings are built.
+        **extra: `flag_default=` the default of a flag another program shares (shown in
+            help), `path=True` to expand `~`, `required=True` for a flag that must be set.
+    """
+    metadata = dict(group=group, choices=choices, valid=valid, **extra)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _explicit():
+    """The `explicit` field: the names of the fields set by flags. Not a flag; not compared."""
+    return dataclasses.field(default=(), compare=False, repr=False)
+
+
+def parse_augment(entries, flag="--augment"):
+    """`name=value` / `name=low:high` strings as `two_views` overrides.
+
+    `crop_area=0.25:1` gives `{"crop_area": (0.25, 1.0)}`; `view2_blur_prob=0` one float.
+
+    Args:
+        entries: iterable of strings.
+        flag: the flag named in the error message.
+
+    Raises:
+        ValueError: for an entry that is not `name=value[:value]` with numeric values.
+    """
+    overrides = {}
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        try:
+            numbers = tuple(float(v) for v in value.split(":"))
+        except ValueError:
+            numbers = ()
+        if not name.strip() or not numbers:
+            raise ValueError(
+                f"{flag} entries must look like name=value or name=low:high "
+                f"(e.g. crop_area=0.25:1.0). Received: {flag}={entry}"
+            )
+        overrides[name.strip()] = numbers[0] if len(numbers) == 1 else numbers
+    return overrides
+
+
+def checked_augment(entries, preset="small", flag="--augment"):
+    """`parse_augment`, then each value checked against the `ViewConfig` ranges of `preset`.
+
+    Raises:
+        ValueError: one line naming `flag`, for a malformed, unknown or out-of-range entry.
+    """
+    from byol_tf import augment  # TensorFlow is imported only when entries are checked
+
+    overrides = parse_augment(entries, flag)
+    try:
+        augment.view_configs(preset, **overrides)
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
+    return overrides
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a BYOL pretraining run needs; `from_flags` builds it from train.py's flags.
+
+    Each attribute but `explicit` is the flag of the same name; its entry below is the help.
+
+    Attributes:
+        dataset: Training data: 'demo' (offline Fashion-MNIST subset), a tensorflow-datasets name
+            (cifar10, stl10, imagenet2012, ...) or a folder.
+        data_dir: tensorflow-datasets data directory.
+        manual_dir: tensorflow-datasets manual download directory (imagenet2012 tar files).
+        train_split: Split to pretrain on (e.g. train, unlabelled, 'train+unlabelled').
+        eval_split: Labelled split for the kNN monitor ('' = none).
+        image_size: Side of the square training views, in pixels.
+        preset: Augmentation preset; default 'small' (no blur) at <= 64 px, else 'imagenet'
+            (docs/algorithm.md §5).
+        augment: Augmentation overrides name=value (ViewConfig fields; view1_/view2_ prefix for one
+            view), e.g. --augment=crop_area=0.25:1.0,view2_solarize_prob=0 (':' separates a range).
+        skip_corrupt: Skip unreadable images instead of failing.
+        encoder: Encoder network.
+        width_multiplier: Channel multiplier of the ResNet.
+        cifar_stem: 3x3 stride-1 stem without max-pool (small images).
+        projection_dim: Output size of projector/predictor.
+        hidden_dim: Hidden width of projector/predictor.
+        joint_views: Forward both views as one batch (BN statistics over both; faster, not the
+            paper's setting).
+        batch_size: Global batch size (all replicas together).
+        epochs: Number of training epochs.
+        steps_per_epoch: Steps per epoch; default: the number of examples // batch_size.
+        accumulation_steps: Micro-batches per optimiser step: --batch_size is the effective batch,
+            each micro-batch has batch_size/accumulation_steps images (BN statistics per
+            micro-batch).
+        optimizer: 'lars' (the paper's) or 'adamw' (decoupled weight decay; suits runs of a few
+            hundred steps). Biases and BatchNorm parameters are excluded from weight decay in both.
+        learning_rate: Base learning rate per 256 images: the peak rate is learning_rate *
+            batch_size / 256.
+        lr_schedule: After the linear warm-up: 'cosine' decay to 0 (the paper's) or 'constant'.
+        warmup_epochs: Linear warm-up length, in epochs.
+        weight_decay: Weight decay (biases/BN excluded).
+        momentum: LARS momentum.
+        eta: LARS trust coefficient.
+        base_tau: Initial target decay rate.
+        tau_schedule: Target decay: 'cosine' from --base_tau to 1 over the run (the paper's) or
+            'constant' at --base_tau (short runs).
+        model_dir: Folder for checkpoints, TensorBoard logs, results; rerunning with the same folder
+            resumes.
+        export_dir: If set, export the encoder as a SavedModel for TF Serving here at the end
+            (export_dir/<version>/).
+        seed: Seed of initialisation, shuffling and augmentation.
+        deterministic: Enable TF op determinism (slower) so that a run is bit-reproducible from its
+            seed.
+        strategy: Distribution strategy; 'auto' uses MirroredStrategy with several GPUs, else the
+            default.
+        tpu: TPU name or address, for --strategy=tpu.
+        mixed_precision: Keras dtype policy.
+        jit_compile: Compile the train step with XLA.
+        steps_per_execution: Train steps per tf.function call (EMA updates are then compounded; see
+            TargetEMA).
+        checkpoint_every_steps: Checkpoint interval in steps (0 = only at epoch ends).
+        keep_checkpoints: Number of checkpoints to keep.
+        knn_every_epochs: kNN monitor interval in epochs (0 = off); needs a labelled --eval_split.
+        knn_k: Neighbours of the kNN monitor.
+        knn_max_examples: At most this many train examples form the kNN memory bank.
+        collapse_threshold: Warn when the std of l2-normalised projections falls below this.
+        collapse_patience: Stop after this many collapsed epochs in a row.
+        log_every_steps: TensorBoard scalar interval.
+        demo_baseline: At the end, also report the kNN accuracy of the same encoder at random
+            initialisation.
+        explicit: the names of the fields that the command line or a flagfile set.
+    """
+
+    # data
+    dataset: str = option(DATA, "demo")
+    data_dir: str | None = option(DATA, None, path=True)
+    manual_dir: str | None = option(DATA, None, path=True)
+    train_split: str = option(DATA, "train")
+    eval_split: str | None = option(DATA, "test")
+    image_size: int = option(DATA, 28, valid=POSITIVE_INT)
+    preset: str | None = option(DATA, None, choices=PRESETS)
+    augment: tuple = option(DATA, ("crop_area=0.7:1.0",))
+    skip_corrupt: bool = option(DATA, False)
+    # model
+    encoder: str = option(MODEL, "resnet18", choices=ENCODERS)
+    width_multiplier: float = option(MODEL, 0.25, valid=POSITIVE)
+    cifar_stem: bool = option(MODEL, False)
+    projection_dim: int = option(MODEL, 128)
+    hidden_dim: int = option(MODEL, 512)
+    joint_views: bool = option(MODEL, False)
+    # optimisation
+    batch_size: int = option(OPTIMISATION, 64, valid=POSITIVE_INT)
+    epochs: int = option(OPTIMISATION, 12, valid=POSITIVE_INT)
+    steps_per_epoch: int | None = option(OPTIMISATION, None, valid=POSITIVE_INT)
+    accumulation_steps: int = option(OPTIMISATION, 1, valid=POSITIVE_INT)
+    optimizer: str = option(OPTIMISATION, "lars", choices=OPTIMIZERS)
+    learning_rate: float = option(OPTIMISATION, 0.3, valid=POSITIVE)
+    lr_schedule: str = option(OPTIMISATION, "cosine", choices=SCHEDULE_NAMES)
+    warmup_epochs: float = option(OPTIMISATION, 1.0, valid=NON_NEGATIVE)
+    weight_decay: float = option(OPTIMISATION, 1e-5)
+    momentum: float = option(OPTIMISATION, 0.9)
+    eta: float = option(OPTIMISATION, 0.02)
+    base_tau: float = option(OPTIMISATION, 0.996, valid=UNIT_INTERVAL)
+    tau_schedule: str = option(OPTIMISATION, "cosine", choices=SCHEDULE_NAMES)
+    # run
+    model_dir: str = option(RUN, "runs/demo", path=True)
+    export_dir: str | None = option(RUN, None, path=True)
+    seed: int = option(RUN, 0)
+    deterministic: bool = option(RUN, False)
+    strategy: str = option(RUN, "auto", choices=STRATEGIES)
+    tpu: str | None = option(RUN, None)
+    mixed_precision: str = option(RUN, "float32", choices=PRECISIONS)
+    jit_compile: bool = option(RUN, False)
+    steps_per_execution: int = option(RUN, 1, valid=POSITIVE_INT)
+    checkpoint_every_steps: int = option(RUN, 500)
+    keep_checkpoints: int = option(RUN, 3)
+    knn_every_epochs: int = option(RUN, 1)
+    knn_k: int = option(RUN, 200)
+    knn_max_examples: int = option(RUN, 10_000)
+    collapse_threshold: float = option(RUN, 0.01)
+    collapse_patience: int = option(RUN, 3)
+    log_every_steps: int = option(RUN, 10)
+    demo_baseline: bool = option(RUN, True)
+    explicit: tuple = _explicit()
+
+    def __post_init__(self):
+        _check_fields(self)
+        checked_augment(self.augment, self.preset or "small")  # before any data is read
+        _check(
+            self.batch_size % self.accumulation_steps == 0,
+            "batch_size",
+            self.batch_size,
+            f"divisible by --accumulation_steps={self.accumulation_steps}",
+        )
+        _check(
+            self.strategy != "tpu" or bool(self.tpu),
+            "tpu",
+            self.tpu,
+            "set when --strategy=tpu (a TPU name or grpc:// address)",
+        )
+
+    def augment_overrides(self):
+        """`--augment` entries as `two_views` overrides (see `parse_augment`)."""
+        return parse_augment(self.augment)
+
+    @property
+    def depth(self):
+        """ResNet depth named by `encoder`."""
+        return int(self.encoder.removeprefix("resnet"))
+
+    def to_json(self):
+        """The settings as a JSON-serialisable dict (without `explicit`)."""
+        return {field.name: getattr(self, field.name) for field in flag_fields(self)}
+
+
+def _train_default(name):
+    """The default of a `TrainConfig` field: that of a flag evaluate.py shares with train.py."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """The settings of evaluate.py; `from_flags` builds them from its flags.
+
+    The flags it shares with train.py (model_dir, dataset, data_dir, train_split, batch_size,
+    epochs) have train.py's defaults, so that both programs can define them in one process.
+
+    Attributes:
+        model_dir: Training run (checkpoints/, run_config.json).
+        protocol: Evaluation protocol.
+        label_fraction: Share of the train labels used (0.01, 0.1, 1.0).
+        dataset: Data source; unless set, the run's.
+        data_dir: tensorflow-datasets data directory; unless set, the run's.
+        train_split: Labelled split the classifier is fitted on.
+        test_split: Split scored; unless set, the run's eval_split, else test.
+        batch_size: Batch size of features and fine-tuning.
+        epochs: Unless set: linear 20, finetune 30.
+        saved_model: Evaluate an exported SavedModel, not a checkpoint.
+        output: Results JSON; default <model_dir or .>/eval_<protocol>.json.
+        explicit: the names of the fields that the command line or a flagfile set.
+    """
+
+    model_dir: str | None = option(EVALUATION, _train_default("model_dir"))
+    protocol: str = option(EVALUATION, "knn", choices=PROTOCOLS)
+    label_fraction: float = option(EVALUATION, 1.0, valid=FRACTION)
+    dataset: str | None = option(EVALUATION, None, flag_default=_train_default("dataset"))
+    data_dir: str | None = option(EVALUATION, None)
+    train_split: str = option(EVALUATION, _train_default("train_split"))
+    test_split: str | None = option(EVALUATION, None)
+    batch_size: int = option(EVALUATION, _train_default("batch_size"), valid=POSITIVE)
+    epochs: int | None = option(
+        EVALUATION, None, valid=POSITIVE, flag_default=_train_default("epochs")
+    )
+    saved_model: str | None = option(EVALUATION, None)
+    output: str | None = option(EVALUATION, None)
+    explicit: tuple = _explicit()
+
+    def __post_init__(self):
+        if self.saved_model and "model_dir" not in self.explicit:
+            # --saved_model alone evaluates the export, without the default training run folder.
+            object.__setattr__(self, "model_dir", None)
+        _check_fields(self)
+        if not (self.model_dir or self.saved_model):
+            raise ValueError("pass --model_dir (a training run) or --saved_model (an export)")
+        if self.protocol == "finetune" and self.saved_model:
+            raise ValueError(
+                "--protocol=finetune needs a checkpoint: pass --model_dir, not --saved_model"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The settings of the export program; `from_flags` builds them from its flags.
+
+    Attributes:
+        model_dir: Training run folder (checkpoints, run_config.json).
+        checkpoint: A .keras checkpoint; default the newest one.
+        export_dir: Export base folder; versions go in numbered folders.
+        version: Export version; default the next free number.
+        mean: Normalisation mean, if model_dir has no run_config.json.
+        std: Normalisation std, if model_dir has no run_config.json.
+        explicit: the names of the fields that the command line or a flagfile set.
+    """
+
+    model_dir: str | None = option(EXPORT, None)
+    checkpoint: str | None = option(EXPORT, None)
+    export_dir: str | None = option(EXPORT, None, required=True)
+    version: int | None = option(EXPORT, None)
+    mean: tuple | None = option(EXPORT, None)
+    std: tuple | None = option(EXPORT, None)
+    explicit: tuple = _explicit()
+
+    def __post_init__(self):
+        _check_fields(self)
+        if not (self.model_dir or self.checkpoint):
+            raise ValueError("pass --model_dir or --checkpoint")
+        for name in ("mean", "std"):  # strings from the flags; None: from run_config.json
+            values = getattr(self, name)
+            object.__setattr__(self, name, tuple(float(v) for v in values) if values else None)
+
+
+def _check(ok, name, value, expected):
+    if not ok:
+        raise ValueError(f"--{name} must be {expected}. Received: --{name}={value}")
+
+
+def _check_fields(settings):
+    """Checks each field against its `choices`, `valid` and `required`; the first failure raises."""
+    for field in flag_fields(settings):
+        value, meta = getattr(settings, field.name), field.metadata
+        if value is None:
+            _check(not meta.get("required"), field.name, value, "set")
+        elif meta["choices"]:
+            _check(
+                value in meta["choices"], field.name, value, f"one of {', '.join(meta['choices'])}"
+            )
+        elif meta["valid"]:
+            _check(meta["valid"][1](value), field.name, value, meta["valid"][0])
+
+
+def flag_fields(settings):
+    """The fields of a settings class (or instance) that are flags."""
+    return [field for field in dataclasses.fields(settings) if "group" in field.metadata]
