@@ -11,7 +11,7 @@ import threading
 # and the failed CUDA probe of a machine without an NVIDIA driver. Errors and fatal lines pass.
 _NATIVE_NOISE = re.compile(
     rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "  # TensorFlow: "2026-01-01 10:00:00.1: I ..."
-    rb"|[IW]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "  # absl: "I0000 00:00:17.1  123 f.cc:9] "
+    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "  # absl: "I0000 00:00:17.1  123 f.cc:9] "
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|To enable the following instructions: .* rebuild TensorFlow"
     rb"|.*failed call to cuInit)"
