@@ -23,6 +23,9 @@ class ViewConfig:
         crop_area: range of the crop's area as a fraction of the image area.
         crop_aspect: range of the crop's width / height, sampled log-uniformly.
         resize_method: "bicubic" (the paper) or "bilinear" (cheaper).
+        crop_sampler: "rejection" (redraw until a crop fits, as torchvision) or "clamped"
+            (the official code's single draw clamped to the image; see
+            `image_ops.sample_crop_boxes`).
         flip_prob: probability of a horizontal flip.
         jitter_prob: probability of applying the colour jitter.
         brightness: maximum additive brightness change δ ∈ U[-b, b].
@@ -43,6 +46,7 @@ class ViewConfig:
     crop_area: tuple = (0.08, 1.0)
     crop_aspect: tuple = (3 / 4, 4 / 3)
     resize_method: str = "bicubic"
+    crop_sampler: str = "rejection"
     flip_prob: float = 0.5
     jitter_prob: float = 0.8
     brightness: float = 0.4
@@ -83,6 +87,8 @@ class ViewConfig:
             fail("solarize_threshold", "in [0, 1]")
         if self.resize_method not in ("bicubic", "bilinear"):
             fail("resize_method", "'bicubic' or 'bilinear'")
+        if self.crop_sampler not in image_ops.CROP_SAMPLERS:
+            fail("crop_sampler", " or ".join(repr(s) for s in image_ops.CROP_SAMPLERS))
 
 
 # The presets are data: (view 1, view 2). "small" is the usual 32 px practice: no blur.
@@ -226,7 +232,9 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     views = []
     for i, config in enumerate(configs):
         area, aspect = config.crop_area, config.crop_aspect
-        boxes = image_ops.sample_crop_boxes(seeds[i], heights, widths, area, aspect)
+        boxes = image_ops.sample_crop_boxes(
+            seeds[i], heights, widths, area, aspect, sampler=config.crop_sampler
+        )
         flip = rng.uniform([batch], rng.fold_in(seeds[i], 7)) < config.flip_prob
         crops = image_ops.crop_resize_channels_first(
             images, boxes, size, flip, config.resize_method

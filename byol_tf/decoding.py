@@ -63,6 +63,7 @@ def decode_crops(data, elem_seed, configs, size):
             tf.cast(shape[1:], tf.float32),
             config.crop_area,
             config.crop_aspect,
+            sampler=config.crop_sampler,
         )[0]
         hw = tf.maximum(tf.cast(tf.round(box[2:]), tf.int32), 1)
         top_left = tf.minimum(tf.cast(tf.floor(box[:2]), tf.int32), shape - hw)

@@ -16,13 +16,24 @@ _GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
 
 
+CROP_SAMPLERS = ("rejection", "clamped")
+
+
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
-def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), tries=10):
+def sample_crop_boxes(
+    seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), tries=10, sampler="rejection"
+):
     """Samples one random-resized-crop box per image, vectorised.
 
-    Like `tf.image.sample_distorted_bounding_box` / torchvision: `tries` candidates per image with
-    area ∈ U[area] of the image and log-uniform width/height ∈ `aspect`; the first that fits
-    wins, else the centre crop of the whole image with its aspect clamped to `aspect`.
+    Area ∈ U[area] of the image and width/height log-uniform in `aspect`, by one of two
+    samplers (docs/algorithm.md §5):
+
+    * `"rejection"`, like `tf.image.sample_distorted_bounding_box` and torchvision: `tries`
+      candidates per image, the first that fits wins, else the centre crop of the whole image
+      with its aspect clamped to `aspect`;
+    * `"clamped"`, the official BYOL code's: one draw per image, its width and height each
+      clamped to the image's. Large crops are about twice as frequent (a candidate too large
+      to fit becomes a clamped, large crop instead of being redrawn).
 
     Args:
         seed: stateless seed, shape [2].
@@ -30,19 +41,29 @@ def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 
         widths: float32 [B], image widths in pixels.
         area: (min, max) area fraction.
         aspect: (min, max) aspect ratio width / height.
-        tries: candidates per image.
+        tries: candidates per image (`"rejection"` only).
+        sampler: `"rejection"` or `"clamped"`.
 
     Returns:
         float32 [B, 4]: (top, left, height, width) in pixels, continuous.
+
+    Raises:
+        ValueError: for an unknown sampler.
     """
+    if sampler not in CROP_SAMPLERS:
+        raise ValueError(f"sampler must be one of {CROP_SAMPLERS}. Received: sampler={sampler!r}")
     heights, widths = tf.cast(heights, tf.float32), tf.cast(widths, tf.float32)
     h_img, w_img = heights[:, None], widths[:, None]
     batch = tf.shape(heights)[0]
-    u = rng.uniform([batch, tries, 2], seed)
+    u = rng.uniform([batch, tries if sampler == "rejection" else 1, 2], seed)
     target = (area[0] + (area[1] - area[0]) * u[..., 0]) * h_img * w_img
     log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
     ratio = tf.exp(log_lo + (log_hi - log_lo) * u[..., 1])
     w, h = tf.sqrt(target * ratio), tf.sqrt(target / ratio)
+    pos = rng.uniform([batch, 2], rng.fold_in(seed, 1))
+    if sampler == "clamped":
+        w, h = tf.minimum(w[:, 0], widths), tf.minimum(h[:, 0], heights)
+        return tf.stack([pos[:, 0] * (heights - h), pos[:, 1] * (widths - w), h, w], axis=1)
     fits = (w <= w_img) & (h <= h_img)
     first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
     w = tf.gather(w, first, batch_dims=1)
@@ -53,7 +74,6 @@ def sample_crop_boxes(seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 
     any_fits = tf.reduce_any(fits, axis=1)
     w = tf.where(any_fits, w, fallback_w)
     h = tf.where(any_fits, h, fallback_h)
-    pos = rng.uniform([batch, 2], rng.fold_in(seed, 1))
     top = tf.where(any_fits, pos[:, 0] * (heights - h), (heights - h) / 2)
     left = tf.where(any_fits, pos[:, 1] * (widths - w), (widths - w) / 2)
     return tf.stack([top, left, h, w], axis=1)

@@ -58,6 +58,8 @@ class BYOL(keras.Model):
         joint_views: forward both views as one batch (see above).
         ema_batchnorm_statistics: also average BatchNorm moving statistics in the EMA.
         head_batch_norm: BatchNorm inside the projector and predictor (the paper: yes).
+        head_output_bias: a bias in the last Dense of the projector and predictor (the
+            official heads have none: False; docs/algorithm.md §1).
         **kwargs: `keras.Model` arguments (name, ...).
     """
 
@@ -72,6 +74,7 @@ class BYOL(keras.Model):
         joint_views=False,
         ema_batchnorm_statistics=False,
         head_batch_norm=True,
+        head_output_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -97,6 +100,7 @@ class BYOL(keras.Model):
         self.joint_views = bool(joint_views)
         self.ema_batchnorm_statistics = bool(ema_batchnorm_statistics)
         self.head_batch_norm = bool(head_batch_norm)
+        self.head_output_bias = bool(head_output_bias)
         self.image_shape = self._resolve_image_shape(encoder, image_shape)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.std_tracker = keras.metrics.Mean(name="embedding_std")
@@ -137,17 +141,17 @@ class BYOL(keras.Model):
         if not self.encoder.built:
             self.encoder.build(shape)
         feature_dim = int(self.encoder.compute_output_shape(shape)[-1])
-        sync, bn = self.synchronized_bn, self.head_batch_norm
-        self.projector = mlp_head(
-            feature_dim, self.hidden_dim, self.projection_dim, sync, "projector", bn
-        )
-        self.predictor = mlp_head(
-            self.projection_dim, self.hidden_dim, self.projection_dim, sync, "predictor", bn
-        )
+
+        def head(input_dim, name):
+            return mlp_head(
+                input_dim, self.hidden_dim, self.projection_dim, self.synchronized_bn, name,
+                self.head_batch_norm, self.head_output_bias,
+            )  # fmt: skip
+
+        self.projector = head(feature_dim, "projector")
+        self.predictor = head(self.projection_dim, "predictor")
         self.target_encoder = _clone(self.encoder, shape)
-        self.target_projector = mlp_head(
-            feature_dim, self.hidden_dim, self.projection_dim, sync, "target_projector", bn
-        )
+        self.target_projector = head(feature_dim, "target_projector")
         if self.num_classes:
             self.probe = keras.layers.Dense(self.num_classes, name="online_probe")
             self.probe.build((None, feature_dim))
@@ -379,6 +383,7 @@ class BYOL(keras.Model):
                 "joint_views": self.joint_views,
                 "ema_batchnorm_statistics": self.ema_batchnorm_statistics,
                 "head_batch_norm": self.head_batch_norm,
+                "head_output_bias": self.head_output_bias,
             }
         )
         return config

@@ -31,8 +31,11 @@ def _conv(filters, kernel_size, strides, name):
     )
 
 
-def _basic_block(x, filters, strides, sync, name):
-    """Two 3×3 convolutions with an identity (or projection) shortcut."""
+def _basic_block(x, filters, strides, sync, name, zero_init=False):
+    """Two 3×3 convolutions with an identity (or projection) shortcut.
+
+    `zero_init` starts the last BatchNorm's γ at 0, so the block starts as its shortcut.
+    """
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, strides, f"{name}_proj")(x)
@@ -40,12 +43,15 @@ def _basic_block(x, filters, strides, sync, name):
     y = _conv(filters, 3, strides, f"{name}_conv1")(x)
     y = layers.ReLU(name=f"{name}_relu1")(_batch_norm(sync, f"{name}_bn1")(y))
     y = _conv(filters, 3, 1, f"{name}_conv2")(y)
-    y = _batch_norm(sync, f"{name}_bn2")(y)
+    y = _batch_norm(sync, f"{name}_bn2", zero_init)(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def _bottleneck_block(x, filters, strides, sync, name):
-    """1×1 → 3×3 (strided, as in v1.5 and the official code) → 1×1 with 4× expansion."""
+def _bottleneck_block(x, filters, strides, sync, name, zero_init=False):
+    """1×1 → 3×3 (strided, as in v1.5 and the official code) → 1×1 with 4× expansion.
+
+    `zero_init` starts the last BatchNorm's γ at 0, so the block starts as its shortcut.
+    """
     out_filters = 4 * filters
     shortcut = x
     if strides != 1 or x.shape[-1] != out_filters:
@@ -56,7 +62,7 @@ def _bottleneck_block(x, filters, strides, sync, name):
     y = _conv(filters, 3, strides, f"{name}_conv2")(y)
     y = layers.ReLU(name=f"{name}_relu2")(_batch_norm(sync, f"{name}_bn2")(y))
     y = _conv(out_filters, 1, 1, f"{name}_conv3")(y)
-    y = _batch_norm(sync, f"{name}_bn3")(y)
+    y = _batch_norm(sync, f"{name}_bn3", zero_init)(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
@@ -67,6 +73,7 @@ def resnet(
     input_shape=(None, None, 3),
     synchronized_bn=False,
     name=None,
+    zero_init_residual=False,
 ):
     """A ResNet v1 encoder mapping images to the globally average-pooled representation.
 
@@ -80,6 +87,9 @@ def resnet(
         synchronized_bn: synchronise BatchNorm statistics across replicas of a
             distribution strategy (the paper's setting for multi-device runs).
         name: model name; defaults to `resnet{depth}`.
+        zero_init_residual: start the γ of the last BatchNorm of every residual block at 0,
+            so that each block starts as its shortcut (the official Haiku ResNet's choice;
+            docs/algorithm.md §1). False: γ = 1 everywhere.
 
     Returns:
         A functional `keras.Model` from `[batch, H, W, C]` images to `[batch, features]`, with
@@ -108,13 +118,20 @@ def resnet(
         filters = max(int(round(64 * width_multiplier * 2**stage)), 1)
         for index in range(blocks):
             strides = 2 if stage > 0 and index == 0 else 1
-            x = block(x, filters, strides, synchronized_bn, f"stage{stage + 1}_block{index + 1}")
+            block_name = f"stage{stage + 1}_block{index + 1}"
+            x = block(x, filters, strides, synchronized_bn, block_name, zero_init_residual)
     outputs = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
 
 def mlp_head(
-    input_dim, hidden_dim=4096, output_dim=256, synchronized_bn=False, name="mlp", batch_norm=True
+    input_dim,
+    hidden_dim=4096,
+    output_dim=256,
+    synchronized_bn=False,
+    name="mlp",
+    batch_norm=True,
+    output_bias=True,
 ):
     """The projector / predictor MLP: Dense(hidden) → BatchNorm → ReLU → Dense(output).
 
@@ -125,6 +142,7 @@ def mlp_head(
         synchronized_bn: synchronise BatchNorm statistics across replicas.
         name: model name.
         batch_norm: include the BatchNorm (the paper's heads do; an ablation may not).
+        output_bias: give the output Dense a bias (the official heads have none: False).
 
     Returns:
         A functional `keras.Model` from `[batch, input_dim]` to `[batch, output_dim]`.
@@ -141,5 +159,5 @@ def mlp_head(
     if batch_norm:
         x = _batch_norm(synchronized_bn, "hidden_bn")(x)
     x = layers.ReLU(name="hidden_relu")(x)
-    outputs = layers.Dense(output_dim, name="output")(x)
+    outputs = layers.Dense(output_dim, use_bias=output_bias, name="output")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Creates a virtual environment with byol_tf (editable) and its dependencies, unless it is up
-# to date.
+# Creates a virtual environment with byol_tf and its dependencies, unless it is up to date
+# (byol_tf is reinstalled whenever a file of the package changed). Programs run from the clone
+# (python train.py, pytest) use the clone's byol_tf; the installed copy serves the console
+# scripts byol-train, byol-evaluate and byol-export.
 #   scripts/setup.sh                 .venv: the pinned versions of requirements.txt (default)
-#   scripts/setup.sh --deps=newest   .venv-newest: a clean `pip install -e .[test]`, i.e. the
+#   scripts/setup.sh --deps=newest   .venv-newest: a clean `pip install .[test]`, i.e. the
 #                                    newest versions that setup.cfg allows
 #   scripts/setup.sh --deps=oldest   .venv-oldest: the lower bounds of setup.cfg
 #                                    (requirements-oldest.txt), on the oldest Python available
@@ -30,17 +32,19 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 if ! "$venv/bin/python" -c "import byol_tf, tensorflow, pytest" >/dev/null 2>&1 \
-   || [ "$stamp_source" -nt "$venv/.installed" ]; then
+   || [ "$stamp_source" -nt "$venv/.installed" ] \
+   || [ -n "$(find byol_tf setup.cfg -newer "$venv/.installed" -print -quit 2>/dev/null)" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   case "$deps" in
     pinned)
       "$venv/bin/python" -m pip install -q -r requirements.txt
-      "$venv/bin/python" -m pip install -q --no-deps -e . ;;
+      "$venv/bin/python" -m pip install -q --no-deps --force-reinstall . ;;
     newest)
-      "$venv/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]" ;;
+      "$venv/bin/python" -m pip install -q --upgrade --upgrade-strategy eager ".[test]"
+      "$venv/bin/python" -m pip install -q --no-deps --force-reinstall . ;;
     oldest)
       "$venv/bin/python" -m pip install -q -r requirements-oldest.txt
-      "$venv/bin/python" -m pip install -q --no-deps -e . ;;
+      "$venv/bin/python" -m pip install -q --no-deps --force-reinstall . ;;
   esac
   touch "$venv/.installed"
 fi

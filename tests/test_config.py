@@ -137,7 +137,7 @@ def test_tpu_strategy_needs_a_tpu_address():
 )
 def test_every_setting_is_a_flag_with_help_and_its_default(config_class):
     config.define_flags(config_class)
-    fields = config._flag_fields(config_class)
+    fields = settings.flag_fields(config_class)
     assert len(fields) == len(dataclasses.fields(config_class)) - 1  # all but `explicit`
     for field in fields:
         flag = FLAGS[field.name]

@@ -316,3 +316,15 @@ def test_byol_that_cannot_see_the_image_shape_says_what_to_pass(views):
     with pytest.raises(ValueError, match=r"image_shape=\(height, width, channels\)"):
         model.fit(batches(), steps_per_epoch=1, verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_bias_free_heads_have_no_output_bias_in_any_head_and_survive_saving(tmp_path):
+    model = _model(head_output_bias=False)
+    for head in (model.projector, model.predictor, model.target_projector):
+        assert head.get_layer("output").use_bias is False
+    assert len(model._ema_pairs) == len(_model()._ema_pairs) - 1  # the projector's bias
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.head_output_bias is False
+    assert loaded.projector.get_layer("output").use_bias is False

@@ -65,3 +65,35 @@ def test_resnet_rejects_bad_arguments(kwargs, match):
 def test_mlp_head_rejects_bad_sizes():
     with pytest.raises(ValueError, match="hidden_dim"):
         networks.mlp_head(8, 0, 4)
+
+
+@pytest.mark.parametrize("depth, last_bn", [(18, "bn2"), (50, "bn3")])
+def test_zero_init_residual_zeroes_the_last_batchnorm_gamma_of_each_block(depth, last_bn):
+    model = networks.resnet(depth, 0.125, input_shape=(32, 32, 3), zero_init_residual=True)
+    default = networks.resnet(depth, 0.125, input_shape=(32, 32, 3))
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    last = [layer for layer in bns if layer.name.endswith(f"_{last_bn}")]
+    assert len(last) == (8 if depth == 18 else 16)
+    for layer in bns:
+        expected = 0.0 if layer in last else 1.0
+        np.testing.assert_array_equal(layer.gamma.numpy(), expected)
+    for layer in default.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            np.testing.assert_array_equal(layer.gamma.numpy(), 1.0)
+    # Each residual branch starts at 0, so a block outputs relu(shortcut): the first block of a
+    # stage without projection passes its (non-negative) input through.
+    block_in = model.get_layer("stem_pool").output
+    block_out = model.get_layer("stage1_block1_out").output
+    if depth == 18:
+        probe = keras.Model(model.input, [block_in, block_out])
+        x_in, x_out = probe(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), training=False)
+        np.testing.assert_allclose(x_out.numpy(), x_in.numpy(), atol=1e-6)
+
+
+def test_head_output_bias_can_be_left_out_as_the_official_heads_do():
+    with_bias = networks.mlp_head(8, 16, 4)
+    without = networks.mlp_head(8, 16, 4, output_bias=False)
+    assert with_bias.get_layer("output").bias is not None
+    assert without.get_layer("output").use_bias is False
+    assert _trainable_count(with_bias) - _trainable_count(without) == 4
+    assert without(np.zeros((2, 8), "float32")).shape == (2, 4)
