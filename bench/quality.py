@@ -129,7 +129,7 @@ def parse_args(argv=None):
         default="adam",
         choices=["adam", "lars"],
         help="byol_tf optimiser: Adam at a constant rate (the short-budget setting) or LARS "
-        "with warm-up + cosine (the 1000-epoch CIFAR recipe, SPEC §4)",
+        "with warm-up + cosine (the 1000-epoch CIFAR recipe, docs/algorithm.md §4)",
     )
     parser.add_argument(
         "--tf_learning_rate",
@@ -264,7 +264,7 @@ def pretrain_byol_tf(images, args, monitor=None):
 
     The defaults are the short-budget settings (Adam 1e-3, constant τ 0.99);
     `--tf_optimizer lars --tf_tau_schedule cosine` is the 1000-epoch small-data recipe
-    (SPEC §4: LARS lr 1.0·B/256, wd 1e-5, η 0.02, biases/BN excluded, τ 0.99 → 1).
+    (docs/algorithm.md §4: LARS lr 1.0·B/256, wd 1e-5, η 0.02, biases/BN excluded, τ 0.99 → 1).
 
     Args:
         images: uint8 `[n, 32, 32, 3]` training images.
