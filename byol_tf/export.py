@@ -1,14 +1,20 @@
 """SavedModel export for TF Serving; `python -m byol_tf.export --model_dir=... --export_dir=...`."""
 
-import json
-import os
-import shutil
+if __name__ == "__main__":  # python -m byol_tf.export: the program (byol_tf.cli.export) runs
+    # before this module imports TensorFlow, so that it can keep TensorFlow's console quiet.
+    from byol_tf.cli import export as program
 
-import keras
-import numpy as np
-import tensorflow as tf
+    program.run("python -m byol_tf.export")  # exits
 
-from byol_tf import checkpoints, image_ops, run_dir
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from byol_tf import checkpoints, image_ops, run_dir  # noqa: E402
 
 METADATA_FILE = "byol_tf_export.json"
 
@@ -204,9 +210,3 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean
     image_size = int(model.image_shape[0])
     crop = run_config.get("crop_fraction")
     return export_encoder(model.encoder, export_dir, image_size, mean, std, version, crop)
-
-
-if __name__ == "__main__":  # python -m byol_tf.export
-    from byol_tf.cli import export as program
-
-    program.run("python -m byol_tf.export")
