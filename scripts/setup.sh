@@ -8,7 +8,8 @@
 #                                    newest versions that setup.cfg allows
 #   scripts/setup.sh --deps=oldest   .venv-oldest: the lower bounds of setup.cfg
 #                                    (requirements-oldest.txt), on the oldest Python available
-# Prints the environment's folder on its last line.
+# pip runs with -qq: its errors show, its warnings (often about the machine's own pip
+# configuration) do not. Prints the environment's folder on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deps="pinned"
@@ -34,17 +35,17 @@ fi
 if ! "$venv/bin/python" -c "import byol_tf, tensorflow, pytest" >/dev/null 2>&1 \
    || [ "$stamp_source" -nt "$venv/.installed" ] \
    || [ -n "$(find byol_tf setup.cfg -newer "$venv/.installed" -print -quit 2>/dev/null)" ]; then
-  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -qq --upgrade pip
   case "$deps" in
     pinned)
-      "$venv/bin/python" -m pip install -q -r requirements.txt
-      "$venv/bin/python" -m pip install -q --no-deps --force-reinstall . ;;
+      "$venv/bin/python" -m pip install -qq -r requirements.txt
+      "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
     newest)
-      "$venv/bin/python" -m pip install -q --upgrade --upgrade-strategy eager ".[test]"
-      "$venv/bin/python" -m pip install -q --no-deps --force-reinstall . ;;
+      "$venv/bin/python" -m pip install -qq --upgrade --upgrade-strategy eager ".[test]"
+      "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
     oldest)
-      "$venv/bin/python" -m pip install -q -r requirements-oldest.txt
-      "$venv/bin/python" -m pip install -q --no-deps --force-reinstall . ;;
+      "$venv/bin/python" -m pip install -qq -r requirements-oldest.txt
+      "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
   esac
   touch "$venv/.installed"
 fi
