@@ -12,9 +12,11 @@ def _train(devices, views, steps=2):
     strategy = tf.distribute.MirroredStrategy(devices)
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = byol_tf.BYOL(
-            tiny_encoder(sync_bn=True), projection_dim=8, hidden_dim=16, synchronized_bn=True
-        )
+        # An encoder of any image size: BYOL builds itself in fit, from the first batch,
+        # inside the strategy's scope.
+        encoder = tiny_encoder(image_size=None, sync_bn=True)
+        model = byol_tf.BYOL(encoder, projection_dim=8, hidden_dim=16, synchronized_bn=True)
+        assert not model.built
         model.compile(optimizer=byol_tf.LARS(0.5, weight_decay=1e-4, eta=0.02))
     data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
     history = model.fit(
