@@ -7,7 +7,7 @@
 #   scripts/setup.sh --deps=newest   .venv-newest: a clean `pip install .[test]`, i.e. the
 #                                    newest versions that setup.cfg allows
 #   scripts/setup.sh --deps=oldest   .venv-oldest: the lower bounds of setup.cfg
-#                                    (requirements-oldest.txt), on the oldest Python available
+#                                    (requirements-oldest.txt)
 # pip runs with -qq: its errors show, its warnings (often about the machine's own pip
 # configuration) do not. Prints the environment's folder on its last line.
 set -euo pipefail
@@ -24,9 +24,7 @@ case "$deps" in
   pinned) venv=".venv"; stamp_source="requirements.txt" ;;
   newest) venv=".venv-newest"; stamp_source="setup.cfg" ;;
   oldest)
-    venv=".venv-oldest"; stamp_source="requirements-oldest.txt"
-    # The oldest Python that setup.cfg's python_requires admits, when this machine has it.
-    if command -v python3.10 >/dev/null 2>&1; then python="python3.10"; fi ;;
+    venv=".venv-oldest"; stamp_source="requirements-oldest.txt" ;;
   *) echo "scripts/setup.sh: error: --deps must be pinned, newest or oldest. Received: --deps=$deps" >&2; exit 2 ;;
 esac
 if [ ! -x "$venv/bin/python" ]; then
