@@ -6,8 +6,6 @@
 #   scripts/setup.sh                 .venv: the pinned versions of requirements.txt (default)
 #   scripts/setup.sh --deps=newest   .venv-newest: a clean `pip install .[test]`, i.e. the
 #                                    newest versions that setup.cfg allows
-#   scripts/setup.sh --deps=oldest   .venv-oldest: the lower bounds of setup.cfg
-#                                    (requirements-oldest.txt)
 # pip runs with -qq: its errors show, its warnings (often about the machine's own pip
 # configuration) do not. Prints the environment's folder on its last line.
 set -euo pipefail
@@ -16,16 +14,14 @@ deps="pinned"
 for arg in "$@"; do
   case "$arg" in
     --deps=*) deps="${arg#--deps=}" ;;
-    *) echo "scripts/setup.sh: error: unknown argument $arg (expected --deps=pinned|newest|oldest)" >&2; exit 2 ;;
+    *) echo "scripts/setup.sh: error: unknown argument $arg (expected --deps=pinned|newest)" >&2; exit 2 ;;
   esac
 done
 python="python3"
 case "$deps" in
   pinned) venv=".venv"; stamp_source="requirements.txt" ;;
   newest) venv=".venv-newest"; stamp_source="setup.cfg" ;;
-  oldest)
-    venv=".venv-oldest"; stamp_source="requirements-oldest.txt" ;;
-  *) echo "scripts/setup.sh: error: --deps must be pinned, newest or oldest. Received: --deps=$deps" >&2; exit 2 ;;
+  *) echo "scripts/setup.sh: error: --deps must be pinned or newest. Received: --deps=$deps" >&2; exit 2 ;;
 esac
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
@@ -40,9 +36,6 @@ if ! "$venv/bin/python" -c "import byol_tf, tensorflow, pytest" >/dev/null 2>&1 
       "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
     newest)
       "$venv/bin/python" -m pip install -qq --upgrade --upgrade-strategy eager ".[test]"
-      "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
-    oldest)
-      "$venv/bin/python" -m pip install -qq -r requirements-oldest.txt
       "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
   esac
   touch "$venv/.installed"

@@ -2,8 +2,7 @@
 # Sets up a virtual environment (once), then lints and runs the test suite.
 #   scripts/test.sh                  fast suite on the pinned versions (requirements.txt)
 #   scripts/test.sh --deps=newest    the same on the newest versions setup.cfg allows
-#   scripts/test.sh --deps=oldest    the same on setup.cfg's lower bounds
-#   scripts/test.sh --all-deps       all three in turn (what CI runs)
+#   scripts/test.sh --all-deps       both in turn (what CI runs)
 #   scripts/test.sh --slow           only the tests marked slow
 #   scripts/test.sh -k lars          any further arguments go to pytest
 # Tests run in TEST_WORKERS (default 2) pytest-xdist processes, one test file per process
@@ -24,7 +23,7 @@ for arg in "$@"; do
 done
 if [ "$all_deps" = 1 ]; then
   if [ "$marker" = "slow" ]; then args=(--slow ${args[@]+"${args[@]}"}); fi
-  for d in pinned newest oldest; do
+  for d in pinned newest; do
     echo "== test suite with the $d dependency versions"
     scripts/test.sh "--deps=$d" ${args[@]+"${args[@]}"}
   done
