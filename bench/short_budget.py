@@ -47,14 +47,12 @@ def _knn(encoder_or_none, memory, queries):
 
     from byol_tf import evaluation
 
-    if encoder_or_none is None:
-        bank = [(np.asarray(x).reshape(len(x), -1), y) for x, y in memory]
-        test = [(np.asarray(x).reshape(len(x), -1), y) for x, y in queries]
-        bank_x, bank_y = np.concatenate([b[0] for b in bank]), np.concatenate([b[1] for b in bank])
-        test_x, test_y = np.concatenate([t[0] for t in test]), np.concatenate([t[1] for t in test])
-    else:
-        bank_x, bank_y = evaluation.extract_features(encoder_or_none, memory)
-        test_x, test_y = evaluation.extract_features(encoder_or_none, queries)
+    def pixels(images):  # the images as the encoder receives them, flattened
+        return np.asarray(images).reshape(len(images), -1)
+
+    encoder = encoder_or_none or pixels
+    bank_x, bank_y = evaluation.extract_features(encoder, memory)
+    test_x, test_y = evaluation.extract_features(encoder, queries)
     return float(evaluation.knn_classify(bank_x, bank_y, test_x, test_y)["top1"])
 
 
@@ -63,7 +61,9 @@ def _trajectory_callback(every, epochs, score):
     import keras
 
     class Trajectory(keras.callbacks.Callback):
-        train_s, points = 0.0, []
+        def __init__(self):
+            super().__init__()
+            self.train_s, self.points = 0.0, []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.time()
@@ -88,14 +88,11 @@ def main(argv=None):
     import keras
 
     import byol_tf
-    from byol_tf import data, networks
+    from byol_tf import data, networks, settings
 
     keras.utils.set_random_seed(args.seed)
     steps = data.steps_per_epoch(args.dataset, args.batch_size)
     total = steps * args.epochs
-    overrides = {}
-    from byol_tf import settings
-
     overrides = settings.parse_augment(args.augment, "--augment")
     views = data.pretrain_dataset(
         args.dataset, args.batch_size, args.image_size, seed=args.seed,
@@ -115,21 +112,15 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     model = byol_tf.BYOL(encoder(), args.projection_dim, args.hidden_dim)
     warmup = min(int(round(args.warmup_epochs * steps)), total)
-    if args.optimizer == "lars":
-        peak = args.learning_rate * args.batch_size / 256
-        schedule = (
-            byol_tf.WarmupCosine(peak, total, warmup)
-            if args.lr_schedule == "cosine"
-            else byol_tf.WarmupConstant(peak, warmup)
-        )
+    lars = args.optimizer == "lars"
+    peak = args.learning_rate * (args.batch_size / 256 if lars else 1.0)  # LARS: per 256 images
+    if args.lr_schedule == "cosine":
+        schedule = byol_tf.WarmupCosine(peak, total, warmup)
+    else:
+        schedule = byol_tf.WarmupConstant(peak, warmup)
+    if lars:
         optimizer = byol_tf.LARS(schedule, weight_decay=args.weight_decay, eta=0.02)
     else:
-        peak = args.learning_rate
-        schedule = (
-            byol_tf.WarmupCosine(peak, total, warmup)
-            if args.lr_schedule == "cosine"
-            else byol_tf.WarmupConstant(peak, warmup)
-        )
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
     model.compile(optimizer=optimizer)
     ema = byol_tf.TargetEMA(args.base_tau, total_steps=total, schedule=args.tau_schedule)
