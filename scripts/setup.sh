@@ -17,14 +17,13 @@ for arg in "$@"; do
     *) echo "scripts/setup.sh: error: unknown argument $arg (expected --deps=pinned|newest)" >&2; exit 2 ;;
   esac
 done
-python="python3"
 case "$deps" in
   pinned) venv=".venv"; stamp_source="requirements.txt" ;;
   newest) venv=".venv-newest"; stamp_source="setup.cfg" ;;
   *) echo "scripts/setup.sh: error: --deps must be pinned or newest. Received: --deps=$deps" >&2; exit 2 ;;
 esac
 if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv"
+  python3 -m venv "$venv"
 fi
 if ! "$venv/bin/python" -c "import byol_tf, tensorflow, pytest" >/dev/null 2>&1 \
    || [ "$stamp_source" -nt "$venv/.installed" ] \
@@ -35,8 +34,7 @@ if ! "$venv/bin/python" -c "import byol_tf, tensorflow, pytest" >/dev/null 2>&1 
       "$venv/bin/python" -m pip install -qq -r requirements.txt
       "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
     newest)
-      "$venv/bin/python" -m pip install -qq --upgrade --upgrade-strategy eager ".[test]"
-      "$venv/bin/python" -m pip install -qq --no-deps --force-reinstall . ;;
+      "$venv/bin/python" -m pip install -qq --upgrade --upgrade-strategy eager ".[test]" ;;
   esac
   touch "$venv/.installed"
 fi
