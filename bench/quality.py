@@ -1,6 +1,15 @@
-"""kNN quality of byol_tf against byol-pytorch after the same short CIFAR-10 pretraining."""
+"""kNN quality of byol_tf against byol-pytorch after the same short pretraining, on two data sets.
+
+CIFAR-10 (the JPEG re-encoding) and Fashion-MNIST (the official IDX files, padded to 32 px and
+copied to three channels): the same seeded training subset pretrains both libraries and is the
+kNN memory bank; the test subset is scored by the same NumPy kNN for every encoder. With
+`--knn_every_epochs N` each library's kNN is also scored every N epochs, and `--plot` saves the
+curves (kNN against epoch, both libraries and both random initialisations) as a PNG.
+"""
 
 import argparse
+import dataclasses
+import gzip
 import json
 import os
 import pathlib
@@ -14,6 +23,8 @@ import torch_peers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "../shared/data/cifar10-jpg/cifar10-jpg.tar.gz"
+DEFAULT_FASHION_MNIST = "../shared/data/fashion-mnist"
+DATASETS = ("cifar10", "fashion_mnist")
 CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
@@ -47,6 +58,37 @@ def load_split(root, split, subset=None, seed=0):
         order = order[:subset]
     images = np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in order])
     return images, labels[order]
+
+
+def _read_idx(path):
+    """An IDX file (gzip) as a NumPy array: `[n, 28, 28]` images or `[n]` labels, uint8."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_fashion_mnist(folder, split, subset=None, seed=0):
+    """Fashion-MNIST from its official IDX files, padded to 32 px and copied to 3 channels.
+
+    Args:
+        folder: the folder of `train-images-idx3-ubyte.gz`, `t10k-images-idx3-ubyte.gz`, ...
+        split: "train" or "test".
+        subset: number of images to keep (all when `None`), a seeded random draw.
+        seed: seed of the subset draw.
+
+    Returns:
+        `(images [n, 32, 32, 3] uint8, labels [n] int64)`.
+    """
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(pathlib.Path(folder) / f"{prefix}-images-idx3-ubyte.gz")
+    labels = _read_idx(pathlib.Path(folder) / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(images))
+    if subset:
+        order = order[:subset]
+    padded = np.pad(images[order], ((0, 0), (2, 2), (2, 2)))  # black border, as the items'
+    return np.repeat(padded[..., None], 3, axis=-1), labels[order]
 
 
 def _to_torch(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -103,11 +145,19 @@ def pretrain_byol_pytorch(images, args, monitor=None):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument(
         "--data",
         default=DEFAULT_DATA,
         help="CIFAR-10 JPEG tarball; relative paths start at the repo root",
+    )
+    parser.add_argument(
+        "--fashion_mnist_dir",
+        default=DEFAULT_FASHION_MNIST,
+        help="folder of the Fashion-MNIST IDX files; relative paths start at the repo root",
     )
     parser.add_argument(
         "--train_subset",
@@ -119,31 +169,18 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument(
-        "--warmup_epochs",
-        type=int,
-        default=None,
-        help="byol_tf LARS warm-up (default: a tenth of the epochs, >= 1); Adam runs have none",
+        "--tf_recipe",
+        default="auto",
+        choices=["auto", "paper", "small_data", "short"],
+        help="byol_tf recipe (byol_tf.recipes): 'auto' chooses by budget, as train.py does",
     )
     parser.add_argument(
-        "--tf_optimizer",
-        default="adam",
-        choices=["adam", "lars"],
-        help="byol_tf optimiser: Adam at a constant rate (the short-budget setting) or LARS "
-        "with warm-up + cosine (the 1000-epoch CIFAR recipe, docs/algorithm.md §4)",
-    )
-    parser.add_argument(
-        "--tf_learning_rate",
-        type=float,
-        default=None,
-        help="byol_tf rate: Adam's rate (default 1e-3) or LARS's base rate per 256 images "
-        "(default 1.0)",
-    )
-    parser.add_argument("--tf_base_tau", type=float, default=0.99, help="byol_tf τ at step 0")
-    parser.add_argument(
-        "--tf_tau_schedule",
-        default="constant",
-        choices=["constant", "cosine"],
-        help="byol_tf τ: constant at --tf_base_tau, or the paper's cosine schedule to 1",
+        "--tf_override",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="byol_tf recipe setting to override (a byol_tf.recipes.Recipe field, e.g. "
+        "learning_rate=3e-4 or tau_schedule=cosine); repeat the flag for several",
     )
     parser.add_argument("--width_multiplier", type=float, default=0.25)
     parser.add_argument(
@@ -180,17 +217,18 @@ def parse_args(argv=None):
         "--knn_every_epochs",
         type=int,
         default=0,
-        help="also print each pretrained encoder's kNN top-1 every N epochs (0: only at the "
+        help="also score each pretrained encoder's kNN top-1 every N epochs (0: only at the "
         "end); that scoring counts in the reported pretraining time",
     )
     parser.add_argument("--json_out", default=None)
+    parser.add_argument(
+        "--plot",
+        default=None,
+        help="save the kNN-against-epoch curves here (PNG; needs matplotlib)",
+    )
     args = parser.parse_args(argv)
     if not 0.0 < args.tf_crop_area <= 1.0:
         parser.error(f"--tf_crop_area must lie in (0, 1]; got {args.tf_crop_area}")
-    if not 0.0 <= args.tf_base_tau <= 1.0:
-        parser.error(f"--tf_base_tau must lie in [0, 1]; got {args.tf_base_tau}")
-    if args.tf_learning_rate is not None and args.tf_learning_rate <= 0:
-        parser.error(f"--tf_learning_rate must be positive; got {args.tf_learning_rate}")
     return args
 
 
@@ -212,40 +250,72 @@ def tf_overrides(args):
     return overrides
 
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+def tf_recipe(args, steps_per_epoch):
+    """The byol_tf `Recipe` of `--tf_recipe` for this budget, with `--tf_override` applied.
+
+    Raises:
+        SystemExit: for an override that is not `name=value` of a recipe setting.
+    """
+    from byol_tf import recipes
+
+    recipe = recipes.select(
+        args.tf_recipe,
+        total_steps=steps_per_epoch * args.epochs,
+        steps_per_epoch=steps_per_epoch,
+        num_examples=args.train_subset,
+    )
+    changes = {}
+    for entry in args.tf_override:
+        name, _, value = entry.partition("=")
+        if name not in recipes.SETTINGS or not value:
+            sys.exit(f"error: --tf_override must be name=value with a name among "
+                     f"{', '.join(recipes.SETTINGS)}. Received: {entry}")  # fmt: skip
+        current = getattr(recipe, name)
+        if isinstance(current, bool):
+            changes[name] = value.lower() in ("1", "true", "yes")
+        else:
+            changes[name] = type(current)(value)
+    if changes:
+        recipe = dataclasses.replace(recipe, name=f"{recipe.name}, overridden", **changes)
+    return recipe
 
 
-def _byol_tf_dataset(images, args):
-    """byol_tf's own pipeline: in-memory images, "small" preset (no blur), per-image draws."""
-    import byol_tf.data
-
-    return byol_tf.data.pretrain_dataset(
-        (images,), args.batch_size, 32, seed=args.seed, preset="small",
-        mean=CIFAR_MEAN, std=CIFAR_STD, with_labels=False,
-        augment_overrides=args.tf_overrides,
-    )  # fmt: skip
-
-
-def _tf_rate(args):
-    if args.tf_learning_rate is not None:
-        return args.tf_learning_rate
-    return 1e-3 if args.tf_optimizer == "adam" else 1.0
-
-
-def tf_recipe(args):
-    """One line describing the byol_tf settings these flags select."""
-    rate = _tf_rate(args)
-    if args.tf_optimizer == "adam":
-        optimizer = f"Adam {rate:g} (constant)"
-    else:
-        optimizer = f"LARS lr {rate:g}·B/256, wd 1e-5, η 0.02, warm-up + cosine"
-    tau = (f"τ {args.tf_base_tau:g} (constant)" if args.tf_tau_schedule == "constant"
-           else f"τ {args.tf_base_tau:g}→1 (cosine)")  # fmt: skip
+def _recipe_text(recipe, args):
+    """One line describing the byol_tf settings: the recipe, then the views."""
     crops = "" if args.tf_crop_area == 0.08 else f", crop area >= {args.tf_crop_area:g}"
     extra = "".join(f", {entry}" for entry in args.tf_augment)
     joint = ", views forwarded jointly" if args.tf_joint_views else ""
-    return f"{optimizer}, {tau}, 'small' preset views (per-image draws){crops}{extra}{joint}"
+    return f"{recipe.describe()}; 'small' preset views (per-image draws){crops}{extra}{joint}"
+
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+FASHION_MNIST_MEAN = (0.2860,) * 3
+FASHION_MNIST_STD = (0.3530,) * 3
+
+
+@dataclasses.dataclass
+class Data:
+    """One data set of the benchmark: arrays and byol_tf's normalisation."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    mean: tuple
+    std: tuple
+
+
+def _byol_tf_dataset(images, args, data, recipe):
+    """byol_tf's own pipeline: in-memory images, "small" preset (no blur), per-image draws."""
+    import byol_tf.data
+
+    overrides = dict(args.tf_overrides, crop_sampler=recipe.crop_sampler)
+    return byol_tf.data.pretrain_dataset(
+        (images,), args.batch_size, 32, seed=args.seed, preset="small",
+        mean=data.mean, std=data.std, with_labels=False, augment_overrides=overrides,
+    )  # fmt: skip
 
 
 def _knn_monitor(monitor):
@@ -259,15 +329,15 @@ def _knn_monitor(monitor):
     return KNN()
 
 
-def pretrain_byol_tf(images, args, monitor=None):
-    """byol_tf's BYOL model, its per-image "small" augmentation and the chosen optimiser and τ.
+def pretrain_byol_tf(data, args, monitor=None):
+    """byol_tf's BYOL model, its per-image "small" augmentation and the recipe for the budget.
 
-    The defaults are the short-budget settings (Adam 1e-3, constant τ 0.99);
-    `--tf_optimizer lars --tf_tau_schedule cosine` is the 1000-epoch small-data recipe
-    (docs/algorithm.md §4: LARS lr 1.0·B/256, wd 1e-5, η 0.02, biases/BN excluded, τ 0.99 → 1).
+    The recipe is `byol_tf.recipes.select(--tf_recipe)` for this run's steps and images (what
+    train.py would choose), with `--tf_override` applied; it also decides the paper-parity
+    choices (zero-initialised residual γ, bias-free head outputs, crop sampler).
 
     Args:
-        images: uint8 `[n, 32, 32, 3]` training images.
+        data: the `Data` set (its training images pretrain).
         args: parsed flags.
         monitor: optional `monitor(epoch, encoder)` called after each epoch.
 
@@ -279,36 +349,37 @@ def pretrain_byol_tf(images, args, monitor=None):
     import byol_tf
 
     keras.utils.set_random_seed(args.seed)
-    steps = len(images) // args.batch_size
+    steps = len(data.train_x) // args.batch_size
     total = steps * args.epochs
-    encoder = byol_tf.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True)
+    recipe = args.recipes[data.name]
+    encoder = byol_tf.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True,
+                                      zero_init_residual=recipe.zero_init_residual)  # fmt: skip
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3),
-                         joint_views=args.tf_joint_views)  # fmt: skip
-    rate = _tf_rate(args)
-    if args.tf_optimizer == "adam":
-        optimizer = keras.optimizers.Adam(rate)
-    else:
-        warmup = args.warmup_epochs if args.warmup_epochs is not None else max(1, args.epochs // 10)
-        schedule = byol_tf.WarmupCosine(rate * args.batch_size / 256, total, warmup * steps)
-        optimizer = byol_tf.LARS(schedule, weight_decay=1e-5, eta=0.02)
-    model.compile(optimizer=optimizer, jit_compile=True)
-    ema = byol_tf.TargetEMA(args.tf_base_tau, total_steps=total, schedule=args.tf_tau_schedule)
+                         joint_views=args.tf_joint_views,
+                         head_output_bias=recipe.head_output_bias)  # fmt: skip
+    plan = byol_tf.recipes.build(recipe, total, steps, args.batch_size, model.trainable_variables)
+    model.compile(optimizer=plan.optimizer, jit_compile=True)
     model.fit(
-        _byol_tf_dataset(images, args),
+        _byol_tf_dataset(data.train_x, args, data, recipe),
         epochs=args.epochs,
         steps_per_epoch=steps,
-        callbacks=[ema] + ([_knn_monitor(monitor)] if monitor else []),
+        callbacks=[plan.target_ema] + ([_knn_monitor(monitor)] if monitor else []),
         shuffle=False,  # the dataset shuffles itself
         verbose=2,
     )
     return model.encoder
 
 
-def tf_features(encoder, images, batch_size=512):
-    """Pooled features of a Keras encoder in inference mode, CIFAR-normalised as in training."""
+def pretrain_byol_pytorch_on(data, args, monitor=None):
+    """`pretrain_byol_pytorch` on a `Data` set."""
+    return pretrain_byol_pytorch(data.train_x, args, monitor)
+
+
+def tf_features(encoder, images, data, batch_size=512):
+    """Pooled features of a Keras encoder in inference mode, normalised as in its training."""
     import tensorflow as tf
 
-    mean, std = tf.constant(CIFAR_MEAN), tf.constant(CIFAR_STD)
+    mean, std = tf.constant(data.mean), tf.constant(data.std)
     out = []
     for i in range(0, len(images), batch_size):
         x = (tf.cast(images[i : i + batch_size], tf.float32) / 255.0 - mean) / std
@@ -316,25 +387,34 @@ def tf_features(encoder, images, batch_size=512):
     return np.concatenate(out)
 
 
-def _random_encoders(args):
-    """The random-initialisation baselines: (name, feature function) per installed library."""
-    encoders = []
+def torch_features_on(net, images, data):
+    """`torch_features` with the signature of `tf_features`."""
+    return torch_features(net, images)
+
+
+def _random_encoders(args, data):
+    """The random-initialisation baselines: `{library: (name, features)}` per installed library."""
+    encoders = {}
     if "byol_tf" in args.libraries:
         import keras
 
         import byol_tf
 
         keras.utils.set_random_seed(args.seed)
+        recipe = args.recipes[data.name]
         encoder = byol_tf.networks.resnet(
-            18, width_multiplier=args.width_multiplier, cifar_stem=True
+            18, width_multiplier=args.width_multiplier, cifar_stem=True,
+            zero_init_residual=recipe.zero_init_residual,
+        )  # fmt: skip
+        encoders["byol_tf"] = (
+            "random init (byol_tf ResNet)", lambda x: tf_features(encoder, x, data)
         )
-        encoders.append(("random init (byol_tf ResNet)", lambda x: tf_features(encoder, x)))
     if "byol_pytorch" in args.libraries:
         import torch
 
         torch.manual_seed(args.seed)
         net = torch_peers.resnet18_cifar(args.width_multiplier)
-        encoders.append(("random init (torch ResNet)", lambda x: torch_features(net, x)))
+        encoders["byol_pytorch"] = ("random init (torch ResNet)", lambda x: torch_features(net, x))
     return encoders
 
 
@@ -377,77 +457,155 @@ def _evaluate(name, features, data, args):
     """kNN top-1 of one encoder on the test split, with the training subset as memory bank."""
     from byol_tf.evaluation import knn_classify  # imports TensorFlow: after torch (README)
 
-    train_x, train_y, test_x, test_y = data
-    accuracy = knn_classify(features(train_x), train_y, features(test_x), test_y,
-                            k=args.knn_k, temperature=args.knn_temperature)["top1"]  # fmt: skip
-    print(f"{name}: kNN top-1 {100 * accuracy:.2f} %")
-    return accuracy
+    accuracy = knn_classify(
+        features(data.train_x), data.train_y, features(data.test_x), data.test_y,
+        k=args.knn_k, temperature=args.knn_temperature,
+    )["top1"]  # fmt: skip
+    print(f"{data.name}, {name}: kNN top-1 {100 * accuracy:.2f} %", flush=True)
+    return float(accuracy)
 
 
-def _epoch_monitor(library, features, data, args):
-    """The per-epoch kNN printer of `--knn_every_epochs`, or `None` when it is off."""
+def _epoch_monitor(library, features, data, args, curve):
+    """The per-epoch kNN scorer of `--knn_every_epochs` (appends to `curve`), or `None`."""
     if args.knn_every_epochs <= 0:
         return None
 
     def monitor(epoch, encoder):
         if epoch % args.knn_every_epochs == 0 and epoch < args.epochs:
             name = f"  {library} after epoch {epoch}"
-            _evaluate(name, lambda x: features(encoder, x), data, args)
+            curve.append((epoch, _evaluate(name, lambda x: features(encoder, x, data), data, args)))
 
     return monitor
 
 
+def load(name, args):
+    """The `Data` set `name` (`cifar10` or `fashion_mnist`), or None when its files are missing."""
+    if name == "cifar10":
+        path = _resolve_data(args.data)
+        if not path.is_file():
+            print(f"CIFAR-10 JPEG tarball not found at {path}: skipping CIFAR-10 "
+                  "(pass --data=PATH to the cifar10-jpg.tar.gz file).")  # fmt: skip
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            with tarfile.open(path) as tar:
+                tar.extractall(tmp, filter="data")
+            train = load_split(tmp, "train", args.train_subset, args.seed)
+            test = load_split(tmp, "test", args.test_subset, args.seed)
+        return Data("cifar10", *train, *test, CIFAR_MEAN, CIFAR_STD)
+    folder = _resolve_data(args.fashion_mnist_dir)
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        print(f"Fashion-MNIST IDX files not found in {folder}: skipping Fashion-MNIST "
+              "(pass --fashion_mnist_dir=FOLDER).")  # fmt: skip
+        return None
+    train = load_fashion_mnist(folder, "train", args.train_subset, args.seed)
+    test = load_fashion_mnist(folder, "test", args.test_subset, args.seed)
+    return Data("fashion_mnist", *train, *test, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+
+
+def run_dataset(data, args):
+    """Random baselines, then each library's pretraining and kNN on one data set; its rows."""
+    print(
+        f"\n{data.name}: {len(data.train_x)} train images (pretraining set and kNN bank), "
+        f"{len(data.test_x)} test images; ResNet-18 CIFAR stem, width x{args.width_multiplier}, "
+        f"32 px; {args.epochs} epochs of batch {args.batch_size}; {args.threads} threads; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    rows = []
+    for library, (name, features) in _random_encoders(args, data).items():
+        rows.append(dict(dataset=data.name, library=library, encoder=name, pretraining="none",
+                         seconds=0.0, knn_top1=_evaluate(name, features, data, args),
+                         curve=[]))  # fmt: skip
+    contenders = {
+        "byol_tf": (_recipe_text(args.recipes.get(data.name), args) if "byol_tf" in args.libraries
+                    else "", pretrain_byol_tf, tf_features),
+        "byol_pytorch": ("Adam 3e-4, τ 0.99, its default augmentation", pretrain_byol_pytorch_on,
+                         torch_features_on),
+    }  # fmt: skip
+    for library in args.libraries:
+        recipe, pretrain, features = contenders[library]
+        print(f"pretraining {library} on {data.name}: {recipe}", flush=True)
+        curve = []
+        start = time.perf_counter()
+        encoder = pretrain(data, args, _epoch_monitor(library, features, data, args, curve))
+        seconds = time.perf_counter() - start
+        accuracy = _evaluate(library, lambda x, e=encoder, f=features: f(e, x, data), data, args)
+        curve.append((args.epochs, accuracy))
+        rows.append(dict(dataset=data.name, library=library, encoder=library, pretraining=recipe,
+                         seconds=round(seconds, 1), knn_top1=accuracy, curve=curve,
+                         load_average=os.getloadavg()[0]))  # fmt: skip
+    return rows
+
+
+def plot(rows, path):
+    """kNN against epoch per data set: both libraries, their random initialisations at epoch 0."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: no plot written to {path}")
+        return
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    colours = {"byol_tf": "tab:orange", "byol_pytorch": "tab:blue"}
+    for axis, name in zip(axes[0], datasets, strict=True):
+        start = {r["library"]: r["knn_top1"] for r in rows
+                 if r["dataset"] == name and r["pretraining"] == "none"}  # fmt: skip
+        for row in rows:
+            if row["dataset"] != name or row["pretraining"] == "none":
+                continue
+            library = row["library"]
+            points = [(0, start.get(library))] if library in start else []
+            points += [tuple(p) for p in row["curve"]]
+            epochs, accuracy = zip(*points, strict=True)
+            axis.plot(epochs, [100 * a for a in accuracy], "o-", color=colours[library],
+                      label=library)  # fmt: skip
+            if library in start:
+                axis.axhline(100 * start[library], color=colours[library], linestyle=":",
+                             label=f"{library} random init")  # fmt: skip
+        axis.set_title(name)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("kNN top-1 (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    print(f"plot: {path}")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    path = _resolve_data(args.data)
-    if not path.is_file():
-        print(f"CIFAR-10 JPEG tarball not found at {path}: skipping the quality benchmark "
-              "(pass --data=PATH to the cifar10-jpg.tar.gz file).")  # fmt: skip
-        return
     args.libraries = _installed(args.libraries)
     if not args.libraries:
         sys.exit("neither byol_tf nor byol-pytorch can be imported")
     _set_threads(args.libraries, args.threads)
     if "byol_tf" in args.libraries:
         args.tf_overrides = tf_overrides(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")
-        train_x, train_y = load_split(tmp, "train", args.train_subset, args.seed)
-        test_x, test_y = load_split(tmp, "test", args.test_subset, args.seed)
-    data = (train_x, train_y, test_x, test_y)
-    print(
-        f"CIFAR-10 (JPEG re-encoding): {len(train_x)} train images (pretraining set and kNN "
-        f"bank), {len(test_x)} test images; ResNet-18 CIFAR stem, width x{args.width_multiplier}, "
-        f"32 px; {args.epochs} epochs of batch {args.batch_size}; {args.threads} threads"
-    )
-    rows = [(name, "none", 0.0, _evaluate(name, fn, data, args))
-            for name, fn in _random_encoders(args)]  # fmt: skip
-    recipes = {
-        "byol_tf": (tf_recipe(args), pretrain_byol_tf, tf_features),
-        "byol_pytorch": ("Adam 3e-4, τ 0.99, its default augmentation", pretrain_byol_pytorch,
-                         torch_features),
-    }  # fmt: skip
-    for library in args.libraries:
-        recipe, pretrain, features = recipes[library]
-        print(f"pretraining {library}: {recipe}")
-        start = time.perf_counter()
-        encoder = pretrain(train_x, args, _epoch_monitor(library, features, data, args))
-        seconds = time.perf_counter() - start
-        accuracy = _evaluate(library, lambda x, e=encoder, f=features: f(e, x), data, args)
-        rows.append((library, recipe, seconds, accuracy))
-    print(
-        f"\n| encoder | pretraining | time (s) | "
-        f"kNN top-1 (k={args.knn_k}, T={args.knn_temperature}) |"
-    )
-    print("|---|---|---:|---:|")
-    for name, recipe, seconds, accuracy in rows:
-        print(f"| {name} | {recipe} | {seconds:.0f} | {100 * accuracy:.2f} % |")
+    rows, args.recipes = [], {}
+    for name in args.datasets:
+        data = load(name, args)
+        if data is None:
+            continue
+        if "byol_tf" in args.libraries:
+            args.recipes[name] = tf_recipe(args, len(data.train_x) // args.batch_size)
+        rows += run_dataset(data, args)
+    if not rows:
+        return
+    print(f"\n| data set | encoder | pretraining | time (s) | "
+          f"kNN top-1 (k={args.knn_k}, T={args.knn_temperature}) |")  # fmt: skip
+    print("|---|---|---|---:|---:|")
+    for row in rows:
+        print(f"| {row['dataset']} | {row['encoder']} | {row['pretraining']} | "
+              f"{row['seconds']:.0f} | {100 * row['knn_top1']:.2f} % |")  # fmt: skip
+    if args.plot:
+        plot(rows, args.plot)
     if args.json_out:
-        results = [dict(zip(("encoder", "pretraining", "seconds", "knn_top1"), r, strict=True))
-                   for r in rows]  # fmt: skip
+        settings = {k: v for k, v in vars(args).items() if k != "recipes"}
+        settings["recipes"] = {k: r.to_json() for k, r in args.recipes.items()}
         with open(args.json_out, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            json.dump({"args": settings, "results": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ pip_install -c requirements.txt "torch==$TORCH_VERSION" "torchvision==$TORCHVISI
 # byol-pytorch without its dependency resolution, plus what its modules import at import time:
 # einops (byol_pytorch.py), beartype and accelerate (trainer.py, imported by the package __init__).
 pip_install -c requirements.txt einops beartype accelerate
+# The plots of bench/quality.py.
+pip_install -c requirements.txt matplotlib
 pip_install --no-deps "byol-pytorch==$BYOL_PYTORCH_VERSION"
 
 if ! check_imports; then

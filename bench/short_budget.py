@@ -37,6 +37,7 @@ def _parse(argv):
     p.add_argument("--knn_every", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--predictor_lr_multiplier", type=float, default=1.0)
     p.add_argument("--tag", default="")
     return p.parse_args(argv)
 
@@ -76,6 +77,24 @@ def _trajectory_callback(every, epochs, score):
                                   "train_s": round(self.train_s, 1)}), flush=True)  # fmt: skip
 
     return Trajectory()
+
+
+def _with_multiplier(base, scaled_variables, multiplier):
+    """`base` optimiser class whose rate is `multiplier` times larger for `scaled_variables`."""
+    if multiplier == 1.0:
+        return base
+
+    class Scaled(base):
+        def build(self, variables):
+            super().build(variables)
+            self._scaled = [any(v is s for s in scaled_variables) for v in variables]
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self._scaled[self._get_variable_index(variable)]:
+                learning_rate = learning_rate * multiplier
+            return super().update_step(gradient, variable, learning_rate)
+
+    return Scaled
 
 
 def main(argv=None):
@@ -118,10 +137,11 @@ def main(argv=None):
         schedule = byol_tf.WarmupCosine(peak, total, warmup)
     else:
         schedule = byol_tf.WarmupConstant(peak, warmup)
-    if lars:
-        optimizer = byol_tf.LARS(schedule, weight_decay=args.weight_decay, eta=0.02)
-    else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
+    base = byol_tf.LARS if lars else keras.optimizers.AdamW
+    kwargs = dict(eta=0.02) if lars else {}
+    optimizer = _with_multiplier(base, model.predictor.trainable_variables,
+                                 args.predictor_lr_multiplier)(
+        schedule, weight_decay=args.weight_decay, **kwargs)
     model.compile(optimizer=optimizer)
     ema = byol_tf.TargetEMA(args.base_tau, total_steps=total, schedule=args.tau_schedule)
     probe = _trajectory_callback(args.knn_every, args.epochs, lambda e: _knn(e, memory, queries))

@@ -24,6 +24,7 @@ _MODULES = (
     "model",
     "networks",
     "optimizers",
+    "recipes",
     "rng",
     "run_dir",
     "schedules",

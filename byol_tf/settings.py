@@ -13,6 +13,8 @@ SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 PROTOCOLS = ("linear", "knn", "finetune")
+RECIPES = ("auto", "paper", "small_data", "short")  # byol_tf.recipes.RECIPE_NAMES
+CROP_SAMPLERS = ("rejection", "clamped")  # byol_tf.image_ops.CROP_SAMPLERS
 
 # Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
 POSITIVE_INT = ("a positive int", lambda value: value >= 1)
@@ -20,6 +22,7 @@ POSITIVE = ("positive", lambda value: value > 0)
 NON_NEGATIVE = (">= 0", lambda value: value >= 0)
 UNIT_INTERVAL = ("in [0, 1]", lambda value: 0 <= value <= 1)
 FRACTION = ("in (0, 1]", lambda value: 0 < value <= 1)
+BELOW_ONE = ("in [0, 1)", lambda value: 0 <= value < 1)
 
 # The groups of the settings (those of the official BYOL configs, then one per program).
 DATA, MODEL, OPTIMISATION, RUN = "data", "model", "optimisation", "run"
@@ -111,6 +114,9 @@ class TrainConfig:
         augment: Augmentation overrides name=value (ViewConfig fields; view1_/view2_ prefix for one
             view), e.g. --augment=crop_area=0.25:1.0,view2_solarize_prob=0 (':' separates a range).
         skip_corrupt: Skip unreadable images instead of failing.
+        crop_sampler: Random-resized-crop sampler: 'rejection' (redraw until the crop fits, as
+            torchvision) or 'clamped' (one draw clamped to the image, the official code's);
+            default: from --recipe.
         encoder: Encoder network.
         width_multiplier: Channel multiplier of the ResNet.
         cifar_stem: 3x3 stride-1 stem without max-pool (small images).
@@ -118,24 +124,35 @@ class TrainConfig:
         hidden_dim: Hidden width of projector/predictor.
         joint_views: Forward both views as one batch (BN statistics over both; faster, not the
             paper's setting).
+        zero_init_residual: Start the gamma of the last BatchNorm of each residual block at 0 (the
+            official ResNet); default: from --recipe.
+        head_output_bias: A bias in the last Dense of projector and predictor (the official
+            heads have none); default: from --recipe.
         batch_size: Global batch size (all replicas together).
         epochs: Number of training epochs.
         steps_per_epoch: Steps per epoch; default: the number of examples // batch_size.
         accumulation_steps: Micro-batches per optimiser step: --batch_size is the effective batch,
             each micro-batch has batch_size/accumulation_steps images (BN statistics per
             micro-batch).
+        recipe: Optimisation recipe for the unset settings below: 'paper' (the official presets
+            by epochs), 'small_data' (CIFAR-10 ResNet-18), 'short' (AdamW, constant rate and tau,
+            for a few thousand steps) or 'auto' (chosen from steps and data-set size; see
+            docs/recipes.md). Flags set explicitly always win.
         optimizer: 'lars' (the paper's) or 'adamw' (decoupled weight decay; suits runs of a few
-            hundred steps). Biases and BatchNorm parameters are excluded from weight decay in both.
-        learning_rate: Base learning rate per 256 images: the peak rate is learning_rate *
-            batch_size / 256.
+            thousand steps). Biases and BatchNorm parameters are excluded from weight decay in
+            both. Default: from --recipe.
+        learning_rate: LARS: base learning rate per 256 images (the peak rate is learning_rate *
+            batch_size / 256, the paper's scaling rule); AdamW: the rate itself. Default: from
+            --recipe.
         lr_schedule: After the linear warm-up: 'cosine' decay to 0 (the paper's) or 'constant'.
-        warmup_epochs: Linear warm-up length, in epochs.
-        weight_decay: Weight decay (biases/BN excluded).
-        momentum: LARS momentum.
-        eta: LARS trust coefficient.
-        base_tau: Initial target decay rate.
+            Default: from --recipe.
+        warmup_epochs: Linear warm-up length, in epochs. Default: from --recipe.
+        weight_decay: Weight decay (biases/BN excluded). Default: from --recipe.
+        momentum: LARS momentum. Default: from --recipe.
+        eta: LARS trust coefficient. Default: from --recipe.
+        base_tau: Initial target decay rate. Default: from --recipe.
         tau_schedule: Target decay: 'cosine' from --base_tau to 1 over the run (the paper's) or
-            'constant' at --base_tau (short runs).
+            'constant' at --base_tau (short runs). Default: from --recipe.
         model_dir: Folder for checkpoints, TensorBoard logs, results; rerunning with the same folder
             resumes.
         export_dir: If set, export the encoder as a SavedModel for TF Serving here at the end
@@ -158,8 +175,8 @@ class TrainConfig:
         collapse_threshold: Warn when the std of l2-normalised projections falls below this.
         collapse_patience: Stop after this many collapsed epochs in a row.
         log_every_steps: TensorBoard scalar interval.
-        demo_baseline: At the end, also report the kNN accuracy of the same encoder at random
-            initialisation.
+        demo_baseline: At the end, also report the kNN accuracy of the raw pixels (normalised
+            as the encoder sees them) and of the same encoder at random initialisation.
         explicit: the names of the fields that the command line or a flagfile set.
     """
 
@@ -173,6 +190,7 @@ class TrainConfig:
     preset: str | None = option(DATA, None, choices=PRESETS)
     augment: tuple = option(DATA, ("crop_area=0.7:1.0",))
     skip_corrupt: bool = option(DATA, False)
+    crop_sampler: str | None = option(DATA, None, choices=CROP_SAMPLERS)
     # model
     encoder: str = option(MODEL, "resnet18", choices=ENCODERS)
     width_multiplier: float = option(MODEL, 0.25, valid=POSITIVE)
@@ -180,20 +198,23 @@ class TrainConfig:
     projection_dim: int = option(MODEL, 128)
     hidden_dim: int = option(MODEL, 512)
     joint_views: bool = option(MODEL, False)
+    zero_init_residual: bool | None = option(MODEL, None)
+    head_output_bias: bool | None = option(MODEL, None)
     # optimisation
     batch_size: int = option(OPTIMISATION, 64, valid=POSITIVE_INT)
     epochs: int = option(OPTIMISATION, 12, valid=POSITIVE_INT)
     steps_per_epoch: int | None = option(OPTIMISATION, None, valid=POSITIVE_INT)
     accumulation_steps: int = option(OPTIMISATION, 1, valid=POSITIVE_INT)
-    optimizer: str = option(OPTIMISATION, "lars", choices=OPTIMIZERS)
-    learning_rate: float = option(OPTIMISATION, 0.3, valid=POSITIVE)
-    lr_schedule: str = option(OPTIMISATION, "cosine", choices=SCHEDULE_NAMES)
-    warmup_epochs: float = option(OPTIMISATION, 1.0, valid=NON_NEGATIVE)
-    weight_decay: float = option(OPTIMISATION, 1e-5)
-    momentum: float = option(OPTIMISATION, 0.9)
-    eta: float = option(OPTIMISATION, 0.02)
-    base_tau: float = option(OPTIMISATION, 0.996, valid=UNIT_INTERVAL)
-    tau_schedule: str = option(OPTIMISATION, "cosine", choices=SCHEDULE_NAMES)
+    recipe: str = option(OPTIMISATION, "auto", choices=RECIPES)
+    optimizer: str | None = option(OPTIMISATION, None, choices=OPTIMIZERS)
+    learning_rate: float | None = option(OPTIMISATION, None, valid=POSITIVE)
+    lr_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES)
+    warmup_epochs: float | None = option(OPTIMISATION, None, valid=NON_NEGATIVE)
+    weight_decay: float | None = option(OPTIMISATION, None, valid=NON_NEGATIVE)
+    momentum: float | None = option(OPTIMISATION, None, valid=BELOW_ONE)
+    eta: float | None = option(OPTIMISATION, None, valid=POSITIVE)
+    base_tau: float | None = option(OPTIMISATION, None, valid=UNIT_INTERVAL)
+    tau_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES)
     # run
     model_dir: str = option(RUN, "runs/demo", path=True)
     export_dir: str | None = option(RUN, None, path=True)
@@ -232,8 +253,11 @@ class TrainConfig:
         )
 
     def augment_overrides(self):
-        """`--augment` entries as `two_views` overrides (see `parse_augment`)."""
-        return parse_augment(self.augment)
+        """`--augment` entries (and `--crop_sampler` when set) as `two_views` overrides."""
+        overrides = parse_augment(self.augment)
+        if self.crop_sampler is not None:
+            overrides["crop_sampler"] = self.crop_sampler
+        return overrides
 
     @property
     def depth(self):

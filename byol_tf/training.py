@@ -7,7 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
-from byol_tf import checkpoints, data, networks
+from byol_tf import checkpoints, data, networks, recipes
 from byol_tf.callbacks import (
     Checkpointer,
     CollapseGuard,
@@ -20,7 +20,6 @@ from byol_tf.callbacks import (
 )
 from byol_tf.distribution import is_chief, make_strategy
 from byol_tf.model import BYOL
-from byol_tf.optimizers import LARS
 from byol_tf.run_dir import (
     append_flags,
     check_resume,
@@ -29,7 +28,6 @@ from byol_tf.run_dir import (
     write_run_config,
     write_summary,
 )
-from byol_tf.schedules import PerUpdate, WarmupConstant, WarmupCosine
 
 
 class TrainingError(RuntimeError):
@@ -40,7 +38,12 @@ def _encoder(cfg, **kwargs):
     """The ResNet encoder `cfg` names; `kwargs` go to `networks.resnet`."""
     size = cfg.image_size
     return networks.resnet(
-        cfg.depth, cfg.width_multiplier, cfg.cifar_stem, input_shape=(size, size, 3), **kwargs
+        cfg.depth,
+        cfg.width_multiplier,
+        cfg.cifar_stem,
+        input_shape=(size, size, 3),
+        zero_init_residual=bool(cfg.zero_init_residual),
+        **kwargs,
     )
 
 
@@ -48,7 +51,10 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
     """Encoder + BYOL + optimiser and schedule, built and compiled under `strategy.scope()`.
 
     `total_steps` and `steps_per_epoch` count optimiser steps (micro-batches / accumulation).
+    Settings `cfg` leaves unset come from its recipe (`byol_tf.recipes.resolve`; the data-set
+    size is then taken as `steps_per_epoch × batch_size`).
     """
+    cfg, _ = recipes.resolve(cfg, total_steps, steps_per_epoch, steps_per_epoch * cfg.batch_size)
     size = cfg.image_size
     with strategy.scope():
         encoder = _encoder(cfg, synchronized_bn=strategy.num_replicas_in_sync > 1, name="encoder")
@@ -59,33 +65,20 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
             image_shape=(size, size, 3),
             num_classes=num_classes,
             joint_views=cfg.joint_views,
+            head_output_bias=cfg.head_output_bias,
         )
-        peak = cfg.learning_rate * cfg.batch_size / 256  # the paper's linear scaling rule
-        warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
-        if cfg.lr_schedule == "constant":
-            schedule = WarmupConstant(peak, warmup)
-        else:
-            schedule = WarmupCosine(peak, total_steps, warmup)
         accumulation = {}
         if cfg.accumulation_steps > 1:
-            schedule = PerUpdate(schedule, cfg.accumulation_steps)
             accumulation = {"gradient_accumulation_steps": cfg.accumulation_steps}
-        if cfg.optimizer == "adamw":
-            optimizer = keras.optimizers.AdamW(
-                schedule, weight_decay=cfg.weight_decay, **accumulation
-            )
-            # The paper's exclusion, as in LARS: biases and BatchNorm parameters (rank <= 1).
-            optimizer.exclude_from_weight_decay(
-                var_list=[v for v in model.trainable_variables if len(v.shape) <= 1]
-            )
-        else:
-            optimizer = LARS(
-                schedule,
-                momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay,
-                eta=cfg.eta,
-                **accumulation,
-            )
+        plan = recipes.build(
+            cfg,
+            total_steps,
+            steps_per_epoch,
+            cfg.batch_size,
+            variables=model.trainable_variables,  # built: image_shape is given
+            **accumulation,
+        )
+        optimizer = plan.optimizer
         model.compile(
             optimizer=optimizer,
             jit_compile=cfg.jit_compile,
@@ -93,6 +86,22 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
         )
         optimizer.build(model.trainable_variables)
     return model
+
+
+def recipe_line(cfg, recipe, total_steps, num_examples):
+    """The one line train.py prints about the recipe: which, why, and the flags that override it."""
+    why = (
+        f"--recipe=auto, {total_steps:,} steps, {num_examples:,} images"
+        if cfg.recipe == "auto"
+        else f"--recipe={cfg.recipe}"
+    )
+    changed = recipes.overridden(cfg, recipe)
+    overrides = (
+        "; overridden by " + ", ".join(f"--{k}={v}" for k, v in sorted(changed.items()))
+        if changed
+        else ""
+    )
+    return f"Recipe ({why}): {recipe.describe()}{overrides}."
 
 
 def _restore(model, path):
@@ -258,6 +267,8 @@ def train(cfg, log=print, flags_text=None):
 
 def _train(cfg, strategy, out_dir, started, log):
     info, steps_per_epoch, total_steps = _plan(cfg)
+    cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, info.num_examples)
+    log(recipe_line(cfg, recipe, total_steps, info.num_examples))
     resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
     if resume_from:
         check_resume(cfg, cfg.model_dir)
@@ -272,6 +283,8 @@ def _train(cfg, strategy, out_dir, started, log):
         num_classes=info.num_classes,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
+        recipe_chosen=recipe.name,
+        recipe_overrides=sorted(recipes.overridden(cfg, recipe)),
     )
     write_run_config(out_dir, run_config)
     start = optimizer_step(model) * cfg.accumulation_steps
@@ -321,6 +334,7 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
             f"memory: {cfg.train_split}, queries: {cfg.eval_split}"
         )
         if cfg.demo_baseline:
+            summary["knn_top1_raw_pixels"] = knn.evaluate(raw_pixels)
             summary["knn_top1_random_init"] = _random_init_knn(cfg, knn)
     if cfg.export_dir:
         from byol_tf import export
@@ -330,6 +344,12 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
             model.encoder, export_dir, cfg.image_size, info.mean, info.std
         )
     return summary
+
+
+def raw_pixels(images):
+    """The baseline "encoder" that costs nothing: the images as the encoder receives them
+    (normalised), flattened to one vector each."""
+    return tf.reshape(tf.cast(images, tf.float32), (tf.shape(images)[0], -1))
 
 
 def _random_init_knn(cfg, knn):

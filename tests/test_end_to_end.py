@@ -52,7 +52,8 @@ def test_train_main_runs_resumes_and_exports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert summary["steps"] == 4
     assert 0.0 <= summary["knn_top1"] <= 1.0 and "knn_top1_random_init" in summary
-    assert "kNN top-1" in out and "random init" in out
+    assert "kNN top-1" in out and "random-initialisation encoder" in out and "raw pixels" in out
+    assert 0.0 <= summary["knn_top1_raw_pixels"] <= 1.0
     assert os.path.exists(os.path.join(export_dir, "1", "saved_model.pb"))
     for name in ("flags.txt", "run_config.json", "summary.json"):
         assert os.path.exists(os.path.join(model_dir, name))

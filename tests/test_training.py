@@ -10,7 +10,7 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import checkpoints, settings, training
+from byol_tf import checkpoints, recipes, settings, training
 from byol_tf.callbacks import Checkpointer, CollapseGuard, NaNGuard
 from byol_tf.run_dir import prepare_model_dir
 
@@ -84,13 +84,20 @@ def test_adamw_with_constant_rate_decays_kernels_but_not_biases_or_batchnorm():
     assert float(model.optimizer.learning_rate) == pytest.approx(0.5)  # still, after a step
 
 
-def test_cosine_rate_schedule_with_lars_is_the_default():
+@pytest.mark.parametrize(
+    "total_steps, optimizer, schedule",
+    [
+        (100, keras.optimizers.AdamW, byol_tf.WarmupConstant),  # auto: the short recipe
+        (recipes.SHORT_BUDGET_STEPS, byol_tf.LARS, byol_tf.WarmupCosine),  # auto: small data
+    ],
+)
+def test_default_recipe_follows_the_budget(total_steps, optimizer, schedule):
     cfg = settings.TrainConfig(
         image_size=16, width_multiplier=0.125, projection_dim=8, hidden_dim=16
     )
-    model = training.build_model(cfg, None, tf.distribute.get_strategy(), 100, 10)
-    assert isinstance(model.optimizer, byol_tf.LARS)
-    assert isinstance(model.optimizer._learning_rate, byol_tf.WarmupCosine)
+    model = training.build_model(cfg, None, tf.distribute.get_strategy(), total_steps, 10)
+    assert isinstance(model.optimizer, optimizer)
+    assert isinstance(model.optimizer._learning_rate, schedule)
 
 
 def _compiled_model():

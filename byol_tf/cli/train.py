@@ -47,10 +47,14 @@ def _report(summary):
         f"checkpoint: {summary['checkpoint']}"
     )
     if "knn_top1" in summary:
-        line = f"kNN top-1 ({summary['knn_protocol']}): trained {summary['knn_top1']:.2%}"
-        if "knn_top1_random_init" in summary:
-            line += f" vs random init {summary['knn_top1_random_init']:.2%}"
-        print(line)
+        print(f"kNN top-1 ({summary['knn_protocol']}):")
+        for key, name in (
+            ("knn_top1_raw_pixels", "raw pixels (no network)"),
+            ("knn_top1_random_init", "random-initialisation encoder"),
+            ("knn_top1", "trained encoder"),
+        ):
+            if key in summary:
+                print(f"  {name:<30} {summary[key]:6.2%}")
     if "export" in summary:
         print(f"Exported encoder (SavedModel for TF Serving): {summary['export']}")
 
