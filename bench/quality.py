@@ -357,7 +357,7 @@ def pretrain_byol_tf(data, args, monitor=None):
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3),
                          joint_views=args.tf_joint_views,
                          head_output_bias=recipe.head_output_bias)  # fmt: skip
-    plan = byol_tf.recipes.build(recipe, total, steps, args.batch_size, model.trainable_variables)
+    plan = byol_tf.recipes.build(recipe, total, steps, args.batch_size)
     model.compile(optimizer=plan.optimizer, jit_compile=True)
     model.fit(
         _byol_tf_dataset(data.train_x, args, data, recipe),

@@ -143,10 +143,13 @@ class BYOL(keras.Model):
         feature_dim = int(self.encoder.compute_output_shape(shape)[-1])
 
         def head(input_dim, name):
-            return mlp_head(
-                input_dim, self.hidden_dim, self.projection_dim, self.synchronized_bn, name,
-                self.head_batch_norm, self.head_output_bias,
-            )  # fmt: skip
+            # Under its own name: the head's variable paths start with it (`.../predictor/...`),
+            # which learning-rate multipliers select (byol_tf.optimizers.predictor_multiplier).
+            with keras.name_scope(name):
+                return mlp_head(
+                    input_dim, self.hidden_dim, self.projection_dim, self.synchronized_bn, name,
+                    self.head_batch_norm, self.head_output_bias,
+                )  # fmt: skip
 
         self.projector = head(feature_dim, "projector")
         self.predictor = head(self.projection_dim, "predictor")

@@ -1,4 +1,5 @@
-"""LARS: layer-wise adaptive rate scaling, the optimiser of the BYOL paper."""
+"""LARS (layer-wise adaptive rate scaling, the optimiser of the BYOL paper) and AdamW, both with
+the paper's weight-decay exclusions and per-variable learning-rate multipliers."""
 
 import re
 
@@ -29,6 +30,36 @@ def _compile_rule(rule, argument):
     return lambda variable: any(p.search(variable.path) for p in patterns)
 
 
+def _multiplier_rule(multipliers):
+    """Turns `learning_rate_multipliers` into `variable -> factor` (1.0 where none matches)."""
+    if not multipliers:
+        return lambda variable: 1.0
+    if not isinstance(multipliers, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in multipliers.items()
+    ):
+        raise ValueError(
+            "learning_rate_multipliers must map regular expressions (matched against "
+            f"Variable.path) to positive factors. Received: {multipliers!r}"
+        )
+    rules = [(re.compile(pattern), float(factor)) for pattern, factor in multipliers.items()]
+
+    def factor(variable):
+        return next((f for pattern, f in rules if pattern.search(variable.path)), 1.0)
+
+    return factor
+
+
+def predictor_multiplier(factor):
+    """`learning_rate_multipliers` giving BYOL's predictor `factor` times the learning rate.
+
+    The predictor's variables are those under `predictor/` in their path (`BYOL` builds its
+    heads under their names). A faster predictor speeds up short runs (docs/recipes.md; Tian et
+    al. 2021 study the predictor's learning rate in "Understanding self-supervised learning
+    dynamics without contrastive pairs").
+    """
+    return {} if factor == 1 else {"(^|/)predictor/": float(factor)}
+
+
 @keras.saving.register_keras_serializable(package="byol_tf")
 class LARS(keras.optimizers.Optimizer):
     """LARS with momentum, in the order of the official BYOL code (docs/algorithm.md §4).
@@ -49,6 +80,9 @@ class LARS(keras.optimizers.Optimizer):
             i.e. biases and BatchNorm γ/β; a list of regular expressions excludes the
             variables whose `Variable.path` matches one; `None` excludes nothing.
         exclude_from_layer_adaptation: the same, for the trust-ratio adaptation.
+        learning_rate_multipliers: `{regular expression: factor}`: a variable whose
+            `Variable.path` matches a pattern (the first that does) is updated with
+            `factor × learning_rate`; see `predictor_multiplier`.
         name: optimiser name.
         **kwargs: other `keras.optimizers.Optimizer` arguments (clipnorm, ...). Keras'
             own decoupled `weight_decay` is not used.
@@ -62,6 +96,7 @@ class LARS(keras.optimizers.Optimizer):
         eta=1e-3,
         exclude_from_weight_decay=VECTORS,
         exclude_from_layer_adaptation=VECTORS,
+        learning_rate_multipliers=None,
         name="LARS",
         **kwargs,
     ):
@@ -83,6 +118,8 @@ class LARS(keras.optimizers.Optimizer):
         self._skip_adapt = _compile_rule(
             exclude_from_layer_adaptation, "exclude_from_layer_adaptation"
         )
+        self.learning_rate_multipliers = dict(learning_rate_multipliers or {})
+        self._rate_factor = _multiplier_rule(self.learning_rate_multipliers)
 
     def build(self, variables):
         """Creates one momentum buffer per variable."""
@@ -96,6 +133,7 @@ class LARS(keras.optimizers.Optimizer):
         # known; update_step may receive the backend's variable objects.
         self._decay_flags = [not self._skip_decay(v) for v in variables]
         self._adapt_flags = [not self._skip_adapt(v) for v in variables]
+        self._rate_factors = [self._rate_factor(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         """Applies one LARS step to `variable`."""
@@ -103,6 +141,8 @@ class LARS(keras.optimizers.Optimizer):
         learning_rate = ops.cast(learning_rate, dtype)
         update = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
+        if self._rate_factors[index] != 1.0:
+            learning_rate = learning_rate * ops.cast(self._rate_factors[index], dtype)
         if self.lars_weight_decay > 0 and self._decay_flags[index]:
             update = update + ops.cast(self.lars_weight_decay, dtype) * variable
         if self._adapt_flags[index]:
@@ -124,6 +164,72 @@ class LARS(keras.optimizers.Optimizer):
                 "eta": self.eta,
                 "exclude_from_weight_decay": self.weight_decay_exclusions,
                 "exclude_from_layer_adaptation": self.adaptation_exclusions,
+                "learning_rate_multipliers": self.learning_rate_multipliers,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class AdamW(keras.optimizers.AdamW):
+    """Keras's AdamW with LARS's weight-decay exclusions and learning-rate multipliers.
+
+    Decoupled weight decay (`w -= lr·weight_decay·w`) skips the variables that
+    `exclude_from_weight_decay` selects; by default those of rank <= 1 (biases, BatchNorm γ/β),
+    the paper's exclusion. Both settings serialise with the optimiser, so a checkpoint restores
+    them.
+
+    Args:
+        learning_rate: float or `LearningRateSchedule`.
+        weight_decay: decoupled weight-decay coefficient.
+        exclude_from_weight_decay: `"vectors"` (default), a list of regular expressions matched
+            against `Variable.path`, or `None`, as in `LARS`.
+        learning_rate_multipliers: `{regular expression: factor}`, as in `LARS`.
+        **kwargs: other `keras.optimizers.AdamW` arguments (beta_1, epsilon, ...).
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay=0.004,
+        exclude_from_weight_decay=VECTORS,
+        learning_rate_multipliers=None,
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+        self.weight_decay_exclusions = exclude_from_weight_decay
+        self._skip_decay = _compile_rule(exclude_from_weight_decay, "exclude_from_weight_decay")
+        self.learning_rate_multipliers = dict(learning_rate_multipliers or {})
+        self._rate_factor = _multiplier_rule(self.learning_rate_multipliers)
+
+    def build(self, variables):
+        """Creates Adam's moments; decides each variable's decay and rate factor once."""
+        if self.built:
+            return
+        super().build(variables)
+        self._decay_flags = [not self._skip_decay(v) for v in variables]
+        self._rate_factors = [self._rate_factor(v) for v in variables]
+
+    def _use_weight_decay(self, variable):
+        return self._decay_flags[self._get_variable_index(variable)] and super()._use_weight_decay(
+            variable
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Adam's step, with the variable's learning-rate factor."""
+        factor = self._rate_factors[self._get_variable_index(variable)]
+        if factor != 1.0:
+            learning_rate = ops.cast(learning_rate, variable.dtype) * ops.cast(
+                factor, variable.dtype
+            )
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "exclude_from_weight_decay": self.weight_decay_exclusions,
+                "learning_rate_multipliers": self.learning_rate_multipliers,
             }
         )
         return config

@@ -63,6 +63,8 @@ class Recipe:
         zero_init_residual: zero-initialised γ of the last BatchNorm of each residual block.
         head_output_bias: a bias in the last Dense of projector and predictor.
         crop_sampler: `rejection` or `clamped` (the official one-draw sampler).
+        predictor_lr_multiplier: the predictor's learning rate relative to the rest (the
+            paper: 1).
     """
 
     name: str
@@ -79,6 +81,7 @@ class Recipe:
     zero_init_residual: bool
     head_output_bias: bool
     crop_sampler: str
+    predictor_lr_multiplier: float = 1.0
 
     def describe(self):
         """The recipe in one line: optimiser, rate, schedules, τ and the parity choices."""
@@ -101,6 +104,10 @@ class Recipe:
                 (self.zero_init_residual, "zero-init residual γ"),
                 (not self.head_output_bias, "bias-free head outputs"),
                 (self.crop_sampler == "clamped", "clamped crop sampler"),
+                (
+                    self.predictor_lr_multiplier != 1,
+                    f"predictor lr x{self.predictor_lr_multiplier:g}",
+                ),
             )
             if on
         )
@@ -167,17 +174,18 @@ SHORT = Recipe(
     name="short",
     source="measured at short budgets, docs/recipes.md",
     optimizer="adamw",
-    learning_rate=1e-3,
+    learning_rate=5e-4,
     lr_schedule="constant",
     warmup_epochs=0,
     weight_decay=1e-5,
     momentum=0.9,
     eta=0.02,
-    base_tau=0.99,
+    base_tau=0.98,
     tau_schedule="constant",
     zero_init_residual=False,
     head_output_bias=True,
     crop_sampler="rejection",
+    predictor_lr_multiplier=10.0,
 )
 
 
@@ -245,7 +253,8 @@ class Plan:
 
     Attributes:
         recipe: the `Recipe`.
-        optimizer: a `LARS` or `keras.optimizers.AdamW` on the recipe's schedule.
+        optimizer: a `byol_tf.optimizers.LARS` or `byol_tf.optimizers.AdamW` on the recipe's
+            schedule.
         learning_rate: the `LearningRateSchedule` (peak: `peak_learning_rate`).
         target_ema: the `TargetEMA` callback with the recipe's τ and schedule.
     """
@@ -263,7 +272,7 @@ def peak_learning_rate(optimizer, learning_rate, batch_size):
     return learning_rate * batch_size / 256 if optimizer == "lars" else learning_rate
 
 
-def build(recipe, total_steps, steps_per_epoch, batch_size, variables=None, **optimizer_kwargs):
+def build(recipe, total_steps, steps_per_epoch, batch_size, **optimizer_kwargs):
     """The optimiser, rate schedule and `TargetEMA` of `recipe` for a run.
 
     Args:
@@ -272,19 +281,13 @@ def build(recipe, total_steps, steps_per_epoch, batch_size, variables=None, **op
         total_steps: optimiser steps of the whole run.
         steps_per_epoch: optimiser steps per epoch (the warm-up is given in epochs).
         batch_size: global batch size (LARS's peak rate is `learning_rate × batch_size / 256`).
-        variables: the model's trainable variables; with AdamW, those of rank <= 1 (biases,
-            BatchNorm) are excluded from weight decay, as LARS excludes them by itself. Pass
-            them when you build AdamW yourself, or call
-            `plan.optimizer.exclude_from_weight_decay` later.
         **optimizer_kwargs: passed to the optimiser (e.g. `gradient_accumulation_steps`).
 
     Returns:
         A `Plan`.
     """
-    import keras
-
     from byol_tf.callbacks import TargetEMA
-    from byol_tf.optimizers import LARS
+    from byol_tf.optimizers import LARS, AdamW, predictor_multiplier
     from byol_tf.schedules import PerUpdate, WarmupConstant, WarmupCosine
 
     peak = peak_learning_rate(recipe.optimizer, recipe.learning_rate, batch_size)
@@ -296,19 +299,23 @@ def build(recipe, total_steps, steps_per_epoch, batch_size, variables=None, **op
     accumulation = optimizer_kwargs.get("gradient_accumulation_steps", 1) or 1
     if accumulation > 1:
         schedule = PerUpdate(schedule, accumulation)
+    # Biases and BatchNorm parameters (rank <= 1) are excluded from weight decay by both
+    # optimisers (the paper's exclusion).
+    multipliers = predictor_multiplier(getattr(recipe, "predictor_lr_multiplier", 1.0) or 1.0)
     if recipe.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(
-            schedule, weight_decay=recipe.weight_decay, **optimizer_kwargs
+        optimizer = AdamW(
+            schedule,
+            weight_decay=recipe.weight_decay,
+            learning_rate_multipliers=multipliers,
+            **optimizer_kwargs,
         )
-        if variables is not None:
-            # The paper's exclusion, as in LARS: biases and BatchNorm parameters (rank <= 1).
-            optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) <= 1])
     else:
         optimizer = LARS(
             schedule,
             momentum=recipe.momentum,
             weight_decay=recipe.weight_decay,
             eta=recipe.eta,
+            learning_rate_multipliers=multipliers,
             **optimizer_kwargs,
         )
     ema = TargetEMA(recipe.base_tau, total_steps=total_steps, schedule=recipe.tau_schedule)
@@ -321,7 +328,6 @@ def for_budget(
     num_examples,
     recipe="auto",
     steps_per_epoch=None,
-    variables=None,
     **optimizer_kwargs,
 ):
     """The optimiser, schedule and `TargetEMA` of the recipe for a budget (see `select`).
@@ -332,7 +338,7 @@ def for_budget(
         num_examples: training images.
         recipe: one of `RECIPE_NAMES` (default `auto`).
         steps_per_epoch: default `num_examples // batch_size`.
-        variables, **optimizer_kwargs: as in `build`.
+        **optimizer_kwargs: as in `build`.
 
     Returns:
         A `Plan` (`.optimizer` for `compile`, `.target_ema` for `fit`'s callbacks, `.recipe`).
@@ -341,4 +347,4 @@ def for_budget(
     chosen = select(
         recipe, total_steps=total_steps, steps_per_epoch=steps_per_epoch, num_examples=num_examples
     )
-    return build(chosen, total_steps, steps_per_epoch, batch_size, variables, **optimizer_kwargs)
+    return build(chosen, total_steps, steps_per_epoch, batch_size, **optimizer_kwargs)

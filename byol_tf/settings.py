@@ -153,6 +153,8 @@ class TrainConfig:
         base_tau: Initial target decay rate. Default: from --recipe.
         tau_schedule: Target decay: 'cosine' from --base_tau to 1 over the run (the paper's) or
             'constant' at --base_tau (short runs). Default: from --recipe.
+        predictor_lr_multiplier: The predictor's learning rate relative to the rest of the
+            network (the paper: 1). Default: from --recipe.
         model_dir: Folder for checkpoints, TensorBoard logs, results; rerunning with the same folder
             resumes.
         export_dir: If set, export the encoder as a SavedModel for TF Serving here at the end
@@ -188,7 +190,9 @@ class TrainConfig:
     eval_split: str | None = option(DATA, "test")
     image_size: int = option(DATA, 28, valid=POSITIVE_INT)
     preset: str | None = option(DATA, None, choices=PRESETS)
-    augment: tuple = option(DATA, ("crop_area=0.7:1.0",))
+    augment: tuple = option(
+        DATA, ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0")
+    )
     skip_corrupt: bool = option(DATA, False)
     crop_sampler: str | None = option(DATA, None, choices=CROP_SAMPLERS)
     # model
@@ -202,7 +206,7 @@ class TrainConfig:
     head_output_bias: bool | None = option(MODEL, None)
     # optimisation
     batch_size: int = option(OPTIMISATION, 64, valid=POSITIVE_INT)
-    epochs: int = option(OPTIMISATION, 12, valid=POSITIVE_INT)
+    epochs: int = option(OPTIMISATION, 20, valid=POSITIVE_INT)
     steps_per_epoch: int | None = option(OPTIMISATION, None, valid=POSITIVE_INT)
     accumulation_steps: int = option(OPTIMISATION, 1, valid=POSITIVE_INT)
     recipe: str = option(OPTIMISATION, "auto", choices=RECIPES)
@@ -215,6 +219,7 @@ class TrainConfig:
     eta: float | None = option(OPTIMISATION, None, valid=POSITIVE)
     base_tau: float | None = option(OPTIMISATION, None, valid=UNIT_INTERVAL)
     tau_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES)
+    predictor_lr_multiplier: float | None = option(OPTIMISATION, None, valid=POSITIVE)
     # run
     model_dir: str = option(RUN, "runs/demo", path=True)
     export_dir: str | None = option(RUN, None, path=True)

@@ -75,7 +75,6 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
             total_steps,
             steps_per_epoch,
             cfg.batch_size,
-            variables=model.trainable_variables,  # built: image_shape is given
             **accumulation,
         )
         optimizer = plan.optimizer

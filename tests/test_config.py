@@ -22,9 +22,17 @@ def test_defaults_are_the_offline_demo():
         FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', 'demo.flags')}"])
         demo = config.from_flags(FLAGS)
     assert cfg.dataset == "demo" and cfg.depth == 18 and not cfg.cifar_stem
-    assert cfg.augment_overrides() == {"crop_area": (0.7, 1.0)}
-    # demo.flags spells the defaults out; only the export folder is its addition.
-    assert dataclasses.replace(demo, export_dir=None, preset=None) == cfg
+    assert cfg.augment_overrides() == {
+        "crop_area": (0.5, 1.0),
+        "jitter_prob": 0.3,
+        "view2_solarize_prob": 0.0,
+    }
+    assert cfg.recipe == "auto" and cfg.learning_rate is None  # the recipe decides
+    # demo.flags spells the defaults out; its additions are the export folder and a kNN
+    # monitor every 5 epochs.
+    assert demo.knn_every_epochs == 5
+    added = dict(export_dir=None, preset=None, knn_every_epochs=1)
+    assert dataclasses.replace(demo, **added) == cfg
 
 
 @pytest.mark.parametrize("name", ["imagenet", "cifar10", "stl10"])

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from byol_tf import LARS
+from byol_tf.optimizers import LARS, AdamW
 
 
 def _np_lars(w, grads, lr, momentum, wd, eta, decay, adapt):
@@ -114,3 +114,48 @@ def test_lars_config_round_trip():
 def test_lars_rejects_bad_exclusion_rule():
     with pytest.raises(ValueError, match="exclude_from_weight_decay"):
         LARS(0.1, exclude_from_weight_decay=3)
+
+
+def _step(optimizer, value=(1.0, -2.0, 0.5), gradient=(0.3, 0.1, -0.2), name="w"):
+    variable = keras.Variable(np.array([value, value], np.float32), name=name)
+    optimizer.apply_gradients([(np.array([gradient, gradient], np.float32), variable)])
+    return variable.numpy()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rate, **kw: LARS(rate, weight_decay=0.0, exclude_from_layer_adaptation=None, **kw),
+        lambda rate, **kw: AdamW(rate, weight_decay=0.0, **kw),
+    ],
+)
+def test_learning_rate_multiplier_equals_a_larger_rate_for_the_matching_variables(make):
+    faster = _step(make(0.01, learning_rate_multipliers={"w$": 10.0}))
+    reference = _step(make(0.1))
+    np.testing.assert_allclose(faster, reference, rtol=1e-6)
+    # A variable the pattern does not match keeps the base rate.
+    np.testing.assert_allclose(
+        _step(make(0.01, learning_rate_multipliers={"w$": 10.0}), name="v"),
+        _step(make(0.01), name="v"),
+        rtol=1e-6,
+    )
+
+
+def test_adamw_excludes_vectors_from_decay_and_serialises_its_rules():
+    optimizer = AdamW(0.5, weight_decay=0.1, learning_rate_multipliers={"predictor/": 3.0})
+    kernel = keras.Variable(np.ones((2, 2), np.float32), name="kernel")
+    bias = keras.Variable(np.ones(2, np.float32), name="bias")
+    # A zero gradient leaves Adam's moments at 0: the only change is the decoupled decay.
+    optimizer.apply_gradients([(np.zeros((2, 2), np.float32), kernel), (np.zeros(2, np.float32), bias)])
+    np.testing.assert_allclose(kernel.numpy(), np.full((2, 2), 1 - 0.5 * 0.1), rtol=1e-6)
+    np.testing.assert_array_equal(bias.numpy(), np.ones(2))
+    config = keras.optimizers.serialize(optimizer)
+    restored = keras.optimizers.deserialize(config)
+    assert isinstance(restored, AdamW)
+    assert restored.learning_rate_multipliers == {"predictor/": 3.0}
+    assert restored.weight_decay_exclusions == "vectors"
+
+
+def test_multipliers_must_be_positive_factors_of_patterns():
+    with pytest.raises(ValueError, match="learning_rate_multipliers must map"):
+        LARS(0.1, learning_rate_multipliers={"predictor/": 0.0})

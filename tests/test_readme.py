@@ -11,7 +11,6 @@ SMALL = {
     "image_size": "28",
     "batch_size": "128",
     "epochs": "1",
-    "warmup_epochs": "0",
     "width_multiplier": "0.0625",
 }
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import byol_tf
 from byol_tf import recipes, settings, training
+from helpers import tiny_encoder
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,7 @@ def test_built_plan_follows_the_recipe_numbers():
 
 def test_short_plan_is_adamw_at_a_constant_rate_without_decay_on_biases_and_batchnorm():
     variables = [keras.Variable(np.ones((3, 3)), name="kernel"), keras.Variable(np.ones(3), name="b")]
-    plan = recipes.for_budget(total_steps=500, batch_size=128, num_examples=6_000, variables=variables)
+    plan = recipes.for_budget(total_steps=500, batch_size=128, num_examples=6_000)
     assert plan.recipe == recipes.SHORT
     assert isinstance(plan.optimizer, keras.optimizers.AdamW)
     peak = recipes.SHORT.learning_rate  # AdamW: not scaled with the batch
@@ -153,3 +154,36 @@ def test_recipe_line_names_the_choice_and_the_overrides():
     assert line.startswith("Recipe (--recipe=auto, 1,116 steps, 6,000 images): short (")
     assert line.endswith("overridden by --learning_rate=0.002.")
     assert "\n" not in line
+
+
+def test_predictor_multiplier_reaches_only_the_predictor():
+    recipe = dataclasses.replace(recipes.SHORT, predictor_lr_multiplier=10.0)
+    plan = recipes.build(recipe, total_steps=10, steps_per_epoch=5, batch_size=8)
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    plan.optimizer.build(model.trainable_variables)
+    factors = dict(zip(map(id, model.trainable_variables), plan.optimizer._rate_factors))
+    assert {factors[id(v)] for v in model.predictor.trainable_variables} == {10.0}
+    others = [v for v in model.trainable_variables
+              if all(v is not p for p in model.predictor.trainable_variables)]  # fmt: skip
+    assert others and {factors[id(v)] for v in others} == {1.0}
+
+
+@pytest.mark.parametrize(
+    "name, num_examples", [("imagenet", 1_281_167), ("cifar10", 50_000), ("stl10", 105_000)]
+)
+def test_configs_spell_out_their_recipe_without_overriding_it(name, num_examples):
+    import os
+
+    from absl.testing import flagsaver
+
+    from byol_tf import config
+
+    config.define_flags(settings.TrainConfig)
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", f"{name}.flags")
+    with flagsaver.flagsaver():
+        config.FLAGS(["train.py", f"--flagfile={path}"])
+        cfg = config.from_flags(config.FLAGS)
+    steps_per_epoch = num_examples // cfg.batch_size
+    resolved, recipe = recipes.resolve(cfg, steps_per_epoch * cfg.epochs, steps_per_epoch, num_examples)
+    assert recipe.name == ("paper" if name == "imagenet" else "small_data")
+    assert recipes.overridden(resolved, recipe) == {}
