@@ -1,5 +1,5 @@
-"""Tests of the paper's linear protocol (`linear_eval_official`) and of its crop-and-flip
-training input."""
+"""Tests of the paper's linear protocol (`linear_eval_official`), of the crop-and-flip training
+input it shares with fine-tuning, and of fine-tuning's crops."""
 
 import keras
 import numpy as np
@@ -140,3 +140,26 @@ def test_rejects_bad_arguments_naming_them(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         evaluation.linear_eval_official(tiny_encoder(), num_classes=3, **args)
+
+
+def test_finetune_trains_on_random_resized_crops(monkeypatch):
+    images, labels = coloured_images(48)
+    captured = {}
+
+    def fake_fit(self, x, **kwargs):
+        captured["data"], captured["steps"] = x, kwargs["steps_per_epoch"]
+
+    monkeypatch.setattr(keras.Model, "fit", fake_fit)
+    encoder = tiny_encoder()
+    evaluation.finetune(
+        encoder, batches(images, labels, 16), batches(images, labels, 16), 3,
+        epochs=1, batch_size=8, seed=1,
+    )  # fmt: skip
+    assert captured["steps"] == 6  # 48 examples, batches of 8
+    seen = np.concatenate([x for x, _ in captured["data"].take(12).as_numpy_iterator()])
+    assert seen.shape == (96, 8, 8, 3)
+    sources = np.concatenate([images, images[:, :, ::-1]])
+    copies = [np.any(np.all(np.isclose(view, sources, atol=1e-4), axis=(1, 2, 3))) for view in seen]
+    assert not any(copies)  # crops, not the images or their mirrors
+    # Two epochs' batches differ (the crops are drawn per step).
+    assert not np.allclose(np.sort(seen[:48], axis=0), np.sort(seen[48:], axis=0))
