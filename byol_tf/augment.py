@@ -175,6 +175,82 @@ def _augment_cf(images, seed, config, flip):
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
+def _crop_flip_cf(images, seed, size, config):
+    """Random-resized crop and flip of each image ([B, H, W, C], static H and W) by `config`:
+    float32 [B, C, size, size] in the input's value range (bicubic may overshoot it)."""
+    shape = tf.shape(images)
+    batch = shape[0]
+    heights = tf.fill([batch], tf.cast(shape[1], tf.float32))
+    widths = tf.fill([batch], tf.cast(shape[2], tf.float32))
+    boxes = image_ops.sample_crop_boxes(
+        seed, heights, widths, config.crop_area, config.crop_aspect, sampler=config.crop_sampler
+    )
+    flip = rng.uniform([batch], rng.fold_in(seed, 7)) < config.flip_prob
+    return image_ops.crop_resize_channels_first(images, boxes, size, flip, config.resize_method)
+
+
+@tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
+def crop_and_flip(
+    images,
+    seed,
+    image_size=None,
+    *,
+    crop_area=(0.08, 1.0),
+    crop_aspect=(3 / 4, 4 / 3),
+    flip_prob=0.5,
+    crop_sampler="clamped",
+    resize_method="bicubic",
+):
+    """Random-resized crop and horizontal flip of every image: the training input of the linear
+    and fine-tuning evaluations (docs/algorithm.md §6).
+
+    Each image gets its own crop (area ∈ U[crop_area] of the image, width / height log-uniform
+    in `crop_aspect`, by `image_ops.sample_crop_boxes`), resized to `image_size`, and its own
+    flip. The defaults are the official code's training crop of linear evaluation (one draw
+    clamped to the image, bicubic resize, flip with probability 0.5). The output keeps the
+    input's value range: bicubic overshoot is clipped per channel to the [min, max] that
+    channel spans in the batch (the official code clips to [0, 1]; for normalised images of a
+    batch that reaches both ends, this is the same clip).
+
+    Args:
+        images: [B, H, W, C] with static H and W, any real dtype (e.g. normalised float32).
+        seed: stateless seed: Python int or int tensor of shape [] or [2]. Same seed, same crops.
+        image_size: output side; defaults to the input height.
+        crop_area: (min, max) area fraction, 0 < min <= max <= 1.
+        crop_aspect: (min, max) width / height, 0 < min <= max.
+        flip_prob: probability of a horizontal flip, in [0, 1].
+        crop_sampler: "clamped" (the official code's single draw) or "rejection".
+        resize_method: "bicubic" or "bilinear".
+
+    Returns:
+        float32 [B, image_size, image_size, C].
+
+    Raises:
+        ValueError: for an option out of its range (naming it), a bad `image_size`, or images
+            whose height or width is not static.
+    """
+    config = ViewConfig(
+        crop_area=tuple(crop_area),
+        crop_aspect=tuple(crop_aspect),
+        flip_prob=flip_prob,
+        crop_sampler=crop_sampler,
+        resize_method=resize_method,
+    )
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4 or images.shape[1] is None or images.shape[2] is None:
+        raise ValueError(
+            f"images must be [B, H, W, C] with static H and W. Received: shape={images.shape}"
+        )
+    size = image_size or images.shape[1]
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"image_size must be a positive int. Received: image_size={image_size}")
+    crops = _crop_flip_cf(images, rng.as_seed(seed), size, config)
+    values = tf.cast(images, tf.float32)
+    low = tf.reduce_min(values, axis=[0, 1, 2])[:, None, None]
+    high = tf.reduce_max(values, axis=[0, 1, 2])[:, None, None]
+    return tf.transpose(tf.clip_by_value(crops, low, high), [0, 2, 3, 1])
+
+
 def augment_view(images, seed, config, flip=True):
     """Everything after the crop, per image: flip → colour jitter → greyscale → blur → solarise.
 
@@ -224,21 +300,10 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     if not isinstance(size, int) or size <= 0:
         raise ValueError(f"image_size must be a positive int. Received: image_size={image_size}")
     seeds = rng.split(rng.as_seed(seed), 4)
-    shape = tf.shape(images)
-    batch = shape[0]
-    heights = tf.fill([batch], tf.cast(shape[1], tf.float32))
-    widths = tf.fill([batch], tf.cast(shape[2], tf.float32))
     scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
     views = []
     for i, config in enumerate(configs):
-        area, aspect = config.crop_area, config.crop_aspect
-        boxes = image_ops.sample_crop_boxes(
-            seeds[i], heights, widths, area, aspect, sampler=config.crop_sampler
-        )
-        flip = rng.uniform([batch], rng.fold_in(seeds[i], 7)) < config.flip_prob
-        crops = image_ops.crop_resize_channels_first(
-            images, boxes, size, flip, config.resize_method
-        )
+        crops = _crop_flip_cf(images, seeds[i], size, config)
         crops = tf.clip_by_value(crops * scale, 0.0, 1.0)
         view = tf.transpose(_augment_cf(crops, seeds[2 + i], config, flip=False), [0, 2, 3, 1])
         views.append(image_ops.normalize(view, mean, std))

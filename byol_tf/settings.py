@@ -12,7 +12,7 @@ OPTIMIZERS = ("lars", "adamw")
 SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_tf.schedules)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-PROTOCOLS = ("linear", "knn", "finetune")
+PROTOCOLS = ("linear", "linear_official", "knn", "finetune")
 RECIPES = ("auto", "paper", "small_data", "short")  # byol_tf.recipes.RECIPE_NAMES
 CROP_SAMPLERS = ("rejection", "clamped")  # byol_tf.image_ops.CROP_SAMPLERS
 
@@ -288,14 +288,16 @@ class EvalConfig:
 
     Attributes:
         model_dir: Training run (checkpoints/, run_config.json).
-        protocol: Evaluation protocol.
+        protocol: Evaluation protocol: 'linear' (fast probe on cached features of centre crops),
+            'linear_official' (the paper's: frozen encoder, classifier trained on random-resized
+            crops and flips), 'knn' or 'finetune' (docs/algorithm.md §6).
         label_fraction: Share of the train labels used (0.01, 0.1, 1.0).
         dataset: Data source; unless set, the run's.
         data_dir: tensorflow-datasets data directory; unless set, the run's.
         train_split: Labelled split the classifier is fitted on.
         test_split: Split scored; unless set, the run's eval_split, else test.
-        batch_size: Batch size of features and fine-tuning.
-        epochs: Unless set: linear 20, finetune 30.
+        batch_size: Batch size of features, of the linear_official classifier and of fine-tuning.
+        epochs: Unless set: linear 20, linear_official 10 (the paper: 80 on ImageNet), finetune 30.
         saved_model: Evaluate an exported SavedModel, not a checkpoint.
         output: Results JSON; default <model_dir or .>/eval_<protocol>.json.
         explicit: the names of the fields that the command line or a flagfile set.

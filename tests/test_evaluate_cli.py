@@ -13,7 +13,7 @@ from helpers import tiny_encoder
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import evaluate  # noqa: E402
-from byol_tf import checkpoints, export  # noqa: E402
+from byol_tf import checkpoints, evaluation, export  # noqa: E402
 from byol_tf.model import BYOL  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -70,10 +70,26 @@ def test_finetune_on_one_percent_of_labels(run_dir):
     assert results["num_labelled"] == 60 and results["label_fraction"] == 0.01
 
 
+def test_linear_official_on_checkpoint(run_dir, capsys):
+    with flagsaver.flagsaver(
+        model_dir=str(run_dir), protocol="linear_official", label_fraction=0.05, epochs=1,
+        batch_size=64,
+    ):  # fmt: skip
+        assert evaluate.main(["evaluate.py"]) == 0
+    results = json.loads((run_dir / "eval_linear_official.json").read_text())
+    assert results["protocol"] == "linear_official" and results["epochs"] == 1
+    assert (results["num_train"], results["num_validation"], results["num_test"]) == (300, 30, 1000)
+    assert results["learning_rate"] in evaluation.LINEAR_OFFICIAL_LEARNING_RATES
+    assert (results["image_size"], results["crop_fraction"], results["feature_dim"]) == (8, 1.0, 4)
+    assert 0.0 <= results["val_top1"] <= 1.0 and 0.0 <= results["top1"] <= results["top5"] <= 1.0
+    out = capsys.readouterr().out
+    assert "linear (paper protocol) on demo/test: top-1" in out and "eval_linear_official" in out
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"protocol": "svm"}, "--protocol must be one of linear, knn, finetune"),
+        ({"protocol": "svm"}, "--protocol must be one of linear, linear_official, knn, finetune"),
         ({"label_fraction": 0.0}, r"--label_fraction must be in \(0, 1\]"),
         ({"model_dir": "EMPTY"}, "No checkpoint found in"),
         ({"model_dir": "NO_CONFIG"}, "No run_config.json in .* pass --dataset"),

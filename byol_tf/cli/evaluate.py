@@ -7,7 +7,14 @@ from byol_tf import cli, config, run_dir, settings
 
 config.define_flags(settings.EvalConfig)
 FLAGS = config.FLAGS
-_NAMES = {"knn": "kNN (k=200, T=0.1)", "linear": "offline linear", "finetune": "fine-tune"}
+_NAMES = {
+    "knn": "kNN (k=200, T=0.1)",
+    "linear": "offline linear",
+    "linear_official": "linear (paper protocol)",
+    "finetune": "fine-tune",
+}
+# The protocols that train on random-resized crops of whole training images.
+_CROPPING = ("linear_official", "finetune")
 
 
 def _run_config(model_dir):
@@ -29,8 +36,13 @@ def _load_encoder(f):
 
 
 def _datasets(f, run_config, image_size, metadata):
-    """Train and test `eval_dataset`s and the description of where they come from."""
-    from byol_tf import data
+    """Train and test `eval_dataset`s and the description of where they come from.
+
+    Test images (and train images for feature protocols) are centre cropped; for the
+    protocols that crop at random, train images are the whole short-side square at the side
+    the centre crop resizes to (256 px for 224 px views), the crops' source.
+    """
+    from byol_tf import data, image_ops
 
     dataset = f.dataset or run_config.get("dataset")
     if not dataset:
@@ -48,7 +60,13 @@ def _datasets(f, run_config, image_size, metadata):
         kwargs["crop_fraction"] = metadata.get("crop_fraction")
     if run_config.get("manual_dir") and dataset == run_config.get("dataset"):
         kwargs["manual_dir"] = run_config["manual_dir"]
-    train = data.eval_dataset(dataset, f.train_split, f.batch_size, image_size, **kwargs)
+    if f.protocol in _CROPPING:
+        fraction = kwargs.get("crop_fraction") or image_ops.default_crop_fraction(image_size)
+        whole = dict(kwargs, crop_fraction=1.0)
+        side = round(image_size / fraction)
+        train = data.eval_dataset(dataset, f.train_split, f.batch_size, side, **whole)
+    else:
+        train = data.eval_dataset(dataset, f.train_split, f.batch_size, image_size, **kwargs)
     test = data.eval_dataset(dataset, test_split, f.batch_size, image_size, **kwargs)
     source_info = data.source_info(
         dataset, f.train_split, kwargs["data_dir"], kwargs.get("manual_dir")
@@ -69,6 +87,13 @@ def evaluate(f):
         scores = evaluation.finetune(
             encoder, train, test, info["num_classes"], epochs=f.epochs or 30,
             label_fraction=f.label_fraction, batch_size=f.batch_size,
+        )  # fmt: skip
+        return {**results, **scores}
+    if f.protocol == "linear_official":
+        scores = evaluation.linear_eval_official(
+            encoder, train, test, info["num_classes"], image_size=image_size,
+            epochs=f.epochs or 10, batch_size=f.batch_size, label_fraction=f.label_fraction,
+            crop_fraction=(metadata or {}).get("crop_fraction"),
         )  # fmt: skip
         return {**results, **scores}
     train_x, train_y = evaluation.extract_features(encoder, train)

@@ -66,6 +66,29 @@ def as_pairs(dataset):
     return dataset.map(lambda *batch: split_batch(batch[0] if len(batch) == 1 else batch))
 
 
+def fixed_size_pairs(dataset, name="train_dataset"):
+    """`as_pairs(dataset)` with the static image shape of its first batch, for random crops.
+
+    Raises:
+        ValueError: when `dataset` is empty or its images are not [B, H, W, C] batches.
+    """
+    pairs = as_pairs(dataset)
+    first = next(iter(pairs), None)
+    if first is None:
+        raise ValueError(f"{name} must yield at least one batch. Received an empty dataset")
+    shape = first[0].shape
+    if shape.rank != 4:
+        raise ValueError(f"{name} must yield [B, H, W, C] image batches. Received: shape={shape}")
+    return pairs.map(lambda x, y: (tf.ensure_shape(x, [None, *shape[1:]]), y))
+
+
+def encoder_input_side(encoder):
+    """The static input side of a Keras `encoder`, or None (any side, or not a Keras model)."""
+    shape = getattr(encoder, "input_shape", None) if isinstance(encoder, keras.Model) else None
+    side = shape[1] if isinstance(shape, tuple) and len(shape) == 4 else None
+    return side if isinstance(side, int) else None
+
+
 # One compiled forward pass per encoder, reused by every extraction (a kNN monitor extracts
 # features from the same encoder every epoch; a new tf.function each time would retrace).
 _FORWARD = weakref.WeakKeyDictionary()

@@ -6,16 +6,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf.evaluation.features import as_pairs, check_fraction, check_int, subset_by_fraction
+from byol_tf import augment, rng
+from byol_tf.evaluation.features import (
+    as_pairs,
+    check_fraction,
+    check_int,
+    encoder_input_side,
+    fixed_size_pairs,
+    subset_by_fraction,
+)
 
 
 def _labelled_subset(dataset, fraction, batch_size, seed):
-    """The `subset_by_fraction` examples of a batched `(images, labels)` dataset, re-batched.
+    """The `subset_by_fraction` examples of a batched `(images, labels)` dataset, re-batched
+    (reshuffled each pass).
 
     One pass reads the labels; the chosen examples are then kept by position, so `dataset`
     must yield the same order every time (as `byol_tf.data.eval_dataset` does).
     """
-    elements = as_pairs(dataset).unbatch()
+    elements = dataset.unbatch()
     labels = np.fromiter(
         (int(y) for y in elements.map(lambda x, y: y).as_numpy_iterator()), np.int64
     )
@@ -33,9 +42,19 @@ def _labelled_subset(dataset, fraction, batch_size, seed):
     return subset.batch(min(batch_size, count)), count
 
 
-def _random_flip(images, labels):
-    flip = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
-    return tf.where(flip, tf.reverse(images, axis=[2]), images), labels
+def _augmented(batches, image_size, crop, flip, seed):
+    """Endless `batches` with a random-resized crop (when `crop`) and a horizontal flip (when
+    `flip`) per image, resized to `image_size`; batch k uses the stateless seed (seed, k)."""
+    options = {"flip_prob": 0.5 if flip else 0.0}
+    if not crop:  # the whole image: only resized (an identity at the same side) and flipped
+        options.update(crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0))
+    steps = tf.data.Dataset.counter()
+
+    def views(step, batch):
+        images = augment.crop_and_flip(batch[0], rng.seed_pair(seed, step), image_size, **options)
+        return images, batch[1]
+
+    return tf.data.Dataset.zip(steps, batches.repeat()).map(views)
 
 
 def finetune(
@@ -51,6 +70,7 @@ def finetune(
     momentum=0.9,
     weight_decay=0.0,
     flip=True,
+    crop=True,
     seed=0,
     verbose=0,
 ):
@@ -58,12 +78,17 @@ def finetune(
 
     `label_fraction` of the labelled training examples (class-balanced and seeded, see
     `subset_by_fraction`) are kept; the copy of `encoder` and a new `Dense(num_classes)` head
-    are trained with SGD + Nesterov momentum and a cosine learning-rate decay, with random
-    horizontal flips, BatchNorm in training mode. `encoder` itself is left untouched.
+    are trained with SGD + Nesterov momentum and a cosine learning-rate decay, BatchNorm in
+    training mode, on random-resized crops (area U[0.08, 1], aspect log-U[3/4, 4/3], resized to
+    the encoder's input side) with random horizontal flips, drawn per image and step by
+    `byol_tf.augment.crop_and_flip`, the training input of the linear protocol
+    `linear_eval_official` too. `encoder` itself is left untouched.
 
     Args:
         encoder: a `keras.Model` mapping images to `[B, D]` features.
-        train_dataset: batched `tf.data.Dataset` of `(images, labels)` in a fixed order.
+        train_dataset: batched `tf.data.Dataset` of `(images, labels)` in a fixed order; with
+            `crop`, the whole images (not centre cropped: the crops are drawn from them), of
+            the encoder's input side or larger.
         test_dataset: batched `tf.data.Dataset` of `(images, labels)`.
         num_classes: number of classes.
         epochs: passes over the labelled subset.
@@ -73,7 +98,10 @@ def finetune(
         momentum: Nesterov momentum.
         weight_decay: decoupled weight decay of the optimiser (0 disables it).
         flip: random horizontal flips of the training images.
-        seed: seed of the subset, the head's initialisation and the shuffling.
+        crop: random-resized crops of the training images (else whole images, resized to the
+            encoder's input side).
+        seed: seed of the subset, the head's initialisation, the shuffling and the crops and
+            flips.
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -96,12 +124,17 @@ def finetune(
     if not isinstance(learning_rate, numbers.Real) or learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}")
     keras.utils.set_random_seed(seed)
-    train, count = _labelled_subset(train_dataset, label_fraction, batch_size, seed)
-    if flip:
-        train = train.map(_random_flip)
+    train = fixed_size_pairs(train_dataset)
+    image_size = encoder_input_side(encoder) or train.element_spec[0].shape[1]
+    train, count = _labelled_subset(train, label_fraction, batch_size, seed)
+    steps_per_epoch = -(-count // min(batch_size, count))
+    if crop or flip:
+        train = _augmented(train, image_size, crop, flip, seed)
+    else:
+        train = train.repeat()
     model = _classifier(encoder, num_classes)
     schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=epochs * -(-count // min(batch_size, count))
+        learning_rate, decay_steps=epochs * steps_per_epoch
     )
     model.compile(
         optimizer=keras.optimizers.SGD(
@@ -113,7 +146,13 @@ def finetune(
             keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
         ],
     )
-    model.fit(train.prefetch(tf.data.AUTOTUNE), epochs=epochs, verbose=verbose, shuffle=False)
+    model.fit(
+        train.prefetch(tf.data.AUTOTUNE),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        verbose=verbose,
+        shuffle=False,
+    )
     test = as_pairs(test_dataset)
     scores = model.evaluate(test, verbose=verbose, return_dict=True)
     return {
