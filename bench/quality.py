@@ -407,7 +407,8 @@ def _random_encoders(args, data):
             zero_init_residual=recipe.zero_init_residual,
         )  # fmt: skip
         encoders["byol_tf"] = (
-            "random init (byol_tf ResNet)", lambda x: tf_features(encoder, x, data)
+            "random init (byol_tf ResNet)",
+            lambda x: tf_features(encoder, x, data),
         )
     if "byol_pytorch" in args.libraries:
         import torch

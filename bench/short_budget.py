@@ -139,9 +139,9 @@ def main(argv=None):
         schedule = byol_tf.WarmupConstant(peak, warmup)
     base = byol_tf.LARS if lars else keras.optimizers.AdamW
     kwargs = dict(eta=0.02) if lars else {}
-    optimizer = _with_multiplier(base, model.predictor.trainable_variables,
-                                 args.predictor_lr_multiplier)(
-        schedule, weight_decay=args.weight_decay, **kwargs)
+    optimizer = _with_multiplier(
+        base, model.predictor.trainable_variables, args.predictor_lr_multiplier
+    )(schedule, weight_decay=args.weight_decay, **kwargs)
     model.compile(optimizer=optimizer)
     ema = byol_tf.TargetEMA(args.base_tau, total_steps=total, schedule=args.tau_schedule)
     probe = _trajectory_callback(args.knn_every, args.epochs, lambda e: _knn(e, memory, queries))

@@ -190,9 +190,7 @@ class TrainConfig:
     eval_split: str | None = option(DATA, "test")
     image_size: int = option(DATA, 28, valid=POSITIVE_INT)
     preset: str | None = option(DATA, None, choices=PRESETS)
-    augment: tuple = option(
-        DATA, ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0")
-    )
+    augment: tuple = option(DATA, ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0"))
     skip_corrupt: bool = option(DATA, False)
     crop_sampler: str | None = option(DATA, None, choices=CROP_SAMPLERS)
     # model

@@ -146,7 +146,9 @@ def test_adamw_excludes_vectors_from_decay_and_serialises_its_rules():
     kernel = keras.Variable(np.ones((2, 2), np.float32), name="kernel")
     bias = keras.Variable(np.ones(2, np.float32), name="bias")
     # A zero gradient leaves Adam's moments at 0: the only change is the decoupled decay.
-    optimizer.apply_gradients([(np.zeros((2, 2), np.float32), kernel), (np.zeros(2, np.float32), bias)])
+    optimizer.apply_gradients(
+        [(np.zeros((2, 2), np.float32), kernel), (np.zeros(2, np.float32), bias)]
+    )
     np.testing.assert_allclose(kernel.numpy(), np.full((2, 2), 1 - 0.5 * 0.1), rtol=1e-6)
     np.testing.assert_array_equal(bias.numpy(), np.ones(2))
     config = keras.optimizers.serialize(optimizer)

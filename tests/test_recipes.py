@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import tiny_encoder
 
 import byol_tf
 from byol_tf import recipes, settings, training
-from helpers import tiny_encoder
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,11 @@ def test_paper_recipe_is_the_official_preset_for_its_epochs(epochs, expected):
     recipe = recipes.paper(epochs)
     assert (recipe.learning_rate, recipe.weight_decay, recipe.base_tau) == expected
     assert (recipe.optimizer, recipe.eta, recipe.momentum) == ("lars", 1e-3, 0.9)
-    assert (recipe.warmup_epochs, recipe.lr_schedule, recipe.tau_schedule) == (10, "cosine", "cosine")
+    assert (recipe.warmup_epochs, recipe.lr_schedule, recipe.tau_schedule) == (
+        10,
+        "cosine",
+        "cosine",
+    )
     # The official network and views: zero-initialised residual γ, bias-free head outputs, the
     # one-draw crop sampler.
     assert recipe.zero_init_residual and not recipe.head_output_bias
@@ -50,7 +54,9 @@ def test_paper_recipe_takes_the_nearest_preset_on_a_log_scale(epochs, preset):
         (93_800, 313, 1_281_167, "paper"),  # ImageNet, 300 epochs of batch 4096
     ],
 )
-def test_auto_chooses_by_steps_and_data_set_size(total_steps, steps_per_epoch, num_examples, expected):
+def test_auto_chooses_by_steps_and_data_set_size(
+    total_steps, steps_per_epoch, num_examples, expected
+):
     recipe = recipes.select(
         "auto", total_steps=total_steps, steps_per_epoch=steps_per_epoch, num_examples=num_examples
     )
@@ -58,7 +64,9 @@ def test_auto_chooses_by_steps_and_data_set_size(total_steps, steps_per_epoch, n
 
 
 def test_auto_on_imagenet_takes_the_preset_of_the_run_length():
-    recipe = recipes.select("auto", total_steps=313 * 300, steps_per_epoch=313, num_examples=1_281_167)
+    recipe = recipes.select(
+        "auto", total_steps=313 * 300, steps_per_epoch=313, num_examples=1_281_167
+    )
     assert recipe == recipes.paper(300)
 
 
@@ -66,9 +74,9 @@ def test_named_recipes_ignore_the_budget():
     for name, expected in (("short", recipes.SHORT), ("small_data", recipes.SMALL_DATA)):
         chosen = recipes.select(name, total_steps=10**6, steps_per_epoch=10, num_examples=10**7)
         assert chosen == expected
-    assert recipes.select("paper", total_steps=50, steps_per_epoch=1, num_examples=10) == recipes.paper(
-        50
-    )
+    assert recipes.select(
+        "paper", total_steps=50, steps_per_epoch=1, num_examples=10
+    ) == recipes.paper(50)
 
 
 def test_unknown_recipe_names_the_choices():
@@ -80,7 +88,9 @@ def test_unknown_recipe_names_the_choices():
 
 def test_resolve_fills_only_the_unset_settings():
     cfg = settings.TrainConfig(recipe="paper", learning_rate=0.7, head_output_bias=True)
-    resolved, recipe = recipes.resolve(cfg, total_steps=300 * 10, steps_per_epoch=10, num_examples=1)
+    resolved, recipe = recipes.resolve(
+        cfg, total_steps=300 * 10, steps_per_epoch=10, num_examples=1
+    )
     assert recipe == recipes.paper(300)
     assert resolved.learning_rate == 0.7 and resolved.head_output_bias is True  # explicit wins
     assert (resolved.weight_decay, resolved.base_tau, resolved.eta) == (1e-6, 0.99, 1e-3)
@@ -115,14 +125,20 @@ def test_built_plan_follows_the_recipe_numbers():
 
 
 def test_short_plan_is_adamw_at_a_constant_rate_without_decay_on_biases_and_batchnorm():
-    variables = [keras.Variable(np.ones((3, 3)), name="kernel"), keras.Variable(np.ones(3), name="b")]
+    variables = [
+        keras.Variable(np.ones((3, 3)), name="kernel"),
+        keras.Variable(np.ones(3), name="b"),
+    ]
     plan = recipes.for_budget(total_steps=500, batch_size=128, num_examples=6_000)
     assert plan.recipe == recipes.SHORT
     assert isinstance(plan.optimizer, keras.optimizers.AdamW)
     peak = recipes.SHORT.learning_rate  # AdamW: not scaled with the batch
     assert _lr(plan.learning_rate, 0) == pytest.approx(peak)
     assert _lr(plan.learning_rate, 499) == pytest.approx(peak)
-    assert (plan.target_ema.base_tau, plan.target_ema.schedule) == (recipes.SHORT.base_tau, "constant")
+    assert (plan.target_ema.base_tau, plan.target_ema.schedule) == (
+        recipes.SHORT.base_tau,
+        "constant",
+    )
     # A zero gradient leaves Adam's moments at 0: the only change is decoupled weight decay.
     plan.optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
     decay = 1 - peak * recipes.SHORT.weight_decay
@@ -161,7 +177,9 @@ def test_predictor_multiplier_reaches_only_the_predictor():
     plan = recipes.build(recipe, total_steps=10, steps_per_epoch=5, batch_size=8)
     model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
     plan.optimizer.build(model.trainable_variables)
-    factors = dict(zip(map(id, model.trainable_variables), plan.optimizer._rate_factors))
+    factors = dict(
+        zip(map(id, model.trainable_variables), plan.optimizer._rate_factors, strict=True)
+    )
     assert {factors[id(v)] for v in model.predictor.trainable_variables} == {10.0}
     others = [v for v in model.trainable_variables
               if all(v is not p for p in model.predictor.trainable_variables)]  # fmt: skip
@@ -184,6 +202,8 @@ def test_configs_spell_out_their_recipe_without_overriding_it(name, num_examples
         config.FLAGS(["train.py", f"--flagfile={path}"])
         cfg = config.from_flags(config.FLAGS)
     steps_per_epoch = num_examples // cfg.batch_size
-    resolved, recipe = recipes.resolve(cfg, steps_per_epoch * cfg.epochs, steps_per_epoch, num_examples)
+    resolved, recipe = recipes.resolve(
+        cfg, steps_per_epoch * cfg.epochs, steps_per_epoch, num_examples
+    )
     assert recipe.name == ("paper" if name == "imagenet" else "small_data")
     assert recipes.overridden(resolved, recipe) == {}
