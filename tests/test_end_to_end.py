@@ -54,6 +54,12 @@ def test_train_main_runs_resumes_and_exports(tmp_path, capsys):
     assert 0.0 <= summary["knn_top1"] <= 1.0 and "knn_top1_random_init" in summary
     assert "kNN top-1" in out and "random-initialisation encoder" in out and "raw pixels" in out
     assert 0.0 <= summary["knn_top1_raw_pixels"] <= 1.0
+    # The recipe: printed in one line at start, recorded in run_config.json.
+    assert "Recipe (--recipe=auto, 4 steps, 6,000 images): short (" in out
+    with open(os.path.join(model_dir, "run_config.json")) as handle:
+        run_config = json.load(handle)
+    assert run_config["recipe_chosen"] == "short" and run_config["optimizer"] == "adamw"
+    assert run_config["predictor_lr_multiplier"] == 10.0
     assert os.path.exists(os.path.join(export_dir, "1", "saved_model.pb"))
     for name in ("flags.txt", "run_config.json", "summary.json"):
         assert os.path.exists(os.path.join(model_dir, name))

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, STEPS = 3, 4
 FLAGS = [
     "--dataset=demo", "--image_size=28", "--width_multiplier=0.125", "--projection_dim=16",
-    "--hidden_dim=32", "--batch_size=32", "--recipe=paper", "--learning_rate=1.0",
+    "--hidden_dim=32", "--batch_size=32", "--recipe=small_data", "--learning_rate=1.0",
     "--warmup_epochs=1", f"--epochs={EPOCHS}",
     f"--steps_per_epoch={STEPS}",
     "--knn_every_epochs=0", "--nodemo_baseline", "--checkpoint_every_steps=1",
