@@ -27,6 +27,10 @@ TINY = [
     "--epochs=1",
     "--steps_per_epoch=4",
     "--warmup_epochs=0",  # with warm-up the first step has learning rate 0 and changes nothing
+    # LARS (Adam's normalised steps magnify the replicas' float rounding beyond the tolerance).
+    "--recipe=small_data",
+    "--learning_rate=0.3",
+    "--base_tau=0.996",
     "--checkpoint_every_steps=2",
     "--keep_checkpoints=10",
     "--knn_every_epochs=0",
@@ -39,7 +43,9 @@ TIMEOUT_S = 300
 KEEP = "BYOL_TF_TEST_KEEP"  # where a non-chief worker copies its files before deleting them
 
 
-def _tiny_encoder(depth, width_multiplier, cifar_stem, input_shape, synchronized_bn, name):
+def _tiny_encoder(
+    depth, width_multiplier, cifar_stem, input_shape, synchronized_bn, name, zero_init_residual=False
+):
     """Stands in for `networks.resnet` (same signature): conv → BatchNorm → ReLU → pool.
 
     BatchNorm is synchronised even with one replica, so that one process computes the
