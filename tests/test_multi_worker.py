@@ -44,7 +44,13 @@ KEEP = "BYOL_TF_TEST_KEEP"  # where a non-chief worker copies its files before d
 
 
 def _tiny_encoder(
-    depth, width_multiplier, cifar_stem, input_shape, synchronized_bn, name, zero_init_residual=False
+    depth,
+    width_multiplier,
+    cifar_stem,
+    input_shape,
+    synchronized_bn,
+    name,
+    zero_init_residual=False,
 ):
     """Stands in for `networks.resnet` (same signature): conv → BatchNorm → ReLU → pool.
 
