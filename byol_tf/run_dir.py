@@ -94,6 +94,15 @@ def read_run_config(model_dir):
         return json.load(handle)
 
 
+def read_summary(folder):
+    """The `summary.json` of a finished run in `folder`, or None."""
+    path = os.path.join(folder, SUMMARY)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def check_resume(cfg, model_dir):
     """Refuses to resume a checkpoint whose architecture differs from `cfg`.
 

@@ -5,7 +5,10 @@ CLI cases call `train.main` / `evaluate.main` / the flags parser in-process: wha
 would print a traceback. Two subprocess runs confirm that end to end.
 """
 
+import contextlib
 import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -107,6 +110,32 @@ def run_dir(trained, tmp_path):
     assert {k: after.get(k) for k in before} == before
     for _, path in checkpoints.list_checkpoints(model_dir):
         checkpoints.load_checkpoint(path, compile=False)
+
+
+KNN = dict(QUICK, knn_every_epochs=1, knn_k=100_000)  # k far above the 256-image memory bank
+
+
+@pytest.fixture(scope="module")
+def knn_trained(tmp_path_factory):
+    """A finished one-step run with the kNN monitor on, and what train.py printed."""
+    model_dir = str(tmp_path_factory.mktemp("knn_trained") / "run")
+    printed = io.StringIO()
+    with flagsaver.flagsaver(**dict(KNN, model_dir=model_dir)), contextlib.redirect_stdout(printed):
+        assert train.main(["train.py"]) == 0
+    return model_dir, printed.getvalue()
+
+
+def _rerun(knn_trained, tmp_path, capsys, **overrides):
+    """Runs train.py again on a copy of the finished kNN run; returns (copy, summary, output)."""
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(knn_trained[0], model_dir)
+    steps = checkpoints.list_checkpoints(model_dir)
+    capsys.readouterr()
+    with flagsaver.flagsaver(**dict(KNN, model_dir=model_dir, **overrides)):
+        assert train.main(["train.py"]) == 0
+    assert [s for s, _ in checkpoints.list_checkpoints(model_dir)] == [s for s, _ in steps]
+    with open(os.path.join(model_dir, "summary.json")) as handle:
+        return model_dir, json.load(handle), capsys.readouterr().out
 
 
 @pytest.fixture
@@ -240,6 +269,13 @@ def test_flagfile_with_an_unknown_flag(tmp_path):
     assert "Unknown command line flag 'learning_rat'" in _parse_error(f"--flagfile={flagfile}")
 
 
+def test_knn_k_above_the_memory_bank_is_clamped_with_a_note(knn_trained):
+    note = "Note: --knn_k=100000 exceeds the kNN memory bank (256 examples); using 256."
+    assert [line for line in knn_trained[1].splitlines() if "--knn_k" in line] == [note]
+    with open(os.path.join(knn_trained[0], "summary.json")) as handle:
+        assert "kNN k=256," in json.load(handle)["knn_protocol"]
+
+
 def test_model_dir_that_is_a_file(tmp_path):
     path = tmp_path / "a_file"
     path.write_text("precious")
@@ -280,6 +316,29 @@ def test_cli_exits_non_zero_with_one_line_on_stderr(args, match, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("train.py")]
     assert errors == [result.stderr.splitlines()[-1]] and match in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_rerunning_a_finished_run_reprints_its_summary_and_exports(knn_trained, tmp_path, capsys):
+    with open(os.path.join(knn_trained[0], "summary.json")) as handle:
+        first = json.load(handle)
+    export_dir = tmp_path / "export"
+    _, summary, out = _rerun(knn_trained, tmp_path, capsys, export_dir=str(export_dir))
+    assert "is already complete at step 1." in out and "Resuming" not in out
+    assert summary == first  # reused, not recomputed
+    assert f"{first['knn_top1']:6.2%}" in out
+    assert (export_dir / "1" / "saved_model.pb").exists() and str(export_dir / "1") in out
+
+
+def test_rerunning_a_finished_run_without_summary_scores_the_checkpoint(
+    knn_trained, tmp_path, capsys
+):
+    with open(os.path.join(knn_trained[0], "summary.json")) as handle:
+        first = json.load(handle)
+    shutil.copytree(knn_trained[0], tmp_path / "source")
+    os.remove(tmp_path / "source" / "summary.json")
+    _, summary, out = _rerun((str(tmp_path / "source"), ""), tmp_path, capsys)
+    assert "is already complete at step 1." in out
+    assert summary["steps"] == 1 and summary["knn_top1"] == pytest.approx(first["knn_top1"])
 
 
 # --- evaluation and serving ------------------------------------------------------------------
