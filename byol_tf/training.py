@@ -23,6 +23,7 @@ from byol_tf.model import BYOL
 from byol_tf.run_dir import (
     append_flags,
     check_resume,
+    prepare_folder,
     read_summary,
     remove_write_dir,
     write_dir,
@@ -269,7 +270,10 @@ def train(cfg, log=print, flags_text=None):
     started = time.time()
     strategy = _setup(cfg)
     # Every worker runs the same program; only the chief's files land in model_dir.
-    out_dir = write_dir(cfg.model_dir, is_chief(strategy))
+    chief = is_chief(strategy)
+    if cfg.export_dir and chief:  # the chief exports there at the end: check it now
+        prepare_folder(cfg.export_dir, "--export_dir")
+    out_dir = write_dir(cfg.model_dir, chief)
     try:
         if flags_text is not None:
             append_flags(out_dir, flags_text)

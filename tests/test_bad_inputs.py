@@ -283,6 +283,45 @@ def test_model_dir_that_is_a_file(tmp_path):
     assert path.read_text() == "precious"
 
 
+def _a_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("precious")
+    return path
+
+
+def test_export_dir_that_is_a_file_is_refused_before_training(new_dir, tmp_path):
+    path = _a_file(tmp_path)
+    assert f"--export_dir={path} is a file; expected a folder." in _train_error(
+        new_dir, export_dir=str(path)
+    )
+    assert path.read_text() == "precious"
+
+
+def test_export_dir_under_a_file_is_refused_before_training(new_dir, tmp_path):
+    path = os.path.join(_a_file(tmp_path), "sub")
+    message = _train_error(new_dir, export_dir=path)
+    assert f"--export_dir={path} is not writable: Not a directory." in message
+
+
+def test_export_program_checks_export_dir_before_loading(run_dir, tmp_path):
+    path = _a_file(tmp_path)
+    with pytest.raises(ValueError, match=r"--export_dir=.*/a_file/sub is not writable"):
+        export.export_checkpoint(run_dir, str(path / "sub"))
+    result = subprocess.run(
+        [sys.executable, "-m", "byol_tf.export", f"--model_dir={run_dir}", f"--export_dir={path}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"python -m byol_tf.export: error: --export_dir={path} is a file; expected a folder."
+    )
+    assert path.read_text() == "precious"
+
+
 def test_resume_with_another_encoder_keeps_the_checkpoint(run_dir):
     message = _train_error(run_dir, encoder="resnet34")
     assert "--encoder=resnet34 does not match the checkpoint" in message
