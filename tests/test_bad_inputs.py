@@ -239,8 +239,24 @@ def test_unknown_tfds_name(new_dir):
         (dict(epochs=0), "--epochs must be a positive int. Received: --epochs=0"),
         (dict(encoder="vgg16"), "--encoder must be one of resnet18, resnet34, resnet50."),
         (dict(image_size=0), "--image_size must be a positive int. Received: --image_size=0"),
+        (
+            dict(keep_checkpoints=0),
+            "--keep_checkpoints must be a positive int. Received: --keep_checkpoints=0",
+        ),
+        (
+            dict(log_every_steps=0),
+            "--log_every_steps must be a positive int. Received: --log_every_steps=0",
+        ),
     ],
-    ids=["batch_size_0", "batch_size_negative", "epochs_0", "unknown_encoder", "image_size_0"],
+    ids=[
+        "batch_size_0",
+        "batch_size_negative",
+        "epochs_0",
+        "unknown_encoder",
+        "image_size_0",
+        "keep_checkpoints_0",
+        "log_every_steps_0",
+    ],
 )
 def test_invalid_flag_values(run_dir, overrides, match):
     assert match in _train_error(run_dir, **overrides)
