@@ -285,6 +285,29 @@ def test_flagfile_with_an_unknown_flag(tmp_path):
     assert "Unknown command line flag 'learning_rat'" in _parse_error(f"--flagfile={flagfile}")
 
 
+def test_flagfile_that_includes_itself(tmp_path):
+    flagfile = tmp_path / "self.flags"
+    flagfile.write_text(f"--batch_size=32\n--flagfile={flagfile}\n")
+    message = _parse_error(f"--flagfile={flagfile}")
+    assert f"--flagfile={flagfile} includes itself: {flagfile} -> {flagfile}" in message
+
+
+def test_flagfiles_that_include_each_other(tmp_path):
+    first, second = tmp_path / "a.flags", tmp_path / "b.flags"
+    first.write_text(f"--flagfile={second}\n")
+    second.write_text(f"# back to the first\n--epochs=2\n--flagfile={first}\n")
+    message = _parse_error("--flagfile", str(first))
+    assert f"--flagfile={first} includes itself: {first} -> {second} -> {first}" in message
+
+
+def test_flagfile_line_without_dashes(tmp_path):
+    flagfile = tmp_path / "recipe.flags"
+    flagfile.write_text("# a recipe\n--epochs=2\nbatch_size=32\n")
+    message = _parse_error(f"--flagfile={flagfile}")
+    assert f"--flagfile={flagfile} line 3: 'batch_size=32' is not a flag" in message
+    assert "--batch_size=32" in message
+
+
 def test_knn_k_above_the_memory_bank_is_clamped_with_a_note(knn_trained):
     note = "Note: --knn_k=100000 exceeds the kNN memory bank (256 examples); using 256."
     assert [line for line in knn_trained[1].splitlines() if "--knn_k" in line] == [note]
