@@ -25,7 +25,7 @@ from test_end_to_end import ROOT, TINY
 
 import evaluate
 import train
-from byol_tf import checkpoints, config, data, export, training
+from byol_tf import checkpoints, config, data, export, networks, training
 
 FLAGS = flags.FLAGS
 QUICK = dict(TINY, epochs=1, steps_per_epoch=1, knn_every_epochs=0, demo_baseline=False)
@@ -267,6 +267,14 @@ def test_batch_size_not_divisible_by_replicas(run_dir, monkeypatch):
     monkeypatch.setattr(training, "make_strategy", lambda *args, **kwargs: two_cpus)
     message = _train_error(run_dir, batch_size=33, strategy="mirrored")
     assert "--batch_size=33" in message and "number of replicas (2)" in message
+
+
+@pytest.mark.parametrize("cifar_stem", [False, True], ids=["standard_stem", "cifar_stem"])
+def test_every_positive_image_size_suits_the_encoder(cifar_stem):
+    # "same" padding: each stride-2 layer maps 1x1 to 1x1, so --image_size needs no minimum
+    # beyond 1 (training and export at 1 px run too; the views just carry little information).
+    encoder = networks.resnet(18, 0.125, cifar_stem, input_shape=(1, 1, 3))
+    assert encoder(np.zeros((2, 1, 1, 3), np.float32), training=True).shape == (2, 64)
 
 
 def test_image_size_not_an_int():
