@@ -109,9 +109,64 @@ def flags_parser(program):
 
     def parse(argv):
         try:
+            check_flagfiles(argv)
+        except ValueError as error:
+            raise SystemExit(f"{program}: error: {error}") from None
+        try:
             return [program, *FLAGS(argv)[1:]]
         except flags.Error as error:
             message = " ".join(str(error).removeprefix("ERROR:: ").split())
             raise SystemExit(f"{program}: error: {message}") from None
 
     return parse
+
+
+_FLAGFILE = ("--flagfile=", "-flagfile=")
+
+
+def check_flagfiles(argv):
+    """Refuses a flagfile that includes itself (directly or through others), or holds a line
+    that is not a flag (absl only warns about the first and skips the file, and takes the
+    second for an argument). Flagfiles that cannot be opened are left to absl to report.
+
+    Args:
+        argv: the command line, the program first.
+
+    Raises:
+        ValueError: naming the flagfile (and the line).
+    """
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("--flagfile", "-flagfile"):
+            arg = f"--flagfile={next(args, '')}"
+        if arg.startswith(_FLAGFILE):
+            _check_flagfile(_flagfile_name(arg), [])
+
+
+def _flagfile_name(directive):
+    return os.path.expanduser(directive.partition("=")[2].strip())
+
+
+def _check_flagfile(name, parents):
+    """Checks flagfile `name`, included through `parents` (`[(realpath, name)]`), recursively."""
+    real = os.path.realpath(name)
+    seen = [path for path, _ in parents]
+    if real in seen:
+        chain = " -> ".join([n for _, n in parents[seen.index(real) :]] + [name])
+        raise ValueError(f"--flagfile={name} includes itself: {chain}")
+    try:
+        with open(name) as handle:
+            lines = handle.readlines()
+    except OSError:
+        return
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith(("#", "//")):
+            continue
+        if text.startswith(_FLAGFILE):
+            _check_flagfile(_flagfile_name(text), [*parents, (real, name)])
+        elif not text.startswith("-"):
+            raise ValueError(
+                f"--flagfile={name} line {number}: {text!r} is not a flag (flags start with "
+                f"--, e.g. --{text})"
+            )

@@ -194,7 +194,8 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean
         The path of the written version folder.
 
     Raises:
-        ValueError: with no checkpoint, or no mean/std in the flags or the run config.
+        ValueError: with no checkpoint, no mean/std in the flags or the run config, or an
+            `export_dir` that is a file or not writable (checked before the checkpoint is read).
     """
     checkpoint = checkpoint or (model_dir and checkpoints.latest_checkpoint(model_dir))
     if not checkpoint:
@@ -206,6 +207,7 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean
             f"No {run_dir.RUN_CONFIG} with mean/std in {model_dir}; pass --mean and --std "
             "(3 comma-separated numbers each, in [0, 1] pixel units)"
         )
+    run_dir.prepare_folder(export_dir, "--export_dir")
     model = checkpoints.load_checkpoint(checkpoint, compile=False)
     image_size = int(model.image_shape[0])
     crop = run_config.get("crop_fraction")

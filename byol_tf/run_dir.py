@@ -27,16 +27,25 @@ def prepare_model_dir(model_dir):
     Raises:
         ValueError: if it is a file or cannot be written, naming `--model_dir`.
     """
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ValueError(f"--model_dir={model_dir} is a file; expected a folder.")
+    prepare_folder(model_dir, "--model_dir")
+
+
+def prepare_folder(path, flag):
+    """Creates the output folder `path` and checks that it is writable (before any work).
+
+    Raises:
+        ValueError: if it is a file or cannot be created or written, naming `flag`.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag}={path} is a file; expected a folder.")
     try:
-        os.makedirs(model_dir, exist_ok=True)
-        probe = os.path.join(model_dir, ".write_test")
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_test")
         with open(probe, "w") as handle:
             handle.write("ok")
         os.remove(probe)
     except OSError as error:
-        raise ValueError(f"--model_dir={model_dir} is not writable: {error.strerror}.") from None
+        raise ValueError(f"{flag}={path} is not writable: {error.strerror}.") from None
 
 
 def write_dir(model_dir, chief):
@@ -88,6 +97,15 @@ def write_summary(folder, summary):
 def read_run_config(model_dir):
     """The `run_config.json` the training program wrote in `model_dir`, or None."""
     path = os.path.join(model_dir, RUN_CONFIG)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def read_summary(folder):
+    """The `summary.json` of a finished run in `folder`, or None."""
+    path = os.path.join(folder, SUMMARY)
     if not os.path.exists(path):
         return None
     with open(path) as handle:

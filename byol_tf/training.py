@@ -23,6 +23,8 @@ from byol_tf.model import BYOL
 from byol_tf.run_dir import (
     append_flags,
     check_resume,
+    prepare_folder,
+    read_summary,
     remove_write_dir,
     write_dir,
     write_run_config,
@@ -120,6 +122,11 @@ def _segments(start, steps_per_epoch, epochs):
         yield epoch, steps_per_epoch
 
 
+def _knn_bank_batches(cfg):
+    """Batches of 256 train images in the kNN memory bank (about `--knn_max_examples`)."""
+    return max(cfg.knn_max_examples // 256, 1)
+
+
 def _knn_datasets(cfg, info):
     """Memory bank (train) and query (eval split) pipelines for the kNN monitor, or None."""
     if not (cfg.eval_split and info.num_classes and cfg.knn_every_epochs):
@@ -128,8 +135,21 @@ def _knn_datasets(cfg, info):
         batch_size=256, image_size=cfg.image_size, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir
     )
     memory = data.eval_dataset(cfg.dataset, cfg.train_split, **kwargs)
-    memory = memory.take(max(cfg.knn_max_examples // 256, 1))
+    memory = memory.take(_knn_bank_batches(cfg))
     return memory, data.eval_dataset(cfg.dataset, cfg.eval_split, **kwargs)
+
+
+def _knn_k(cfg, info, log=None):
+    """`--knn_k`, clamped to the memory bank's size (with a one-line note through `log`)."""
+    bank = min(_knn_bank_batches(cfg) * 256, info.num_examples)
+    if cfg.knn_k <= bank:
+        return cfg.knn_k
+    if log is not None:
+        log(
+            f"Note: --knn_k={cfg.knn_k} exceeds the kNN memory bank ({bank} examples); "
+            f"using {bank}."
+        )
+    return bank
 
 
 def _callbacks(cfg, model, info, total_steps, sample, log, out_dir):
@@ -141,11 +161,7 @@ def _callbacks(cfg, model, info, total_steps, sample, log, out_dir):
         "signal": GracefulStop(saver),
     }
     knn_data = _knn_datasets(cfg, info)
-    knn = (
-        KNNMonitor(*knn_data, cfg.knn_every_epochs, min(cfg.knn_k, cfg.knn_max_examples))
-        if knn_data
-        else None
-    )
+    knn = KNNMonitor(*knn_data, cfg.knn_every_epochs, _knn_k(cfg, info, log)) if knn_data else None
     views = (sample["view1"].numpy(), sample["view2"].numpy(), info.mean, info.std)
     callbacks = [
         ema,
@@ -254,7 +270,10 @@ def train(cfg, log=print, flags_text=None):
     started = time.time()
     strategy = _setup(cfg)
     # Every worker runs the same program; only the chief's files land in model_dir.
-    out_dir = write_dir(cfg.model_dir, is_chief(strategy))
+    chief = is_chief(strategy)
+    if cfg.export_dir and chief:  # the chief exports there at the end: check it now
+        prepare_folder(cfg.export_dir, "--export_dir")
+    out_dir = write_dir(cfg.model_dir, chief)
     try:
         if flags_text is not None:
             append_flags(out_dir, flags_text)
@@ -274,6 +293,9 @@ def _train(cfg, strategy, out_dir, started, log):
     model = build_model(cfg, info.num_classes, strategy, total_steps, steps_per_epoch)
     if resume_from:
         _restore(model, resume_from)
+        if optimizer_step(model) >= total_steps:
+            log(f"The run in {cfg.model_dir} is already complete at step {optimizer_step(model)}.")
+            return _finished(cfg, model, info, started, out_dir)
         log(f"Resuming from {resume_from} (step {optimizer_step(model)}).")
     run_config = dict(
         cfg.to_json(),
@@ -302,6 +324,23 @@ def _train(cfg, strategy, out_dir, started, log):
     return summary
 
 
+def _finished(cfg, model, info, started, out_dir):
+    """The summary of a run that has no step left: its `summary.json`, else computed again.
+
+    Nothing is trained; the kNN monitor (if on) scores the restored encoder, and `--export_dir`
+    gets an export of it.
+    """
+    summary = read_summary(out_dir)
+    if summary is None:
+        knn_data = _knn_datasets(cfg, info)
+        knn = KNNMonitor(*knn_data, cfg.knn_every_epochs, _knn_k(cfg, info)) if knn_data else None
+        summary = _summarise(cfg, model, {}, knn, started, info, out_dir)
+        write_summary(out_dir, summary)
+    elif cfg.export_dir:
+        summary = dict(summary, export=_export(cfg, model, info, out_dir))
+    return summary
+
+
 def _raise_if_failed(cfg, guards):
     last = checkpoints.latest_checkpoint(cfg.model_dir) or "none yet"
     if guards["nan"].failed_step is not None:
@@ -327,7 +366,7 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
         "checkpoint": checkpoints.latest_checkpoint(out_dir),
     }
     if knn is not None:
-        summary["knn_top1"] = knn.evaluate()
+        summary["knn_top1"] = knn.evaluate(model.encoder)
         summary["knn_protocol"] = (
             f"kNN k={knn.k}, cosine, exp(sim/{knn.temperature}) vote; "
             f"memory: {cfg.train_split}, queries: {cfg.eval_split}"
@@ -336,13 +375,16 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
             summary["knn_top1_raw_pixels"] = knn.evaluate(raw_pixels)
             summary["knn_top1_random_init"] = _random_init_knn(cfg, knn)
     if cfg.export_dir:
-        from byol_tf import export
-
-        export_dir = cfg.export_dir if out_dir == cfg.model_dir else os.path.join(out_dir, "export")
-        summary["export"] = export.export_encoder(
-            model.encoder, export_dir, cfg.image_size, info.mean, info.std
-        )
+        summary["export"] = _export(cfg, model, info, out_dir)
     return summary
+
+
+def _export(cfg, model, info, out_dir):
+    """Exports the online encoder to `--export_dir` (a worker's own folder off the chief)."""
+    from byol_tf import export
+
+    export_dir = cfg.export_dir if out_dir == cfg.model_dir else os.path.join(out_dir, "export")
+    return export.export_encoder(model.encoder, export_dir, cfg.image_size, info.mean, info.std)
 
 
 def raw_pixels(images):

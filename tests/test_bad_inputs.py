@@ -5,7 +5,10 @@ CLI cases call `train.main` / `evaluate.main` / the flags parser in-process: wha
 would print a traceback. Two subprocess runs confirm that end to end.
 """
 
+import contextlib
 import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +25,7 @@ from test_end_to_end import ROOT, TINY
 
 import evaluate
 import train
-from byol_tf import checkpoints, config, data, export, training
+from byol_tf import checkpoints, config, data, export, networks, training
 
 FLAGS = flags.FLAGS
 QUICK = dict(TINY, epochs=1, steps_per_epoch=1, knn_every_epochs=0, demo_baseline=False)
@@ -107,6 +110,32 @@ def run_dir(trained, tmp_path):
     assert {k: after.get(k) for k in before} == before
     for _, path in checkpoints.list_checkpoints(model_dir):
         checkpoints.load_checkpoint(path, compile=False)
+
+
+KNN = dict(QUICK, knn_every_epochs=1, knn_k=100_000)  # k far above the 256-image memory bank
+
+
+@pytest.fixture(scope="module")
+def knn_trained(tmp_path_factory):
+    """A finished one-step run with the kNN monitor on, and what train.py printed."""
+    model_dir = str(tmp_path_factory.mktemp("knn_trained") / "run")
+    printed = io.StringIO()
+    with flagsaver.flagsaver(**dict(KNN, model_dir=model_dir)), contextlib.redirect_stdout(printed):
+        assert train.main(["train.py"]) == 0
+    return model_dir, printed.getvalue()
+
+
+def _rerun(knn_trained, tmp_path, capsys, **overrides):
+    """Runs train.py again on a copy of the finished kNN run; returns (copy, summary, output)."""
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(knn_trained[0], model_dir)
+    steps = checkpoints.list_checkpoints(model_dir)
+    capsys.readouterr()
+    with flagsaver.flagsaver(**dict(KNN, model_dir=model_dir, **overrides)):
+        assert train.main(["train.py"]) == 0
+    assert [s for s, _ in checkpoints.list_checkpoints(model_dir)] == [s for s, _ in steps]
+    with open(os.path.join(model_dir, "summary.json")) as handle:
+        return model_dir, json.load(handle), capsys.readouterr().out
 
 
 @pytest.fixture
@@ -210,8 +239,24 @@ def test_unknown_tfds_name(new_dir):
         (dict(epochs=0), "--epochs must be a positive int. Received: --epochs=0"),
         (dict(encoder="vgg16"), "--encoder must be one of resnet18, resnet34, resnet50."),
         (dict(image_size=0), "--image_size must be a positive int. Received: --image_size=0"),
+        (
+            dict(keep_checkpoints=0),
+            "--keep_checkpoints must be a positive int. Received: --keep_checkpoints=0",
+        ),
+        (
+            dict(log_every_steps=0),
+            "--log_every_steps must be a positive int. Received: --log_every_steps=0",
+        ),
     ],
-    ids=["batch_size_0", "batch_size_negative", "epochs_0", "unknown_encoder", "image_size_0"],
+    ids=[
+        "batch_size_0",
+        "batch_size_negative",
+        "epochs_0",
+        "unknown_encoder",
+        "image_size_0",
+        "keep_checkpoints_0",
+        "log_every_steps_0",
+    ],
 )
 def test_invalid_flag_values(run_dir, overrides, match):
     assert match in _train_error(run_dir, **overrides)
@@ -222,6 +267,14 @@ def test_batch_size_not_divisible_by_replicas(run_dir, monkeypatch):
     monkeypatch.setattr(training, "make_strategy", lambda *args, **kwargs: two_cpus)
     message = _train_error(run_dir, batch_size=33, strategy="mirrored")
     assert "--batch_size=33" in message and "number of replicas (2)" in message
+
+
+@pytest.mark.parametrize("cifar_stem", [False, True], ids=["standard_stem", "cifar_stem"])
+def test_every_positive_image_size_suits_the_encoder(cifar_stem):
+    # "same" padding: each stride-2 layer maps 1x1 to 1x1, so --image_size needs no minimum
+    # beyond 1 (training and export at 1 px run too; the views just carry little information).
+    encoder = networks.resnet(18, 0.125, cifar_stem, input_shape=(1, 1, 3))
+    assert encoder(np.zeros((2, 1, 1, 3), np.float32), training=True).shape == (2, 64)
 
 
 def test_image_size_not_an_int():
@@ -240,10 +293,79 @@ def test_flagfile_with_an_unknown_flag(tmp_path):
     assert "Unknown command line flag 'learning_rat'" in _parse_error(f"--flagfile={flagfile}")
 
 
+def test_flagfile_that_includes_itself(tmp_path):
+    flagfile = tmp_path / "self.flags"
+    flagfile.write_text(f"--batch_size=32\n--flagfile={flagfile}\n")
+    message = _parse_error(f"--flagfile={flagfile}")
+    assert f"--flagfile={flagfile} includes itself: {flagfile} -> {flagfile}" in message
+
+
+def test_flagfiles_that_include_each_other(tmp_path):
+    first, second = tmp_path / "a.flags", tmp_path / "b.flags"
+    first.write_text(f"--flagfile={second}\n")
+    second.write_text(f"# back to the first\n--epochs=2\n--flagfile={first}\n")
+    message = _parse_error("--flagfile", str(first))
+    assert f"--flagfile={first} includes itself: {first} -> {second} -> {first}" in message
+
+
+def test_flagfile_line_without_dashes(tmp_path):
+    flagfile = tmp_path / "recipe.flags"
+    flagfile.write_text("# a recipe\n--epochs=2\nbatch_size=32\n")
+    message = _parse_error(f"--flagfile={flagfile}")
+    assert f"--flagfile={flagfile} line 3: 'batch_size=32' is not a flag" in message
+    assert "--batch_size=32" in message
+
+
+def test_knn_k_above_the_memory_bank_is_clamped_with_a_note(knn_trained):
+    note = "Note: --knn_k=100000 exceeds the kNN memory bank (256 examples); using 256."
+    assert [line for line in knn_trained[1].splitlines() if "--knn_k" in line] == [note]
+    with open(os.path.join(knn_trained[0], "summary.json")) as handle:
+        assert "kNN k=256," in json.load(handle)["knn_protocol"]
+
+
 def test_model_dir_that_is_a_file(tmp_path):
     path = tmp_path / "a_file"
     path.write_text("precious")
     assert f"--model_dir={path} is a file" in _train_error(str(path))
+    assert path.read_text() == "precious"
+
+
+def _a_file(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("precious")
+    return path
+
+
+def test_export_dir_that_is_a_file_is_refused_before_training(new_dir, tmp_path):
+    path = _a_file(tmp_path)
+    assert f"--export_dir={path} is a file; expected a folder." in _train_error(
+        new_dir, export_dir=str(path)
+    )
+    assert path.read_text() == "precious"
+
+
+def test_export_dir_under_a_file_is_refused_before_training(new_dir, tmp_path):
+    path = os.path.join(_a_file(tmp_path), "sub")
+    message = _train_error(new_dir, export_dir=path)
+    assert f"--export_dir={path} is not writable: Not a directory." in message
+
+
+def test_export_program_checks_export_dir_before_loading(run_dir, tmp_path):
+    path = _a_file(tmp_path)
+    with pytest.raises(ValueError, match=r"--export_dir=.*/a_file/sub is not writable"):
+        export.export_checkpoint(run_dir, str(path / "sub"))
+    result = subprocess.run(
+        [sys.executable, "-m", "byol_tf.export", f"--model_dir={run_dir}", f"--export_dir={path}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"python -m byol_tf.export: error: --export_dir={path} is a file; expected a folder."
+    )
     assert path.read_text() == "precious"
 
 
@@ -280,6 +402,29 @@ def test_cli_exits_non_zero_with_one_line_on_stderr(args, match, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("train.py")]
     assert errors == [result.stderr.splitlines()[-1]] and match in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_rerunning_a_finished_run_reprints_its_summary_and_exports(knn_trained, tmp_path, capsys):
+    with open(os.path.join(knn_trained[0], "summary.json")) as handle:
+        first = json.load(handle)
+    export_dir = tmp_path / "export"
+    _, summary, out = _rerun(knn_trained, tmp_path, capsys, export_dir=str(export_dir))
+    assert "is already complete at step 1." in out and "Resuming" not in out
+    assert summary == first  # reused, not recomputed
+    assert f"{first['knn_top1']:6.2%}" in out
+    assert (export_dir / "1" / "saved_model.pb").exists() and str(export_dir / "1") in out
+
+
+def test_rerunning_a_finished_run_without_summary_scores_the_checkpoint(
+    knn_trained, tmp_path, capsys
+):
+    with open(os.path.join(knn_trained[0], "summary.json")) as handle:
+        first = json.load(handle)
+    shutil.copytree(knn_trained[0], tmp_path / "source")
+    os.remove(tmp_path / "source" / "summary.json")
+    _, summary, out = _rerun((str(tmp_path / "source"), ""), tmp_path, capsys)
+    assert "is already complete at step 1." in out
+    assert summary["steps"] == 1 and summary["knn_top1"] == pytest.approx(first["knn_top1"])
 
 
 # --- evaluation and serving ------------------------------------------------------------------
