@@ -7,6 +7,7 @@ import tempfile
 
 RUN_CONFIG = "run_config.json"
 SUMMARY = "summary.json"
+SCHEDULE_CHANGES = "schedule_changes.json"
 FLAGS_FILE = "flags.txt"
 # Settings that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
 # with other values.
@@ -28,6 +29,74 @@ def prepare_model_dir(model_dir):
         ValueError: if it is a file or cannot be written, naming `--model_dir`.
     """
     prepare_folder(model_dir, "--model_dir")
+
+
+# Settings that shape the learning-rate and τ schedules (and the data stream's epochs): resuming
+# with other values would make them jump, so it takes --allow_schedule_change.
+SCHEDULE = (
+    "batch_size",
+    "accumulation_steps",
+    "epochs",
+    "steps_per_epoch",
+    "recipe",
+    "learning_rate",
+    "lr_schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "momentum",
+    "eta",
+    "base_tau",
+    "tau_schedule",
+    "predictor_lr_multiplier",
+)
+
+
+def schedule_changes(run_config, saved):
+    """`{setting: (old, new)}` of the `SCHEDULE` settings where `run_config` differs from `saved`.
+
+    Settings a run folder from an older version does not record are not compared.
+    """
+    return {
+        key: (saved[key], run_config[key])
+        for key in SCHEDULE
+        if key in saved and key in run_config and saved[key] != run_config[key]
+    }
+
+
+def check_schedule(changes, model_dir, allowed, step, folder):
+    """Refuses a resume that changes the schedule, unless `allowed`; then records the change.
+
+    Args:
+        changes: from `schedule_changes`.
+        model_dir: the run folder named in the message.
+        allowed: `--allow_schedule_change`.
+        step: the optimiser step the run resumes from.
+        folder: where `schedule_changes.json` is appended to (the process's write folder).
+
+    Returns:
+        One line describing the recorded change, or None when nothing changed.
+
+    Raises:
+        ValueError: one line listing each differing setting with its old and new value.
+    """
+    if not changes:
+        return None
+    listed = ", ".join(f"--{key}: {old} -> {new}" for key, (old, new) in sorted(changes.items()))
+    if not allowed:
+        raise ValueError(
+            f"Resuming {model_dir} with other schedule settings than it was trained with would "
+            f"make its learning rate and tau jump: {listed}. Rerun with the original flags, or "
+            f"pass --allow_schedule_change to continue with the new ones (recorded in "
+            f"{SCHEDULE_CHANGES}). The checkpoint was not modified."
+        )
+    path = os.path.join(folder, SCHEDULE_CHANGES)
+    history = []
+    if os.path.exists(path):
+        with open(path) as handle:
+            history = json.load(handle)
+    history.append({"step": step, "changes": {k: list(v) for k, v in sorted(changes.items())}})
+    write_json(path, history)
+    return f"Schedule changed at step {step} (--allow_schedule_change): {listed}."
 
 
 def prepare_folder(path, flag):

@@ -157,6 +157,10 @@ class TrainConfig:
             network (the paper: 1). Default: from --recipe.
         model_dir: Folder for checkpoints, TensorBoard logs, results; rerunning with the same folder
             resumes.
+        allow_schedule_change: Resume even though a schedule setting (batch size, epochs,
+            learning rate, warm-up, tau, schedules, recipe, ...) differs from the run's; the
+            change is recorded in model_dir/schedule_changes.json. Without it such a resume is
+            refused.
         export_dir: If set, export the encoder as a SavedModel for TF Serving here at the end
             (export_dir/<version>/).
         seed: Seed of initialisation, shuffling and augmentation.
@@ -220,6 +224,7 @@ class TrainConfig:
     predictor_lr_multiplier: float | None = option(OPTIMISATION, None, valid=POSITIVE)
     # run
     model_dir: str = option(RUN, "runs/demo", path=True)
+    allow_schedule_change: bool = option(RUN, False)
     export_dir: str | None = option(RUN, None, path=True)
     seed: int = option(RUN, 0)
     deterministic: bool = option(RUN, False)

@@ -23,9 +23,12 @@ from byol_tf.model import BYOL
 from byol_tf.run_dir import (
     append_flags,
     check_resume,
+    check_schedule,
     prepare_folder,
+    read_run_config,
     read_summary,
     remove_write_dir,
+    schedule_changes,
     write_dir,
     write_run_config,
     write_summary,
@@ -307,6 +310,13 @@ def _train(cfg, strategy, out_dir, started, log):
         recipe_chosen=recipe.name,
         recipe_overrides=sorted(recipes.overridden(cfg, recipe)),
     )
+    if resume_from:
+        changes = schedule_changes(run_config, read_run_config(cfg.model_dir) or {})
+        line = check_schedule(
+            changes, cfg.model_dir, cfg.allow_schedule_change, optimizer_step(model), out_dir
+        )
+        if line:
+            log(line)
     write_run_config(out_dir, run_config)
     start = optimizer_step(model) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))

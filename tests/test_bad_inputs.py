@@ -375,6 +375,15 @@ def test_resume_with_another_encoder_keeps_the_checkpoint(run_dir):
     assert "--encoder=resnet18" in message
 
 
+def test_resume_with_another_schedule_is_refused_listing_each_change(run_dir):
+    # The run trained 1 epoch with the recipe's learning rate (auto at this budget: short).
+    message = _train_error(run_dir, epochs=3, learning_rate=0.5, base_tau=0.9)
+    assert f"Resuming {run_dir} with other schedule settings" in message
+    assert "--base_tau: 0.98 -> 0.9, --epochs: 1 -> 3, --learning_rate: 0.0005 -> 0.5" in message
+    assert "--allow_schedule_change" in message and "not modified" in message
+    assert not os.path.exists(os.path.join(run_dir, "schedule_changes.json"))
+
+
 def test_resume_with_another_optimizer_keeps_the_checkpoint(run_dir):
     # The run trained with the recipe's optimiser (`auto` at this budget: AdamW).
     message = _train_error(run_dir, optimizer="lars")

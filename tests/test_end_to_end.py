@@ -72,9 +72,15 @@ def test_train_main_runs_resumes_and_exports(tmp_path, capsys):
     with open(os.path.join(model_dir, "eval_knn.json")) as handle:
         assert 0.0 <= json.load(handle)["top1"] <= 1.0
 
-    # The same command with more epochs resumes at step 4 and continues to 6.
-    resumed = _train(model_dir, epochs=3, demo_baseline=False)
+    # More epochs change the schedule: with --allow_schedule_change the run resumes at step 4,
+    # continues to 6 and records the change.
+    resumed = _train(model_dir, epochs=3, demo_baseline=False, allow_schedule_change=True)
     assert resumed["steps"] == 6
+    assert "Schedule changed at step 4 (--allow_schedule_change): --epochs: 2 -> 3." in (
+        capsys.readouterr().out
+    )
+    with open(os.path.join(model_dir, "schedule_changes.json")) as handle:
+        assert json.load(handle) == [{"step": 4, "changes": {"epochs": [2, 3]}}]
 
 
 @pytest.mark.slow
