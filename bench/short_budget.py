@@ -79,24 +79,6 @@ def _trajectory_callback(every, epochs, score):
     return Trajectory()
 
 
-def _with_multiplier(base, scaled_variables, multiplier):
-    """`base` optimiser class whose rate is `multiplier` times larger for `scaled_variables`."""
-    if multiplier == 1.0:
-        return base
-
-    class Scaled(base):
-        def build(self, variables):
-            super().build(variables)
-            self._scaled = [any(v is s for s in scaled_variables) for v in variables]
-
-        def update_step(self, gradient, variable, learning_rate):
-            if self._scaled[self._get_variable_index(variable)]:
-                learning_rate = learning_rate * multiplier
-            return super().update_step(gradient, variable, learning_rate)
-
-    return Scaled
-
-
 def main(argv=None):
     args = _parse(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -107,7 +89,7 @@ def main(argv=None):
     import keras
 
     import byol_tf
-    from byol_tf import data, networks, settings
+    from byol_tf import data, networks, optimizers, settings
 
     keras.utils.set_random_seed(args.seed)
     steps = data.steps_per_epoch(args.dataset, args.batch_size)
@@ -137,11 +119,17 @@ def main(argv=None):
         schedule = byol_tf.WarmupCosine(peak, total, warmup)
     else:
         schedule = byol_tf.WarmupConstant(peak, warmup)
-    base = byol_tf.LARS if lars else keras.optimizers.AdamW
-    kwargs = dict(eta=0.02) if lars else {}
-    optimizer = _with_multiplier(
-        base, model.predictor.trainable_variables, args.predictor_lr_multiplier
-    )(schedule, weight_decay=args.weight_decay, **kwargs)
+    multipliers = optimizers.predictor_multiplier(args.predictor_lr_multiplier)
+    if lars:
+        optimizer = optimizers.LARS(
+            schedule, weight_decay=args.weight_decay, eta=0.02,
+            learning_rate_multipliers=multipliers,
+        )  # fmt: skip
+    else:  # decoupled decay of every variable, as keras.optimizers.AdamW
+        optimizer = optimizers.AdamW(
+            schedule, weight_decay=args.weight_decay, exclude_from_weight_decay=None,
+            learning_rate_multipliers=multipliers,
+        )  # fmt: skip
     model.compile(optimizer=optimizer)
     ema = byol_tf.TargetEMA(args.base_tau, total_steps=total, schedule=args.tau_schedule)
     probe = _trajectory_callback(args.knn_every, args.epochs, lambda e: _knn(e, memory, queries))

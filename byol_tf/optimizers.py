@@ -49,6 +49,26 @@ def _multiplier_rule(multipliers):
     return factor
 
 
+class _RateMultipliers:
+    """Per-variable learning-rate factors (`learning_rate_multipliers`) of LARS and AdamW."""
+
+    def _set_multipliers(self, multipliers):
+        self.learning_rate_multipliers = dict(multipliers or {})
+        self._rate_factor = _multiplier_rule(self.learning_rate_multipliers)
+
+    def _build_factors(self, variables):
+        """Decides each variable's factor once, where the Keras variables are known."""
+        self._rate_factors = [self._rate_factor(v) for v in variables]
+
+    def _scaled_rate(self, learning_rate, variable):
+        """`learning_rate` times the variable's factor (unchanged for a factor of 1)."""
+        factor = self._rate_factors[self._get_variable_index(variable)]
+        if factor == 1.0:
+            return learning_rate
+        dtype = variable.dtype
+        return ops.cast(learning_rate, dtype) * ops.cast(factor, dtype)
+
+
 def predictor_multiplier(factor):
     """`learning_rate_multipliers` giving BYOL's predictor `factor` times the learning rate.
 
@@ -61,7 +81,7 @@ def predictor_multiplier(factor):
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
-class LARS(keras.optimizers.Optimizer):
+class LARS(_RateMultipliers, keras.optimizers.Optimizer):
     """LARS with momentum, in the order of the official BYOL code (docs/algorithm.md §4).
 
     For each variable w with gradient g:
@@ -118,8 +138,7 @@ class LARS(keras.optimizers.Optimizer):
         self._skip_adapt = _compile_rule(
             exclude_from_layer_adaptation, "exclude_from_layer_adaptation"
         )
-        self.learning_rate_multipliers = dict(learning_rate_multipliers or {})
-        self._rate_factor = _multiplier_rule(self.learning_rate_multipliers)
+        self._set_multipliers(learning_rate_multipliers)
 
     def build(self, variables):
         """Creates one momentum buffer per variable."""
@@ -133,7 +152,7 @@ class LARS(keras.optimizers.Optimizer):
         # known; update_step may receive the backend's variable objects.
         self._decay_flags = [not self._skip_decay(v) for v in variables]
         self._adapt_flags = [not self._skip_adapt(v) for v in variables]
-        self._rate_factors = [self._rate_factor(v) for v in variables]
+        self._build_factors(variables)
 
     def update_step(self, gradient, variable, learning_rate):
         """Applies one LARS step to `variable`."""
@@ -141,8 +160,7 @@ class LARS(keras.optimizers.Optimizer):
         learning_rate = ops.cast(learning_rate, dtype)
         update = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
-        if self._rate_factors[index] != 1.0:
-            learning_rate = learning_rate * ops.cast(self._rate_factors[index], dtype)
+        learning_rate = self._scaled_rate(learning_rate, variable)
         if self.lars_weight_decay > 0 and self._decay_flags[index]:
             update = update + ops.cast(self.lars_weight_decay, dtype) * variable
         if self._adapt_flags[index]:
@@ -171,7 +189,7 @@ class LARS(keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
-class AdamW(keras.optimizers.AdamW):
+class AdamW(_RateMultipliers, keras.optimizers.AdamW):
     """Keras's AdamW with LARS's weight-decay exclusions and learning-rate multipliers.
 
     Decoupled weight decay (`w -= lr·weight_decay·w`) skips the variables that
@@ -199,8 +217,7 @@ class AdamW(keras.optimizers.AdamW):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
         self.weight_decay_exclusions = exclude_from_weight_decay
         self._skip_decay = _compile_rule(exclude_from_weight_decay, "exclude_from_weight_decay")
-        self.learning_rate_multipliers = dict(learning_rate_multipliers or {})
-        self._rate_factor = _multiplier_rule(self.learning_rate_multipliers)
+        self._set_multipliers(learning_rate_multipliers)
 
     def build(self, variables):
         """Creates Adam's moments; decides each variable's decay and rate factor once."""
@@ -208,7 +225,7 @@ class AdamW(keras.optimizers.AdamW):
             return
         super().build(variables)
         self._decay_flags = [not self._skip_decay(v) for v in variables]
-        self._rate_factors = [self._rate_factor(v) for v in variables]
+        self._build_factors(variables)
 
     def _use_weight_decay(self, variable):
         return self._decay_flags[self._get_variable_index(variable)] and super()._use_weight_decay(
@@ -217,11 +234,7 @@ class AdamW(keras.optimizers.AdamW):
 
     def update_step(self, gradient, variable, learning_rate):
         """Adam's step, with the variable's learning-rate factor."""
-        factor = self._rate_factors[self._get_variable_index(variable)]
-        if factor != 1.0:
-            learning_rate = ops.cast(learning_rate, variable.dtype) * ops.cast(
-                factor, variable.dtype
-            )
+        learning_rate = self._scaled_rate(learning_rate, variable)
         return super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):

@@ -301,7 +301,7 @@ def build(recipe, total_steps, steps_per_epoch, batch_size, **optimizer_kwargs):
         schedule = PerUpdate(schedule, accumulation)
     # Biases and BatchNorm parameters (rank <= 1) are excluded from weight decay by both
     # optimisers (the paper's exclusion).
-    multipliers = predictor_multiplier(getattr(recipe, "predictor_lr_multiplier", 1.0) or 1.0)
+    multipliers = predictor_multiplier(recipe.predictor_lr_multiplier)
     if recipe.optimizer == "adamw":
         optimizer = AdamW(
             schedule,

@@ -90,10 +90,7 @@ def check_schedule(changes, model_dir, allowed, step, folder):
             f"{SCHEDULE_CHANGES}). The checkpoint was not modified."
         )
     path = os.path.join(folder, SCHEDULE_CHANGES)
-    history = []
-    if os.path.exists(path):
-        with open(path) as handle:
-            history = json.load(handle)
+    history = read_json(path) or []
     history.append({"step": step, "changes": {k: list(v) for k, v in sorted(changes.items())}})
     write_json(path, history)
     return f"Schedule changed at step {step} (--allow_schedule_change): {listed}."
@@ -163,31 +160,35 @@ def write_summary(folder, summary):
     write_json(os.path.join(folder, SUMMARY), summary)
 
 
-def read_run_config(model_dir):
-    """The `run_config.json` the training program wrote in `model_dir`, or None."""
-    path = os.path.join(model_dir, RUN_CONFIG)
+def read_json(path):
+    """The content of a JSON file, or None when it does not exist."""
     if not os.path.exists(path):
         return None
     with open(path) as handle:
         return json.load(handle)
+
+
+def read_run_config(model_dir):
+    """The `run_config.json` the training program wrote in `model_dir`, or None."""
+    return read_json(os.path.join(model_dir, RUN_CONFIG))
 
 
 def read_summary(folder):
     """The `summary.json` of a finished run in `folder`, or None."""
-    path = os.path.join(folder, SUMMARY)
-    if not os.path.exists(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
+    return read_json(os.path.join(folder, SUMMARY))
 
 
-def check_resume(cfg, model_dir):
+def check_resume(cfg, model_dir, saved):
     """Refuses to resume a checkpoint whose architecture differs from `cfg`.
+
+    Args:
+        cfg: the settings of this invocation.
+        model_dir: the run folder named in the message.
+        saved: its `run_config.json` (`read_run_config`; empty for none).
 
     Raises:
         ValueError: naming the first `ARCHITECTURE` setting that differs from `run_config.json`.
     """
-    saved = read_run_config(model_dir) or {}
     for key in ARCHITECTURE:
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(

@@ -5,6 +5,8 @@ Frozen dataclasses, usable without flags; `byol_tf.config` turns their fields in
 
 import dataclasses
 
+from byol_tf.recipes import RECIPE_NAMES  # imports no TensorFlow
+
 # The allowed values of the enumerated settings (the flags of these are enums).
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 PRESETS = ("imagenet", "small")  # the keys of byol_tf.augment.PRESETS
@@ -13,7 +15,6 @@ SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 PROTOCOLS = ("linear", "linear_official", "knn", "finetune")
-RECIPES = ("auto", "paper", "small_data", "short")  # byol_tf.recipes.RECIPE_NAMES
 CROP_SAMPLERS = ("rejection", "clamped")  # byol_tf.image_ops.CROP_SAMPLERS
 
 # Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
@@ -211,7 +212,7 @@ class TrainConfig:
     epochs: int = option(OPTIMISATION, 20, valid=POSITIVE_INT)
     steps_per_epoch: int | None = option(OPTIMISATION, None, valid=POSITIVE_INT)
     accumulation_steps: int = option(OPTIMISATION, 1, valid=POSITIVE_INT)
-    recipe: str = option(OPTIMISATION, "auto", choices=RECIPES)
+    recipe: str = option(OPTIMISATION, "auto", choices=RECIPE_NAMES)
     optimizer: str | None = option(OPTIMISATION, None, choices=OPTIMIZERS)
     learning_rate: float | None = option(OPTIMISATION, None, valid=POSITIVE)
     lr_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES)

@@ -291,8 +291,9 @@ def _train(cfg, strategy, out_dir, started, log):
     cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, info.num_examples)
     log(recipe_line(cfg, recipe, total_steps, info.num_examples))
     resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
+    saved = (read_run_config(cfg.model_dir) or {}) if resume_from else {}
     if resume_from:
-        check_resume(cfg, cfg.model_dir)
+        check_resume(cfg, cfg.model_dir, saved)
     model = build_model(cfg, info.num_classes, strategy, total_steps, steps_per_epoch)
     if resume_from:
         _restore(model, resume_from)
@@ -311,7 +312,7 @@ def _train(cfg, strategy, out_dir, started, log):
         recipe_overrides=sorted(recipes.overridden(cfg, recipe)),
     )
     if resume_from:
-        changes = schedule_changes(run_config, read_run_config(cfg.model_dir) or {})
+        changes = schedule_changes(run_config, saved)
         line = check_schedule(
             changes, cfg.model_dir, cfg.allow_schedule_change, optimizer_step(model), out_dir
         )

@@ -90,7 +90,7 @@ def _fit_grid(x, y, num_classes, grid, epochs, batch_size, seed):
     return _sgd_linear(x, onehot, batches, lrs, l2s).numpy()
 
 
-def _accuracies(x, y, weights):
+def classifier_accuracies(x, y, weights):
     """(top1, top5) per classifier of `weights` [G, D + 1, C]; a diverged one scores -1."""
     results = []
     for w in weights:
@@ -169,13 +169,13 @@ def linear_eval(
     weights = _fit_grid(
         scale(train_x[fit_mask]), train_y[fit_mask], num_classes, grid, epochs, batch_size, seed
     )
-    val_scores = _accuracies(scale(train_x[val_idx]), train_y[val_idx], weights)
+    val_scores = classifier_accuracies(scale(train_x[val_idx]), train_y[val_idx], weights)
     best = int(np.argmax([top1 for top1, _ in val_scores]))
     scale = _standardizer(train_x) if standardize else (lambda f: f)
     weights = _fit_grid(
         scale(train_x), train_y, num_classes, [grid[best]], epochs, batch_size, seed
     )
-    top1, top5 = _accuracies(scale(test_x), test_y, weights)[0]
+    top1, top5 = classifier_accuracies(scale(test_x), test_y, weights)[0]
     return {
         "top1": float(top1),
         "top5": float(top5),

@@ -17,8 +17,8 @@ from byol_tf.evaluation.features import (
     fixed_size_pairs,
     resolve_num_classes,
     subset_by_fraction,
-    topk_hits,
 )
+from byol_tf.evaluation.linear import classifier_accuracies
 
 PROTOCOL = "linear_official"
 # Candidate base learning rates per 256 images (peak rate = base · batch / 256, as the official
@@ -117,16 +117,11 @@ def _train_heads(encoder, examples, count, peak_rates, num_classes, dim, options
 
 def _scores(features, labels, kernel, bias, num_classes):
     """(top1, top5) of each classifier of `(kernel, bias)`; a diverged one scores -1."""
-    results = []
-    for g in range(len(bias) // num_classes):
-        columns = slice(g * num_classes, (g + 1) * num_classes)
-        w, b = kernel[:, columns], bias[columns]
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
-            results.append((-1.0, -1.0))
-            continue
-        logits = features @ w + b
-        results.append((topk_hits(logits, labels, 1).mean(), topk_hits(logits, labels, 5).mean()))
-    return results
+    weights = [
+        np.vstack([kernel[:, g : g + num_classes], bias[None, g : g + num_classes]])
+        for g in range(0, len(bias), num_classes)
+    ]
+    return classifier_accuracies(features, labels, weights)
 
 
 def linear_eval_official(
