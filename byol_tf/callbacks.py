@@ -267,6 +267,12 @@ def view_grid(view1, view2, mean, std, max_pairs=8):
 class ScalarLogger(keras.callbacks.Callback):
     """Writes loss, learning rate, τ, embedding std (per step) and epoch metrics to TensorBoard.
 
+    At TensorBoard step s (optimiser steps done) every per-step value is that of the update
+    that took the count to s: its loss, the learning rate it used (read before it ran) and the
+    τ of its target update (`TargetEMA.last_tau`), i.e. the schedules at step index s - 1.
+    With `steps_per_execution=n` batch callbacks run once per n steps: the rate is that of the
+    execution's first step, τ the product of its n values.
+
     Args:
         log_dir: TensorBoard folder.
         every_steps: scalar interval in optimiser steps.
@@ -279,6 +285,7 @@ class ScalarLogger(keras.callbacks.Callback):
         self.log_dir, self.every_steps = log_dir, max(int(every_steps), 1)
         self.tau_source, self.sample_views = tau_source, sample_views
         self._writer = None
+        self._rate = None  # the learning rate of the update the current batch runs
 
     def on_train_begin(self, logs=None):
         self._writer = tf.summary.create_file_writer(self.log_dir)
@@ -291,8 +298,10 @@ class ScalarLogger(keras.callbacks.Callback):
                     step=optimizer_step(self.model),
                 )
 
-    def _learning_rate(self):
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+    def on_train_batch_begin(self, batch, logs=None):
+        # The optimiser's rate follows its step counter: after the update it is already the
+        # next step's, so read it before the update.
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_train_batch_end(self, batch, logs=None):
         step = optimizer_step(self.model)
@@ -302,7 +311,7 @@ class ScalarLogger(keras.callbacks.Callback):
             for key in ("loss", "embedding_std", "probe_accuracy"):
                 if key in logs:
                     tf.summary.scalar(f"step/{key}", float(logs[key]))
-            tf.summary.scalar("step/learning_rate", self._learning_rate())
+            tf.summary.scalar("step/learning_rate", self._rate)
             if self.tau_source is not None:
                 tf.summary.scalar("step/tau", float(self.tau_source.last_tau))
 

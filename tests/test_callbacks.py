@@ -1,6 +1,9 @@
-"""TargetEMA: the cosine τ schedule over the whole run, resume, steps_per_execution."""
+"""TargetEMA: the cosine τ schedule over the whole run, resume, steps_per_execution; the
+per-step values ScalarLogger writes to TensorBoard."""
 
+import glob
 import math
+import os
 
 import keras
 import numpy as np
@@ -9,6 +12,7 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
+from byol_tf.callbacks import ScalarLogger
 
 
 class _RecordTau(keras.callbacks.Callback):
@@ -118,3 +122,32 @@ def test_constant_schedule_target_matches_numpy_ema_without_known_run_length(vie
 def test_target_ema_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         byol_tf.TargetEMA(**kwargs)
+
+
+def _scalars(log_dir):
+    """`{tag: {step: value}}` of the scalars in the TensorBoard event files of `log_dir`."""
+    found = {}
+    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return found
+
+
+def test_tensorboard_logs_the_learning_rate_and_tau_at_the_step_that_used_them(views, tmp_path):
+    # Peak 0.1 over K = 4 steps, W = 2 of warm-up: lr(k) = 0.1·k/2 for k < 2, else
+    # 0.1·(1 + cos(π(k − 2)/2))/2; τ_k = 1 − 0.1·(cos(πk/4) + 1)/2.
+    rates = [0.0, 0.05, 0.1, 0.05]
+    taus = [1 - 0.1 * (math.cos(math.pi * k / 4) + 1) / 2 for k in range(4)]
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(byol_tf.WarmupCosine(0.1, 4, 2)))
+    ema = byol_tf.TargetEMA(0.9, total_steps=4)
+    logger = ScalarLogger(str(tmp_path), every_steps=1, tau_source=ema)
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    model.fit(data.repeat(), steps_per_epoch=4, verbose=0, callbacks=[ema, logger])
+    scalars = _scalars(str(tmp_path))
+    # TensorBoard step s = updates done: the values of the update that made it s (index s - 1).
+    assert sorted(scalars["step/learning_rate"]) == sorted(scalars["step/tau"]) == [1, 2, 3, 4]
+    logged_rates = [scalars["step/learning_rate"][s] for s in (1, 2, 3, 4)]
+    np.testing.assert_allclose(logged_rates, rates, atol=1e-7)
+    np.testing.assert_allclose([scalars["step/tau"][s] for s in (1, 2, 3, 4)], taus, rtol=1e-6)
