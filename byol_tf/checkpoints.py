@@ -1,9 +1,12 @@
 """Atomic, self-contained checkpoints of a BYOL run (`.keras` files in `model_dir/checkpoints`)."""
 
+import contextlib
 import os
 import re
 
 import keras
+
+from byol_tf import run_dir
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d+)\.keras$")
@@ -40,7 +43,8 @@ def save_checkpoint(model, model_dir, step, keep=3):
     """Saves the whole model (weights, target, optimizer state) as `ckpt-<step>.keras`.
 
     The file is written under a temporary name and renamed into place (atomic on POSIX), so a
-    crash during a save never leaves a broken newest checkpoint. Keeps the `keep` newest.
+    crash or a failed write (disk full) never leaves a broken newest checkpoint. Keeps the
+    `keep` newest; older ones are removed only once the new one is in place.
 
     Args:
         model: a compiled `BYOL` model.
@@ -50,20 +54,32 @@ def save_checkpoint(model, model_dir, step, keep=3):
 
     Returns:
         The checkpoint's path.
+
+    Raises:
+        WriteError: naming the checkpoint and the operating system's reason; the half-written
+            file is removed and the checkpoints already written are left as they were.
     """
     folder = checkpoint_dir(model_dir)
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"ckpt-{int(step):08d}.keras")
     tmp = os.path.join(folder, f".ckpt-{int(step):08d}.tmp.keras")
-    model.save(tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with run_dir.writing("write checkpoint", path):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            model.save(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)  # frees the space the half-written file took
+            raise
     for _, old in list_checkpoints(model_dir)[: -max(int(keep), 1)]:
-        os.remove(old)
+        with run_dir.writing("remove old checkpoint", old):
+            os.remove(old)
     for name in os.listdir(folder):  # half-written files of saves a crash interrupted
         if name.startswith(".ckpt-") and name.endswith(".tmp.keras"):
-            os.remove(os.path.join(folder, name))
+            with contextlib.suppress(OSError):  # best effort: list_checkpoints ignores them
+                os.remove(os.path.join(folder, name))
     return path
 
 

@@ -49,16 +49,30 @@ class EncoderModule(tf.Module):
         )
 
     def _encode(self, images):
+        count = tf.shape(images)[0]
         # Inference mode: BatchNorm uses its moving statistics, whatever the batch.
-        features = self.encoder(images, training=False)
-        return {"representation": tf.cast(features, tf.float32)}
+        features = self.encoder(self._never_empty(images), training=False)
+        return {"representation": tf.cast(features[:count], tf.float32)}
+
+    def _never_empty(self, images):
+        """`images`, or one black image in place of an empty batch.
+
+        TensorFlow's convolutions fail on a batch of 0 images; the caller keeps the first
+        `count` rows of the features, so an empty request gets `[0, D]`.
+        """
+        size = self.image_size
+        blank = tf.zeros([1, size, size, 3], images.dtype)
+        return tf.cond(tf.shape(images)[0] > 0, lambda: images, lambda: blank)
 
     def _serve(self, images):
         # The signature checks only the last dimension; name the rank error clearly here.
         images = tf.ensure_shape(images, [None, None, None, 3], name="images_batch_h_w_3")
-        images = image_ops.center_crop(images, self.image_size, self.crop_fraction) / 255.0
-        images = tf.clip_by_value(images, 0.0, 1.0)
-        return self._encode(image_ops.normalize(images, self.mean, self.std))
+        count = tf.shape(images)[0]
+        images = image_ops.center_crop(
+            self._never_empty(images), self.image_size, self.crop_fraction
+        )
+        images = tf.clip_by_value(images / 255.0, 0.0, 1.0)
+        return self._encode(image_ops.normalize(images, self.mean, self.std)[:count])
 
 
 def _check_stats(name, value):
@@ -106,6 +120,8 @@ def export_encoder(encoder, export_dir, image_size, mean, std, version=None, cro
 
     Raises:
         ValueError: for a bad argument or an existing version, naming it.
+        WriteError: (`byol_tf.run_dir`) when writing fails (disk full, permission lost), naming
+            the version folder and the reason; nothing is left under `export_dir`.
     """
     if not isinstance(encoder, keras.Model):
         raise ValueError(f"encoder must be a keras.Model. Received: {type(encoder).__name__}")
@@ -121,11 +137,6 @@ def export_encoder(encoder, export_dir, image_size, mean, std, version=None, cro
     module = EncoderModule(encoder, image_size, mean, std, crop_fraction)
     probe = tf.zeros([1, image_size, image_size, 3])
     feature_dim = int(module.encode_normalized(probe)["representation"].shape[-1])
-    os.makedirs(export_dir, exist_ok=True)
-    tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    signatures = {"serving_default": module.serve, "encode_normalized": module.encode_normalized}
-    tf.saved_model.save(module, tmp, signatures=signatures)
     metadata = {
         "image_size": int(image_size),
         "crop_fraction": module.crop_fraction,
@@ -134,16 +145,49 @@ def export_encoder(encoder, export_dir, image_size, mean, std, version=None, cro
         "feature_dim": feature_dim,
         "byol_tf_version": _version(),
     }
+    tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
+    # TensorFlow writes the variables with its own file system, which raises OpError.
+    with run_dir.writing("write the export", path, (OSError, tf.errors.OpError)):
+        try:
+            _write_version(module, tmp, path, metadata)
+        except (OSError, tf.errors.OpError):
+            shutil.rmtree(tmp, ignore_errors=True)  # frees the space the partial export took
+            raise
+    return path
+
+
+def _write_version(module, tmp, path, metadata):
+    """Saves `module` and `metadata` in the folder `tmp`, then renames it to `path`."""
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    signatures = {"serving_default": module.serve, "encode_normalized": module.encode_normalized}
+    tf.saved_model.save(module, tmp, signatures=signatures)
     with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
         json.dump(metadata, handle, indent=2)
     os.replace(tmp, path)
-    return path
 
 
 def _version():
     import byol_tf
 
     return byol_tf.__version__
+
+
+def _check_graph(path):
+    """Raises a one-line `ValueError` if `path` (a `saved_model.pb`) holds no SavedModel graph."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    graph = saved_model_pb2.SavedModel()
+    try:
+        with open(path, "rb") as handle:
+            graph.ParseFromString(handle.read())
+    except DecodeError:
+        graph.Clear()
+    except OSError as error:
+        raise ValueError(f"Cannot read {path}: {run_dir.reason(error)}") from None
+    if not graph.meta_graphs:
+        raise ValueError(f"{path} is corrupt: it holds no SavedModel graph; export the model again")
 
 
 def load_exported(path):
@@ -157,7 +201,8 @@ def load_exported(path):
         features (the `encode_normalized` signature), and the `byol_tf_export.json` dict.
 
     Raises:
-        ValueError: if `path` holds no export.
+        ValueError: if `path` holds no export, or an incomplete or corrupt one (naming the
+            folder and what is wrong).
     """
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         versions = [n for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
@@ -169,7 +214,24 @@ def load_exported(path):
             metadata = json.load(handle)
     except OSError as error:
         raise ValueError(f"{path} is not a byol_tf export: {error}") from None
-    loaded = tf.saved_model.load(path)
+    except ValueError as error:  # json.JSONDecodeError
+        raise ValueError(f"{path}/{METADATA_FILE} is corrupt: {error}") from None
+    _check_graph(os.path.join(path, "saved_model.pb"))
+    if not os.path.isdir(os.path.join(path, "variables")):
+        raise ValueError(
+            f"The SavedModel in {path} has no variables/ folder (the weights): copy the whole "
+            "version folder, or export it again"
+        )
+    try:
+        loaded = tf.saved_model.load(path)
+    except (OSError, ValueError, IndexError, tf.errors.OpError) as error:  # IndexError: a
+        # truncated variables/ data file
+        raise ValueError(
+            f"Cannot load the SavedModel in {path} (corrupt or incomplete; export the model "
+            f"again): {run_dir.reason(error)}"
+        ) from None
+    if "encode_normalized" not in loaded.signatures:
+        raise ValueError(f"The SavedModel in {path} has no encode_normalized signature")
     signature = loaded.signatures["encode_normalized"]
 
     def encode(images):

@@ -1,5 +1,7 @@
 """The files of a training run's folder (`model_dir`) besides its checkpoints, and its checks."""
 
+import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -9,6 +11,7 @@ RUN_CONFIG = "run_config.json"
 SUMMARY = "summary.json"
 SCHEDULE_CHANGES = "schedule_changes.json"
 FLAGS_FILE = "flags.txt"
+FLAGS_HISTORY = "flags_history.txt"
 # Settings that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
 # with other values.
 ARCHITECTURE = (
@@ -136,18 +139,120 @@ def remove_write_dir(path, model_dir):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def append_flags(folder, flags_text):
-    """Appends the flags of an invocation to `flags.txt` (a flagfile: `--flagfile=` reruns it)."""
-    with open(os.path.join(folder, FLAGS_FILE), "a") as handle:
-        handle.write(flags_text)
+class WriteError(RuntimeError):
+    """Writing an output failed after the checks (disk full, permission lost, ...).
+
+    Its message is one line: what was being written, the path and the operating system's reason.
+    """
+
+
+def reason(error):
+    """The operating system's reason for `error`, in one line (`No space left on device`).
+
+    Takes an `OSError` or a TensorFlow file-system error (its `message`).
+    """
+    text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(error).__name__
+
+
+@contextlib.contextmanager
+def writing(what, path, errors=(OSError,)):
+    """Turns an `errors` exception raised in the block into a one-line `WriteError`.
+
+    Args:
+        what: the action, as the message starts: `"write checkpoint"` gives
+            `Cannot write checkpoint <path>: <reason>.`
+        path: the file or folder the block writes.
+        errors: the exception classes to convert (TensorFlow's writers raise
+            `tf.errors.OpError`, not `OSError`).
+
+    Raises:
+        WriteError: from an exception of `errors`.
+    """
+    try:
+        yield
+    except errors as error:
+        raise WriteError(f"Cannot {what} {path}: {reason(error)}.") from error
+
+
+def _write_atomically(path, write):
+    """Calls `write(handle)` on a temporary file, then renames it to `path` (atomic on POSIX).
+
+    A failed write removes the temporary file and leaves `path` as it was.
+
+    Raises:
+        WriteError: naming `path` and the reason.
+    """
+    tmp = path + ".tmp"
+    with writing("write", path):
+        try:
+            with open(tmp, "w") as handle:
+                write(handle)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+
+def record_flags(folder, flags_text, explicit, step):
+    """Writes an invocation's flags: `flags.txt` and a line of `flags_history.txt`.
+
+    `flags.txt` becomes the invocation's effective flags (every flag, as a flagfile:
+    `--flagfile=flags.txt` reruns it). `flags_history.txt` gets one tab-separated line per
+    invocation: the optimiser step it started from, the local time, and its flags: for the
+    first, `set:` the flags its command line or flagfiles set (the others had their defaults);
+    for each later one, `changed:` the flags whose value differs from the invocation before.
+
+    Args:
+        folder: the run folder.
+        flags_text: every flag's value as flagfile lines (`config.flags_text()`).
+        explicit: the names of the flags the command line or a flagfile set.
+        step: the optimiser step the invocation starts from.
+
+    Raises:
+        WriteError: naming the file and the reason.
+    """
+    flags_path, path = os.path.join(folder, FLAGS_FILE), os.path.join(folder, FLAGS_HISTORY)
+    lines = flags_text.splitlines()
+    with writing("read", flags_path):
+        before = None
+        if os.path.exists(path) and os.path.exists(flags_path):
+            with open(flags_path) as handle:
+                before = set(handle.read().splitlines())
+    if before is None:
+        names = set(explicit)
+        flags = "set: " + " ".join(line for line in lines if _sets_one_of(line, names))
+    else:
+        flags = "changed: " + (" ".join(line for line in lines if line not in before) or "none")
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    _write_atomically(flags_path, lambda handle: handle.write(flags_text))
+    with writing("write", path):
+        new = not os.path.exists(path)
+        with open(path, "a") as handle:
+            if new:
+                handle.write(
+                    "# step<TAB>start time<TAB>flags: each invocation of the training program on "
+                    "this folder (set: the first one's flags; changed: what differs from the "
+                    "invocation before). flags.txt holds the latest invocation's flags.\n"
+                )
+            handle.write(f"step {step}\t{started}\t{flags}\n")
+
+
+def _sets_one_of(line, names):
+    """Whether flagfile `line` (`--epochs=3`, `--deterministic`, `--nodeterministic`) sets
+    one of the flags `names`."""
+    name, has_value, _ = line.removeprefix("--").partition("=")
+    return name in names or (not has_value and name.startswith("no") and name[2:] in names)
 
 
 def write_json(path, content):
-    """Writes `content` as JSON under a temporary name, then renames it into place (atomic)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(content, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """Writes `content` as JSON under a temporary name, then renames it into place (atomic).
+
+    Raises:
+        WriteError: naming `path` and the reason (the file, if any, is left as it was).
+    """
+    _write_atomically(path, lambda handle: json.dump(content, handle, indent=2, sort_keys=True))
 
 
 def write_run_config(folder, run_config):

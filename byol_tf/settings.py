@@ -302,7 +302,8 @@ class EvalConfig:
         test_split: Split scored; unless set, the run's eval_split, else test.
         batch_size: Batch size of features, of the linear_official classifier and of fine-tuning.
         epochs: Unless set: linear 20, linear_official 10 (the paper: 80 on ImageNet), finetune 30.
-        saved_model: Evaluate an exported SavedModel, not a checkpoint.
+        saved_model: Evaluate an exported SavedModel, not a checkpoint; without model_dir it
+            needs dataset.
         output: Results JSON; default <model_dir or .>/eval_<protocol>.json.
         explicit: the names of the fields that the command line or a flagfile set.
     """
@@ -332,6 +333,13 @@ class EvalConfig:
         if self.protocol == "finetune" and self.saved_model:
             raise ValueError(
                 "--protocol=finetune needs a checkpoint: pass --model_dir, not --saved_model"
+            )
+        if self.saved_model and not (self.model_dir or self.dataset):
+            # An export carries its image size, crop and normalisation, not its data set.
+            raise ValueError(
+                f"--saved_model={self.saved_model} without --model_dir needs --dataset: the "
+                "labelled data to evaluate on ('demo', a tensorflow-datasets name or an image "
+                "folder); or pass --model_dir to take it from the training run"
             )
 
 

@@ -129,8 +129,14 @@ def from_folder(root, split="train", mean=None, std=None):
 
     Raises:
         FileNotFoundError: when `root` does not exist.
-        ValueError: when it holds no images.
+        ValueError: when it is a file or holds no images.
     """
+    if os.path.isfile(root):
+        raise ValueError(
+            f"Data source {root} is a file, not a folder; a data source is 'demo', a "
+            "tensorflow-datasets name or a folder of images (root/<class>/<image> or "
+            "root/<image>)"
+        )
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder not found: {root}")
     if split and os.path.isdir(os.path.join(root, split)):

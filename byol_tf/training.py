@@ -21,12 +21,13 @@ from byol_tf.callbacks import (
 from byol_tf.distribution import is_chief, make_strategy
 from byol_tf.model import BYOL
 from byol_tf.run_dir import (
-    append_flags,
+    WriteError,
     check_resume,
     check_schedule,
     prepare_folder,
     read_run_config,
     read_summary,
+    record_flags,
     remove_write_dir,
     schedule_changes,
     write_dir,
@@ -240,22 +241,35 @@ def _fit(cfg, model, callbacks, guards, steps_per_epoch):
     start = optimizer_step(model) * accumulation
     for initial_epoch, steps in _segments(start, micro_per_epoch, cfg.epochs):
         micro_step = optimizer_step(model) * accumulation
+        partial = steps != micro_per_epoch  # the rest of an epoch a resumed run stopped in
+        # `epochs` stays the run's total, so that the progress shows "Epoch 2/3"; the partial
+        # epoch's fit ends after it.
+        end_of_segment = [keras.callbacks.LambdaCallback(on_epoch_end=_stop(model))]
         result = model.fit(
             _pretrain_data(cfg, micro_step),
             initial_epoch=initial_epoch,
-            epochs=cfg.epochs if steps == micro_per_epoch else initial_epoch + 1,
+            epochs=cfg.epochs,
             steps_per_epoch=steps,
-            callbacks=callbacks,
+            callbacks=callbacks + (end_of_segment if partial else []),
             shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle=True
             verbose=1 if sys.stdout.isatty() else 2,  # a file or pipe: one line per epoch
         )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
-        if model.stop_training or any(
+        if (model.stop_training and not partial) or any(
             (guards["nan"].failed_step, guards["collapse"].stopped_epoch, guards["signal"].received)
         ):
             break
     return history
+
+
+def _stop(model):
+    """An `on_epoch_end` that ends `model.fit` after the current epoch."""
+
+    def stop(epoch, logs):
+        model.stop_training = True
+
+    return stop
 
 
 def train(cfg, log=print, flags_text=None):
@@ -264,11 +278,16 @@ def train(cfg, log=print, flags_text=None):
     Args:
         cfg: a `TrainConfig`.
         log: prints a line (resume, collapse warnings).
-        flags_text: the program's flags, appended to `model_dir/flags.txt` before training.
+        flags_text: the program's flags (`config.flags_text()`); once the checks pass and
+            before training, they become `model_dir/flags.txt` and a line of
+            `model_dir/flags_history.txt` (`run_dir.record_flags`).
 
     Raises:
         ValueError: for invalid configuration or data, naming the flag, file or folder.
         TrainingError: if the loss diverged or the representation collapsed.
+        WriteError: if writing a checkpoint, a file of the run or the export failed (disk full,
+            permission lost): one line naming the path and the reason, and the newest
+            checkpoint, which is intact.
     """
     started = time.time()
     strategy = _setup(cfg)
@@ -278,15 +297,19 @@ def train(cfg, log=print, flags_text=None):
         prepare_folder(cfg.export_dir, "--export_dir")
     out_dir = write_dir(cfg.model_dir, chief)
     try:
-        if flags_text is not None:
-            append_flags(out_dir, flags_text)
         _check_replicas(cfg, strategy)
-        return _train(cfg, strategy, out_dir, started, log)
+        return _train(cfg, strategy, out_dir, started, log, flags_text)
+    except WriteError as error:
+        last = checkpoints.latest_checkpoint(cfg.model_dir) or "none yet"
+        raise WriteError(
+            f"{error} The checkpoints already written are intact (newest: {last}); free space "
+            "or restore write access, then run the same command again to resume."
+        ) from error
     finally:
         remove_write_dir(out_dir, cfg.model_dir)
 
 
-def _train(cfg, strategy, out_dir, started, log):
+def _train(cfg, strategy, out_dir, started, log, flags_text):
     info, steps_per_epoch, total_steps = _plan(cfg)
     cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, info.num_examples)
     log(recipe_line(cfg, recipe, total_steps, info.num_examples))
@@ -318,6 +341,8 @@ def _train(cfg, strategy, out_dir, started, log):
         )
         if line:
             log(line)
+    if flags_text is not None:
+        record_flags(out_dir, flags_text, cfg.explicit, optimizer_step(model))
     write_run_config(out_dir, run_config)
     start = optimizer_step(model) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))

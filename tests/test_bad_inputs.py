@@ -6,6 +6,8 @@ would print a traceback. Two subprocess runs confirm that end to end.
 """
 
 import contextlib
+import errno
+import glob
 import hashlib
 import io
 import json
@@ -26,6 +28,7 @@ from test_end_to_end import ROOT, TINY
 import evaluate
 import train
 from byol_tf import checkpoints, config, data, export, networks, training
+from byol_tf.model import BYOL
 
 FLAGS = flags.FLAGS
 QUICK = dict(TINY, epochs=1, steps_per_epoch=1, knn_every_epochs=0, demo_baseline=False)
@@ -96,15 +99,12 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def run_dir(trained, tmp_path):
-    """A copy of the trained run; on teardown, asserts every file in it is intact.
-
-    flags.txt is the exception: it records the flags of the latest invocation that passed flag
-    validation (train.py writes it before training starts).
-    """
+    """A copy of the trained run; on teardown, asserts every file in it is intact (flags.txt
+    and flags_history.txt included: a refused invocation records nothing)."""
     model_dir = str(tmp_path / "run")
     shutil.copytree(trained, model_dir)
     before = _snapshot(model_dir)
-    before.pop("flags.txt")
+    assert {"flags.txt", "flags_history.txt"} <= set(before)
     yield model_dir
     after = _snapshot(model_dir)
     assert {k: after.get(k) for k in before} == before
@@ -226,6 +226,13 @@ def test_fixed_size_source_far_smaller_than_image_size(new_dir):
 def test_unknown_tfds_name(new_dir):
     message = _train_error(new_dir, dataset="cifar_ten")
     assert "Unknown data source 'cifar_ten'" in message and "cifar10" in message
+
+
+def test_dataset_that_is_a_file(new_dir, tmp_path):
+    path = _a_file(tmp_path)
+    message = _train_error(new_dir, dataset=str(path))
+    assert f"Data source {path} is a file, not a folder; a data source is 'demo', a " in message
+    assert "tensorflow-datasets name or a folder of images" in message
 
 
 # --- flags ---------------------------------------------------------------------------------
@@ -448,11 +455,85 @@ def test_evaluate_on_a_directory_without_checkpoint(new_dir):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def exported(tmp_path_factory):
+    """The version folder of a tiny encoder's export (8×8 images, 4 features)."""
     folder = str(tmp_path_factory.mktemp("export"))
     keras.utils.set_random_seed(0)
-    path = export.export_encoder(tiny_encoder(), folder, 8, (0.5,) * 3, (0.25,) * 3)
-    return tf.saved_model.load(path).signatures["serving_default"]
+    return export.export_encoder(tiny_encoder(), folder, 8, (0.5,) * 3, (0.25,) * 3)
+
+
+@pytest.fixture(scope="module")
+def served(exported):
+    return tf.saved_model.load(exported).signatures["serving_default"]
+
+
+def _evaluate_error(**settings):
+    """The one-line error of `evaluate.py` with `settings` (kNN unless they say otherwise)."""
+    with flagsaver.flagsaver(**dict(dict(protocol="knn"), **settings)):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    return _one_line(error, "evaluate.py")
+
+
+def _truncate_variables(folder):
+    (data_file,) = glob.glob(os.path.join(folder, "variables", "variables.data-*"))
+    with open(data_file, "r+b") as handle:
+        handle.truncate(16)
+
+
+def _write(name, content):
+    def damage(folder):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(content)
+
+    return damage
+
+
+_NO_GRAPH = "{folder}/saved_model.pb is corrupt: it holds no SavedModel graph; export the model"
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (_write("saved_model.pb", b""), _NO_GRAPH),
+        (_write("saved_model.pb", b"\x0a\xff\xff not a protocol buffer"), _NO_GRAPH),
+        (
+            lambda folder: shutil.rmtree(os.path.join(folder, "variables")),
+            "The SavedModel in {folder} has no variables/ folder (the weights): copy the whole",
+        ),
+        (
+            _truncate_variables,
+            "Cannot load the SavedModel in {folder} (corrupt or incomplete; export the model",
+        ),
+    ],
+    ids=["empty_saved_model_pb", "garbage_saved_model_pb", "no_variables", "truncated_variables"],
+)
+def test_evaluate_on_a_damaged_saved_model(exported, tmp_path, damage, match):
+    folder = str(tmp_path / "1")
+    shutil.copytree(exported, folder)
+    damage(folder)
+    message = _evaluate_error(saved_model=folder, dataset="demo")
+    assert match.format(folder=folder) in message
+    assert "different device" not in message
+
+
+def test_evaluate_saved_model_without_model_dir_needs_dataset(exported):
+    message = _evaluate_error(saved_model=exported)
+    assert f"--saved_model={exported} without --model_dir needs --dataset" in message
+    assert "None" not in message
+
+
+def test_evaluate_on_a_dataset_that_is_a_file(exported, tmp_path):
+    path = _a_file(tmp_path)
+    message = _evaluate_error(saved_model=exported, dataset=str(path))
+    assert f"Data source {path} is a file, not a folder" in message
+
+
+def test_served_model_answers_an_empty_batch_with_no_rows(served):
+    for shape in ([0, 8, 8, 3], [0, 31, 17, 3]):
+        features = served(images=tf.zeros(shape, tf.uint8))["representation"]
+        assert features.shape == (0, 4) and features.dtype == tf.float32
+    assert served(images=tf.zeros([2, 8, 8, 3], tf.uint8))["representation"].shape == (2, 4)
 
 
 def test_served_model_refuses_float_images(served):
@@ -464,6 +545,85 @@ def test_served_model_refuses_float_images(served):
 def test_served_model_refuses_a_wrong_rank(served):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[\?,\?,\?,3\]"):
         served(images=tf.zeros([8, 8, 3], tf.uint8))
+
+
+# --- failures while writing (disk full, permission lost) -----------------------------------
+
+_NO_SPACE = os.strerror(errno.ENOSPC)
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_ones_written(tmp_path, monkeypatch):
+    model_dir = str(tmp_path / "run")
+    save = BYOL.save
+
+    def save_until_the_disk_is_full(model, path, *args, **kwargs):
+        if "00000002" not in path:
+            return save(model, path, *args, **kwargs)
+        with open(path, "wb") as handle:
+            handle.write(b"PK half a checkpoint")
+        raise OSError(errno.ENOSPC, _NO_SPACE, path)
+
+    monkeypatch.setattr(BYOL, "save", save_until_the_disk_is_full)
+    message = _train_error(model_dir, steps_per_epoch=2)
+    folder = checkpoints.checkpoint_dir(model_dir)
+    first = os.path.join(folder, "ckpt-00000001.keras")
+    assert message == (
+        f"train.py: error: Cannot write checkpoint {folder}/ckpt-00000002.keras: {_NO_SPACE}. "
+        f"The checkpoints already written are intact (newest: {first}); free space or restore "
+        "write access, then run the same command again to resume."
+    )
+    assert os.listdir(folder) == ["ckpt-00000001.keras"]  # the half-written file is removed
+    assert checkpoints.load_checkpoint(first).optimizer.iterations.numpy() == 1
+
+
+def _fail_summary(monkeypatch, tmp_path):
+    dump = json.dump
+
+    def dump_until_the_disk_is_full(content, handle, **kwargs):
+        if handle.name.endswith("summary.json.tmp"):
+            handle.write("{")
+            raise OSError(errno.ENOSPC, _NO_SPACE)
+        return dump(content, handle, **kwargs)
+
+    monkeypatch.setattr(json, "dump", dump_until_the_disk_is_full)
+    path = tmp_path / "run" / "summary.json"
+    return f"Cannot write {path}: {_NO_SPACE}.", {}
+
+
+def _fail_export(monkeypatch, tmp_path):
+    save = tf.saved_model.save
+
+    def save_until_the_disk_is_full(module, folder, **kwargs):
+        save(module, folder, **kwargs)  # TensorFlow's own writer raises OpError, not OSError
+        raise tf.errors.ResourceExhaustedError(None, None, f"{folder}/variables; {_NO_SPACE}")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_until_the_disk_is_full)
+    path = tmp_path / "export" / "1"
+    return f"Cannot write the export {path}: ", {"export_dir": str(tmp_path / "export")}
+
+
+@pytest.mark.parametrize("fail", [_fail_summary, _fail_export], ids=["summary", "export"])
+def test_disk_full_writing_summary_or_export_fails_in_one_line_and_a_rerun_finishes(
+    trained, tmp_path, monkeypatch, fail
+):
+    # The trained run without its summary: train.py computes and writes it (and the export),
+    # as at the end of training, without training again.
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(trained, model_dir)
+    os.remove(os.path.join(model_dir, "summary.json"))
+    with monkeypatch.context() as patch:
+        match, flags_ = fail(patch, tmp_path)
+        message = _train_error(model_dir, **flags_)
+    last = checkpoints.latest_checkpoint(model_dir)
+    assert match in message and _NO_SPACE in message and f"(newest: {last})" in message
+    assert not os.path.exists(os.path.join(model_dir, "summary.json"))
+    assert not [n for n in os.listdir(model_dir) if n.endswith(".tmp")]
+    if flags_:  # no version folder, no temporary folder left in export_dir
+        assert os.listdir(flags_["export_dir"]) == []
+    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir, **flags_)):
+        assert train.main(["train.py"]) == 0  # nothing to train: writes what was missing
+    assert os.path.exists(os.path.join(model_dir, "summary.json"))
+    assert checkpoints.latest_checkpoint(model_dir) == last
 
 
 # --- untrusted files -------------------------------------------------------------------------

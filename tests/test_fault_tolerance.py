@@ -1,5 +1,9 @@
-"""kill -9 at random points (in a step, in a checkpoint write), SIGTERM, rerun: finish exactly."""
+"""kill -9 at random points (in a step, in a checkpoint write), SIGTERM, rerun: finish exactly;
+what a resumed run prints and records (progress, flags)."""
 
+import contextlib
+import datetime
+import io
 import os
 import random
 import re
@@ -10,9 +14,12 @@ import time
 
 import numpy as np
 import pytest
+from absl.testing import flagsaver
 from helpers import tiny_encoder
+from test_end_to_end import TINY
 
 import byol_tf
+import train
 from byol_tf import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,3 +156,47 @@ def test_a_save_removes_half_written_files_of_killed_saves(tmp_path):
     (folder / ".ckpt-00000003.tmp.keras").write_bytes(b"killed mid-write")
     checkpoints.save_checkpoint(model, str(tmp_path), 4)
     assert os.listdir(folder) == ["ckpt-00000004.keras"]
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """A run of 3 epochs × 2 steps, cut back to step 3 (mid epoch 2) and resumed with another
+    --log_every_steps: `(model_dir, what the resumed invocation printed)`."""
+    model_dir = str(tmp_path_factory.mktemp("resumed") / "run")
+    settings = dict(TINY, model_dir=model_dir, epochs=3, knn_every_epochs=0, demo_baseline=False)
+    with flagsaver.flagsaver(**settings):
+        assert train.main(["train.py"]) == 0
+    for step, path in checkpoints.list_checkpoints(model_dir):
+        if step > 3:
+            os.remove(path)  # as if the run had been killed during step 4
+    printed = io.StringIO()
+    with flagsaver.flagsaver(**dict(settings, log_every_steps=2)):
+        with contextlib.redirect_stdout(printed):
+            assert train.main(["train.py"]) == 0
+    return model_dir, printed.getvalue()
+
+
+def test_resumed_progress_counts_the_epochs_of_the_whole_run(resumed):
+    epochs = [line for line in resumed[1].splitlines() if line.startswith("Epoch ")]
+    assert epochs == ["Epoch 2/3", "Epoch 3/3"]
+    assert "Resuming from" in resumed[1] and "(step 3)" in resumed[1]
+
+
+def test_flags_txt_holds_the_latest_flags_and_the_history_each_invocation(resumed):
+    model_dir = resumed[0]
+    with open(os.path.join(model_dir, "flags.txt")) as handle:
+        lines = handle.read().splitlines()
+    assert len(lines) == len(set(lines))  # one invocation's flags, not one per invocation
+    assert [line for line in lines if line.startswith("--log_every_steps=")] == [
+        "--log_every_steps=2"
+    ]
+    with open(os.path.join(model_dir, "flags_history.txt")) as handle:
+        history = [line.split("\t") for line in handle.read().splitlines()]
+    assert history[0][0].startswith("# ")
+    assert [entry[0] for entry in history[1:]] == ["step 0", "step 3"]
+    for _, started, _ in history[1:]:
+        assert datetime.datetime.fromisoformat(started).tzinfo is not None
+    first = history[1][2].split()
+    assert first[0] == "set:" and f"--model_dir={model_dir}" in first
+    assert "--epochs=3" in first and "--log_every_steps=1" in first
+    assert history[2][2] == "changed: --log_every_steps=2"

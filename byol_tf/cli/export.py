@@ -8,14 +8,14 @@ config.define_flags(settings.ExportConfig)
 def main(argv):
     """Exports the checkpoint the flags name and prints where the SavedModel went."""
     cli.check_no_arguments(argv)
-    from byol_tf import export
+    from byol_tf import export, run_dir
 
     try:
         f = config.from_flags(config_class=settings.ExportConfig)
         path = export.export_checkpoint(
             f.model_dir, f.export_dir, f.checkpoint, f.version, f.mean, f.std
         )
-    except ValueError as error:
+    except (ValueError, run_dir.WriteError) as error:
         cli.fail(argv, error)
     print(f"Exported SavedModel to {path}")
     return 0

@@ -17,12 +17,12 @@ def main(argv):
     cli.check_no_arguments(argv)
     import tensorflow as tf
 
-    from byol_tf import training
+    from byol_tf import run_dir, training
 
     try:
         cfg = config.from_flags(FLAGS)
         summary = training.train(cfg, flags_text=config.flags_text())
-    except (ValueError, FileNotFoundError, training.TrainingError) as error:
+    except (ValueError, FileNotFoundError, training.TrainingError, run_dir.WriteError) as error:
         cli.fail(argv, error)
     except tf.errors.InvalidArgumentError as error:
         cli.exit_if_unreadable_image(
