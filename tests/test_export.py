@@ -183,3 +183,10 @@ def test_export_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"Exported SavedModel to {tmp_path / 'export' / '3'}" in done.stdout
     assert export.load_exported(str(tmp_path / "export"))[1]["mean"] == list(MEAN)
+
+
+def test_empty_batches_give_no_rows_of_features(exported):
+    encode, _ = export.load_exported(exported[1])
+    assert encode(np.zeros((0, 8, 8, 3), "float32")).shape == (0, 4)
+    serve = tf.saved_model.load(exported[1]).signatures["serving_default"]
+    assert serve(images=tf.zeros([0, 5, 9, 3], tf.uint8))["representation"].shape == (0, 4)
