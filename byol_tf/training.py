@@ -241,16 +241,16 @@ def _fit(cfg, model, callbacks, guards, steps_per_epoch):
     start = optimizer_step(model) * accumulation
     for initial_epoch, steps in _segments(start, micro_per_epoch, cfg.epochs):
         micro_step = optimizer_step(model) * accumulation
-        partial = steps != micro_per_epoch  # the rest of an epoch a resumed run stopped in
-        # `epochs` stays the run's total, so that the progress shows "Epoch 2/3"; the partial
-        # epoch's fit ends after it.
-        end_of_segment = [keras.callbacks.LambdaCallback(on_epoch_end=_stop(model))]
+        # The rest of the epoch a resumed run stopped in: `epochs` stays the run's total (the
+        # progress shows "Epoch 2/3"), and a callback ends this fit after that epoch.
+        partial = steps != micro_per_epoch
+        end = [keras.callbacks.LambdaCallback(on_epoch_end=_stop(model))] if partial else []
         result = model.fit(
             _pretrain_data(cfg, micro_step),
             initial_epoch=initial_epoch,
             epochs=cfg.epochs,
             steps_per_epoch=steps,
-            callbacks=callbacks + (end_of_segment if partial else []),
+            callbacks=callbacks + end,
             shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle=True
             verbose=1 if sys.stdout.isatty() else 2,  # a file or pipe: one line per epoch
         )

@@ -505,8 +505,15 @@ _NO_GRAPH = "{folder}/saved_model.pb is corrupt: it holds no SavedModel graph; e
             _truncate_variables,
             "Cannot load the SavedModel in {folder} (corrupt or incomplete; export the model",
         ),
+        (_write("byol_tf_export.json", b"{"), "{folder}/byol_tf_export.json is corrupt: "),
     ],
-    ids=["empty_saved_model_pb", "garbage_saved_model_pb", "no_variables", "truncated_variables"],
+    ids=[
+        "empty_saved_model_pb",
+        "garbage_saved_model_pb",
+        "no_variables",
+        "truncated_variables",
+        "truncated_metadata",
+    ],
 )
 def test_evaluate_on_a_damaged_saved_model(exported, tmp_path, damage, match):
     folder = str(tmp_path / "1")
