@@ -126,13 +126,11 @@ def _missing_subfolder(source, train_split, test_split):
     root = _folder_root(source)
     if root is None or test_split == train_split or sources.split_folder(root, test_split) != root:
         return None
-    layout = f"{os.path.join(root, 'train', '<class>')}, {os.path.join(root, 'test', '<class>')}"
+    why = f"folder {root} has no {test_split!r} subfolder"
     if sources.split_folder(root, train_split) == root:
-        return (
-            f"folder {root} has no {test_split!r} subfolder, so split {test_split!r} would be "
-            f"the folder itself, the training images (give each split its subfolder: {layout})"
-        )
-    return f"folder {root} has no {test_split!r} subfolder (give each split its subfolder: {layout})"
+        why += f", so split {test_split!r} would be the folder itself, the training images"
+    layout = f"{os.path.join(root, 'train', '<class>')}, {os.path.join(root, 'test', '<class>')}"
+    return f"{why} (give each split its subfolder: {layout})"
 
 
 def _shared_files(source, train_split, test_split, train, test):

@@ -352,9 +352,7 @@ def _train(cfg, strategy, out_dir, started, log):
     write_run_config(out_dir, run_config)
     start = optimizer_step(model) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))
-    callbacks, guards, knn = _callbacks(
-        cfg, model, info, total_steps, sample, log, out_dir, knn_on
-    )
+    callbacks, guards, knn = _callbacks(cfg, model, info, total_steps, sample, log, out_dir, knn_on)
     history = _fit(cfg, model, callbacks, guards, steps_per_epoch)
     _raise_if_failed(cfg, guards)
     if guards["signal"].received:

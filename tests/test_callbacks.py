@@ -1,4 +1,5 @@
-"""TargetEMA: the cosine τ schedule over the whole run, resume, steps_per_execution."""
+"""TargetEMA: the cosine τ schedule over the whole run, resume, steps_per_execution; the kNN
+monitor's queries."""
 
 import math
 
@@ -9,6 +10,7 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
+from byol_tf import callbacks
 
 
 class _RecordTau(keras.callbacks.Callback):
@@ -118,3 +120,9 @@ def test_constant_schedule_target_matches_numpy_ema_without_known_run_length(vie
 def test_target_ema_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         byol_tf.TargetEMA(**kwargs)
+
+
+def test_knn_monitor_refuses_its_memory_bank_as_queries():
+    bank = tf.data.Dataset.from_tensors((np.zeros([2, 8, 8, 3], np.float32), np.array([0, 1])))
+    with pytest.raises(ValueError, match="queries are its memory bank"):
+        callbacks.KNNMonitor(bank, bank)
