@@ -171,6 +171,9 @@ class KNNMonitor(keras.callbacks.Callback):
     """Adds the kNN top-1 of the online encoder to the epoch logs as `knn_top1`.
 
     The protocol is docs/algorithm.md §6: cosine similarity, k neighbours, exp(sim / T) votes.
+    The queries must be images outside the memory bank: a query found in the bank is its own
+    nearest neighbour, and the score measures memory, not the representation
+    (`byol_tf.splits.evaluation_problem` checks two splits of a source).
 
     Args:
         memory: `tf.data.Dataset` of `(images, labels)` forming the memory bank (train split).
@@ -178,10 +181,17 @@ class KNNMonitor(keras.callbacks.Callback):
         every_epochs: interval in epochs.
         k: number of neighbours.
         temperature: temperature of the exp(sim / temperature) vote.
+
+    Raises:
+        ValueError: when `queries` is the `memory` dataset itself.
     """
 
     def __init__(self, memory, queries, every_epochs=1, k=200, temperature=0.1):
         super().__init__()
+        if queries is memory:
+            raise ValueError(
+                "KNNMonitor's queries are its memory bank: pass the images of a held-out split"
+            )
         self.memory, self.queries = memory, queries
         self.every_epochs, self.k, self.temperature = every_epochs, k, temperature
 

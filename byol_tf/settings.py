@@ -108,7 +108,8 @@ class TrainConfig:
         data_dir: tensorflow-datasets data directory.
         manual_dir: tensorflow-datasets manual download directory (imagenet2012 tar files).
         train_split: Split to pretrain on (e.g. train, unlabelled, 'train+unlabelled').
-        eval_split: Labelled split for the kNN monitor ('' = none).
+        eval_split: Labelled split for the kNN monitor ('' = none), sharing no image with
+            --train_split (a folder's split is its subfolder of that name).
         image_size: Side of the square training views, in pixels.
         preset: Augmentation preset; default 'small' (no blur) at <= 64 px, else 'imagenet'
             (docs/algorithm.md §5).
@@ -299,7 +300,8 @@ class EvalConfig:
         dataset: Data source; unless set, the run's.
         data_dir: tensorflow-datasets data directory; unless set, the run's.
         train_split: Labelled split the classifier is fitted on.
-        test_split: Split scored; unless set, the run's eval_split, else test.
+        test_split: Split scored, sharing no image with --train_split; unless set, the run's
+            eval_split, else test.
         batch_size: Batch size of features, of the linear_official classifier and of fine-tuning.
         epochs: Unless set: linear 20, linear_official 10 (the paper: 80 on ImageNet), finetune 30.
         saved_model: Evaluate an exported SavedModel, not a checkpoint; without model_dir it

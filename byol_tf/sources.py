@@ -113,6 +113,14 @@ def _images_in(folder):
     ]
 
 
+def split_folder(root, split):
+    """The folder that split `split` of image folder `root` reads: `root/<split>` when that
+    exists, else `root` itself."""
+    if split and os.path.isdir(os.path.join(root, split)):
+        return os.path.join(root, split)
+    return root
+
+
 def from_folder(root, split="train", mean=None, std=None):
     """Images under `root/<class>/*` (labels from sorted folder names) or directly in `root`.
 
@@ -139,8 +147,7 @@ def from_folder(root, split="train", mean=None, std=None):
         )
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder not found: {root}")
-    if split and os.path.isdir(os.path.join(root, split)):
-        root = os.path.join(root, split)
+    root = split_folder(root, split)
     paths = _images_in(root)
     labels, class_names = None, None
     if not paths:
@@ -183,7 +190,7 @@ def _tfds_builder(name, data_dir, manual_dir):
     return builder
 
 
-def _count(builder, split, image_key):
+def count_examples(builder, split, image_key):
     """Examples in a split; counts by reading when the split metadata is missing (mocks)."""
     import tensorflow_datasets as tfds
 
@@ -227,7 +234,7 @@ def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, st
     shape = features[image_key].shape
     fixed = tuple(shape[:2]) + (3,) if None not in shape[:2] else None
     info = SourceInfo(
-        _count(builder, split, image_key),
+        count_examples(builder, split, image_key),
         len(class_names) if class_names else None,
         class_names,
         *_stats(_tfds_base_name(name), mean, std),
@@ -266,7 +273,12 @@ def resolve(source, split="train", data_dir=None, manual_dir=None, mean=None, st
     source = os.fspath(source)
     if source == "demo":
         return demo(split, mean, std)
-    # tfds names may contain "/" ("name/config"), so only these count as paths.
-    if source.startswith((".", "/", "~")) or os.path.exists(source):
+    if is_folder_name(source):
         return from_folder(os.path.expanduser(source), split, mean, std)
     return from_tfds(source, split, data_dir, manual_dir, mean, std)
+
+
+def is_folder_name(source):
+    """Whether the string `source` names an image folder (else: "demo" or a tfds name)."""
+    # tfds names may contain "/" ("name/config"), so only these count as paths.
+    return source.startswith((".", "/", "~")) or os.path.exists(source)

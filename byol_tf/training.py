@@ -7,7 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
-from byol_tf import checkpoints, data, networks, recipes
+from byol_tf import checkpoints, data, networks, recipes, splits
 from byol_tf.callbacks import (
     Checkpointer,
     CollapseGuard,
@@ -131,9 +131,37 @@ def _knn_bank_batches(cfg):
     return max(cfg.knn_max_examples // 256, 1)
 
 
-def _knn_datasets(cfg, info):
+def _knn_on(cfg, log):
+    """Whether the kNN monitor runs: asked for, and its splits suit a labelled evaluation.
+
+    Splits that do not suit it (fewer than 2 classes, or queries that are images of the
+    memory bank) are refused when `--knn_every_epochs` or `--eval_split` was set, else the
+    default monitor is turned off with a one-line note through `log`.
+
+    Raises:
+        ValueError: naming the flags, the folder or split, and why.
+    """
+    if not (cfg.eval_split and cfg.knn_every_epochs):
+        return False
+    problem = splits.evaluation_problem(
+        cfg.dataset, cfg.train_split, cfg.eval_split, cfg.data_dir, cfg.manual_dir
+    )
+    if problem is None:
+        return True
+    split, reason = problem
+    flags = f"--knn_every_epochs={cfg.knn_every_epochs}, --eval_split={cfg.eval_split}"
+    advice = "name a labelled split disjoint from --train_split with --eval_split, or pass"
+    advice = f"{advice if split == 'test' else 'pass'} --knn_every_epochs=0"
+    if {"knn_every_epochs", "eval_split"} & set(cfg.explicit):
+        raise ValueError(f"The kNN monitor ({flags}) cannot run: {reason}; {advice}.")
+    hint = "; --eval_split names its labelled split" if split == "test" else ""
+    log(f"Note: the kNN monitor is off: {reason}{hint}.")
+    return False
+
+
+def _knn_datasets(cfg, knn_on):
     """Memory bank (train) and query (eval split) pipelines for the kNN monitor, or None."""
-    if not (cfg.eval_split and info.num_classes and cfg.knn_every_epochs):
+    if not knn_on:
         return None
     kwargs = dict(
         batch_size=256, image_size=cfg.image_size, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir
@@ -156,7 +184,7 @@ def _knn_k(cfg, info, log=None):
     return bank
 
 
-def _callbacks(cfg, model, info, total_steps, sample, log, out_dir):
+def _callbacks(cfg, model, info, total_steps, sample, log, out_dir, knn_on):
     ema = TargetEMA(cfg.base_tau, total_steps=total_steps, schedule=cfg.tau_schedule)
     saver = Checkpointer(out_dir, cfg.checkpoint_every_steps, cfg.keep_checkpoints)
     guards = {
@@ -164,7 +192,7 @@ def _callbacks(cfg, model, info, total_steps, sample, log, out_dir):
         "collapse": CollapseGuard(cfg.collapse_threshold, cfg.collapse_patience, log),
         "signal": GracefulStop(saver),
     }
-    knn_data = _knn_datasets(cfg, info)
+    knn_data = _knn_datasets(cfg, knn_on)
     knn = KNNMonitor(*knn_data, cfg.knn_every_epochs, _knn_k(cfg, info, log)) if knn_data else None
     views = (sample["view1"].numpy(), sample["view2"].numpy(), info.mean, info.std)
     callbacks = [
@@ -313,16 +341,19 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     info, steps_per_epoch, total_steps = _plan(cfg)
     cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, info.num_examples)
     log(recipe_line(cfg, recipe, total_steps, info.num_examples))
+    knn_on = _knn_on(cfg, log)
     resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
     saved = (read_run_config(cfg.model_dir) or {}) if resume_from else {}
     if resume_from:
         check_resume(cfg, cfg.model_dir, saved)
-    model = build_model(cfg, info.num_classes, strategy, total_steps, steps_per_epoch)
+    # The online probe needs 2 classes or more; with fewer, pretraining runs without it.
+    probe_classes = info.num_classes if (info.num_classes or 0) >= 2 else None
+    model = build_model(cfg, probe_classes, strategy, total_steps, steps_per_epoch)
     if resume_from:
         _restore(model, resume_from)
         if optimizer_step(model) >= total_steps:
             log(f"The run in {cfg.model_dir} is already complete at step {optimizer_step(model)}.")
-            return _finished(cfg, model, info, started, out_dir)
+            return _finished(cfg, model, info, started, out_dir, knn_on)
         log(f"Resuming from {resume_from} (step {optimizer_step(model)}).")
     run_config = dict(
         cfg.to_json(),
@@ -346,7 +377,7 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     write_run_config(out_dir, run_config)
     start = optimizer_step(model) * cfg.accumulation_steps
     sample = next(iter(_pretrain_data(cfg, start).take(1)))
-    callbacks, guards, knn = _callbacks(cfg, model, info, total_steps, sample, log, out_dir)
+    callbacks, guards, knn = _callbacks(cfg, model, info, total_steps, sample, log, out_dir, knn_on)
     history = _fit(cfg, model, callbacks, guards, steps_per_epoch)
     _raise_if_failed(cfg, guards)
     if guards["signal"].received:
@@ -360,7 +391,7 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     return summary
 
 
-def _finished(cfg, model, info, started, out_dir):
+def _finished(cfg, model, info, started, out_dir, knn_on):
     """The summary of a run that has no step left: its `summary.json`, else computed again.
 
     Nothing is trained; the kNN monitor (if on) scores the restored encoder, and `--export_dir`
@@ -368,7 +399,7 @@ def _finished(cfg, model, info, started, out_dir):
     """
     summary = read_summary(out_dir)
     if summary is None:
-        knn_data = _knn_datasets(cfg, info)
+        knn_data = _knn_datasets(cfg, knn_on)
         knn = KNNMonitor(*knn_data, cfg.knn_every_epochs, _knn_k(cfg, info)) if knn_data else None
         summary = _summarise(cfg, model, {}, knn, started, info, out_dir)
         write_summary(out_dir, summary)
@@ -405,7 +436,9 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
         summary["knn_top1"] = knn.evaluate(model.encoder)
         summary["knn_protocol"] = (
             f"kNN k={knn.k}, cosine, exp(sim/{knn.temperature}) vote; "
-            f"memory: {cfg.train_split}, queries: {cfg.eval_split}"
+            f"memory: the first {min(_knn_bank_batches(cfg) * 256, info.num_examples)} images "
+            f"of {splits.where(cfg.dataset, cfg.train_split)}, "
+            f"queries: {splits.where(cfg.dataset, cfg.eval_split)}"
         )
         if cfg.demo_baseline:
             summary["knn_top1_raw_pixels"] = knn.evaluate(raw_pixels)

@@ -29,6 +29,7 @@ import evaluate
 import train
 from byol_tf import checkpoints, config, data, export, networks, training
 from byol_tf.model import BYOL
+from byol_tf.settings import TrainConfig
 
 FLAGS = flags.FLAGS
 QUICK = dict(TINY, epochs=1, steps_per_epoch=1, knn_every_epochs=0, demo_baseline=False)
@@ -441,6 +442,86 @@ def test_rerunning_a_finished_run_without_summary_scores_the_checkpoint(
     _, summary, out = _rerun((str(tmp_path / "source"), ""), tmp_path, capsys)
     assert "is already complete at step 1." in out
     assert summary["steps"] == 1 and summary["knn_top1"] == pytest.approx(first["knn_top1"])
+
+
+# --- labelled evaluation: its own classes, never its training images -------------------------
+
+
+def _class_folder(root, classes, per_class=8):
+    """Noise images in `root/<class>/` for each class name (the images themselves if None)."""
+    for seed, name in enumerate(classes or [None]):
+        _write_images(os.path.join(root, name or ""), per_class, (12, 12, 3), "png", seed)
+    return root
+
+
+NEEDS = "needs at least 2 classes (subfolders) for a labelled evaluation"
+FOLDERS = {  # kind: (class subfolders or None for a flat folder, why it cannot be evaluated)
+    "two_classes_no_test_subfolder": (["a", "b"], "has no 'test' subfolder"),
+    "one_class": (["a"], f"{NEEDS}; found 1"),
+    "flat": (None, f"{NEEDS}; found none"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FOLDERS))
+def test_evaluate_refuses_a_folder_that_cannot_score_a_held_out_split(run_dir, tmp_path, kind):
+    classes, why = FOLDERS[kind]
+    root = _class_folder(str(tmp_path / kind), classes)
+    with flagsaver.flagsaver(model_dir=run_dir, dataset=root, protocol="knn"):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    message = _one_line(error, "evaluate.py")
+    assert f"--dataset={root} (--train_split=train, --test_split=test" in message
+    assert f"folder {root} {why}" in message
+
+
+def test_evaluate_refuses_the_training_split_as_test_split(run_dir):
+    with flagsaver.flagsaver(model_dir=run_dir, protocol="linear", test_split="train"):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    message = _one_line(error, "evaluate.py")
+    assert "(--train_split=train, --test_split=train): the demo's 'train' split is both" in message
+    assert "--test_split" in message.rpartition(":")[2]
+
+
+@pytest.mark.parametrize("kind", list(FOLDERS))
+def test_knn_monitor_asked_for_on_such_a_folder_is_refused_before_training(new_dir, tmp_path, kind):
+    classes, why = FOLDERS[kind]
+    root = _class_folder(str(tmp_path / kind), classes)
+    message = _train_error(new_dir, dataset=root, batch_size=8, knn_every_epochs=1)
+    assert message.startswith(
+        "train.py: error: The kNN monitor (--knn_every_epochs=1, --eval_split=test) cannot run: "
+        f"folder {root} {why}"
+    )
+    assert message.endswith("--knn_every_epochs=0.")
+
+
+def test_one_class_folder_pretrains_with_the_default_knn_monitor_off(tmp_path, capsys):
+    root = _class_folder(str(tmp_path / "one_class"), ["a"])
+    model_dir = str(tmp_path / "run")
+    flags_set = {k: v for k, v in QUICK.items() if k != "knn_every_epochs"}  # the default: on
+    with flagsaver.flagsaver(**dict(flags_set, model_dir=model_dir, dataset=root, batch_size=8)):
+        assert train.main(["train.py"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "kNN monitor" in line]
+    assert notes == [f"Note: the kNN monitor is off: folder {root} {FOLDERS['one_class'][1]} (a)."]
+    with open(os.path.join(model_dir, "summary.json")) as handle:
+        assert "knn_top1" not in json.load(handle)
+
+
+@pytest.mark.parametrize("kind", ["two_classes_no_test_subfolder", "flat"])
+def test_default_knn_monitor_is_turned_off_with_a_note_on_such_a_folder(tmp_path, kind):
+    classes, why = FOLDERS[kind]
+    root = _class_folder(str(tmp_path / kind), classes)
+    notes = []
+    assert not training._knn_on(TrainConfig(dataset=root), notes.append)
+    assert len(notes) == 1 and notes[0].startswith(
+        f"Note: the kNN monitor is off: folder {root} {why}"
+    )
+
+
+def test_knn_monitor_reports_where_its_memory_bank_and_queries_come_from(knn_trained):
+    with open(os.path.join(knn_trained[0], "summary.json")) as handle:
+        protocol = json.load(handle)["knn_protocol"]
+    assert protocol.endswith("memory: the first 256 images of demo/train, queries: demo/test")
 
 
 # --- evaluation and serving ------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """TargetEMA: the cosine τ schedule over the whole run, resume, steps_per_execution; the
-per-step values ScalarLogger writes to TensorBoard."""
+per-step values ScalarLogger writes to TensorBoard; the kNN monitor's queries."""
 
 import glob
 import math
@@ -13,6 +13,7 @@ from helpers import tiny_encoder
 
 import byol_tf
 from byol_tf.callbacks import ScalarLogger
+from byol_tf import callbacks
 
 
 class _RecordTau(keras.callbacks.Callback):
@@ -151,3 +152,9 @@ def test_tensorboard_logs_the_learning_rate_and_tau_at_the_step_that_used_them(v
     logged_rates = [scalars["step/learning_rate"][s] for s in (1, 2, 3, 4)]
     np.testing.assert_allclose(logged_rates, rates, atol=1e-7)
     np.testing.assert_allclose([scalars["step/tau"][s] for s in (1, 2, 3, 4)], taus, rtol=1e-6)
+
+
+def test_knn_monitor_refuses_its_memory_bank_as_queries():
+    bank = tf.data.Dataset.from_tensors((np.zeros([2, 8, 8, 3], np.float32), np.array([0, 1])))
+    with pytest.raises(ValueError, match="queries are its memory bank"):
+        callbacks.KNNMonitor(bank, bank)

@@ -35,6 +35,38 @@ def _load_encoder(f):
     return model.encoder, int(model.image_shape[0]), path, None
 
 
+def _data(f, run_config):
+    """`(dataset, test_split, data_dir, manual_dir)`: the flags', else the run's."""
+    dataset = f.dataset or run_config.get("dataset")
+    if not dataset:
+        raise ValueError(
+            f"No run_config.json in {f.model_dir} to take the dataset from: pass --dataset"
+        )
+    test_split = f.test_split or run_config.get("eval_split") or "test"
+    same = dataset == run_config.get("dataset")
+    manual_dir = run_config.get("manual_dir") if same else None
+    return dataset, test_split, f.data_dir or run_config.get("data_dir"), manual_dir
+
+
+def _check_splits(f, run_config):
+    """Refuses splits that cannot serve a labelled evaluation (`splits.evaluation_problem`)."""
+    from byol_tf import splits
+
+    if not (f.dataset or run_config.get("dataset")):
+        return  # `_datasets` says so, once the checkpoint is found
+    dataset, test_split, data_dir, manual_dir = _data(f, run_config)
+    problem = splits.evaluation_problem(dataset, f.train_split, test_split, data_dir, manual_dir)
+    if problem is None:
+        return
+    split, reason = problem
+    origin = "" if f.test_split or not run_config.get("eval_split") else ", the run's --eval_split"
+    advice = "; name a labelled split disjoint from --train_split with --test_split"
+    raise ValueError(
+        f"Cannot evaluate on --dataset={dataset} (--train_split={f.train_split}, "
+        f"--test_split={test_split}{origin}): {reason}{advice if split == 'test' else ''}."
+    )
+
+
 def _datasets(f, run_config, image_size, metadata):
     """Train and test `eval_dataset`s and the description of where they come from.
 
@@ -44,22 +76,13 @@ def _datasets(f, run_config, image_size, metadata):
     """
     from byol_tf import data, image_ops
 
-    dataset = f.dataset or run_config.get("dataset")
-    if not dataset:
-        raise ValueError(
-            f"No run_config.json in {f.model_dir} to take the dataset from: pass --dataset"
-        )
+    dataset, test_split, data_dir, manual_dir = _data(f, run_config)
     stats = metadata or (run_config if f.dataset in (None, run_config.get("dataset")) else {})
-    test_split = f.test_split or run_config.get("eval_split") or "test"
-    kwargs = {
-        "data_dir": f.data_dir or run_config.get("data_dir"),
-        "mean": stats.get("mean"),
-        "std": stats.get("std"),
-    }
+    kwargs = {"data_dir": data_dir, "mean": stats.get("mean"), "std": stats.get("std")}
     if metadata:  # the export's own centre-crop, so features match what it serves
         kwargs["crop_fraction"] = metadata.get("crop_fraction")
-    if run_config.get("manual_dir") and dataset == run_config.get("dataset"):
-        kwargs["manual_dir"] = run_config["manual_dir"]
+    if manual_dir:
+        kwargs["manual_dir"] = manual_dir
     if f.protocol in _CROPPING:
         fraction = kwargs.get("crop_fraction") or image_ops.default_crop_fraction(image_size)
         whole = dict(kwargs, crop_fraction=1.0)
@@ -80,6 +103,7 @@ def evaluate(f):
     from byol_tf import evaluation
 
     run_config = _run_config(f.model_dir)
+    _check_splits(f, run_config)  # before the encoder is loaded: a refusal comes at once
     encoder, image_size, source, metadata = _load_encoder(f)
     train, test, info = _datasets(f, run_config, image_size, metadata)
     results = {"protocol": f.protocol, "encoder": source, "image_size": image_size, **info}
