@@ -12,7 +12,6 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf.callbacks import ScalarLogger
 from byol_tf import callbacks
 
 
@@ -143,7 +142,7 @@ def test_tensorboard_logs_the_learning_rate_and_tau_at_the_step_that_used_them(v
     model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
     model.compile(optimizer=keras.optimizers.SGD(byol_tf.WarmupCosine(0.1, 4, 2)))
     ema = byol_tf.TargetEMA(0.9, total_steps=4)
-    logger = ScalarLogger(str(tmp_path), every_steps=1, tau_source=ema)
+    logger = callbacks.ScalarLogger(str(tmp_path), every_steps=1, tau_source=ema)
     data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
     model.fit(data.repeat(), steps_per_epoch=4, verbose=0, callbacks=[ema, logger])
     scalars = _scalars(str(tmp_path))
