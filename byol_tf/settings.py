@@ -183,8 +183,9 @@ class TrainConfig:
         collapse_threshold: Warn when the std of l2-normalised projections falls below this.
         collapse_patience: Stop after this many collapsed epochs in a row.
         log_every_steps: TensorBoard scalar interval.
-        demo_baseline: At the end, also report the kNN accuracy of the raw pixels (normalised
-            as the encoder sees them) and of the same encoder at random initialisation.
+        demo_baseline: At the end, also report the kNN accuracy of the raw pixels (in [0, 1],
+            and normalised as the encoder sees them) and of the same encoder at random
+            initialisation.
         explicit: the names of the fields that the command line or a flagfile set.
     """
 

@@ -1,5 +1,6 @@
 """A whole BYOL pretraining run from a `TrainConfig`: data, model, monitors, resume, export."""
 
+import functools
 import os
 import sys
 import time
@@ -442,6 +443,9 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
         )
         if cfg.demo_baseline:
             summary["knn_top1_raw_pixels"] = knn.evaluate(raw_pixels)
+            summary["knn_top1_raw_pixels_unit"] = knn.evaluate(
+                functools.partial(unit_pixels, mean=info.mean, std=info.std)
+            )
             summary["knn_top1_random_init"] = _random_init_knn(cfg, knn)
     if cfg.export_dir:
         summary["export"] = _export(cfg, model, info, out_dir)
@@ -460,6 +464,12 @@ def raw_pixels(images):
     """The baseline "encoder" that costs nothing: the images as the encoder receives them
     (normalised), flattened to one vector each."""
     return tf.reshape(tf.cast(images, tf.float32), (tf.shape(images)[0], -1))
+
+
+def unit_pixels(images, mean, std):
+    """The raw-pixel baseline before normalisation: the pixels in [0, 1], flattened."""
+    unit = tf.cast(images, tf.float32) * tf.constant(std, tf.float32) + tf.constant(mean, tf.float32)
+    return tf.reshape(unit, (tf.shape(images)[0], -1))
 
 
 def _random_init_knn(cfg, knn):

@@ -54,6 +54,9 @@ def test_train_main_runs_resumes_and_exports(tmp_path, capsys):
     assert 0.0 <= summary["knn_top1"] <= 1.0 and "knn_top1_random_init" in summary
     assert "kNN top-1" in out and "random-initialisation encoder" in out and "raw pixels" in out
     assert 0.0 <= summary["knn_top1_raw_pixels"] <= 1.0
+    # The [0, 1] pixels score differently from the normalised ones under the cosine kNN.
+    assert 0.0 <= summary["knn_top1_raw_pixels_unit"] <= 1.0
+    assert summary["knn_top1_raw_pixels_unit"] != summary["knn_top1_raw_pixels"]
     # The recipe: printed in one line at start, recorded in run_config.json.
     assert "Recipe (--recipe=auto, 4 steps, 6,000 images): short (" in out
     with open(os.path.join(model_dir, "run_config.json")) as handle:

@@ -49,7 +49,8 @@ def _report(summary):
     if "knn_top1" in summary:
         print(f"kNN top-1 ({summary['knn_protocol']}):")
         for key, name in (
-            ("knn_top1_raw_pixels", "raw pixels (no network)"),
+            ("knn_top1_raw_pixels_unit", "raw pixels in [0, 1]"),
+            ("knn_top1_raw_pixels", "raw pixels, normalised"),
             ("knn_top1_random_init", "random-initialisation encoder"),
             ("knn_top1", "trained encoder"),
         ):
