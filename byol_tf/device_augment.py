@@ -13,7 +13,8 @@ def check_augment_on(augment_on):
     """Raises a one-line `ValueError` unless `augment_on` is "host" or "device"."""
     if augment_on not in AUGMENT_ON:
         raise ValueError(
-            f"augment_on must be one of {', '.join(AUGMENT_ON)}. Received: augment_on={augment_on!r}"
+            f"augment_on must be one of {', '.join(AUGMENT_ON)}. "
+            f"Received: augment_on={augment_on!r}"
         )
 
 
@@ -72,6 +73,9 @@ class ViewAugmentation(keras.layers.Layer):
         self.overrides = overrides
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        # No state to create: built now, or `fit` under a strategy would try to build the model
+        # by calling it on a crop batch.
+        self.built = True
 
     def call(self, crops, seeds):
         """Returns `(view1, view2)`, float32 [B, S, S, 3], from crops [B, 2, S, S, 3] (uint8

@@ -87,8 +87,8 @@ def check_schedule(changes, model_dir, allowed, step, folder):
     if not allowed:
         raise ValueError(
             f"Resuming {model_dir} with other schedule settings than it was trained with would "
-            f"make its learning rate, tau or data stream jump: {listed}. Rerun with the original flags, or "
-            f"pass --allow_schedule_change to continue with the new ones (recorded in "
+            f"make its learning rate, tau or data stream jump: {listed}. Rerun with the original "
+            f"flags, or pass --allow_schedule_change to continue with the new ones (recorded in "
             f"{SCHEDULE_CHANGES}). The checkpoint was not modified."
         )
     path = os.path.join(folder, SCHEDULE_CHANGES)

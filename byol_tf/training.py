@@ -204,7 +204,8 @@ def _callbacks(cfg, model, info, total_steps, sample, log, out_dir):
     knn_data = _knn_datasets(cfg, info)
     knn = KNNMonitor(*knn_data, cfg.knn_every_epochs, _knn_k(cfg, info, log)) if knn_data else None
     if CROPS in sample:  # --augment_on=device: the views the train step will draw
-        sample = dict(zip(("view1", "view2"), model.augmentation(sample[CROPS], sample[SEEDS])))
+        view1, view2 = model.augmentation(sample[CROPS], sample[SEEDS])
+        sample = {"view1": view1, "view2": view2}
     views = (sample["view1"].numpy(), sample["view2"].numpy(), info.mean, info.std)
     callbacks = [
         ema,
