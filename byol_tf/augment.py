@@ -277,9 +277,7 @@ def crop_and_flip(
         raise ValueError(
             f"images must be [B, H, W, C] with static H and W. Received: shape={images.shape}"
         )
-    size = image_size or images.shape[1]
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"image_size must be a positive int. Received: image_size={image_size}")
+    size = _output_size(image_size, images)
     seed = rng.as_seed(seed)
     flip = rng.uniform([tf.shape(images)[0]], rng.fold_in(seed, 7)) < config.flip_prob
     crops = _crop_cf(images, seed, size, config, flip)
@@ -318,6 +316,7 @@ def _configs_and_stats(preset, overrides):
 
 
 def _output_size(image_size, images):
+    """`image_size`, by default the images' height, checked to be a positive int."""
     size = image_size or images.shape[1]
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"image_size must be a positive int. Received: image_size={image_size}")
