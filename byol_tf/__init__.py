@@ -16,6 +16,7 @@ _MODULES = (
     "config",
     "data",
     "decoding",
+    "device_augment",
     "distribution",
     "evaluation",
     "export",

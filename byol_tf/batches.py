@@ -2,6 +2,32 @@
 
 import tensorflow as tf
 
+# The keys of a crop batch (`pretrain_dataset(augment_on="device")`): crop pairs and the
+# per-image, per-view seeds of the augmentation the train step does.
+CROPS, SEEDS = "crops", "seeds"
+
+
+def crop_batch(data):
+    """The crop batch `{"crops", "seeds"[, "label"]}` that `data` holds, or None.
+
+    `data` may be wrapped in a tuple, as `train_on_batch` passes it.
+
+    Raises:
+        ValueError: for a dict with "crops" but no "seeds".
+    """
+    if isinstance(data, (tuple, list)):
+        data = tuple(d for d in data if d is not None)
+        return crop_batch(data[0]) if len(data) == 1 else None
+    if not (isinstance(data, dict) and CROPS in data):
+        return None
+    if SEEDS not in data:
+        raise ValueError(
+            "A BYOL crop batch dict needs the keys 'crops' and 'seeds' (and optionally "
+            f"'label'), as pretrain_dataset(augment_on='device') yields. Received keys: "
+            f"{sorted(data)}"
+        )
+    return data
+
 
 def unpack_views(data):
     """Splits a training batch into `(view1, view2, labels_or_None)`.
@@ -41,6 +67,10 @@ def unpack_views(data):
 def image_shape_of(data):
     """`(H, W, C)` of the first view in a dataset, batch or array structure, else None."""
     spec = data.element_spec if isinstance(data, tf.data.Dataset) else data
+    crops = crop_batch(spec)
+    if crops is not None:  # [B, 2, S, S, C]: two crops of each image
+        shape = tuple(crops[CROPS].shape)[2:]
+        return tuple(int(d) for d in shape) if len(shape) == 3 and None not in shape else None
     try:
         view1, _, _ = unpack_views(spec)
         shape = tuple(view1.shape)[1:]

@@ -6,7 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 from byol_tf import augment, image_ops, rng, sources
+from byol_tf.batches import CROPS, SEEDS
 from byol_tf.decoding import skipped_files  # noqa: F401  (re-exported)
+from byol_tf.device_augment import ViewAugmentation, check_augment_on
 from byol_tf.source_kinds import SourceInfo  # noqa: F401  (re-exported)
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -57,31 +59,49 @@ def _check_size(shape, image_size, allow_upscale):
 
 
 @functools.lru_cache(maxsize=32)
-def _augment_function(preset, image_size, precropped, options, jit_compile, shape, dtype):
+def _augment_function(preset, image_size, precropped, options, jit_compile, shape, dtype, device):
     """One cached augmentation per configuration and image shape, for any batch size: each is
-    traced (and compiled by XLA) once per process."""
+    traced (and compiled by XLA) once per process. With `device` it only crops, and adds the
+    seeds of the rest, which the train step does (`BYOL(augmentation=...)`)."""
     overrides = dict(options)
 
-    def augment_fn(images, batch_seed):
+    def views(images, batch_seed):
         if precropped:
             return augment.augment_pair(images[:, 0], images[:, 1], batch_seed, preset, **overrides)
         return augment.two_views(images, batch_seed, preset, image_size, **overrides)
 
+    def crops(images, batch_seed):
+        if precropped:
+            pairs = image_ops.to_uint8(images)
+        else:
+            pairs = augment.two_crops(images, batch_seed, preset, image_size, **overrides)
+        return pairs, augment.view_seeds(batch_seed, tf.shape(images)[0])
+
     signature = [tf.TensorSpec((None, *shape), dtype), tf.TensorSpec([2], tf.int64)]
-    return tf.function(augment_fn, signature, jit_compile=jit_compile, autograph=False)
+    return tf.function(
+        crops if device else views, signature, jit_compile=jit_compile, autograph=False
+    )
 
 
-def _views_from_batches(batches, start_step, seed, augment_fn):
-    """Adds the stateless per-step seed (seed, step) and applies the XLA augmentation per batch."""
+def _views_from_batches(batches, start_step, seed, augment_fn, device):
+    """Adds the stateless per-step seed (seed, step) and applies the XLA augmentation per batch
+    (with `device`, the crops and seeds of `augment_fn`)."""
     steps = tf.data.Dataset.counter(start_step)
+    keys = (CROPS, SEEDS) if device else ("view1", "view2")
 
     def views(step, images, labels):
-        view1, view2 = augment_fn(images, rng.seed_pair(seed, step))
-        return {"view1": view1, "view2": view2, "label": labels}
+        first, second = augment_fn(images, rng.seed_pair(seed, step))
+        return {keys[0]: first, keys[1]: second, "label": labels}
 
     return tf.data.Dataset.zip(steps, batches).map(
         lambda step, batch: views(step, *batch), num_parallel_calls=AUTOTUNE
     )
+
+
+def _augment_settings(src, image_size, preset, augment_overrides):
+    """The preset and the `two_views` overrides (with the source's mean and std) of a run."""
+    preset = preset or augment.default_preset(image_size)
+    return preset, dict(augment_overrides or {}, mean=src.info.mean, std=src.info.std)
 
 
 def _finish(ds, seed):
@@ -110,6 +130,7 @@ def pretrain_dataset(
     shuffle_buffer=10_000,
     allow_upscale=False,
     jit_compile=True,
+    augment_on="host",
 ):
     """A `tf.data.Dataset` of BYOL view pairs, ready for `BYOL.fit`.
 
@@ -119,6 +140,12 @@ def pretrain_dataset(
     seed (seed, k) and epoch e is shuffled with (seed, e), so `start_step=k` resumes exactly.
     Fixed-size sources are cropped inside the XLA function; folders and variable-size tfds
     images are cropped at decode time (JPEG: only the crop windows are decoded).
+
+    With `augment_on="device"` the pipeline stops after the crops: elements are
+    `{"crops": uint8 [B, 2, S, S, 3], "seeds": int64 [B, 2, 2]}` (plus "label"), the crops of
+    both views and the per-image, per-view seeds of the rest (`byol_tf.augment.view_seeds`),
+    which a `BYOL(augmentation=view_augmentation(...))` does in its train step. The views are
+    those of host mode with the same seed, up to the crops' rounding to uint8.
 
     Args:
         source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
@@ -141,16 +168,21 @@ def pretrain_dataset(
         allow_upscale: allow image_size above twice the size of fixed-size source images.
         jit_compile: compile the augmentation with XLA (same output; False only saves the
             compile time in tests and debugging).
+        augment_on: "host" (the views, augmented here) or "device" (crops and seeds; the
+            train step augments: docs/algorithm.md §5).
 
     Returns:
         A `tf.data.Dataset`.
+
+    Raises:
+        ValueError: for a bad argument, naming it.
     """
     _check_positive(batch_size=batch_size, image_size=image_size, shuffle_buffer=shuffle_buffer)
     _check_start_step(start_step)
+    check_augment_on(augment_on)
     src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
     _check_size(src.image_shape, image_size, allow_upscale)
-    preset = preset or augment.default_preset(image_size)
-    overrides = dict(augment_overrides or {}, mean=src.info.mean, std=src.info.std)
+    preset, overrides = _augment_settings(src, image_size, preset, augment_overrides)
     run_seed = int(np.random.randint(2**31)) if seed is None else int(seed)
     records = src.records(run_seed, start_step * batch_size, repeat, shuffle_buffer)
     configs = augment.view_configs(
@@ -158,14 +190,56 @@ def pretrain_dataset(
     )
     batches = src.pair_batches(records, run_seed, batch_size, image_size, configs, skip_corrupt)
     precropped, options = src.crops_at_decode, tuple(sorted(overrides.items()))
-    spec = batches.element_spec[0]
+    spec, device = batches.element_spec[0], augment_on == "device"
     augment_fn = _augment_function(
-        preset, image_size, precropped, options, jit_compile, tuple(spec.shape[1:]), spec.dtype
-    )
-    ds = _views_from_batches(batches, start_step, run_seed, augment_fn)
+        preset, image_size, precropped, options, jit_compile, tuple(spec.shape[1:]), spec.dtype,
+        device,
+    )  # fmt: skip
+    ds = _views_from_batches(batches, start_step, run_seed, augment_fn, device)
     if not (with_labels and src.info.num_classes):
-        ds = ds.map(lambda e: {"view1": e["view1"], "view2": e["view2"]})
+        ds = ds.map(lambda e: {key: value for key, value in e.items() if key != "label"})
     return _finish(ds, seed)
+
+
+def view_augmentation(
+    source,
+    image_size,
+    *,
+    split="train",
+    data_dir=None,
+    manual_dir=None,
+    preset=None,
+    augment_overrides=None,
+    mean=None,
+    std=None,
+):
+    """The train-step half of `pretrain_dataset(..., augment_on="device")`, for `BYOL`.
+
+    Pass the same source, image size and augmentation options as to `pretrain_dataset`:
+    `BYOL(encoder, augmentation=view_augmentation(source, image_size, ...))`.
+
+    Args:
+        source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
+        image_size: side of the square views.
+        split: source split (its normalisation statistics are read).
+        data_dir: tensorflow-datasets data directory.
+        manual_dir: tensorflow-datasets manual download directory (imagenet2012).
+        preset: "imagenet" or "small"; default `augment.default_preset(image_size)`.
+        augment_overrides: dict of `two_views` overrides.
+        mean: normalisation mean; default from the source.
+        std: normalisation std; same default.
+
+    Returns:
+        A `byol_tf.device_augment.ViewAugmentation`.
+
+    Raises:
+        ValueError: for a bad argument, naming it.
+    """
+    _check_positive(image_size=image_size)
+    src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
+    preset, overrides = _augment_settings(src, image_size, preset, augment_overrides)
+    mean, std = overrides.pop("mean"), overrides.pop("std")
+    return ViewAugmentation(preset, overrides, mean, std)
 
 
 def eval_dataset(

@@ -137,16 +137,17 @@ def crop_resize_channels_first(images, boxes, size, flip, method):
     return tf.einsum("bcsw,btw->bcst", resized, cols)
 
 
-def _jitter_params(seed, batch, config):
-    """Per-image jitter factors [B, 4] (identity where not applied) and op order [B, 4]."""
-    u = rng.uniform([batch, 5], seed)
+def _jitter_params(seeds, config):
+    """Per-image jitter factors [B, 4] (identity where not applied) and op order [B, 4], drawn
+    from per-image seeds [B, 2]."""
+    u = rng.uniform_per_seed(seeds, [5])
     apply = u[:, 4] < config.jitter_prob
     spans = tf.constant([config.brightness, config.contrast, config.saturation, config.hue])
     centres = tf.constant([0.0, 1.0, 1.0, 0.0])
     factors = centres + spans * (2 * u[:, :4] - 1)
     factors = tf.where(apply[:, None], factors, centres)
-    order_seed = rng.fold_in(seed, 1)
-    order = tf.argsort(rng.uniform([batch, 4], order_seed), axis=1, stable=True)
+    order_keys = rng.uniform_per_seed(rng.fold_in(seeds, 1), [4])
+    order = tf.argsort(order_keys, axis=1, stable=True)
     return factors, order
 
 
@@ -162,7 +163,7 @@ def _rotate_hue(images, shift):
     return v[:, None] - chroma[:, None] * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def color_jitter(images, seed, config):
+def color_jitter(images, seeds, config):
     """Brightness, contrast, saturation and hue in a per-image random order, each then clipped.
 
     Brightness, contrast and saturation are all `c' = a * (c - t) + t + d` with per-image
@@ -171,14 +172,15 @@ def color_jitter(images, seed, config):
 
     Args:
         images: float32 [B, 3, H, W] in [0, 1] (channels first).
-        seed: stateless seed, shape [2].
+        seeds: per-image stateless seeds, int [B, 2]: image i's jitter depends on `seeds[i]`
+            only.
         config: a `byol_tf.augment.ViewConfig` (its jitter_prob, brightness, contrast,
             saturation and hue are read).
 
     Returns:
         float32 [B, 3, H, W] in [0, 1].
     """
-    factors, order = _jitter_params(seed, tf.shape(images)[0], config)
+    factors, order = _jitter_params(seeds, config)
     f = [factors[:, i, None, None, None] for i in range(4)]
     for slot in range(4):
         op = order[:, slot, None, None, None]
@@ -272,6 +274,18 @@ def to_unit_float(images):
     if images.dtype == tf.uint8:
         return tf.cast(images, tf.float32) / 255.0
     return tf.cast(images, tf.float32)
+
+
+def to_uint8(images):
+    """Rounds float images in [0, 1] to uint8 in [0, 255] (values outside are clipped).
+
+    Args:
+        images: float tensor.
+
+    Returns:
+        uint8 tensor of the same shape.
+    """
+    return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
 
 
 def to_rgb(images):

@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from byol_tf import losses
-from byol_tf.batches import image_shape_of, unpack_views
+from byol_tf.batches import CROPS, SEEDS, crop_batch, image_shape_of, unpack_views
+from byol_tf.device_augment import ViewAugmentation  # noqa: F401  (registers it for loading)
 from byol_tf.networks import mlp_head
 
 
@@ -38,6 +39,11 @@ class BYOL(keras.Model):
     (see `unpack_views`), runs both orderings and minimises the sum of the two
     `2 − 2·cos(prediction, target projection)` terms, averaged over the global batch.
 
+    Augmentation on the device: given `augmentation` (a `ViewAugmentation`, see
+    `byol_tf.data.view_augmentation`), `train_step` also takes the crop batches of
+    `pretrain_dataset(augment_on="device")` and draws their views itself, inside the compiled
+    step, each replica from its own shard.
+
     BatchNorm: both networks run in training mode (batch statistics), each view forwarded on
     its own as in the official code; `joint_views=True` forwards both views as one batch
     (statistics over 2B images), which is faster but not the paper's setting. The target keeps
@@ -60,6 +66,8 @@ class BYOL(keras.Model):
         head_batch_norm: BatchNorm inside the projector and predictor (the paper: yes).
         head_output_bias: a bias in the last Dense of the projector and predictor (the
             official heads have none: False; docs/algorithm.md §1).
+        augmentation: a `byol_tf.device_augment.ViewAugmentation` that turns crop batches
+            into views in the train step, or None (batches must then hold views).
         **kwargs: `keras.Model` arguments (name, ...).
     """
 
@@ -75,6 +83,7 @@ class BYOL(keras.Model):
         ema_batchnorm_statistics=False,
         head_batch_norm=True,
         head_output_bias=True,
+        augmentation=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +99,12 @@ class BYOL(keras.Model):
             raise ValueError(
                 f"num_classes must be an int >= 2. Received: num_classes={num_classes}"
             )
+        if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
+            raise ValueError(
+                "augmentation must be a keras layer mapping (crops, seeds) to two views, such "
+                "as byol_tf.data.view_augmentation(...). "
+                f"Received: augmentation={type(augmentation).__name__}"
+            )
         if synchronized_bn is None:
             synchronized_bn = tf.distribute.get_strategy().num_replicas_in_sync > 1
         self.encoder = encoder
@@ -101,6 +116,7 @@ class BYOL(keras.Model):
         self.ema_batchnorm_statistics = bool(ema_batchnorm_statistics)
         self.head_batch_norm = bool(head_batch_norm)
         self.head_output_bias = bool(head_output_bias)
+        self.augmentation = augmentation
         self.image_shape = self._resolve_image_shape(encoder, image_shape)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.std_tracker = keras.metrics.Mean(name="embedding_std")
@@ -132,7 +148,10 @@ class BYOL(keras.Model):
         Call it inside `strategy.scope()`. `input_shape` is `(batch, H, W, C)` (a dict or pair
         of such shapes, as `fit` may pass, is reduced to the first view's).
         """
-        if isinstance(input_shape, dict):
+        if isinstance(input_shape, dict) and CROPS in input_shape:
+            crops = tuple(input_shape[CROPS])  # [B, 2, H, W, C]
+            input_shape = (crops[0], *crops[2:])
+        elif isinstance(input_shape, dict):
             input_shape = input_shape["view1"]
         if isinstance(input_shape, (tuple, list)) and isinstance(input_shape[0], (tuple, list)):
             input_shape = input_shape[0]
@@ -266,9 +285,24 @@ class BYOL(keras.Model):
                 outputs[f"{name}_view{i}"] = x
         return outputs
 
+    def _views(self, data):
+        """`(view1, view2, labels_or_None)` of a batch: its views, or those `augmentation`
+        draws from its crops."""
+        crops = crop_batch(data)
+        if crops is None:
+            return unpack_views(data)
+        if self.augmentation is None:
+            raise ValueError(
+                "The batches hold crops (pretrain_dataset(augment_on='device')) but this BYOL "
+                "model has no augmentation: pass augmentation=byol_tf.data.view_augmentation"
+                "(...) to BYOL(...), with the pretrain_dataset's source, image_size and options."
+            )
+        view1, view2 = self.augmentation(crops[CROPS], crops[SEEDS])
+        return view1, view2, crops.get("label")
+
     def _step_losses(self, data):
-        """Forward pass of one batch of view pairs; returns its `StepLosses`."""
-        view1, view2, labels = unpack_views(data)
+        """Forward pass of one batch of view pairs (or crops); returns its `StepLosses`."""
+        view1, view2, labels = self._views(data)
         target = self._forward_views(
             view1,
             view2,
@@ -387,6 +421,11 @@ class BYOL(keras.Model):
                 "ema_batchnorm_statistics": self.ema_batchnorm_statistics,
                 "head_batch_norm": self.head_batch_norm,
                 "head_output_bias": self.head_output_bias,
+                "augmentation": (
+                    keras.saving.serialize_keras_object(self.augmentation)
+                    if self.augmentation is not None
+                    else None
+                ),
             }
         )
         return config
@@ -395,4 +434,6 @@ class BYOL(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         return cls(**config)

@@ -49,10 +49,16 @@ def _mix(h):
 
 
 def _words(seed):
-    """The two 32-bit words of a [2] int seed (low bits of each entry)."""
+    """The two 32-bit words of an int seed [..., 2] (low bits of each entry), each [...]."""
     low = tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), tf.constant(0xFFFFFFFF, tf.int64))
     words = tf.cast(low, tf.uint32)
-    return words[0], words[1]
+    return words[..., 0], words[..., 1]
+
+
+def _unit(count, k0, k1):
+    """U[0, 1) float32 numbers hashed from uint32 counters and key words (broadcast)."""
+    bits = _mix(tf.bitwise.bitwise_xor(_mix(count * tf.constant(0x9E3779B9, tf.uint32) + k0), k1))
+    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
 
 
 def uniform(shape, seed, low=0.0, high=1.0):
@@ -72,26 +78,47 @@ def uniform(shape, seed, low=0.0, high=1.0):
     """
     k0, k1 = _words(seed)
     count = tf.cast(tf.range(tf.reduce_prod(shape)), tf.uint32)
-    bits = _mix(tf.bitwise.bitwise_xor(_mix(count * tf.constant(0x9E3779B9, tf.uint32) + k0), k1))
-    unit = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
-    return low + (high - low) * tf.reshape(unit, shape)
+    return low + (high - low) * tf.reshape(_unit(count, k0, k1), shape)
+
+
+def uniform_per_seed(seeds, shape, low=0.0, high=1.0):
+    """One `uniform(shape, seed)` draw per seed, stacked: row i depends on `seeds[i]` only.
+
+    Per-image seeds make an image's random parameters independent of the other images of its
+    batch and of its position there, so a shard of the batch (one replica's) draws what the
+    whole batch would.
+
+    Args:
+        seeds: int tensor of shape [B, 2].
+        shape: shape of each row's draw (a list of Python ints).
+        low: lower bound.
+        high: upper bound (excluded).
+
+    Returns:
+        float32 tensor of shape [B, *shape]; row i equals `uniform(shape, seeds[i])`.
+    """
+    k0, k1 = _words(seeds)
+    count = tf.cast(tf.range(tf.reduce_prod(shape)), tf.uint32)
+    unit = _unit(count[None, :], k0[:, None], k1[:, None])
+    return low + (high - low) * tf.reshape(unit, [-1, *shape])
 
 
 def fold_in(seed, data):
-    """A new seed derived from a seed and an int.
+    """A new seed derived from a seed and an int; vectorised over seeds and ints.
 
     Args:
-        seed: int tensor of shape [2].
-        data: a Python int or an integer scalar tensor.
+        seed: int tensor of shape [2], or [..., 2] for several seeds.
+        data: a Python int or an integer tensor that broadcasts against `seed[..., 0]`
+            (`fold_in(seed, tf.range(n))` gives n seeds of shape [n, 2]).
 
     Returns:
-        int64 tensor of shape [2].
+        int64 tensor of shape [..., 2] (the broadcast shape of `seed[..., 0]` and `data`).
     """
     k0, k1 = _words(seed)
     d = tf.cast(data, tf.uint32)
     a = _mix(tf.bitwise.bitwise_xor(k0, _mix(d + tf.constant(0x68E31DA4, tf.uint32))))
     b = _mix(tf.bitwise.bitwise_xor(k1 + a, _mix(d + tf.constant(0xB5297A4D, tf.uint32))))
-    return tf.cast(tf.stack([a, b]), tf.int64)
+    return tf.cast(tf.stack([a, b], axis=-1), tf.int64)
 
 
 def split(seed, num):

@@ -34,9 +34,11 @@ def prepare_model_dir(model_dir):
     prepare_folder(model_dir, "--model_dir")
 
 
-# Settings that shape the learning-rate and τ schedules (and the data stream's epochs): resuming
-# with other values would make them jump, so it takes --allow_schedule_change.
+# Settings that shape the learning-rate and τ schedules (and the data stream's epochs), and
+# where the augmentation runs (its views differ by rounding): resuming with other values would
+# make them jump, so it takes --allow_schedule_change.
 SCHEDULE = (
+    "augment_on",
     "batch_size",
     "accumulation_steps",
     "epochs",
@@ -88,8 +90,8 @@ def check_schedule(changes, model_dir, allowed, step, folder):
     if not allowed:
         raise ValueError(
             f"Resuming {model_dir} with other schedule settings than it was trained with would "
-            f"make its learning rate and tau jump: {listed}. Rerun with the original flags, or "
-            f"pass --allow_schedule_change to continue with the new ones (recorded in "
+            f"make its learning rate, tau or data stream jump: {listed}. Rerun with the original "
+            f"flags, or pass --allow_schedule_change to continue with the new ones (recorded in "
             f"{SCHEDULE_CHANGES}). The checkpoint was not modified."
         )
     path = os.path.join(folder, SCHEDULE_CHANGES)

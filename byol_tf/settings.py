@@ -16,6 +16,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 PROTOCOLS = ("linear", "linear_official", "knn", "finetune")
 CROP_SAMPLERS = ("rejection", "clamped")  # byol_tf.image_ops.CROP_SAMPLERS
+AUGMENT_ON = ("host", "device")  # byol_tf.device_augment.AUGMENT_ON
 
 # Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
 POSITIVE_INT = ("a positive int", lambda value: value >= 1)
@@ -119,6 +120,10 @@ class TrainConfig:
         crop_sampler: Random-resized-crop sampler: 'rejection' (redraw until the crop fits, as
             torchvision) or 'clamped' (one draw clamped to the image, the official code's);
             default: from --recipe.
+        augment_on: Where the augmentation after the crop runs: 'host' (the tf.data pipeline
+            on the CPU) or 'device' (inside the compiled train step, per replica; the host only
+            decodes and crops). Default: device when a GPU or TPU is visible, else host; a
+            resumed run keeps its own.
         encoder: Encoder network.
         width_multiplier: Channel multiplier of the ResNet.
         cifar_stem: 3x3 stride-1 stem without max-pool (small images).
@@ -200,6 +205,7 @@ class TrainConfig:
     augment: tuple = option(DATA, ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0"))
     skip_corrupt: bool = option(DATA, False)
     crop_sampler: str | None = option(DATA, None, choices=CROP_SAMPLERS)
+    augment_on: str | None = option(DATA, None, choices=AUGMENT_ON)
     # model
     encoder: str = option(MODEL, "resnet18", choices=ENCODERS)
     width_multiplier: float = option(MODEL, 0.25, valid=POSITIVE)

@@ -1,5 +1,6 @@
 """A whole BYOL pretraining run from a `TrainConfig`: data, model, monitors, resume, export."""
 
+import dataclasses
 import functools
 import os
 import sys
@@ -9,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from byol_tf import checkpoints, data, networks, recipes, splits
+from byol_tf.batches import CROPS, SEEDS
 from byol_tf.callbacks import (
     Checkpointer,
     CollapseGuard,
@@ -19,6 +21,7 @@ from byol_tf.callbacks import (
     TargetEMA,
     optimizer_step,
 )
+from byol_tf.device_augment import default_augment_on
 from byol_tf.distribution import is_chief, make_strategy
 from byol_tf.model import BYOL
 from byol_tf.run_dir import (
@@ -54,12 +57,13 @@ def _encoder(cfg, **kwargs):
     )
 
 
-def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
+def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch, augmentation=None):
     """Encoder + BYOL + optimiser and schedule, built and compiled under `strategy.scope()`.
 
     `total_steps` and `steps_per_epoch` count optimiser steps (micro-batches / accumulation).
     Settings `cfg` leaves unset come from its recipe (`byol_tf.recipes.resolve`; the data-set
-    size is then taken as `steps_per_epoch × batch_size`).
+    size is then taken as `steps_per_epoch × batch_size`). `augmentation` is the model's
+    `ViewAugmentation` with `--augment_on=device` (see `view_augmentation`), else None.
     """
     cfg, _ = recipes.resolve(cfg, total_steps, steps_per_epoch, steps_per_epoch * cfg.batch_size)
     size = cfg.image_size
@@ -73,6 +77,7 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
             num_classes=num_classes,
             joint_views=cfg.joint_views,
             head_output_bias=cfg.head_output_bias,
+            augmentation=augmentation,
         )
         accumulation = {}
         if cfg.accumulation_steps > 1:
@@ -92,6 +97,39 @@ def build_model(cfg, num_classes, strategy, total_steps, steps_per_epoch):
         )
         optimizer.build(model.trainable_variables)
     return model
+
+
+def resolve_augment_on(cfg, saved, strategy):
+    """`cfg` with `augment_on` set, and the line train.py prints about the choice.
+
+    An unset `--augment_on` keeps the choice of the run being resumed (`saved`, its
+    run_config.json; runs that do not record one augmented on the host), else is "device"
+    when a GPU or TPU is visible (`default_augment_on`).
+    """
+    value, why = cfg.augment_on, ""
+    if value is None and saved:
+        value, why = saved.get("augment_on", "host"), ", as the run being resumed"
+    elif value is None:
+        value = default_augment_on(strategy)
+        why = ": a GPU or TPU is visible" if value == "device" else ": no GPU or TPU is visible"
+    where = "on the device, in the train step" if value == "device" else "on the host"
+    line = f"Augmentation {where} (--augment_on={value}{why})."
+    return dataclasses.replace(cfg, augment_on=value), line
+
+
+def view_augmentation(cfg):
+    """The model's `ViewAugmentation` for `--augment_on=device`, else None."""
+    if cfg.augment_on != "device":
+        return None
+    return data.view_augmentation(
+        cfg.dataset,
+        cfg.image_size,
+        split=cfg.train_split,
+        data_dir=cfg.data_dir,
+        manual_dir=cfg.manual_dir,
+        preset=cfg.preset,
+        augment_overrides=cfg.augment_overrides(),
+    )
 
 
 def recipe_line(cfg, recipe, total_steps, num_examples):
@@ -195,6 +233,9 @@ def _callbacks(cfg, model, info, total_steps, sample, log, out_dir, knn_on):
     }
     knn_data = _knn_datasets(cfg, knn_on)
     knn = KNNMonitor(*knn_data, cfg.knn_every_epochs, _knn_k(cfg, info, log)) if knn_data else None
+    if CROPS in sample:  # --augment_on=device: the views the train step will draw
+        view1, view2 = model.augmentation(sample[CROPS], sample[SEEDS])
+        sample = {"view1": view1, "view2": view2}
     views = (sample["view1"].numpy(), sample["view2"].numpy(), info.mean, info.std)
     callbacks = [
         ema,
@@ -222,6 +263,7 @@ def _pretrain_data(cfg, micro_step):
         augment_overrides=cfg.augment_overrides(),
         skip_corrupt=cfg.skip_corrupt,
         start_step=micro_step,
+        augment_on=cfg.augment_on,
     )
     # Several workers: each computes the whole global batch and keeps its share (DATA
     # sharding), so the union of the workers' batches is the single-process batch.
@@ -347,9 +389,13 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     saved = (read_run_config(cfg.model_dir) or {}) if resume_from else {}
     if resume_from:
         check_resume(cfg, cfg.model_dir, saved)
+    cfg, line = resolve_augment_on(cfg, saved, strategy)
+    log(line)
     # The online probe needs 2 classes or more; with fewer, pretraining runs without it.
     probe_classes = info.num_classes if (info.num_classes or 0) >= 2 else None
-    model = build_model(cfg, probe_classes, strategy, total_steps, steps_per_epoch)
+    model = build_model(
+        cfg, probe_classes, strategy, total_steps, steps_per_epoch, view_augmentation(cfg)
+    )
     if resume_from:
         _restore(model, resume_from)
         if optimizer_step(model) >= total_steps:

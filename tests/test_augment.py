@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import augment, image_ops
+from byol_tf import augment, image_ops, rng
 
 # Frequencies are checked within 4 standard errors: a false failure about once in 16,000 runs.
 N_DRAWS = 4000
@@ -158,7 +158,8 @@ def test_jitter_frequency_is_08_and_per_image_order_varies():
     view1, _ = augment.two_views(images, 15, **overrides, **IDENTITY)
     changed = np.abs(view1.numpy() - images.numpy()).max(axis=(1, 2, 3)) > 1e-4
     _assert_frequency(_frequency(changed), 0.8)
-    _, order = image_ops._jitter_params(tf.constant([0, 15]), N_DRAWS, augment.ViewConfig())
+    seeds = rng.fold_in(tf.constant([0, 15]), tf.range(N_DRAWS))
+    _, order = image_ops._jitter_params(seeds, augment.ViewConfig())
     orders = {tuple(row) for row in order.numpy()}
     assert len(orders) == 24  # all 4! orders occur
     assert sorted(order.numpy()[0]) == [0, 1, 2, 3]
@@ -170,8 +171,9 @@ def test_jitter_single_ops_match_tf_image():
     hue = tf.transpose(image_ops._rotate_hue(planes, 0.07), [0, 2, 3, 1])
     np.testing.assert_allclose(hue.numpy(), tf.image.adjust_hue(images, 0.07).numpy(), atol=1e-5)
     config = augment.ViewConfig(jitter_prob=1.0, brightness=0.0, contrast=0.0, hue=0.0)
-    out = image_ops.color_jitter(planes, tf.constant([0, 3]), config)  # saturation only
-    factors, _ = image_ops._jitter_params(tf.constant([0, 3]), 2, config)
+    seeds = tf.constant([[0, 3], [5, 7]])
+    out = image_ops.color_jitter(planes, seeds, config)  # saturation only
+    factors, _ = image_ops._jitter_params(seeds, config)
     expected = [tf.image.adjust_saturation(images[i], factors[i, 2]) for i in range(2)]
     np.testing.assert_allclose(
         tf.transpose(out, [0, 2, 3, 1]).numpy(), np.stack(expected), atol=1e-5

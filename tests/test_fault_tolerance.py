@@ -35,8 +35,8 @@ FLAGS = [
 KILLS = 5
 
 
-def _start(model_dir, log, strategy):
-    command = [sys.executable, os.path.join(ROOT, "train.py"), *FLAGS]
+def _start(model_dir, log, strategy, extra=()):
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *FLAGS, *extra]
     command += [f"--model_dir={model_dir}", f"--strategy={strategy}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
     with open(log, "w") as out:
@@ -106,15 +106,15 @@ def _weights(model_dir):
     return checkpoints.load_checkpoint(checkpoints.latest_checkpoint(model_dir)).get_weights()
 
 
-def _run_with_kills(tmp_path, strategy):
+def _run_with_kills(tmp_path, strategy, extra=()):
     killed_dir, straight_dir = str(tmp_path / "killed"), str(tmp_path / "straight")
     # The uninterrupted reference runs alongside the killed one.
-    reference = _start(straight_dir, str(tmp_path / "straight.log"), strategy)
+    reference = _start(straight_dir, str(tmp_path / "straight.log"), strategy, extra)
     rng, verified, kinds = random.Random(6), set(), []
     for attempt in range(KILLS + 2):  # five SIGKILLs, one SIGTERM, then the last run
         before = _latest_step(killed_dir)
         log = str(tmp_path / f"run{attempt}.log")
-        process = _start(killed_dir, log, strategy)
+        process = _start(killed_dir, log, strategy, extra)
         kind = _kill_at_random_point(process, killed_dir, rng) if attempt < KILLS else None
         if attempt == KILLS:  # SIGTERM: checkpoint at the step boundary, exit 128 + 15
             assert _terminate_mid_epoch(process, killed_dir, before) == 143, open(log).read()
@@ -145,6 +145,12 @@ def test_sigkill_five_times_then_resume_equals_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_sigkill_and_resume_under_mirrored_strategy(tmp_path):
     _run_with_kills(tmp_path, "mirrored")
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_with_augmentation_on_the_device(tmp_path):
+    # Flip onwards inside the train step, from the seeds the input pipeline ships.
+    _run_with_kills(tmp_path, "auto", ["--augment_on=device"])
 
 
 def test_a_save_removes_half_written_files_of_killed_saves(tmp_path):

@@ -108,7 +108,7 @@ def _free_ports(count):
     return ports
 
 
-def _start(model_dir, tmp_dir, tf_config=None, keep=None):
+def _start(model_dir, tmp_dir, tf_config=None, keep=None, extra=()):
     """Starts `_main` (train.py) training into `model_dir`; returns (process, log file)."""
     # Collective ops block inter-op threads while they wait for the other worker; on a 2-core
     # machine the default pool (one thread per core) can deadlock, so give it more.
@@ -123,7 +123,8 @@ def _start(model_dir, tmp_dir, tf_config=None, keep=None):
         env.pop(name, None)
         if value:
             env[name] = str(value)
-    command = [sys.executable, os.path.abspath(__file__), *TINY, f"--model_dir={model_dir}"]
+    command = [sys.executable, os.path.abspath(__file__), *TINY, *extra]
+    command += [f"--model_dir={model_dir}"]
     strategy = "multi_worker" if tf_config else "auto"
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(
@@ -137,13 +138,13 @@ def _start(model_dir, tmp_dir, tf_config=None, keep=None):
     return process, log
 
 
-def _workers(model_dirs, tmp_dir, keep=None):
+def _workers(model_dirs, tmp_dir, keep=None, extra=()):
     """Starts a cluster of one worker per model_dir on 127.0.0.1; worker 1 keeps its files."""
     cluster = [f"127.0.0.1:{port}" for port in _free_ports(len(model_dirs))]
     started = []
     for index, model_dir in enumerate(model_dirs):
         tf_config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
-        started.append(_start(model_dir, tmp_dir, tf_config, keep if index else None))
+        started.append(_start(model_dir, tmp_dir, tf_config, keep if index else None, extra))
     return started
 
 
@@ -261,17 +262,25 @@ def test_two_workers_resume_one_process_checkpoint_equal_it_and_only_the_chief_w
 
 
 @pytest.mark.slow
-def test_two_workers_from_scratch_equal_one_process_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("augment_on", ["host", "device"])
+def test_two_workers_from_scratch_equal_one_process_and_resume_exactly(tmp_path, augment_on):
     """As above from step 0, then a resume: bitwise the uninterrupted two-worker run.
 
     Steps 2 and 4 and the logged loss are compared with the single run; the resume from step 2
-    shares one model_dir between the workers.
+    shares one model_dir between the workers. With `--augment_on=device` each worker's
+    replica augments its own half of the batch in the train step.
     """
+    extra = [f"--augment_on={augment_on}"]
     single, chief, other = (tmp_path / name for name in ("single", "chief", "other"))
     kept, tmp_dir = tmp_path / "kept", tmp_path / "tmp"
     tmp_dir.mkdir()
     # The reference runs beside the cluster: on 2 cores it costs little extra time.
-    _wait([_start(single, tmp_dir), *_workers([chief, other], tmp_dir, keep=kept)])
+    _wait(
+        [
+            _start(single, tmp_dir, extra=extra),
+            *_workers([chief, other], tmp_dir, keep=kept, extra=extra),
+        ]
+    )
     assert [s for s, _ in checkpoints.list_checkpoints(chief)] == [2, 4]
     assert not other.exists()
     _assert_workers_match(chief, kept, single, steps=[2, 4])
@@ -281,7 +290,7 @@ def test_two_workers_from_scratch_equal_one_process_and_resume_exactly(tmp_path)
     for step, path in checkpoints.list_checkpoints(chief):
         if step > 2:
             os.remove(path)
-    outputs = _wait(_workers([chief, chief], tmp_dir))
+    outputs = _wait(_workers([chief, chief], tmp_dir, extra=extra))
     assert all("(step 2)" in output for output in outputs)
     assert [s for s, _ in checkpoints.list_checkpoints(chief)] == [2, 4]
     for a, b in zip(_weights(chief), expected, strict=True):
