@@ -20,6 +20,10 @@ TAU = 0.99
 # name: (label, what it needs installed)
 CONTENDERS = {
     "byol_tf_xla": ("byol_tf, jit_compile=True", "tensorflow"),
+    "byol_tf_xla_separate": (
+        "byol_tf, jit_compile=True, one pass per view (grouped_views=False)",
+        "tensorflow",
+    ),
     "byol_tf": ("byol_tf, jit_compile=False", "tensorflow"),
     "byol_pytorch": ("byol-pytorch", "byol_pytorch"),
     "torch_handwritten": ("hand-written PyTorch", "torch"),
@@ -28,9 +32,13 @@ REFERENCE = "byol_pytorch"
 
 
 class _TFContender:
-    """byol_tf's `BYOL` on synthetic views; one step is `train_on_batch` plus the EMA update."""
+    """byol_tf's `BYOL` on synthetic views; one step is `train_on_batch` plus the EMA update.
 
-    def __init__(self, batch_size, jit_compile, threads, inter_op_threads):
+    `grouped_views` as `byol_tf.BYOL`'s: by default ("auto") both views go through each network
+    as one batch with per-view BatchNorm statistics; False runs one pass per view.
+    """
+
+    def __init__(self, batch_size, jit_compile, threads, inter_op_threads, grouped_views="auto"):
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -44,6 +52,7 @@ class _TFContender:
             projection_dim=PROJECTION_DIM,
             hidden_dim=HIDDEN_DIM,
             image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+            grouped_views=grouped_views,
         )
         self.model.compile(
             optimizer=byol_tf.LARS(byol_tf.WarmupCosine(1.0, 1000, 10)), jit_compile=jit_compile
@@ -115,9 +124,11 @@ def _worker(name, batch_size, args, conn):
     """Builds one contender, warms it up, then answers ("run", steps) with the seconds taken."""
     try:
         if name.startswith("byol_tf"):
+            grouped = False if name.endswith("_separate") else "auto"
             contender = _TFContender(
-                batch_size, name == "byol_tf_xla", args.threads, args.tf_inter_op_threads
-            )
+                batch_size, name.startswith("byol_tf_xla"), args.threads,
+                args.tf_inter_op_threads, grouped_views=grouped,
+            )  # fmt: skip
             flops = None
         else:
             contender = _TorchContender(name, batch_size, args.threads)

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from byol_tf import losses
+from byol_tf import losses, networks
 from byol_tf.batches import CROPS, SEEDS, crop_batch, image_shape_of, unpack_views
 from byol_tf.device_augment import ViewAugmentation  # noqa: F401  (registers it for loading)
 from byol_tf.networks import mlp_head
@@ -45,8 +45,12 @@ class BYOL(keras.Model):
     step, each replica from its own shard.
 
     BatchNorm: both networks run in training mode (batch statistics), each view forwarded on
-    its own as in the official code; `joint_views=True` forwards both views as one batch
-    (statistics over 2B images), which is faster but not the paper's setting. The target keeps
+    its own statistics as in the official code. With `grouped_views` both views still go
+    through each network as one batch of 2B images (twice the batch per convolution), and
+    every BatchNorm normalises each view with that view's statistics: the same outputs,
+    gradients and moving statistics as the official separate passes
+    (`networks.GroupedBatchNormalization`). `joint_views=True` instead forwards both views as
+    one batch with statistics over all 2B images, which is not the paper's setting. The target keeps
     its own BatchNorm moving statistics, updated by its own forward passes; the EMA averages
     only parameters (as the official `target_state`), unless `ema_batchnorm_statistics=True`.
 
@@ -61,7 +65,12 @@ class BYOL(keras.Model):
             "when the current distribution strategy has more than one replica".
         num_classes: if set, an online linear probe is trained on the stop-gradient
             representation of view 1 whenever batches carry labels (official code).
-        joint_views: forward both views as one batch (see above).
+        joint_views: forward both views as one batch with shared BatchNorm statistics
+            (see above).
+        grouped_views: forward both views as one batch with per-view BatchNorm statistics:
+            True, False (one pass per view), or "auto" (default): True when every BatchNorm
+            layer of the encoder and heads is a `networks.GroupedBatchNormalization` (the
+            networks of `byol_tf.networks` are), else False. Ignored with `joint_views`.
         ema_batchnorm_statistics: also average BatchNorm moving statistics in the EMA.
         head_batch_norm: BatchNorm inside the projector and predictor (the paper: yes).
         head_output_bias: a bias in the last Dense of the projector and predictor (the
@@ -80,6 +89,7 @@ class BYOL(keras.Model):
         synchronized_bn=None,
         num_classes=None,
         joint_views=False,
+        grouped_views="auto",
         ema_batchnorm_statistics=False,
         head_batch_norm=True,
         head_output_bias=True,
@@ -113,6 +123,11 @@ class BYOL(keras.Model):
         self.synchronized_bn = bool(synchronized_bn)
         self.num_classes = num_classes
         self.joint_views = bool(joint_views)
+        if grouped_views not in (True, False, "auto"):
+            raise ValueError(
+                f"grouped_views must be True, False or 'auto'. Received: {grouped_views!r}"
+            )
+        self.grouped_views = grouped_views
         self.ema_batchnorm_statistics = bool(ema_batchnorm_statistics)
         self.head_batch_norm = bool(head_batch_norm)
         self.head_output_bias = bool(head_output_bias)
@@ -264,23 +279,25 @@ class BYOL(keras.Model):
         """Returns the online representation y = f(images)."""
         return self.encoder(inputs, training=training)
 
-    def _forward_views(self, view1, view2, networks):
-        """Runs `networks` (`{output name: model}`, applied in order) on both views.
+    def _forward_views(self, view1, view2, nets):
+        """Runs `nets` (`{output name: model}`, applied in order) on both views.
 
         Returns:
             `{f"{name}_view{i}": output}` for every network and both views, e.g.
             `projection_view1` (the official code's naming).
         """
-        if self.joint_views:
+        if self.joint_views or self._grouped(nets.values()):
+            groups = 1 if self.joint_views else 2
             x = tf.concat([view1, view2], axis=0)
             outputs = {}
-            for name, net in networks.items():
-                x = net(x, training=True)
-                outputs[f"{name}_view1"], outputs[f"{name}_view2"] = tf.split(x, 2, axis=0)
+            with networks.batch_groups(groups):
+                for name, net in nets.items():
+                    x = net(x, training=True)
+                    outputs[f"{name}_view1"], outputs[f"{name}_view2"] = tf.split(x, 2, axis=0)
             return outputs
         outputs = {}
         for i, x in enumerate((view1, view2), start=1):
-            for name, net in networks.items():
+            for name, net in nets.items():
                 x = net(x, training=True)
                 outputs[f"{name}_view{i}"] = x
         return outputs
@@ -299,6 +316,19 @@ class BYOL(keras.Model):
             )
         view1, view2 = self.augmentation(crops[CROPS], crops[SEEDS])
         return view1, view2, crops.get("label")
+
+    def _grouped(self, nets):
+        """Whether `nets` forward both views as one batch with per-view statistics."""
+        if self.grouped_views == "auto":
+            return all(networks.supports_batch_groups(net) for net in nets)
+        if self.grouped_views and not all(networks.supports_batch_groups(n) for n in nets):
+            raise ValueError(
+                "grouped_views=True needs every BatchNorm layer to be a "
+                "byol_tf.networks.GroupedBatchNormalization (the networks of byol_tf.networks "
+                "are); this encoder has plain BatchNormalization layers. Use "
+                "grouped_views='auto' or False."
+            )
+        return bool(self.grouped_views)
 
     def _step_losses(self, data):
         """Forward pass of one batch of view pairs (or crops); returns its `StepLosses`."""
@@ -418,6 +448,7 @@ class BYOL(keras.Model):
                 "synchronized_bn": self.synchronized_bn,
                 "num_classes": self.num_classes,
                 "joint_views": self.joint_views,
+                "grouped_views": self.grouped_views,
                 "ema_batchnorm_statistics": self.ema_batchnorm_statistics,
                 "head_batch_norm": self.head_batch_norm,
                 "head_output_bias": self.head_output_bias,

@@ -1,7 +1,10 @@
 """Encoders (ResNet v1, optionally with the CIFAR stem) and the MLP heads of BYOL."""
 
+import contextlib
+import threading
+
 import keras
-from keras import layers
+from keras import layers, ops
 
 # BatchNorm settings of the official code (decay 0.9, epsilon 1e-5).
 _BN_MOMENTUM = 0.9
@@ -9,8 +12,101 @@ _BN_EPSILON = 1e-5
 _STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 
+_GROUPS = threading.local()
+
+
+@contextlib.contextmanager
+def batch_groups(groups):
+    """Inside this context, `GroupedBatchNormalization` layers normalise `groups` blocks.
+
+    A batch of `groups · B` examples is read as `groups` consecutive blocks of B (e.g. two
+    views concatenated along the batch axis); in training mode each block is normalised with
+    its own statistics and the moving statistics are updated block after block, exactly as
+    if each block had been passed through the network on its own. The setting is
+    per thread (each replica of a distribution strategy enters it itself).
+
+    Args:
+        groups: a positive int; 1 is ordinary BatchNorm.
+    """
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int. Received: groups={groups!r}")
+    previous = getattr(_GROUPS, "value", 1)
+    _GROUPS.value = groups
+    try:
+        yield
+    finally:
+        _GROUPS.value = previous
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class GroupedBatchNormalization(layers.BatchNormalization):
+    """Keras's `BatchNormalization`, which can also normalise blocks of a batch separately.
+
+    Outside `batch_groups(n)` (and in inference mode) it is the Keras layer. Inside, for
+    channels-last inputs, a training-mode call on `n · B` examples gives the same outputs,
+    gradients and moving statistics as `n` calls on the consecutive blocks of B: BYOL
+    forwards both views as one batch (twice the batch per convolution) while keeping the
+    per-view BatchNorm statistics of the paper's separate passes.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        groups = getattr(_GROUPS, "value", 1)
+        if groups == 1 or not training or not self.trainable or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        if self.renorm or self.axis not in (-1, len(inputs.shape) - 1):
+            raise ValueError(
+                "Grouped batch statistics need channels-last BatchNorm without renorm. "
+                f"Received: axis={self.axis}, renorm={self.renorm} in layer {self.name!r}"
+            )
+        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = ops.cast(inputs, compute_dtype)
+        shape = ops.shape(x)
+        blocks = ops.reshape(x, (groups, -1, *shape[1:]))  # [groups, B, ..., C]
+        axes = list(range(1, len(blocks.shape) - 1))
+        if self.synchronized:
+            moments = [ops.moments(blocks[g], axes=[a - 1 for a in axes], synchronized=True)
+                       for g in range(groups)]  # fmt: skip
+            mean = ops.stack([m for m, _ in moments])
+            variance = ops.stack([v for _, v in moments])
+        else:
+            mean, variance = ops.moments(blocks, axes=axes)  # [groups, C] each
+        moving_mean = ops.cast(self.moving_mean, compute_dtype)
+        moving_variance = ops.cast(self.moving_variance, compute_dtype)
+        for g in range(groups):  # one update per block, in order, as separate calls make
+            moving_mean = moving_mean * self.momentum + mean[g] * (1.0 - self.momentum)
+            moving_variance = moving_variance * self.momentum + variance[g] * (1.0 - self.momentum)
+        self.moving_mean.assign(ops.cast(moving_mean, self.moving_mean.dtype))
+        self.moving_variance.assign(ops.cast(moving_variance, self.moving_variance.dtype))
+        broadcast = (groups,) + (1,) * (len(axes)) + (-1,)
+        outputs = ops.batch_normalization(
+            blocks,
+            ops.reshape(mean, broadcast),
+            ops.reshape(variance, broadcast),
+            axis=-1,
+            offset=None if self.beta is None else ops.cast(self.beta, compute_dtype),
+            scale=None if self.gamma is None else ops.cast(self.gamma, compute_dtype),
+            epsilon=self.epsilon,
+        )
+        return ops.cast(ops.reshape(outputs, shape), self.compute_dtype)
+
+
+def supports_batch_groups(model):
+    """Whether every BatchNorm layer inside `model` is a `GroupedBatchNormalization`."""
+    return all(
+        isinstance(layer, GroupedBatchNormalization)
+        for layer in _all_layers(model)
+        if isinstance(layer, layers.BatchNormalization)
+    )
+
+
+def _all_layers(model):
+    for layer in model.layers if hasattr(model, "layers") else ():
+        yield layer
+        yield from _all_layers(layer)
+
+
 def _batch_norm(synchronized, name, zero_init=False):
-    return layers.BatchNormalization(
+    return GroupedBatchNormalization(
         momentum=_BN_MOMENTUM,
         epsilon=_BN_EPSILON,
         synchronized=synchronized,

@@ -514,7 +514,8 @@ def raw_pixels(images):
 
 def unit_pixels(images, mean, std):
     """The raw-pixel baseline before normalisation: the pixels in [0, 1], flattened."""
-    unit = tf.cast(images, tf.float32) * tf.constant(std, tf.float32) + tf.constant(mean, tf.float32)
+    scale, shift = tf.constant(std, tf.float32), tf.constant(mean, tf.float32)
+    unit = tf.cast(images, tf.float32) * scale + shift
     return tf.reshape(unit, (tf.shape(images)[0], -1))
 
 

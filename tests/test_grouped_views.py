@@ -1,0 +1,128 @@
+"""Both views in one batch with per-view BatchNorm statistics equal two separate passes."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import tiny_encoder
+
+import byol_tf
+from byol_tf import networks
+
+
+def _close(a, b, tol=1e-5):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.linalg.norm(a - b) <= tol * (np.linalg.norm(b) + 1.0)
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 5, 3), (6, 7)])
+def test_grouped_layer_equals_one_plain_call_per_block(shape):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(2 * shape[0], *shape[1:])), tf.float32)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    grouped = networks.GroupedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (plain, grouped):
+        layer.build(x.shape)
+        layer.gamma.assign(rng.normal(size=shape[-1]))
+        layer.beta.assign(rng.normal(size=shape[-1]))
+        layer.moving_mean.assign(rng.normal(size=shape[-1]))
+    grouped.set_weights(plain.get_weights())
+    probe = tf.constant(rng.normal(size=x.shape), tf.float32)  # a loss that mixes outputs
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        halves = tf.split(x, 2)
+        separate = tf.concat([plain(h, training=True) for h in halves], axis=0)
+        with networks.batch_groups(2):
+            joint = grouped(x, training=True)
+        loss_separate = tf.reduce_sum(separate * probe)
+        loss_joint = tf.reduce_sum(joint * probe)
+    _close(joint, separate)
+    joint_grads = tape.gradient(loss_joint, [x, grouped.gamma, grouped.beta])
+    separate_grads = tape.gradient(loss_separate, [x, plain.gamma, plain.beta])
+    for a, b in zip(joint_grads, separate_grads, strict=True):
+        _close(a, b)
+    # The moving statistics took one update per block, in order: m·d² + (1−d)(d·μ1 + μ2).
+    _close(grouped.moving_mean, plain.moving_mean)
+    _close(grouped.moving_variance, plain.moving_variance)
+    # A plain call on the whole batch would have mixed the views' statistics.
+    assert not np.allclose(joint, plain(x, training=True), atol=1e-3)
+
+
+def test_grouped_layer_is_plain_batchnorm_outside_the_context_and_in_inference():
+    x = tf.random.stateless_normal((8, 3, 3, 2), seed=(1, 2))
+    plain = keras.layers.BatchNormalization()
+    grouped = networks.GroupedBatchNormalization()
+    plain.build(x.shape)
+    grouped.build(x.shape)
+    _close(grouped(x, training=True), plain(x, training=True))
+    with networks.batch_groups(2):
+        _close(grouped(x, training=False), plain(x, training=False))
+
+
+def _train(grouped_views, views, jit_compile=False, steps=2):
+    keras.utils.set_random_seed(0)
+    encoder = networks.resnet(18, 0.0625, cifar_stem=True, input_shape=(8, 8, 3))
+    model = byol_tf.BYOL(encoder, 8, 16, grouped_views=grouped_views)
+    model.compile(optimizer=byol_tf.LARS(0.5, weight_decay=1e-4, eta=0.02),
+                  jit_compile=jit_compile)  # fmt: skip
+    for _ in range(steps):
+        logs = model.train_on_batch(views, return_dict=True)
+        model.update_target(0.9)
+    return logs, model
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_byol_grouped_views_train_exactly_as_one_pass_per_view(views, jit_compile):
+    logs_separate, separate = _train(False, views, jit_compile)
+    logs_grouped, grouped = _train("auto", views, jit_compile)
+    assert grouped._grouped([grouped.encoder, grouped.projector, grouped.predictor])
+    assert not separate._grouped([separate.encoder])
+    _close(logs_grouped["loss"], logs_separate["loss"], tol=1e-4)
+    for a, b in zip(grouped.weights, separate.weights, strict=True):  # online, target, BN stats
+        _close(a.numpy(), b.numpy(), tol=1e-4)
+
+
+def test_grouped_views_on_two_replicas_with_synchronized_batchnorm(views):
+    # One strategy for both runs: a second two-replica MirroredStrategy in the same process
+    # can collide with the first one's collective instance keys.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    def train(grouped_views):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            encoder = networks.resnet(18, 0.0625, True, (8, 8, 3), synchronized_bn=True)
+            model = byol_tf.BYOL(encoder, 8, 16, grouped_views=grouped_views)
+            model.compile(optimizer=byol_tf.LARS(0.5, weight_decay=1e-4, eta=0.02))
+        data = tf.data.Dataset.from_tensors(dict(views)).repeat()
+        # One step: LARS at this rate amplifies float noise from step two on (~1e-4).
+        model.fit(data, steps_per_epoch=1, verbose=0)
+        return model
+
+    separate, grouped = train(False), train(True)
+    for a, b in zip(grouped.weights, separate.weights, strict=True):
+        _close(a.numpy(), b.numpy(), tol=1e-4)
+
+
+def test_grouped_views_true_needs_grouped_batchnorm_and_auto_falls_back(views):
+    model = byol_tf.BYOL(tiny_encoder(), 8, 16, grouped_views=True)
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="GroupedBatchNormalization"):
+        model.train_on_batch(views)
+    fallback = byol_tf.BYOL(tiny_encoder(), 8, 16)  # "auto": plain BatchNorm → one pass per view
+    assert not fallback._grouped([fallback.encoder, fallback.projector])
+    with pytest.raises(ValueError, match="grouped_views must be"):
+        byol_tf.BYOL(tiny_encoder(), 8, 16, grouped_views="yes")
+    with pytest.raises(ValueError, match="groups must be a positive int"):
+        with networks.batch_groups(0):
+            pass
+
+
+def test_resnet_with_grouped_batchnorm_saves_and_loads(tmp_path):
+    encoder = networks.resnet(18, 0.0625, True, (8, 8, 3))
+    path = str(tmp_path / "encoder.keras")
+    encoder.save(path)
+    loaded = keras.models.load_model(path)
+    x = tf.random.stateless_uniform((2, 8, 8, 3), seed=(0, 3))
+    assert isinstance(loaded.get_layer("stem_bn"), networks.GroupedBatchNormalization)
+    _close(loaded(x), encoder(x))
