@@ -31,6 +31,11 @@ def _parse(argv):
     p.add_argument("--encoder", default="resnet18")
     p.add_argument("--width_multiplier", type=float, default=0.25)
     p.add_argument("--cifar_stem", action="store_true")
+    p.add_argument(
+        "--zero_init_residual",
+        action="store_true",
+        help="start the last BatchNorm gamma of every residual block at 0 (official ResNet)",
+    )
     p.add_argument("--image_size", type=int, default=28)
     p.add_argument("--projection_dim", type=int, default=128)
     p.add_argument("--hidden_dim", type=int, default=512)
@@ -107,8 +112,9 @@ def main(argv=None):
 
     def encoder():
         return networks.resnet(
-            depth, args.width_multiplier, args.cifar_stem, (args.image_size, args.image_size, 3)
-        )
+            depth, args.width_multiplier, args.cifar_stem, (args.image_size, args.image_size, 3),
+            zero_init_residual=args.zero_init_residual,
+        )  # fmt: skip
 
     raw = _knn(None, memory, queries)
     info = data.source_info(args.dataset)

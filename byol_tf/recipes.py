@@ -182,7 +182,9 @@ SHORT = Recipe(
     eta=0.02,
     base_tau=0.98,
     tau_schedule="constant",
-    zero_init_residual=False,
+    # The official network's zero-initialised residual γ: +3.4 kNN points on the CIFAR-10 proxy,
+    # level within noise on the demo's Fashion-MNIST (two seeds; docs/recipes.md).
+    zero_init_residual=True,
     head_output_bias=True,
     crop_sampler="rejection",
     predictor_lr_multiplier=10.0,
