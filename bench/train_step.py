@@ -20,8 +20,8 @@ TAU = 0.99
 # name: (label, what it needs installed)
 CONTENDERS = {
     "byol_tf_xla": ("byol_tf, jit_compile=True", "tensorflow"),
-    "byol_tf_xla_separate": (
-        "byol_tf, jit_compile=True, one pass per view (grouped_views=False)",
+    "byol_tf_xla_grouped": (
+        "byol_tf, jit_compile=True, both views in one pass (grouped_views=True)",
         "tensorflow",
     ),
     "byol_tf": ("byol_tf, jit_compile=False", "tensorflow"),
@@ -34,11 +34,11 @@ REFERENCE = "byol_pytorch"
 class _TFContender:
     """byol_tf's `BYOL` on synthetic views; one step is `train_on_batch` plus the EMA update.
 
-    `grouped_views` as `byol_tf.BYOL`'s: by default ("auto") both views go through each network
-    as one batch with per-view BatchNorm statistics; False runs one pass per view.
+    `grouped_views` as `byol_tf.BYOL`'s: False (the default) runs one pass per view; True sends
+    both views through each network as one batch with per-view BatchNorm statistics.
     """
 
-    def __init__(self, batch_size, jit_compile, threads, inter_op_threads, grouped_views="auto"):
+    def __init__(self, batch_size, jit_compile, threads, inter_op_threads, grouped_views=False):
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -124,7 +124,7 @@ def _worker(name, batch_size, args, conn):
     """Builds one contender, warms it up, then answers ("run", steps) with the seconds taken."""
     try:
         if name.startswith("byol_tf"):
-            grouped = False if name.endswith("_separate") else "auto"
+            grouped = name.endswith("_grouped")
             contender = _TFContender(
                 batch_size, name.startswith("byol_tf_xla"), args.threads,
                 args.tf_inter_op_threads, grouped_views=grouped,

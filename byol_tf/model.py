@@ -68,9 +68,10 @@ class BYOL(keras.Model):
         joint_views: forward both views as one batch with shared BatchNorm statistics
             (see above).
         grouped_views: forward both views as one batch with per-view BatchNorm statistics:
-            True, False (one pass per view), or "auto" (default): True when every BatchNorm
+            False (default: one pass per view), True, or "auto": True when every BatchNorm
             layer of the encoder and heads is a `networks.GroupedBatchNormalization` (the
             networks of `byol_tf.networks` are), else False. Ignored with `joint_views`.
+            On CPU with XLA it was not faster (bench/RESULTS.md), hence the default.
         ema_batchnorm_statistics: also average BatchNorm moving statistics in the EMA.
         head_batch_norm: BatchNorm inside the projector and predictor (the paper: yes).
         head_output_bias: a bias in the last Dense of the projector and predictor (the
@@ -89,7 +90,7 @@ class BYOL(keras.Model):
         synchronized_bn=None,
         num_classes=None,
         joint_views=False,
-        grouped_views="auto",
+        grouped_views=False,
         ema_batchnorm_statistics=False,
         head_batch_norm=True,
         head_output_bias=True,

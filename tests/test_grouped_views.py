@@ -109,7 +109,7 @@ def test_grouped_views_true_needs_grouped_batchnorm_and_auto_falls_back(views):
     model.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="GroupedBatchNormalization"):
         model.train_on_batch(views)
-    fallback = byol_tf.BYOL(tiny_encoder(), 8, 16)  # "auto": plain BatchNorm → one pass per view
+    fallback = byol_tf.BYOL(tiny_encoder(), 8, 16, grouped_views="auto")  # plain BN: per view
     assert not fallback._grouped([fallback.encoder, fallback.projector])
     with pytest.raises(ValueError, match="grouped_views must be"):
         byol_tf.BYOL(tiny_encoder(), 8, 16, grouped_views="yes")
