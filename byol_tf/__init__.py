@@ -32,6 +32,7 @@ _MODULES = (
     "settings",
     "source_kinds",
     "sources",
+    "splits",
     "training",
 )
 _CLASSES = {

@@ -49,7 +49,9 @@ def test_synchronized_bn_flag_reaches_every_batchnorm():
 def test_mlp_head_is_dense_bn_relu_dense():
     head = networks.mlp_head(32, 64, 16)
     kinds = [type(layer).__name__ for layer in head.layers[1:]]
-    assert kinds == ["Dense", "BatchNormalization", "ReLU", "Dense"]
+    # GroupedBatchNormalization is Keras's BatchNormalization that can also normalise per view.
+    assert kinds == ["Dense", "GroupedBatchNormalization", "ReLU", "Dense"]
+    assert isinstance(head.layers[2], keras.layers.BatchNormalization)
     assert head.output_shape == (None, 16)
 
 
