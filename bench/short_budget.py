@@ -11,6 +11,7 @@ Pin each run to `--threads` threads to run several side by side.
 """
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -48,16 +49,10 @@ def _parse(argv):
     return p.parse_args(argv)
 
 
-def _knn(encoder_or_none, memory, queries):
-    """kNN top-1 of an encoder's features (or of the raw pixels when `encoder_or_none` is None)."""
-    import numpy as np
-
+def _knn(encoder, memory, queries):
+    """kNN top-1 of `encoder`'s features (any callable from image batches to vectors)."""
     from byol_tf import evaluation
 
-    def pixels(images):  # the images as the encoder receives them, flattened
-        return np.asarray(images).reshape(len(images), -1)
-
-    encoder = encoder_or_none or pixels
     bank_x, bank_y = evaluation.extract_features(encoder, memory)
     test_x, test_y = evaluation.extract_features(encoder, queries)
     return float(evaluation.knn_classify(bank_x, bank_y, test_x, test_y)["top1"])
@@ -93,10 +88,9 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
-    import numpy as np
 
     import byol_tf
-    from byol_tf import data, networks, optimizers, settings
+    from byol_tf import data, networks, optimizers, settings, training
 
     keras.utils.set_random_seed(args.seed)
     steps = data.steps_per_epoch(args.dataset, args.batch_size)
@@ -116,13 +110,9 @@ def main(argv=None):
             zero_init_residual=args.zero_init_residual,
         )  # fmt: skip
 
-    raw = _knn(None, memory, queries)
+    raw = _knn(training.raw_pixels, memory, queries)
     info = data.source_info(args.dataset)
-    mean, std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
-
-    def unit_pixels(images):  # the pixels back in [0, 1], without normalisation
-        return (np.asarray(images) * std + mean).reshape(len(images), -1)
-
+    unit_pixels = functools.partial(training.unit_pixels, mean=info.mean, std=info.std)
     raw_unit = _knn(unit_pixels, memory, queries)
     random_init = _knn(encoder(), memory, queries)
     keras.utils.set_random_seed(args.seed)

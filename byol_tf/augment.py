@@ -315,6 +315,21 @@ def _configs_and_stats(preset, overrides):
     return view_configs(preset, **overrides), mean, std
 
 
+def _crop_setup(images, seed, preset, image_size, overrides):
+    """What `two_views` and `two_crops` draw their crops from, so that both draw the same ones.
+
+    Returns:
+        `(configs, mean, std, rgb_images, size, crop_seeds, scale)`: `crop_seeds` one seed per
+        view; `scale` brings the images to [0, 1].
+    """
+    configs, mean, std = _configs_and_stats(preset, overrides)
+    images = image_ops.to_rgb(images)
+    size = _output_size(image_size, images)
+    crop_seeds = rng.split(rng.as_seed(seed), 2)
+    scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
+    return configs, mean, std, images, size, crop_seeds, scale
+
+
 def _output_size(image_size, images):
     """`image_size`, by default the images' height, checked to be a positive int."""
     size = image_size or images.shape[1]
@@ -345,12 +360,10 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
     Raises:
         ValueError: for an unknown preset or option, a value out of range, or a bad image_size.
     """
-    configs, mean, std = _configs_and_stats(preset, overrides)
-    images = image_ops.to_rgb(images)
-    size = _output_size(image_size, images)
-    crop_seeds = rng.split(rng.as_seed(seed), 2)
+    configs, mean, std, images, size, crop_seeds, scale = _crop_setup(
+        images, seed, preset, image_size, overrides
+    )
     seeds = view_seeds(seed, tf.shape(images)[0])
-    scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
     views = []
     for i, config in enumerate(configs):
         # The flip `augment_view` would draw, done by the resize instead (it costs nothing there).
@@ -381,11 +394,9 @@ def two_crops(images, seed, preset="imagenet", image_size=None, **overrides):
     Raises:
         ValueError: for an unknown preset or option, a value out of range, or a bad image_size.
     """
-    configs, _, _ = _configs_and_stats(preset, overrides)
-    images = image_ops.to_rgb(images)
-    size = _output_size(image_size, images)
-    crop_seeds = rng.split(rng.as_seed(seed), 2)
-    scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
+    configs, _, _, images, size, crop_seeds, scale = _crop_setup(
+        images, seed, preset, image_size, overrides
+    )
     crops = [_crop_cf(images, crop_seeds[i], size, c, None) for i, c in enumerate(configs)]
     crops = tf.transpose(tf.stack(crops, axis=1), [0, 1, 3, 4, 2])  # [B, 2, S, S, C]
     return image_ops.to_uint8(crops * scale)
