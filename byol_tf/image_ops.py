@@ -163,12 +163,32 @@ def _rotate_hue(images, shift):
     return v[:, None] - chroma[:, None] * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
+def _affine_op(images, op, f):
+    """One brightness, contrast or saturation op (per image: `op` [B, 1, 1, 1]), clipped.
+
+    All three are `c' = a * (c - t) + t + d` with per-image (saturation: per-pixel) a, t, d;
+    an image whose `op` is none of them (the hue) is returned unchanged up to the clip.
+    """
+    is_sat, is_contrast = op == _SATURATION, op == _CONTRAST
+    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    v = tf.maximum(tf.maximum(r, g), b)
+    chroma = v - tf.minimum(tf.minimum(r, g), b)
+    # Saturation in HSV: s' = min(f * s, 1), i.e. chroma' = min(f * chroma, v).
+    sat_scale = tf.minimum(f[_SATURATION], v / tf.maximum(chroma, 1e-12))
+    mean = tf.reduce_mean(images, axis=[2, 3], keepdims=True)  # contrast: per channel
+    scale = tf.where(is_sat, sat_scale, tf.where(is_contrast, f[_CONTRAST], 1.0))
+    target = tf.where(is_sat, v, tf.where(is_contrast, mean, 0.0))
+    offset = tf.where(op == _BRIGHTNESS, f[_BRIGHTNESS], 0.0)
+    return tf.clip_by_value(scale * (images - target) + target + offset, 0.0, 1.0)
+
+
 def color_jitter(images, seeds, config):
     """Brightness, contrast, saturation and hue in a per-image random order, each then clipped.
 
-    Brightness, contrast and saturation are all `c' = a * (c - t) + t + d` with per-image
-    (saturation: per-pixel) a, t, d; hue is an exact HSV rotation. Every slot of the order
-    evaluates both and selects per image.
+    Brightness, contrast and saturation are affine in each pixel (see `_affine_op`); hue is
+    an exact HSV rotation. The hue rotation, the costly op, runs once per image: first the
+    ops ordered before each image's hue, then the hue of every image, then the ops after it
+    (an image whose op of a slot falls on the other side of its hue keeps its pixels there).
 
     Args:
         images: float32 [B, 3, H, W] in [0, 1] (channels first).
@@ -182,21 +202,14 @@ def color_jitter(images, seeds, config):
     """
     factors, order = _jitter_params(seeds, config)
     f = [factors[:, i, None, None, None] for i in range(4)]
-    for slot in range(4):
+    hue_slot = tf.argmax(tf.cast(order == _HUE, tf.int32), axis=1)[:, None, None, None]
+    for slot in range(3):  # the ops before the hue (slot 3 never is)
         op = order[:, slot, None, None, None]
-        is_sat, is_contrast = op == _SATURATION, op == _CONTRAST
-        r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-        v = tf.maximum(tf.maximum(r, g), b)
-        chroma = v - tf.minimum(tf.minimum(r, g), b)
-        # Saturation in HSV: s' = min(f * s, 1), i.e. chroma' = min(f * chroma, v).
-        sat_scale = tf.minimum(f[_SATURATION], v / tf.maximum(chroma, 1e-12))
-        mean = tf.reduce_mean(images, axis=[2, 3], keepdims=True)  # contrast: per channel
-        scale = tf.where(is_sat, sat_scale, tf.where(is_contrast, f[_CONTRAST], 1.0))
-        target = tf.where(is_sat, v, tf.where(is_contrast, mean, 0.0))
-        offset = tf.where(op == _BRIGHTNESS, f[_BRIGHTNESS], 0.0)
-        affine = scale * (images - target) + target + offset
-        hued = _rotate_hue(images, f[_HUE][:, 0])
-        images = tf.clip_by_value(tf.where(op == _HUE, hued, affine), 0.0, 1.0)
+        images = tf.where(slot < hue_slot, _affine_op(images, op, f), images)
+    images = tf.clip_by_value(_rotate_hue(images, f[_HUE][:, 0]), 0.0, 1.0)
+    for slot in range(1, 4):  # the ops after it (slot 0 never is)
+        op = order[:, slot, None, None, None]
+        images = tf.where(slot > hue_slot, _affine_op(images, op, f), images)
     return images
 
 

@@ -180,6 +180,46 @@ def test_jitter_single_ops_match_tf_image():
     )
 
 
+def _jitter_reference(image, factors, order):
+    """Image [H, W, 3] jittered op by op in `order`, each clipped, with colorsys's HSV."""
+    import colorsys
+
+    def hsv_map(x, change):
+        out = np.empty_like(x)
+        for idx in np.ndindex(x.shape[:2]):
+            h, s, v = colorsys.rgb_to_hsv(*x[idx])
+            out[idx] = colorsys.hsv_to_rgb(*change(h, s, v))
+        return out
+
+    brightness, contrast, saturation, hue = factors
+    x = image.astype(np.float64)
+    for op in order:
+        if op == 0:
+            x = x + brightness
+        elif op == 1:
+            mean = x.mean(axis=(0, 1))
+            x = contrast * (x - mean) + mean
+        elif op == 2:
+            x = hsv_map(x, lambda h, s, v: (h, min(s * saturation, 1.0), v))
+        else:
+            x = hsv_map(x, lambda h, s, v: ((h + hue) % 1.0, s, v))
+        x = np.clip(x, 0.0, 1.0)
+    return x
+
+
+def test_jitter_matches_a_sequential_reference_in_every_order():
+    config = augment.ViewConfig(jitter_prob=1.0)
+    seeds = rng.fold_in(tf.constant([3, 9]), tf.range(48))
+    factors, order = image_ops._jitter_params(seeds, config)
+    assert len({tuple(row) for row in order.numpy()}) >= 16  # most of the 24 orders
+    images = tf.random.stateless_uniform([48, 5, 5, 3], [4, 2])
+    out = image_ops.color_jitter(tf.transpose(images, [0, 3, 1, 2]), seeds, config)
+    out = tf.transpose(out, [0, 2, 3, 1]).numpy()
+    for i in range(48):
+        expected = _jitter_reference(images.numpy()[i], factors.numpy()[i], order.numpy()[i])
+        np.testing.assert_allclose(out[i], expected, atol=2e-5, err_msg=f"image {i}")
+
+
 def test_gaussian_blur_preserves_constants_and_matches_numpy():
     images = tf.random.stateless_uniform([2, 3, 9, 11], [0, 2])
     sigma = tf.constant([0.8, 1.6])
