@@ -265,6 +265,10 @@ def main():
             print("  " + result.get("skipped", result.get("error", "")))
 
 
+def _load():
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _augment_table(args):
     contenders = ["tf_xla", "tf_plain"]
     if _torch_available():
@@ -273,7 +277,8 @@ def _augment_table(args):
         print("torch/torchvision not importable here: torchvision column skipped "
               "(run with .venv-bench/bin/python for it)")  # fmt: skip
     print(f"Two-view augmentation, images/s per core ({args.threads} thread(s) per contender, "
-          f"batch {args.batch}, median of {args.repeats} rounds)")  # fmt: skip
+          f"batch {args.batch}, median of {args.repeats} rounds); load average (1, 5, 15 min) "
+          f"at the start: {_load()}")  # fmt: skip
     header = f"{'size':>6} " + " ".join(f"{c:>12}" for c in contenders)
     if "torchvision" in contenders:
         header += f" {'XLA/torchvision':>16}"
@@ -290,6 +295,7 @@ def _augment_table(args):
         if rates.get("torchvision") and rates.get("tf_xla"):
             line += f" {rates['tf_xla'] / rates['torchvision']:15.2f}x"
         print(line, flush=True)
+    print(f"load average (1, 5, 15 min) at the end: {_load()}")
 
 
 if __name__ == "__main__":
