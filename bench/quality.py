@@ -214,6 +214,13 @@ def parse_args(argv=None):
         "as byol-pytorch does) instead of one pass per view (the paper)",
     )
     parser.add_argument(
+        "--tf_per_batch_draws",
+        action="store_true",
+        help="measurement only: byol_tf draws one crop box and one set of colour, greyscale and "
+        "solarisation decisions per batch and view (as torchvision transforms applied to a "
+        "batch tensor do) instead of per image",
+    )
+    parser.add_argument(
         "--knn_every_epochs",
         type=int,
         default=0,
@@ -285,7 +292,8 @@ def _recipe_text(recipe, args):
     crops = "" if args.tf_crop_area == 0.08 else f", crop area >= {args.tf_crop_area:g}"
     extra = "".join(f", {entry}" for entry in args.tf_augment)
     joint = ", views forwarded jointly" if args.tf_joint_views else ""
-    return f"{recipe.describe()}; 'small' preset views (per-image draws){crops}{extra}{joint}"
+    draws = "per-batch" if args.tf_per_batch_draws else "per-image"
+    return f"{recipe.describe()}; 'small' preset views ({draws} draws){crops}{extra}{joint}"
 
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -307,9 +315,32 @@ class Data:
     std: tuple
 
 
+def _per_batch_draws():
+    """Makes byol_tf's augmentation draw per batch: every image takes image 0's crop box and
+    image 0's seeds for the rest (a measurement of that lever, not a library option)."""
+    import tensorflow as tf
+
+    from byol_tf import augment, image_ops
+
+    boxes, seeds = image_ops.sample_crop_boxes, augment.view_seeds
+
+    def one_box(seed, heights, widths, *rest, **kwargs):
+        box = boxes(seed, heights[:1], widths[:1], *rest, **kwargs)
+        return tf.repeat(box, tf.shape(heights)[0], axis=0)
+
+    def one_seed(seed, batch):
+        return tf.repeat(seeds(seed, batch)[:1], batch, axis=0)
+
+    image_ops.sample_crop_boxes, augment.view_seeds = one_box, one_seed
+
+
 def _byol_tf_dataset(images, args, data, recipe):
-    """byol_tf's own pipeline: in-memory images, "small" preset (no blur), per-image draws."""
+    """byol_tf's own pipeline: in-memory images, "small" preset (no blur), per-image draws
+    (per-batch with `--tf_per_batch_draws`)."""
     import byol_tf.data
+
+    if args.tf_per_batch_draws:
+        _per_batch_draws()
 
     overrides = dict(args.tf_overrides, crop_sampler=recipe.crop_sampler)
     return byol_tf.data.pretrain_dataset(
