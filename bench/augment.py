@@ -235,7 +235,7 @@ def main():
     parser.add_argument("--cifar_per_class", type=int, default=500)
     parser.add_argument(
         "--data_root",
-        default=os.environ.get("BYOL_DATA_ROOT", os.path.join(REPO, "..", "shared", "data")),
+        default=os.environ.get("BYOL_DATA_ROOT", os.path.join(REPO, "data")),
         help="folder holding cifar10-jpg/cifar10-jpg.tar.gz (env BYOL_DATA_ROOT)",
     )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)

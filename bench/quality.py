@@ -22,8 +22,8 @@ import numpy as np
 import torch_peers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_DATA = "../shared/data/cifar10-jpg/cifar10-jpg.tar.gz"
-DEFAULT_FASHION_MNIST = "../shared/data/fashion-mnist"
+DEFAULT_DATA = "data/cifar10-jpg/cifar10-jpg.tar.gz"
+DEFAULT_FASHION_MNIST = "data/fashion-mnist"
 DATASETS = ("cifar10", "fashion_mnist")
 CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -515,8 +515,9 @@ def load(name, args):
     if name == "cifar10":
         path = _resolve_data(args.data)
         if not path.is_file():
-            print(f"CIFAR-10 JPEG tarball not found at {path}: skipping CIFAR-10 "
-                  "(pass --data=PATH to the cifar10-jpg.tar.gz file).")  # fmt: skip
+            print(f"CIFAR-10 JPEG tarball not found at {path}: skipping CIFAR-10 (pass "
+                  "--data=PATH to a tarball of the CIFAR-10 JPEGs, {train,test}/<class>/*.jpg; "
+                  "bench/README.md says where to get them).")  # fmt: skip
             return None
         with tempfile.TemporaryDirectory() as tmp:
             with tarfile.open(path) as tar:
@@ -526,8 +527,9 @@ def load(name, args):
         return Data("cifar10", *train, *test, CIFAR_MEAN, CIFAR_STD)
     folder = _resolve_data(args.fashion_mnist_dir)
     if not (folder / "train-images-idx3-ubyte.gz").is_file():
-        print(f"Fashion-MNIST IDX files not found in {folder}: skipping Fashion-MNIST "
-              "(pass --fashion_mnist_dir=FOLDER).")  # fmt: skip
+        print(f"Fashion-MNIST IDX files not found in {folder}: skipping Fashion-MNIST (pass "
+              "--fashion_mnist_dir=FOLDER, the official IDX files; bench/README.md)."
+              )  # fmt: skip
         return None
     train = load_fashion_mnist(folder, "train", args.train_subset, args.seed)
     test = load_fashion_mnist(folder, "test", args.test_subset, args.seed)

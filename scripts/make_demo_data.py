@@ -43,8 +43,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--source",
-        default=os.path.join(_REPO, "..", "shared", "data", "fashion-mnist"),
-        help="folder with the official Fashion-MNIST IDX .gz files",
+        default=os.path.join(_REPO, "data", "fashion-mnist"),
+        help="folder with the official Fashion-MNIST IDX .gz files (bench/README.md, Data)",
     )
     parser.add_argument(
         "--output", default=os.path.join(_REPO, "byol_tf", "data_files", "fashion_mnist_demo.npz")
