@@ -254,6 +254,7 @@ def eval_dataset(
     std=None,
     crop_fraction=None,
     skip_corrupt=False,
+    max_examples=None,
 ):
     """`(image, label)` batches for linear / kNN evaluation: no augmentation, no shuffling.
 
@@ -272,6 +273,9 @@ def eval_dataset(
         crop_fraction: default `image_ops.default_crop_fraction(image_size)`: 0.875 above
             64 px, else 1.0 (whole image).
         skip_corrupt: skip unreadable image files instead of failing.
+        max_examples: at most this many examples, spread evenly over the split (arrays and
+            folders: every (N / max_examples)-th, so a class-ordered folder keeps every class;
+            tfds splits, shuffled when prepared: the first); None for all.
 
     Returns:
         A `tf.data.Dataset` of `(float32 [B, S, S, 3] normalised, int32 [B])`.
@@ -295,4 +299,7 @@ def eval_dataset(
         image = image_ops.center_crop(image, image_size, fraction) / scale
         return image_ops.normalize(tf.clip_by_value(image, 0.0, 1.0), src.info.mean, src.info.std)
 
-    return src.eval_batches(prepare, batch_size, skip_corrupt).prefetch(AUTOTUNE)
+    if max_examples is not None:
+        _check_positive(max_examples=max_examples)
+    batches = src.eval_batches(prepare, batch_size, skip_corrupt, max_examples=max_examples)
+    return batches.prefetch(AUTOTUNE)

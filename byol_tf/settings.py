@@ -184,7 +184,8 @@ class TrainConfig:
         keep_checkpoints: Number of checkpoints to keep.
         knn_every_epochs: kNN monitor interval in epochs (0 = off); needs a labelled --eval_split.
         knn_k: Neighbours of the kNN monitor.
-        knn_max_examples: At most this many train examples form the kNN memory bank.
+        knn_max_examples: At most this many train examples, spread evenly over the split, form the
+            kNN memory bank.
         collapse_threshold: Warn when the std of l2-normalised projections falls below this.
         collapse_patience: Stop after this many collapsed epochs in a row.
         log_every_steps: TensorBoard scalar interval.

@@ -121,13 +121,16 @@ class Source(abc.ABC):
         """
 
     @abc.abstractmethod
-    def eval_batches(self, prepare, batch_size, skip_corrupt):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
         """`(prepare(image), label)` batches in the split's order, the last partial one kept.
 
         Args:
             prepare: maps an image [..., H, W, C] (or a batch of them) to the model's input.
             batch_size: batch size.
             skip_corrupt: skip unreadable image files instead of failing.
+            max_examples: at most this many examples, spread evenly over the split (indexed
+                sources: every (N / max_examples)-th; tfds splits, whose examples are
+                shuffled when prepared: the first); None for all.
 
         Returns:
             A `tf.data.Dataset` of `(prepared images, labels)`.
@@ -139,6 +142,14 @@ class _IndexedSource(Source):
     """A source whose examples are addressed by index, fully permuted every epoch."""
 
     labels: np.ndarray | None
+
+    def _spread(self, max_examples):
+        """Indices of at most `max_examples` examples spread evenly over the split, in order
+        (a class-ordered folder keeps every class), or a slice of all of them."""
+        n = self.info.num_examples
+        if max_examples is None or max_examples >= n:
+            return slice(None)
+        return np.floor(np.arange(max_examples) * (n / max_examples)).astype(np.int64)
 
     def records(self, seed, offset, repeat, shuffle_buffer):
         """Example indices, int32 scalars (see `Source.records`; `shuffle_buffer` is unused)."""
@@ -181,9 +192,11 @@ class ArraySource(_IndexedSource):
             lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE
         )
 
-    def eval_batches(self, prepare, batch_size, skip_corrupt):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
         """Batches prepared as a whole (see `Source.eval_batches`)."""
-        ds = tf.data.Dataset.from_tensor_slices((self.images, self.labels)).batch(batch_size)
+        keep = self._spread(max_examples)
+        ds = tf.data.Dataset.from_tensor_slices((self.images[keep], self.labels[keep]))
+        ds = ds.batch(batch_size)
         return ds.map(lambda x, y: (prepare(x), y), num_parallel_calls=AUTOTUNE)
 
 
@@ -216,9 +229,10 @@ class FolderSource(_IndexedSource):
         crops = _crop_decoder(seed, configs, image_size)
         return _batch_pairs(decoding.decode_files(elements, crops, skip_corrupt), batch_size)
 
-    def eval_batches(self, prepare, batch_size, skip_corrupt):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
         """Batches of files decoded and prepared one by one (see `Source.eval_batches`)."""
-        elements = tf.data.Dataset.from_tensor_slices((self.paths, self.labels))
+        keep = self._spread(max_examples)
+        elements = tf.data.Dataset.from_tensor_slices((self.paths[keep], self.labels[keep]))
         elements = elements.map(lambda p, y: (p, tf.constant(0, tf.int64), y))
         elements = decoding.decode_files(
             elements, lambda data, _: prepare(decoding.decode_full(data)), skip_corrupt
@@ -310,10 +324,13 @@ class TfdsSource(Source):
             )
         return _batch_pairs(elements, batch_size)
 
-    def eval_batches(self, prepare, batch_size, skip_corrupt):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
         """Batches of images decoded and prepared one by one (see `Source.eval_batches`)."""
 
         def element(record):
             return prepare(decoding.decode_full(record[self.image_key])), self._label(record)
 
-        return self._read().map(element, num_parallel_calls=AUTOTUNE).batch(batch_size)
+        records = self._read()
+        if max_examples is not None:
+            records = records.take(max_examples)  # tfds shuffles a split when preparing it
+        return records.map(element, num_parallel_calls=AUTOTUNE).batch(batch_size)

@@ -170,6 +170,13 @@ def _knn_bank_batches(cfg):
     return max(cfg.knn_max_examples // 256, 1)
 
 
+def _bank_text(bank, num_examples):
+    """How the kNN memory bank samples its split, for summary.json."""
+    if bank >= num_examples:
+        return f"all {num_examples} images of"
+    return f"{bank} images spread evenly over"
+
+
 def _knn_on(cfg, log):
     """Whether the kNN monitor runs: asked for, and its splits suit a labelled evaluation.
 
@@ -205,8 +212,9 @@ def _knn_datasets(cfg, knn_on):
     kwargs = dict(
         batch_size=256, image_size=cfg.image_size, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir
     )
-    memory = data.eval_dataset(cfg.dataset, cfg.train_split, **kwargs)
-    memory = memory.take(_knn_bank_batches(cfg))
+    memory = data.eval_dataset(
+        cfg.dataset, cfg.train_split, max_examples=_knn_bank_batches(cfg) * 256, **kwargs
+    )
     return memory, data.eval_dataset(cfg.dataset, cfg.eval_split, **kwargs)
 
 
@@ -483,8 +491,8 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
         summary["knn_top1"] = knn.evaluate(model.encoder)
         summary["knn_protocol"] = (
             f"kNN k={knn.k}, cosine, exp(sim/{knn.temperature}) vote; "
-            f"memory: the first {min(_knn_bank_batches(cfg) * 256, info.num_examples)} images "
-            f"of {splits.where(cfg.dataset, cfg.train_split)}, "
+            f"memory: {_bank_text(_knn_bank_batches(cfg) * 256, info.num_examples)} "
+            f"{splits.where(cfg.dataset, cfg.train_split)}, "
             f"queries: {splits.where(cfg.dataset, cfg.eval_split)}"
         )
         if cfg.demo_baseline:

@@ -521,7 +521,7 @@ def test_default_knn_monitor_is_turned_off_with_a_note_on_such_a_folder(tmp_path
 def test_knn_monitor_reports_where_its_memory_bank_and_queries_come_from(knn_trained):
     with open(os.path.join(knn_trained[0], "summary.json")) as handle:
         protocol = json.load(handle)["knn_protocol"]
-    assert protocol.endswith("memory: the first 256 images of demo/train, queries: demo/test")
+    assert protocol.endswith("memory: 256 images spread evenly over demo/train, queries: demo/test")
 
 
 # --- evaluation and serving ------------------------------------------------------------------

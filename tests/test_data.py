@@ -177,6 +177,23 @@ def test_eval_dataset_keeps_order_and_remainder():
     assert abs(images.mean()) < 0.1 and abs(images.std() - 1) < 0.1
 
 
+
+def test_eval_dataset_max_examples_spreads_over_a_class_ordered_split(tmp_path):
+    # Arrays sorted by class: the first 10 of 100 would all be class 0.
+    images = np.arange(100, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 3)) / 100
+    labels = np.repeat(np.arange(4), 25).astype(np.int32)
+    batches = list(data.eval_dataset((images, labels), "train", 4, 4, max_examples=10))
+    got = np.concatenate([y.numpy() for _, y in batches])
+    np.testing.assert_array_equal(got, labels[::10])  # indices 0, 10, ..., 90
+    assert sorted(set(got)) == [0, 1, 2, 3]
+    assert sum(len(y) for _, y in data.eval_dataset((images, labels), "train", 8, 4)) == 100
+    # A class-ordered folder: two files per class, at most 2 examples → one of each class.
+    _write_folder(str(tmp_path), corrupt=False)
+    folder = data.eval_dataset(str(tmp_path), "train", 8, 8, max_examples=2)
+    np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in folder]), [0, 1])
+    with pytest.raises(ValueError, match="max_examples must be a positive int"):
+        data.eval_dataset((images, labels), "train", 4, 4, max_examples=0)
+
 def test_center_crop_takes_the_central_square():
     image = tf.reshape(tf.range(8 * 12 * 3, dtype=tf.float32), [8, 12, 3])
     out = image_ops.center_crop(image, 8, 1.0)
