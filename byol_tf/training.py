@@ -165,9 +165,10 @@ def _segments(start, steps_per_epoch, epochs):
         yield epoch, steps_per_epoch
 
 
-def _knn_bank_batches(cfg):
-    """Batches of 256 train images in the kNN memory bank (about `--knn_max_examples`)."""
-    return max(cfg.knn_max_examples // 256, 1)
+def _knn_bank_size(cfg):
+    """Train images in the kNN memory bank: `--knn_max_examples` rounded down to whole batches
+    of 256 (at least one)."""
+    return max(cfg.knn_max_examples // 256, 1) * 256
 
 
 def _bank_text(bank, num_examples):
@@ -213,14 +214,14 @@ def _knn_datasets(cfg, knn_on):
         batch_size=256, image_size=cfg.image_size, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir
     )
     memory = data.eval_dataset(
-        cfg.dataset, cfg.train_split, max_examples=_knn_bank_batches(cfg) * 256, **kwargs
+        cfg.dataset, cfg.train_split, max_examples=_knn_bank_size(cfg), **kwargs
     )
     return memory, data.eval_dataset(cfg.dataset, cfg.eval_split, **kwargs)
 
 
 def _knn_k(cfg, info, log=None):
     """`--knn_k`, clamped to the memory bank's size (with a one-line note through `log`)."""
-    bank = min(_knn_bank_batches(cfg) * 256, info.num_examples)
+    bank = min(_knn_bank_size(cfg), info.num_examples)
     if cfg.knn_k <= bank:
         return cfg.knn_k
     if log is not None:
@@ -491,7 +492,7 @@ def _summarise(cfg, model, history, knn, started, info, out_dir):
         summary["knn_top1"] = knn.evaluate(model.encoder)
         summary["knn_protocol"] = (
             f"kNN k={knn.k}, cosine, exp(sim/{knn.temperature}) vote; "
-            f"memory: {_bank_text(_knn_bank_batches(cfg) * 256, info.num_examples)} "
+            f"memory: {_bank_text(_knn_bank_size(cfg), info.num_examples)} "
             f"{splits.where(cfg.dataset, cfg.train_split)}, "
             f"queries: {splits.where(cfg.dataset, cfg.eval_split)}"
         )
