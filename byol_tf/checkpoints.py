@@ -3,6 +3,8 @@
 import contextlib
 import os
 import re
+import warnings
+import zipfile
 
 import keras
 
@@ -69,7 +71,7 @@ def save_checkpoint(model, model_dir, step, keep=3):
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except OSError:
+        except BaseException:  # a failed write, or a second Ctrl-C (KeyboardInterrupt) in it
             with contextlib.suppress(OSError):
                 os.remove(tmp)  # frees the space the half-written file took
             raise
@@ -83,16 +85,99 @@ def save_checkpoint(model, model_dir, step, keep=3):
     return path
 
 
+# The members of a `.keras` file that `save_checkpoint` writes.
+_MEMBERS = ("config.json", "model.weights.h5")
+
+
+def damage(path):
+    """Why the checkpoint `path` cannot be read (one line), or None when it looks whole.
+
+    Checks the zip container and the CRC of each member (a truncated copy, a text file with a
+    checkpoint's name, a flipped byte), not that the weights fit a model.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [name for name in _MEMBERS if name not in archive.namelist()]
+            broken = archive.testzip()
+    except zipfile.BadZipFile as error:
+        return f"truncated, or not a .keras (zip) file ({error})"
+    except (OSError, EOFError, RuntimeError, ValueError) as error:
+        return f"unreadable ({run_dir.reason(error)})"
+    if missing:
+        return f"a zip file without {', '.join(missing)}"
+    if broken:
+        return f"its member {broken} is corrupt"
+    return None
+
+
+def latest_readable(model_dir, log=print):
+    """Path of the newest checkpoint in `model_dir` that is not damaged, or None if it has none.
+
+    Each newer damaged one is named through `log`: `Skipping damaged checkpoint X: reason.`
+
+    Raises:
+        ValueError: one line, when every checkpoint in `model_dir` is damaged.
+    """
+    found = list_checkpoints(model_dir)
+    for _, path in reversed(found):
+        why = damage(path)
+        if why is None:
+            return path
+        log(f"Skipping damaged checkpoint {path}: {why}.")
+    if found:
+        raise ValueError(
+            f"Every checkpoint in {checkpoint_dir(model_dir)} is damaged ({len(found)}, listed "
+            "above); restore one from a copy, or move them away to start the run again."
+        )
+    return None
+
+
 def load_checkpoint(path, compile=True):
     """Loads a checkpoint written by `save_checkpoint` (Keras safe mode stays on).
 
     Raises:
-        ValueError: if `path` is not a readable checkpoint, naming the file.
+        ValueError: if `path` is missing, damaged or not a checkpoint, naming the file.
     """
     # The classes a checkpoint names must be registered with Keras before it is read.
     from byol_tf import model, optimizers, schedules  # noqa: F401
 
+    if not os.path.exists(path):
+        raise ValueError(f"Checkpoint {path} not found.")
+    why = damage(path)
+    if why:
+        raise ValueError(f"Cannot read checkpoint {path}: it is damaged: {why}.")
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"Cannot read checkpoint {path}: {error}") from error
+        raise ValueError(f"Cannot read checkpoint {path}: {_first_line(error)}") from error
+
+
+def restore(model, path):
+    """Loads the weights and optimiser state of checkpoint `path` into `model` to resume.
+
+    Raises:
+        ValueError: one line naming `path`: damaged, or its weights do not fit `model` (a
+            checkpoint of another architecture: Keras's own report, a line per variable, is
+            not shown).
+    """
+    why = damage(path)
+    if why:
+        raise ValueError(f"Cannot resume from {path}: it is damaged: {why}.")
+    try:
+        with warnings.catch_warnings():
+            # Keras warns once per nested layer it cannot match ("Skipping nested container").
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
+    except (ValueError, KeyError, OSError):
+        raise ValueError(
+            f"Cannot resume from {path}: its weights do not fit the model these flags build; it "
+            "was trained with another --encoder, --width_multiplier, --cifar_stem, "
+            "--projection_dim, --hidden_dim, --image_size or --optimizer: pass the original "
+            "flags or another --model_dir. The checkpoint was not modified."
+        ) from None
+
+
+def _first_line(error):
+    """The first line of `error`'s message, shortened to 200 characters."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= 200 else text[:197] + "..."

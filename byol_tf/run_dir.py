@@ -5,13 +5,19 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 
 RUN_CONFIG = "run_config.json"
 SUMMARY = "summary.json"
 SCHEDULE_CHANGES = "schedule_changes.json"
 FLAGS_FILE = "flags.txt"
 FLAGS_HISTORY = "flags_history.txt"
+LOCK = "run.lock"
+# Keys every version of the training program wrote to run_config.json: a file without one of
+# them is damaged (or not ours), and resuming would skip the checks it exists for.
+REQUIRED = ("dataset", "encoder", "image_size", "batch_size", "epochs", "mean", "std")
 # Settings that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
 # with other values.
 ARCHITECTURE = (
@@ -107,10 +113,8 @@ def prepare_folder(path, flag):
     Raises:
         ValueError: if it is a file or cannot be created or written, naming `flag`.
     """
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{flag}={path} is a file; expected a folder.")
+    _make_folder(path, flag)
     try:
-        os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, ".write_test")
         with open(probe, "w") as handle:
             handle.write("ok")
@@ -119,26 +123,190 @@ def prepare_folder(path, flag):
         raise ValueError(f"{flag}={path} is not writable: {error.strerror}.") from None
 
 
-def write_dir(model_dir, chief):
-    """The folder this process writes to: `model_dir`, checked, for the chief, else a new one.
+def _make_folder(path, flag):
+    """Creates the folder `path` unless it exists; refuses a file, naming `flag`."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag}={path} is a file; expected a folder.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag}={path} is not writable: {error.strerror}.") from None
 
-    Non-chief workers of a multi-worker run execute the same saving code as the chief (saving
-    may read distributed variables, which takes every worker), into a temporary folder that
+
+def write_dir(model_dir, chief, log=print):
+    """The folder this process writes to: `model_dir`, checked and locked, for the chief, else
+    a new one.
+
+    The chief takes the lock of `model_dir` (`lock_model_dir`, whose creation is also the write
+    check) before anything is written there; `remove_write_dir` releases it. Non-chief workers
+    of a multi-worker run execute the same saving code as the chief (saving may read
+    distributed variables, which takes every worker), into a temporary folder that
     `remove_write_dir` deletes at the end.
 
     Raises:
-        ValueError: from `prepare_model_dir`.
+        ValueError: one line: `model_dir` is a file, not writable, or in use by another
+            training process.
     """
     if not chief:
         return tempfile.mkdtemp(prefix="byol_tf_worker_")
-    prepare_model_dir(model_dir)
+    _make_folder(model_dir, "--model_dir")
+    lock_model_dir(model_dir, log)
     return model_dir
 
 
 def remove_write_dir(path, model_dir):
-    """Deletes a non-chief worker's temporary folder (never `model_dir` itself)."""
+    """Deletes a non-chief worker's temporary folder (never `model_dir` itself), or releases
+    the chief's lock of `model_dir`."""
     if os.path.abspath(path) != os.path.abspath(model_dir):
         shutil.rmtree(path, ignore_errors=True)
+    else:
+        unlock_model_dir(model_dir)
+
+
+# --- one writer per run folder ------------------------------------------------------------
+
+_held = {}  # the locks this process holds: {absolute model_dir: the record in its lock file}
+
+
+def lock_model_dir(model_dir, log=print):
+    """Makes this process the only writer of `model_dir` until `unlock_model_dir`.
+
+    The lock is the file `model_dir/run.lock`, created atomically (`os.open` with
+    `O_CREAT | O_EXCL`, which local and network file systems honour alike, where `flock` is not
+    always shared between the hosts of an NFS mount) and holding its holder's pid, host and
+    start time as JSON. A lock whose process is gone (same host, `os.kill(pid, 0)` finds no
+    such process: a run killed with `kill -9` or a crashed machine) is taken over with a
+    one-line note through `log`. A lock of another host cannot be checked and counts as held.
+
+    Raises:
+        ValueError: one line naming the folder and the holder (pid, host, start time), or why
+            the lock cannot be written.
+    """
+    path = os.path.join(model_dir, LOCK)
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    for _ in range(5):  # each retry follows a lock that vanished or was taken over meanwhile
+        try:
+            _create_lock(path, record)
+        except FileExistsError:
+            holder = _read_lock(path, model_dir)
+            if holder is None:
+                continue
+            if _running(holder):
+                raise ValueError(
+                    f"--model_dir={model_dir} is in use by another training process "
+                    f"({_describe(holder)}); wait for it to end or pass another --model_dir "
+                    f"(if that process is gone, delete {path})."
+                ) from None
+            _take_over(path, holder)
+            log(f"Note: taking over {path} from a process that is gone ({_describe(holder)}).")
+            continue
+        except OSError as error:
+            raise ValueError(f"--model_dir={model_dir} is not writable: {reason(error)}.") from None
+        _held[os.path.abspath(model_dir)] = record
+        return
+    raise ValueError(
+        f"--model_dir={model_dir}: cannot take its lock {path}; other processes keep taking it."
+    )
+
+
+def unlock_model_dir(model_dir):
+    """Releases the lock `lock_model_dir` took (nothing if this process holds none there).
+
+    The file is removed only while it still holds this process's record.
+    """
+    record = _held.pop(os.path.abspath(model_dir), None)
+    path = os.path.join(model_dir, LOCK)
+    with contextlib.suppress(OSError, ValueError):
+        if record is not None and _read_lock(path, model_dir, tries=1) == record:
+            os.remove(path)
+
+
+def _create_lock(path, record):
+    """Creates `path` holding `record`; raises `FileExistsError` if it exists."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(descriptor, json.dumps(record).encode())
+        os.fsync(descriptor)
+    except OSError:
+        os.close(descriptor)
+        os.remove(path)
+        raise
+    os.close(descriptor)
+
+
+def _read_lock(path, model_dir, tries=20):
+    """The record in the lock file `path`, or None once it is gone.
+
+    An empty or partial record is read again (its creator may be writing it) `tries` times.
+
+    Raises:
+        ValueError: if it stays unreadable, naming the file.
+    """
+    for attempt in range(tries):
+        try:
+            with open(path) as handle:
+                record = json.load(handle)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and {"pid", "host", "started"} <= set(record):
+            return record
+        if attempt + 1 < tries:
+            time.sleep(0.05)
+    raise ValueError(
+        f"--model_dir={model_dir} is locked by {path}, which names no process (damaged); "
+        "delete it if no training process uses the folder."
+    )
+
+
+def _running(holder):
+    """Whether the lock `holder`'s process may still run (always, for another host's)."""
+    if holder["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except (OverflowError, ValueError):  # not a pid
+        return False
+    return True
+
+
+def _take_over(path, holder):
+    """Removes the stale lock `path` of `holder`, unless another process took it over first.
+
+    It is renamed to a name of this process's own and read back: when two processes take
+    over the same stale lock at once, the second may have moved the first one's new lock,
+    which it then puts back (a hard link never replaces a file another process created since).
+    """
+    claim = f"{path}.{socket.gethostname()}.{os.getpid()}"
+    try:
+        os.replace(path, claim)
+    except FileNotFoundError:
+        return
+    try:
+        with open(claim) as handle:
+            moved = json.load(handle)
+    except (OSError, ValueError):
+        moved = None
+    try:
+        if moved != holder:
+            with contextlib.suppress(FileExistsError):
+                os.link(claim, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(claim)
+
+
+def _describe(holder):
+    return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}"
 
 
 class WriteError(RuntimeError):
@@ -268,16 +436,48 @@ def write_summary(folder, summary):
 
 
 def read_json(path):
-    """The content of a JSON file, or None when it does not exist."""
+    """The content of a JSON file, or None when it does not exist.
+
+    Raises:
+        ValueError: one line naming the file, if it cannot be read or is not JSON.
+    """
     if not os.path.exists(path):
         return None
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except OSError as error:
+        raise ValueError(f"Cannot read {path}: {reason(error)}.") from None
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"{path} is damaged (not JSON: {str(error).splitlines()[0]}); restore it, or "
+            "delete it to go on without what it records."
+        ) from None
 
 
 def read_run_config(model_dir):
-    """The `run_config.json` the training program wrote in `model_dir`, or None."""
-    return read_json(os.path.join(model_dir, RUN_CONFIG))
+    """The `run_config.json` the training program wrote in `model_dir`, or None.
+
+    Raises:
+        ValueError: one line naming the file, if it is not a JSON object holding the `REQUIRED`
+            settings (damaged, or not written by this program).
+    """
+    path = os.path.join(model_dir, RUN_CONFIG)
+    saved = read_json(path)
+    if saved is None:
+        return None
+    if not isinstance(saved, dict):
+        kind = {list: "list", str: "string", bool: "boolean"}.get(type(saved), "number or null")
+        what = f"a JSON {kind}, not the run's settings"
+    else:
+        what = ", ".join(key for key in REQUIRED if key not in saved)
+        what = what and f"without {what}"
+    if what:
+        raise ValueError(
+            f"{path} is damaged ({what}); restore it, or delete it to resume without checking "
+            "the flags against the run's."
+        )
+    return saved
 
 
 def read_summary(folder):

@@ -149,10 +149,7 @@ def recipe_line(cfg, recipe, total_steps, num_examples):
 
 
 def _restore(model, path):
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as error:
-        raise ValueError(f"Cannot resume from {path}: {error}") from None
+    checkpoints.restore(model, path)  # one-line ValueError: damaged, or another architecture
 
 
 def _segments(start, steps_per_epoch, epochs):
@@ -375,7 +372,7 @@ def train(cfg, log=print, flags_text=None):
     chief = is_chief(strategy)
     if cfg.export_dir and chief:  # the chief exports there at the end: check it now
         prepare_folder(cfg.export_dir, "--export_dir")
-    out_dir = write_dir(cfg.model_dir, chief)
+    out_dir = write_dir(cfg.model_dir, chief, log)  # the chief locks model_dir
     try:
         _check_replicas(cfg, strategy)
         return _train(cfg, strategy, out_dir, started, log, flags_text)
@@ -394,7 +391,7 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, info.num_examples)
     log(recipe_line(cfg, recipe, total_steps, info.num_examples))
     knn_on = _knn_on(cfg, log)
-    resume_from = checkpoints.latest_checkpoint(cfg.model_dir)
+    resume_from = checkpoints.latest_readable(cfg.model_dir, log)  # names damaged ones
     saved = (read_run_config(cfg.model_dir) or {}) if resume_from else {}
     if resume_from:
         check_resume(cfg, cfg.model_dir, saved)
