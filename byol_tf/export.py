@@ -241,25 +241,30 @@ def load_exported(path):
     return encode, metadata
 
 
-def export_checkpoint(model_dir, export_dir, checkpoint=None, version=None, mean=None, std=None):
+def export_checkpoint(
+    model_dir, export_dir, checkpoint=None, version=None, mean=None, std=None, log=print
+):
     """Exports the online encoder of a training run's checkpoint (what the CLI does).
 
     Args:
         model_dir: the run's folder (holds `checkpoints/` and `run_config.json`).
         export_dir: the export base folder.
-        checkpoint: a `.keras` checkpoint; default the newest one in `model_dir`.
+        checkpoint: a `.keras` checkpoint; default the newest readable one in `model_dir`
+            (each newer, damaged one is named through `log`).
         version: export version; default the next one.
         mean: normalisation mean; default from `run_config.json`.
         std: normalisation std; default from `run_config.json`.
+        log: prints a line.
 
     Returns:
         The path of the written version folder.
 
     Raises:
-        ValueError: with no checkpoint, no mean/std in the flags or the run config, or an
-            `export_dir` that is a file or not writable (checked before the checkpoint is read).
+        ValueError: with no checkpoint or a damaged one, no mean/std in the flags or the run
+            config, a damaged run config, or an `export_dir` that is a file or not writable
+            (checked before the checkpoint is read).
     """
-    checkpoint = checkpoint or (model_dir and checkpoints.latest_checkpoint(model_dir))
+    checkpoint = checkpoint or (model_dir and checkpoints.latest_readable(model_dir, log))
     if not checkpoint:
         raise ValueError(f"No checkpoint found in {model_dir}/checkpoints; pass --checkpoint")
     run_config = (model_dir and run_dir.read_run_config(model_dir)) or {}

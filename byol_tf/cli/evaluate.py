@@ -1,7 +1,9 @@
 """Evaluation of a pretrained encoder: `byol-evaluate --model_dir=runs/demo --protocol=knn`."""
 
+import functools
 import json
 import os
+import sys
 
 from byol_tf import cli, config, run_dir, settings
 
@@ -28,7 +30,8 @@ def _load_encoder(f):
     if f.saved_model:
         encode, metadata = export.load_exported(f.saved_model)
         return encode, int(metadata["image_size"]), f.saved_model, metadata
-    path = checkpoints.latest_checkpoint(f.model_dir)
+    # A damaged newest checkpoint is named on stderr and the newest readable one used.
+    path = checkpoints.latest_readable(f.model_dir, functools.partial(print, file=sys.stderr))
     if path is None:
         raise ValueError(f"No checkpoint found in {f.model_dir}/checkpoints (train first?)")
     model = checkpoints.load_checkpoint(path, compile=False)

@@ -1,5 +1,8 @@
 """Export of a run's checkpoint for TF Serving: `byol-export --model_dir=... --export_dir=...`."""
 
+import functools
+import sys
+
 from byol_tf import cli, config, settings
 
 config.define_flags(settings.ExportConfig)
@@ -12,8 +15,9 @@ def main(argv):
 
     try:
         f = config.from_flags(config_class=settings.ExportConfig)
+        note = functools.partial(print, file=sys.stderr)  # a damaged checkpoint skipped
         path = export.export_checkpoint(
-            f.model_dir, f.export_dir, f.checkpoint, f.version, f.mean, f.std
+            f.model_dir, f.export_dir, f.checkpoint, f.version, f.mean, f.std, log=note
         )
     except (ValueError, run_dir.WriteError) as error:
         cli.fail(argv, error)

@@ -11,6 +11,10 @@ FLAGS = config.FLAGS
 def main(argv):
     """Parses the flags into a `TrainConfig`, trains, and prints the results.
 
+    Ctrl-C or SIGTERM while training: the step finishes, a checkpoint is written and the
+    program stops; Ctrl-C at any other moment, or a second one, stops at once (an interrupted
+    checkpoint write removes its temporary file). Each ends with one line, never a traceback.
+
     Returns:
         The exit status: 0, or 128 + the number of the signal that stopped training.
     """
@@ -24,6 +28,8 @@ def main(argv):
         summary = training.train(cfg, flags_text=config.flags_text())
     except (ValueError, FileNotFoundError, training.TrainingError, run_dir.WriteError) as error:
         cli.fail(argv, error)
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one
+        cli.interrupted(argv, f"; run the same command again to resume in {FLAGS.model_dir}")
     except tf.errors.InvalidArgumentError as error:
         cli.exit_if_unreadable_image(
             argv,
