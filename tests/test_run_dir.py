@@ -1,0 +1,135 @@
+"""The run folder: one writer at a time (its lock), and a damaged run_config.json refused."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from byol_tf import run_dir, settings, training
+
+
+def _write_lock(folder, pid, host=None, started="2026-01-01T10:00:00+00:00"):
+    record = {"pid": pid, "host": host or socket.gethostname(), "started": started}
+    with open(os.path.join(folder, run_dir.LOCK), "w") as handle:
+        json.dump(record, handle)
+    return record
+
+
+def _gone_pid():
+    """The pid of a process that has ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_the_chief_locks_model_dir_with_its_pid_host_and_start_time(tmp_path):
+    model_dir = str(tmp_path / "run")
+    assert run_dir.write_dir(model_dir, chief=True) == model_dir
+    with open(os.path.join(model_dir, run_dir.LOCK)) as handle:
+        record = json.load(handle)
+    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+    assert record["started"]
+    run_dir.remove_write_dir(model_dir, model_dir)
+    assert os.listdir(model_dir) == []
+
+
+def test_a_second_writer_is_refused_naming_the_folder_and_the_holder(tmp_path):
+    model_dir = str(tmp_path)
+    record = _write_lock(model_dir, os.getpid())  # a live process on this host
+    with pytest.raises(ValueError) as error:
+        run_dir.write_dir(model_dir, chief=True)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"--model_dir={model_dir} is in use by another training process")
+    assert f"pid {os.getpid()} on {record['host']}, started {record['started']}" in message
+    with open(os.path.join(model_dir, run_dir.LOCK)) as handle:
+        assert json.load(handle) == record  # left to its holder
+    run_dir.remove_write_dir(model_dir, model_dir)  # releases nothing it does not hold
+    assert os.path.exists(os.path.join(model_dir, run_dir.LOCK))
+
+
+def test_a_lock_on_another_host_counts_as_held(tmp_path):
+    _write_lock(str(tmp_path), _gone_pid(), host="elsewhere.invalid")
+    with pytest.raises(ValueError, match="pid .* on elsewhere.invalid"):
+        run_dir.write_dir(str(tmp_path), chief=True)
+
+
+def test_a_stale_lock_of_a_gone_process_is_taken_over_with_a_note(tmp_path):
+    model_dir = str(tmp_path)
+    pid = _gone_pid()
+    _write_lock(model_dir, pid)
+    notes = []
+    run_dir.write_dir(model_dir, chief=True, log=notes.append)
+    path = os.path.join(model_dir, run_dir.LOCK)
+    assert notes == [
+        f"Note: taking over {path} from a process that is gone (pid {pid} on "
+        f"{socket.gethostname()}, started 2026-01-01T10:00:00+00:00)."
+    ]
+    with open(path) as handle:
+        assert json.load(handle)["pid"] == os.getpid()
+    run_dir.remove_write_dir(model_dir, model_dir)
+    assert os.listdir(model_dir) == []
+
+
+def test_a_damaged_lock_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / run_dir.LOCK).write_text("{")
+    with pytest.raises(ValueError) as error:
+        run_dir.write_dir(str(tmp_path), chief=True)
+    assert "\n" not in str(error.value)
+    assert f"{tmp_path / run_dir.LOCK}, which names no process (damaged)" in str(error.value)
+
+
+def test_non_chief_workers_take_no_lock(tmp_path):
+    folder = run_dir.write_dir(str(tmp_path), chief=False)
+    assert not os.path.exists(os.path.join(str(tmp_path), run_dir.LOCK))
+    run_dir.remove_write_dir(folder, str(tmp_path))
+    assert not os.path.exists(folder)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, ValueError, None])
+def test_training_holds_the_lock_and_releases_it_on_every_exit(tmp_path, monkeypatch, stop):
+    model_dir = str(tmp_path / "run")
+    lock = os.path.join(model_dir, run_dir.LOCK)
+
+    def train_then(cfg, strategy, out_dir, *args):
+        assert os.path.exists(lock)
+        if stop:
+            raise stop()
+        return {}
+
+    monkeypatch.setattr(training, "_train", train_then)
+    cfg = settings.TrainConfig(model_dir=model_dir, strategy="auto")
+    if stop:
+        with pytest.raises(stop):
+            training.train(cfg)
+    else:
+        assert training.train(cfg) == {}
+    assert not os.path.exists(lock)
+
+
+@pytest.mark.parametrize(
+    "content, what",
+    [
+        ("{}", "without dataset, encoder, image_size, batch_size, epochs, mean, std"),
+        ("[1, 2]", "a JSON list, not the run's settings"),
+        ('{"dataset": "demo", "encoder":', "not JSON: "),
+        ('{"dataset": "demo", "encoder": "resnet18"}', "without image_size, batch_size,"),
+        (b"\xff\xfe", "not JSON: "),
+    ],
+    ids=["empty_object", "list", "truncated", "missing_keys", "binary"],
+)
+def test_a_damaged_run_config_is_refused_in_one_line_naming_the_file(tmp_path, content, what):
+    path = tmp_path / run_dir.RUN_CONFIG
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError) as error:
+        run_dir.read_run_config(str(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path} is damaged (")
+    assert what in message
+
+
+def test_a_missing_run_config_reads_as_none(tmp_path):
+    assert run_dir.read_run_config(str(tmp_path)) is None
