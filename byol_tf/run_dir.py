@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -188,6 +189,19 @@ def lock_model_dir(model_dir, log=print):
         "host": socket.gethostname(),
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+    taken = False
+    try:
+        with _ctrl_c_held_back():  # a lock file is created whole and registered, or not at all
+            _acquire(path, record, model_dir, log)
+            _held[os.path.abspath(model_dir)], taken = record, True
+    except BaseException:  # Ctrl-C, raised once the block ends: leave no lock behind
+        if taken:
+            unlock_model_dir(model_dir)
+        raise
+
+
+def _acquire(path, record, model_dir, log):
+    """Creates the lock file `path` holding `record`, taking over a stale one (see above)."""
     for _ in range(5):  # each retry follows a lock that vanished or was taken over meanwhile
         try:
             _create_lock(path, record)
@@ -206,11 +220,32 @@ def lock_model_dir(model_dir, log=print):
             continue
         except OSError as error:
             raise ValueError(f"--model_dir={model_dir} is not writable: {reason(error)}.") from None
-        _held[os.path.abspath(model_dir)] = record
         return
     raise ValueError(
         f"--model_dir={model_dir}: cannot take its lock {path}; other processes keep taking it."
     )
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_back():
+    """Holds Ctrl-C (SIGINT) back until the block ends, then acts on it as it would have.
+
+    Python runs signal handlers in the main thread only; elsewhere this does nothing.
+    """
+    received = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, received[0])  # Python's default raises KeyboardInterrupt
+        elif received and previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
 
 
 def unlock_model_dir(model_dir):
@@ -218,9 +253,9 @@ def unlock_model_dir(model_dir):
 
     The file is removed only while it still holds this process's record.
     """
-    record = _held.pop(os.path.abspath(model_dir), None)
     path = os.path.join(model_dir, LOCK)
-    with contextlib.suppress(OSError, ValueError):
+    with _ctrl_c_held_back(), contextlib.suppress(OSError, ValueError):
+        record = _held.pop(os.path.abspath(model_dir), None)
         if record is not None and _read_lock(path, model_dir, tries=1) == record:
             os.remove(path)
 

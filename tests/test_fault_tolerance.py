@@ -20,7 +20,7 @@ from test_end_to_end import TINY
 
 import byol_tf
 import train
-from byol_tf import checkpoints
+from byol_tf import checkpoints, run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, STEPS = 3, 4
@@ -206,3 +206,96 @@ def test_flags_txt_holds_the_latest_flags_and_the_history_each_invocation(resume
     assert first[0] == "set:" and f"--model_dir={model_dir}" in first
     assert "--epochs=3" in first and "--log_every_steps=1" in first
     assert history[2][2] == "changed: --log_every_steps=2"
+
+
+# --- one writer per run folder, and Ctrl-C at any moment --------------------------------------
+
+
+def _snapshot(folder):
+    found = {}
+    for base, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(base, name), "rb") as handle:
+                found[os.path.relpath(os.path.join(base, name), folder)] = handle.read()
+    return found
+
+
+def test_train_on_a_folder_another_process_holds_exits_in_one_line_writing_nothing(tmp_path):
+    model_dir = str(tmp_path / "run")
+    holder = run_dir.write_dir(model_dir, chief=True)  # as a running train.py would
+    before = _snapshot(model_dir)
+    with flagsaver.flagsaver(**dict(TINY, model_dir=model_dir)):
+        with pytest.raises(SystemExit) as error:
+            train.main(["train.py"])
+    message = str(error.value.code)
+    assert "\n" not in message
+    assert message.startswith(f"train.py: error: --model_dir={model_dir} is in use by another ")
+    assert f"(pid {os.getpid()} on " in message
+    assert _snapshot(model_dir) == before
+    run_dir.remove_write_dir(holder, model_dir)
+
+
+def _wait_for(predicate, process, timeout=300):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert process.poll() is None and time.time() < deadline, "never reached"
+        time.sleep(0.005)
+
+
+def _interrupt(process, log, times, gap=0.05):
+    """Sends `times` SIGINTs `gap` s apart; returns the output's lines once `process` ends."""
+    for _ in range(times):
+        process.send_signal(signal.SIGINT)
+        time.sleep(gap)
+    assert process.wait(timeout=300) == 130, open(log).read()
+    lines = open(log).read().splitlines()
+    assert not [line for line in lines if "Traceback" in line or "Error" in line], lines
+    return lines
+
+
+def test_ctrl_c_while_tensorflow_loads_ends_in_one_line(tmp_path):
+    model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
+    process = _start(model_dir, log, "auto")
+    time.sleep(1.0)
+    lines = _interrupt(process, log, times=1)
+    assert len(lines) == 1 and lines[0].startswith("train.py: interrupted (Ctrl-C)"), lines
+
+
+def test_ctrl_c_twice_during_start_up_ends_in_one_line_and_releases_the_folder(tmp_path):
+    model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
+    process = _start(model_dir, log, "auto")
+    _wait_for(lambda: os.path.exists(os.path.join(model_dir, run_dir.LOCK)), process)
+    lines = _interrupt(process, log, times=2)
+    assert lines[-1] == (
+        f"train.py: interrupted (Ctrl-C); run the same command again to resume in {model_dir}."
+    )
+    assert not [line for line in lines[:-1] if "interrupted" in line]
+    assert not os.path.exists(os.path.join(model_dir, run_dir.LOCK))
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_during_training_leaves_no_half_written_checkpoint(tmp_path):
+    model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
+    process = _start(model_dir, log, "auto", ["--epochs=20"])
+    _wait_for(lambda: _latest_step(model_dir) >= 1, process)
+    lines = _interrupt(process, log, times=2, gap=0.2)
+    stops = [line for line in lines if "interrupted" in line or line.startswith("Stopped by")]
+    assert 1 <= len(stops) <= 2 and stops[-1] == lines[-1], lines
+    assert not _writing(model_dir)
+    assert not os.path.exists(os.path.join(model_dir, run_dir.LOCK))
+    checkpoints.load_checkpoint(checkpoints.latest_checkpoint(model_dir))
+
+
+@pytest.mark.slow
+def test_a_second_train_py_on_a_running_folder_is_refused(tmp_path):
+    model_dir = str(tmp_path / "run")
+    first = _start(model_dir, str(tmp_path / "first.log"), "auto", ["--epochs=20"])
+    _wait_for(lambda: _latest_step(model_dir) >= 1, first)  # training
+    second = _start(model_dir, str(tmp_path / "second.log"), "auto")
+    assert second.wait(timeout=300) == 1
+    output = open(str(tmp_path / "second.log")).read().splitlines()
+    assert output[-1].startswith(f"train.py: error: --model_dir={model_dir} is in use by another")
+    assert f"(pid {first.pid} on " in output[-1]
+    _interrupt(first, str(tmp_path / "first.log"), times=1)
+    history = open(os.path.join(model_dir, "flags_history.txt")).read().splitlines()
+    assert len(history) == 2  # its header and the first process's line: the second wrote nothing

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -133,3 +134,19 @@ def test_a_damaged_run_config_is_refused_in_one_line_naming_the_file(tmp_path, c
 
 def test_a_missing_run_config_reads_as_none(tmp_path):
     assert run_dir.read_run_config(str(tmp_path)) is None
+
+
+def test_ctrl_c_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch):
+    create = run_dir._create_lock
+
+    def create_then_ctrl_c(path, record):
+        create(path, record)
+        os.kill(os.getpid(), signal.SIGINT)  # held back until the lock is whole and registered
+
+    monkeypatch.setattr(run_dir, "_create_lock", create_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_dir.lock_model_dir(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    run_dir.lock_model_dir(str(tmp_path))  # and the folder is free again
+    run_dir.unlock_model_dir(str(tmp_path))
