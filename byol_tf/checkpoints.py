@@ -178,6 +178,6 @@ def restore(model, path):
 
 
 def _first_line(error):
-    """The first line of `error`'s message, shortened to 200 characters."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return text if len(text) <= 200 else text[:197] + "..."
+    """The first line of `error`'s message (Keras's can list every variable on lines of their
+    own)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
