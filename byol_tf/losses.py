@@ -28,7 +28,7 @@ def probe_loss(logits, labels):
     """Mean cross-entropy of a linear probe over the labelled examples of a batch.
 
     Args:
-        logits: float32 `[batch, num_classes]`.
+        logits: float32 (or float64) `[batch, num_classes]`.
         labels: int `[batch]`; -1 marks an unlabelled example (e.g. stl10's unlabelled
             split), which is masked out.
 
@@ -36,7 +36,7 @@ def probe_loss(logits, labels):
         A `ProbeLoss`; its loss is 0 when no example is labelled.
     """
     labels = tf.cast(labels, tf.int32)
-    weights = tf.cast(labels >= 0, tf.float32)
+    weights = tf.cast(labels >= 0, logits.dtype)
     labels = tf.maximum(labels, 0)
     cross_entropy = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     loss = tf.reduce_sum(cross_entropy * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
@@ -58,21 +58,28 @@ def l2_normalize(x, axis=-1, epsilon=1e-12):
     return x * tf.math.rsqrt(tf.maximum(squared_norm, epsilon))
 
 
+def loss_dtype(dtype):
+    """The dtype losses are computed in: float64 for float64 inputs, float32 otherwise."""
+    return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
+
+
 def regression_loss(prediction, target):
     """Per-example BYOL loss `2 - 2 cos(prediction, target)` (docs/algorithm.md §2).
 
-    Equals `||p/||p|| - z/||z|| ||^2`. Computed in float32 whatever the inputs'
-    dtype, so mixed-precision training keeps an exact loss.
+    Equals `||p/||p|| - z/||z|| ||^2`. Computed in float32 for float32, float16 and
+    bfloat16 inputs, so mixed-precision training keeps an exact loss, and in float64 for
+    float64 inputs.
 
     Args:
         prediction: `[batch, dim]` online predictions q(g(f(v))).
         target: `[batch, dim]` target projections g'(f'(v')); the caller stops their gradient.
 
     Returns:
-        A `[batch]` float32 tensor with values in [0, 4].
+        A `[batch]` float32 (float64 for float64 inputs) tensor with values in [0, 4].
     """
-    p = l2_normalize(tf.cast(prediction, tf.float32))
-    z = l2_normalize(tf.cast(target, tf.float32))
+    dtype = loss_dtype(prediction.dtype)
+    p = l2_normalize(tf.cast(prediction, dtype))
+    z = l2_normalize(tf.cast(target, dtype))
     return 2.0 - 2.0 * tf.reduce_sum(p * z, axis=-1)
 
 

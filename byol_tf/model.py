@@ -368,7 +368,8 @@ class BYOL(keras.Model):
     def _probe_loss(self, representation, labels):
         """Cross-entropy of the online linear probe on labelled examples; a `ProbeLoss`."""
         # stop_gradient: labels must never reach the encoder (online evaluation only).
-        logits = tf.cast(self.probe(tf.stop_gradient(representation)), tf.float32)
+        logits = self.probe(tf.stop_gradient(representation))
+        logits = tf.cast(logits, losses.loss_dtype(representation.dtype))
         return losses.probe_loss(logits, labels)
 
     def _update_metrics(self, step_losses):

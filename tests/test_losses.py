@@ -36,6 +36,22 @@ def test_symmetric_loss_sums_both_orderings_and_is_symmetric_in_views():
     np.testing.assert_allclose(swapped, got, rtol=1e-6)
 
 
+def test_loss_keeps_float64_for_float64_inputs():
+    rng = np.random.default_rng(3)
+    p, z = rng.normal(size=(2, 16, 32))
+    out = losses.regression_loss(p, z)
+    assert out.dtype.name == "float64"
+    # float64 rounding over 32-term sums: a float32 computation would miss this by ~1e-7.
+    np.testing.assert_allclose(out.numpy(), _np_loss(p, z), rtol=0, atol=1e-12)
+    logits = rng.normal(size=(4, 3))
+    probe = losses.probe_loss(logits, np.array([0, 2, -1, 1]))
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    expected = -np.mean([log_softmax[0, 0], log_softmax[1, 2], log_softmax[3, 1]])
+    assert probe.loss.dtype.name == "float64"
+    np.testing.assert_allclose(probe.loss.numpy(), expected, rtol=0, atol=1e-12)
+
+
 def test_loss_is_float32_for_half_precision_inputs_and_finite_for_zero_vectors():
     p = np.zeros((2, 4), "float16")
     z = np.ones((2, 4), "float16")
