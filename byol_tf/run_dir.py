@@ -16,9 +16,10 @@ SCHEDULE_CHANGES = "schedule_changes.json"
 FLAGS_FILE = "flags.txt"
 FLAGS_HISTORY = "flags_history.txt"
 LOCK = "run.lock"
-# Keys every version of the training program wrote to run_config.json: a file without one of
-# them is damaged (or not ours), and resuming would skip the checks it exists for.
-REQUIRED = ("dataset", "encoder", "image_size", "batch_size", "epochs", "mean", "std")
+# Keys every version of the training program wrote to run_config.json, and what evaluation and
+# export read from it: a file without one of them is damaged (or not ours), and resuming from it
+# would skip the checks it exists for.
+REQUIRED = ("dataset", "image_size", "mean", "std")
 # Settings that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
 # with other values.
 ARCHITECTURE = (

@@ -114,10 +114,10 @@ def test_training_holds_the_lock_and_releases_it_on_every_exit(tmp_path, monkeyp
 @pytest.mark.parametrize(
     "content, what",
     [
-        ("{}", "without dataset, encoder, image_size, batch_size, epochs, mean, std"),
+        ("{}", "without dataset, image_size, mean, std"),
         ("[1, 2]", "a JSON list, not the run's settings"),
         ('{"dataset": "demo", "encoder":', "not JSON: "),
-        ('{"dataset": "demo", "encoder": "resnet18"}', "without image_size, batch_size,"),
+        ('{"dataset": "demo", "encoder": "resnet18"}', "without image_size, mean, std)"),
         (b"\xff\xfe", "not JSON: "),
     ],
     ids=["empty_object", "list", "truncated", "missing_keys", "binary"],
