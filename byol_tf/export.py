@@ -26,12 +26,15 @@ class EncoderModule(tf.Module):
     the short side is resized (bicubic) to `image_size / crop_fraction`, the centre square
     cropped, and the result normalised with `mean` / `std`: the preprocessing of
     `byol_tf.data.eval_dataset`. `encode_normalized(images)`: float32, already preprocessed
-    `[batch, image_size, image_size, 3]` → `{"representation"}`.
+    `[batch, image_size, image_size, 3]` → `{"representation"}`. With a `classifier` (a
+    Keras layer on the representation, e.g. the online probe), `classify(images)` takes what
+    `serve` takes and returns `{"logits", "classes"}` as well as the representation.
     """
 
-    def __init__(self, encoder, image_size, mean, std, crop_fraction=None):
+    def __init__(self, encoder, image_size, mean, std, crop_fraction=None, classifier=None):
         super().__init__(name="byol_encoder")
         self.encoder = encoder
+        self.classifier = classifier
         self.image_size = int(image_size)
         self.crop_fraction = float(
             crop_fraction or image_ops.default_crop_fraction(self.image_size)
@@ -47,6 +50,17 @@ class EncoderModule(tf.Module):
             self._encode,
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")],
         )
+        if classifier is not None:
+            self.classify = tf.function(
+                self._classify,
+                input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+            )
+
+    def _classify(self, images):
+        outputs = self._serve(images)
+        logits = tf.cast(self.classifier(outputs["representation"]), tf.float32)
+        classes = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return dict(outputs, logits=logits, classes=classes)
 
     def _encode(self, images):
         count = tf.shape(images)[0]
@@ -94,7 +108,9 @@ def next_version(export_dir):
     return max(versions, default=0) + 1
 
 
-def export_encoder(encoder, export_dir, image_size, mean, std, version=None, crop_fraction=None):
+def export_encoder(
+    encoder, export_dir, image_size, mean, std, version=None, crop_fraction=None, classifier=None
+):
     """Writes the encoder as a TensorFlow Serving SavedModel in `export_dir/<version>/`.
 
     Signatures: `serving_default` takes `images`, uint8 `[batch, height, width, 3]` (RGB; any
@@ -114,6 +130,8 @@ def export_encoder(encoder, export_dir, image_size, mean, std, version=None, cro
         std: per-channel normalisation std.
         version: positive int; default the next one after the existing numeric subfolders.
         crop_fraction: centre-crop fraction; default 0.875 above 64 px, else 1.0.
+        classifier: a Keras layer mapping representations to class logits; adds the
+            `classify` signature (uint8 images → `{"representation", "logits", "classes"}`).
 
     Returns:
         The path of the written version folder.
@@ -134,7 +152,7 @@ def export_encoder(encoder, export_dir, image_size, mean, std, version=None, cro
     path = os.path.join(export_dir, str(int(version)))
     if os.path.exists(path):
         raise ValueError(f"version {version} already exists in {export_dir}; pick another")
-    module = EncoderModule(encoder, image_size, mean, std, crop_fraction)
+    module = EncoderModule(encoder, image_size, mean, std, crop_fraction, classifier)
     probe = tf.zeros([1, image_size, image_size, 3])
     feature_dim = int(module.encode_normalized(probe)["representation"].shape[-1])
     metadata = {
@@ -145,6 +163,9 @@ def export_encoder(encoder, export_dir, image_size, mean, std, version=None, cro
         "feature_dim": feature_dim,
         "byol_tf_version": _version(),
     }
+    if classifier is not None:
+        logits = module.classifier(module.encode_normalized(probe)["representation"])
+        metadata["num_classes"] = int(logits.shape[-1])
     tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
     # TensorFlow writes the variables with its own file system, which raises OpError.
     with run_dir.writing("write the export", path, (OSError, tf.errors.OpError)):
@@ -161,6 +182,8 @@ def _write_version(module, tmp, path, metadata):
     os.makedirs(os.path.dirname(tmp), exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     signatures = {"serving_default": module.serve, "encode_normalized": module.encode_normalized}
+    if module.classifier is not None:
+        signatures["classify"] = module.classify
     tf.saved_model.save(module, tmp, signatures=signatures)
     with open(os.path.join(tmp, METADATA_FILE), "w") as handle:
         json.dump(metadata, handle, indent=2)

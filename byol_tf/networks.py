@@ -9,7 +9,30 @@ from keras import layers, ops
 # BatchNorm settings of the official code (decay 0.9, epsilon 1e-5).
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
-_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
+# Blocks per stage; depths 50 and above use bottleneck blocks (He et al., 2016; the official
+# code's ResNet50 ... ResNet200).
+STAGES = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
+# Initialisers by name: Keras's, plus "haiku", the default of Haiku's Conv2D and Linear (the
+# official code's): a truncated normal of std 1/sqrt(fan_in).
+KERNEL_INITIALIZERS = ("he_normal", "haiku")
+
+
+def make_initializer(name):
+    """The Keras initializer for one of `KERNEL_INITIALIZERS`."""
+    if name == "haiku":
+        return keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+    if name == "he_normal":
+        return "he_normal"
+    raise ValueError(
+        f"kernel_initializer must be one of {KERNEL_INITIALIZERS}. Received: {name!r}"
+    )
 
 
 _GROUPS = threading.local()
@@ -115,49 +138,56 @@ def _batch_norm(synchronized, name, zero_init=False):
     )
 
 
-def _conv(filters, kernel_size, strides, name):
+def _conv(filters, kernel_size, strides, name, init="he_normal"):
+    # padding="same" is TensorFlow's 'SAME' rule (extra row/column at the bottom/right when
+    # the padding is odd), which Haiku's 'SAME' follows too: imported official weights need it.
     return layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="same",
         use_bias=False,
-        kernel_initializer="he_normal",
+        kernel_initializer=make_initializer(init),
         name=name,
     )
 
 
-def _basic_block(x, filters, strides, sync, name, zero_init=False):
+def _basic_block(x, filters, strides, sync, name, zero_init=False, first=False, init="he_normal"):
     """Two 3×3 convolutions with an identity (or projection) shortcut.
 
     `zero_init` starts the last BatchNorm's γ at 0, so the block starts as its shortcut.
     """
+    del first  # basic blocks project only when the shape changes (ResNet-18/34)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, strides, f"{name}_proj")(x)
+        shortcut = _conv(filters, 1, strides, f"{name}_proj", init)(x)
         shortcut = _batch_norm(sync, f"{name}_proj_bn")(shortcut)
-    y = _conv(filters, 3, strides, f"{name}_conv1")(x)
+    y = _conv(filters, 3, strides, f"{name}_conv1", init)(x)
     y = layers.ReLU(name=f"{name}_relu1")(_batch_norm(sync, f"{name}_bn1")(y))
-    y = _conv(filters, 3, 1, f"{name}_conv2")(y)
+    y = _conv(filters, 3, 1, f"{name}_conv2", init)(y)
     y = _batch_norm(sync, f"{name}_bn2", zero_init)(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def _bottleneck_block(x, filters, strides, sync, name, zero_init=False):
+def _bottleneck_block(
+    x, filters, strides, sync, name, zero_init=False, first=False, init="he_normal"
+):
     """1×1 → 3×3 (strided, as in v1.5 and the official code) → 1×1 with 4× expansion.
 
-    `zero_init` starts the last BatchNorm's γ at 0, so the block starts as its shortcut.
+    The first block of every stage has a projection shortcut (the official code's
+    `use_projection`), as does any block whose shape changes. `zero_init` starts the last
+    BatchNorm's γ at 0, so the block starts as its shortcut.
     """
     out_filters = 4 * filters
     shortcut = x
-    if strides != 1 or x.shape[-1] != out_filters:
-        shortcut = _conv(out_filters, 1, strides, f"{name}_proj")(x)
+    if first or strides != 1 or x.shape[-1] != out_filters:
+        shortcut = _conv(out_filters, 1, strides, f"{name}_proj", init)(x)
         shortcut = _batch_norm(sync, f"{name}_proj_bn")(shortcut)
-    y = _conv(filters, 1, 1, f"{name}_conv1")(x)
+    y = _conv(filters, 1, 1, f"{name}_conv1", init)(x)
     y = layers.ReLU(name=f"{name}_relu1")(_batch_norm(sync, f"{name}_bn1")(y))
-    y = _conv(filters, 3, strides, f"{name}_conv2")(y)
+    y = _conv(filters, 3, strides, f"{name}_conv2", init)(y)
     y = layers.ReLU(name=f"{name}_relu2")(_batch_norm(sync, f"{name}_bn2")(y))
-    y = _conv(out_filters, 1, 1, f"{name}_conv3")(y)
+    y = _conv(out_filters, 1, 1, f"{name}_conv3", init)(y)
     y = _batch_norm(sync, f"{name}_bn3", zero_init)(y)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
@@ -170,11 +200,12 @@ def resnet(
     synchronized_bn=False,
     name=None,
     zero_init_residual=False,
+    kernel_initializer="he_normal",
 ):
     """A ResNet v1 encoder mapping images to the globally average-pooled representation.
 
     Args:
-        depth: 18 or 34 (basic blocks) or 50 (bottleneck blocks).
+        depth: 18 or 34 (basic blocks), or 50, 101, 152 or 200 (bottleneck blocks).
         width_multiplier: multiplies every layer's channel count (the paper's 2× etc.);
             a float below 1 gives narrow networks for small budgets.
         cifar_stem: use a 3×3 stride-1 stem without max-pool (for 32 px images) instead of
@@ -186,36 +217,43 @@ def resnet(
         zero_init_residual: start the γ of the last BatchNorm of every residual block at 0,
             so that each block starts as its shortcut (the official Haiku ResNet's choice;
             docs/algorithm.md §1). False: γ = 1 everywhere.
+        kernel_initializer: "he_normal" or "haiku" (the official code's truncated normal of
+            std 1/sqrt(fan_in)).
 
     Returns:
         A functional `keras.Model` from `[batch, H, W, C]` images to `[batch, features]`, with
-        features 512·w for depths 18/34 and 2048·w for 50.
+        features 512·w for depths 18/34 and 2048·w from 50 on.
 
     Raises:
         ValueError: for an unsupported depth or a non-positive width multiplier.
     """
-    if depth not in _STAGES:
-        raise ValueError(f"depth must be one of {sorted(_STAGES)}. Received: depth={depth}")
+    if depth not in STAGES:
+        raise ValueError(f"depth must be one of {sorted(STAGES)}. Received: depth={depth}")
     if not width_multiplier > 0:
         raise ValueError(
             f"width_multiplier must be positive. Received: width_multiplier={width_multiplier}"
         )
+    init = kernel_initializer
+    make_initializer(init)  # checks the name before anything is built
     block = _bottleneck_block if depth >= 50 else _basic_block
     inputs = keras.Input(shape=input_shape, name="images")
     width = max(int(round(64 * width_multiplier)), 1)
     if cifar_stem:
-        x = _conv(width, 3, 1, "stem_conv")(inputs)
+        x = _conv(width, 3, 1, "stem_conv", init)(inputs)
     else:
-        x = _conv(width, 7, 2, "stem_conv")(inputs)
+        x = _conv(width, 7, 2, "stem_conv", init)(inputs)
     x = layers.ReLU(name="stem_relu")(_batch_norm(synchronized_bn, "stem_bn")(x))
     if not cifar_stem:
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-    for stage, blocks in enumerate(_STAGES[depth]):
+    for stage, blocks in enumerate(STAGES[depth]):
         filters = max(int(round(64 * width_multiplier * 2**stage)), 1)
         for index in range(blocks):
             strides = 2 if stage > 0 and index == 0 else 1
             block_name = f"stage{stage + 1}_block{index + 1}"
-            x = block(x, filters, strides, synchronized_bn, block_name, zero_init_residual)
+            x = block(
+                x, filters, strides, synchronized_bn, block_name, zero_init_residual,
+                first=index == 0, init=init,
+            )  # fmt: skip
     outputs = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 

@@ -8,7 +8,7 @@ import dataclasses
 from byol_tf.recipes import RECIPE_NAMES  # imports no TensorFlow
 
 # The allowed values of the enumerated settings (the flags of these are enums).
-ENCODERS = ("resnet18", "resnet34", "resnet50")
+ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
 PRESETS = ("imagenet", "small")  # the keys of byol_tf.augment.PRESETS
 OPTIMIZERS = ("lars", "adamw")
 SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_tf.schedules)
@@ -28,7 +28,7 @@ BELOW_ONE = ("in [0, 1)", lambda value: 0 <= value < 1)
 
 # The groups of the settings (those of the official BYOL configs, then one per program).
 DATA, MODEL, OPTIMISATION, RUN = "data", "model", "optimisation", "run"
-EVALUATION, EXPORT = "evaluation", "export"
+EVALUATION, EXPORT, IMPORT = "evaluation", "export", "import"
 
 
 def option(group, default, choices=None, valid=None, **extra):
@@ -170,6 +170,11 @@ class TrainConfig:
             refused.
         export_dir: If set, export the encoder as a SavedModel for TF Serving here at the end
             (export_dir/<version>/).
+        init_from: Start a new run from these online and target networks instead of random
+            ones: an official BYOL checkpoint (.pkl, e.g. pretrain_res50x1.pkl), a byol_tf run
+            folder or a .keras checkpoint. The flags must build the same networks (for the
+            official files --encoder, --width_multiplier, --hidden_dim=4096,
+            --projection_dim=256, --head_output_bias=false). Ignored when model_dir resumes.
         seed: Seed of initialisation, shuffling and augmentation.
         deterministic: Enable TF op determinism (slower) so that a run is bit-reproducible from its
             seed.
@@ -236,6 +241,7 @@ class TrainConfig:
     model_dir: str = option(RUN, "runs/demo", path=True)
     allow_schedule_change: bool = option(RUN, False)
     export_dir: str | None = option(RUN, None, path=True)
+    init_from: str | None = option(RUN, None, path=True)
     seed: int = option(RUN, 0)
     deterministic: bool = option(RUN, False)
     strategy: str = option(RUN, "auto", choices=STRATEGIES)
@@ -382,6 +388,36 @@ class ExportConfig:
         for name in ("mean", "std"):  # strings from the flags; None: from run_config.json
             values = getattr(self, name)
             object.__setattr__(self, name, tuple(float(v) for v in values) if values else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportConfig:
+    """The settings of the import program; `from_flags` builds them from its flags.
+
+    Attributes:
+        checkpoint: An official BYOL checkpoint (pretrain_res50x1.pkl, pretrain_res200x2.pkl, or
+            any file deepmind-research byol/ wrote).
+        model_dir: New run folder for the imported online and target networks (a byol_tf
+            checkpoint and run_config.json), for evaluate.py and train.py --init_from.
+        export_dir: If set, also write a SavedModel for TF Serving here (serving_default and
+            classify signatures).
+        image_size: Input side of the imported encoder (the official networks trained at 224).
+        dataset: The data set the checkpoint was pretrained on, recorded in run_config.json
+            (evaluate.py's default --dataset).
+        explicit: the names of the fields that the command line or a flagfile set.
+    """
+
+    checkpoint: str | None = option(IMPORT, None, required=True, path=True)
+    model_dir: str | None = option(IMPORT, None, path=True)
+    export_dir: str | None = option(IMPORT, None, path=True)
+    image_size: int = option(IMPORT, 224, valid=POSITIVE_INT)
+    dataset: str = option(IMPORT, "imagenet2012")
+    explicit: tuple = _explicit()
+
+    def __post_init__(self):
+        _check_fields(self)
+        if not (self.model_dir or self.export_dir):
+            raise ValueError("pass --model_dir, --export_dir or both: where the import goes")
 
 
 def _check(ok, name, value, expected):

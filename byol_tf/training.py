@@ -9,7 +9,7 @@ import time
 import keras
 import tensorflow as tf
 
-from byol_tf import checkpoints, data, networks, recipes, splits
+from byol_tf import checkpoints, data, networks, official, recipes, splits
 from byol_tf.batches import CROPS, SEEDS
 from byol_tf.callbacks import (
     Checkpointer,
@@ -408,6 +408,8 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
             log(f"The run in {cfg.model_dir} is already complete at step {optimizer_step(model)}.")
             return _finished(cfg, model, info, started, out_dir, knn_on)
         log(f"Resuming from {resume_from} (step {optimizer_step(model)}).")
+    elif cfg.init_from:
+        official.initialize_from(model, cfg.init_from, log)
     run_config = dict(
         cfg.to_json(),
         mean=list(info.mean),

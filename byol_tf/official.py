@@ -1,0 +1,506 @@
+"""DeepMind's official BYOL checkpoints (Haiku pickles) as byol_tf networks, without running code.
+
+The official code (deepmind-research, `byol/utils/checkpointing.py`) saves a dill pickle of
+`dict(experiment_state=_ByolExperimentState(online_params, target_params, online_state,
+target_state, opt_state), step, rng)`. Parameters are Haiku mappings from module names
+(`res_net50/~/block_group_0/~/block_0/~/conv_0`, `projector/~/linear`, `classifier`) to arrays
+(`w`, `b`, `scale`, `offset`); BatchNorm statistics are the `average` of the states
+`.../mean_ema` and `.../var_ema`. docs/official_weights.md describes the mapping.
+"""
+
+import collections
+import os
+import pickle
+import re
+
+import numpy as np
+
+# The official input normalisation (byol/utils/dataset.py: images in [0, 1], ImageNet statistics).
+OFFICIAL_MEAN = (0.485, 0.456, 0.406)
+OFFICIAL_STD = (0.229, 0.224, 0.225)
+# The depths of the official code's ResNets (byol/utils/networks.py): bottleneck blocks.
+_DEPTHS = (50, 101, 152, 200)
+_STATE_FIELDS = ("online_params", "target_params", "online_state", "target_state", "opt_state")
+_EXPECTED = (
+    "an official BYOL checkpoint (a pickle of dict(experiment_state=..., step=..., rng=...) "
+    "as deepmind-research byol/utils/checkpointing.py writes, e.g. pretrain_res50x1.pkl)"
+)
+
+
+class CheckpointFormatError(ValueError):
+    """A file that is not an official BYOL checkpoint, or one that cannot be read safely."""
+
+
+def _mapping(*args, **kwargs):
+    """Stand-in for Haiku's immutable mappings (`frozendict`, `FlatMapping`): a plain dict."""
+    return dict(*args, **kwargs)
+
+
+def _encode(text, encoding="latin1"):
+    """Stand-in for `_codecs.encode`, which protocol-2 pickles use to hold bytes (array data)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected bytes encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _reconstruct_jax_array(fun, args, arr_state, aval_state=None):
+    """Stand-in for `jax._src.array._reconstruct_array`: the NumPy array, on no device."""
+    del aval_state
+    array = fun(*args)
+    array.__setstate__(arr_state)
+    return array
+
+
+_ExperimentState = collections.namedtuple("_ByolExperimentState", _STATE_FIELDS)
+
+
+class _Record(tuple):
+    """Stand-in for an optimiser-state named tuple: its fields, as a tuple (never used)."""
+
+    def __new__(cls, *fields):
+        return super().__new__(cls, fields)
+
+
+def _namedtuple(name, fields, *unused):
+    """Stand-in for dill's `_create_namedtuple`: a new, inert named tuple class."""
+    del unused
+    return collections.namedtuple(re.sub(r"\W", "_", str(name)) or "record", list(fields))
+
+
+# Every global an official checkpoint may name, and what stands in for it. Anything else is
+# refused before it is looked up: unpickling a foreign global can run arbitrary code.
+_NUMPY = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+_ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("builtins", "tuple"): tuple,
+    ("_codecs", "encode"): _encode,
+    ("haiku._src.data_structures", "frozendict"): _mapping,
+    ("haiku._src.data_structures", "FlatMapping"): _mapping,
+    ("haiku._src.data_structures", "FlatMap"): _mapping,
+    ("byol.byol_experiment", "_ByolExperimentState"): _ExperimentState,
+    ("byol.utils.optimizers", "LarsState"): _Record,
+    ("optax._src.base", "EmptyState"): _Record,
+    ("optax._src.transform", "TraceState"): _Record,
+    ("optax._src.transform", "ScaleByScheduleState"): _Record,
+    ("jax._src.array", "_reconstruct_array"): _reconstruct_jax_array,
+    ("dill._dill", "_create_namedtuple"): _namedtuple,
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of `_ALLOWED` and NumPy's array builders."""
+
+    def __init__(self, handle, path):
+        super().__init__(handle, encoding="latin1")
+        self._path = path
+
+    def find_class(self, module, name):
+        key = (module, name)
+        if key in _NUMPY:
+            # NumPy's own reconstruction functions build arrays and dtypes only.
+            return super().find_class(module, name)
+        if key in _ALLOWED:
+            return _ALLOWED[key]
+        raise CheckpointFormatError(
+            f"{self._path}: refused to load {module}.{name}, which is not part of {_EXPECTED}; "
+            "it was not run (loading foreign pickles can run code)"
+        )
+
+
+def load_official(path):
+    """Reads an official BYOL checkpoint without executing code from it.
+
+    Args:
+        path: the `.pkl` file.
+
+    Returns:
+        A dict with `online_params`, `target_params`, `online_state`, `target_state` (plain
+        `{module name: {name: np.ndarray}}`) and `step` (int).
+
+    Raises:
+        CheckpointFormatError: one line naming `path`: missing, unreadable, truncated, a
+            foreign pickle or not a BYOL checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointFormatError(f"{path}: no such file; expected {_EXPECTED}")
+    try:
+        with open(path, "rb") as handle:
+            content = _SafeUnpickler(handle, path).load()
+    except CheckpointFormatError:
+        raise
+    except OSError as error:
+        raise CheckpointFormatError(f"{path}: cannot be read ({error.strerror})") from None
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, MemoryError) as error:  # fmt: skip
+        kind = "truncated" if isinstance(error, EOFError) else "not a pickle, or a damaged one"
+        raise CheckpointFormatError(
+            f"{path}: {kind} ({type(error).__name__}: {str(error)[:80]}); expected {_EXPECTED}"
+        ) from None
+    return _experiment_state(content, path)
+
+
+def _experiment_state(content, path):
+    """The four parameter and state trees of a loaded checkpoint, checked."""
+    state = content.get("experiment_state") if isinstance(content, dict) else None
+    if isinstance(state, tuple) and not hasattr(state, "_fields") and len(state) == 5:
+        state = _ExperimentState(*state)
+    if isinstance(state, dict):
+        state = _ExperimentState(*(state.get(field) for field in _STATE_FIELDS))
+    if not isinstance(state, _ExperimentState):
+        found = sorted(content)[:6] if isinstance(content, dict) else type(content).__name__
+        raise CheckpointFormatError(
+            f"{path}: a pickle without a BYOL experiment_state (found {found}); "
+            f"expected {_EXPECTED}"
+        )
+    trees = {}
+    for field in _STATE_FIELDS[:4]:
+        tree = getattr(state, field)
+        if not isinstance(tree, dict) or not all(
+            isinstance(v, dict) and all(isinstance(a, np.ndarray) for a in v.values())
+            for v in tree.values()
+        ):
+            raise CheckpointFormatError(
+                f"{path}: its experiment_state.{field} is not a mapping of module names to "
+                f"arrays; expected {_EXPECTED}"
+            )
+        trees[field] = {_canonical(name): dict(values) for name, values in tree.items()}
+    step = content.get("step", 0)
+    trees["step"] = int(np.asarray(step).reshape(-1)[0]) if np.size(step) else 0
+    return trees
+
+
+def _canonical(name):
+    """A Haiku module name without its `~` scope markers: `a/~/b` and `a/b` both read `a/b`."""
+    return "/".join(part for part in name.split("/") if part != "~")
+
+
+class Architecture(collections.namedtuple(
+    "Architecture", "encoder depth width_multiplier projection_dim hidden_dim num_classes"
+)):  # fmt: skip
+    """What an official checkpoint holds: `resnet<depth>` at a width, heads and classifier.
+
+    `encoder` is the Haiku module name of the ResNet (`res_net50`); `num_classes` is None
+    when the checkpoint has no classifier.
+    """
+
+
+def architecture(params, path="checkpoint"):
+    """Infers depth, width and head sizes from the online parameters of an official checkpoint.
+
+    Raises:
+        CheckpointFormatError: naming `path`, if the parameters are not those of the official
+            ResNet v1 with projector and predictor.
+    """
+    encoders = sorted({n.split("/")[0] for n in params if re.match(r"res_net\d+/", n)})
+    if len(encoders) != 1 or f"{encoders[0]}/initial_conv" not in params:
+        raise CheckpointFormatError(
+            f"{path}: no official ResNet encoder (res_net50/initial_conv, ...) among its "
+            f"parameters (found {sorted(params)[:4]}...); expected {_EXPECTED}"
+        )
+    from byol_tf.networks import STAGES
+
+    encoder = encoders[0]
+    blocks = []
+    for group in range(4):
+        prefix = f"{encoder}/block_group_{group}/block_"
+        blocks.append(len({n[len(prefix):].split("/")[0] for n in params if n.startswith(prefix)}))
+    depth = next((d for d in _DEPTHS if STAGES[d] == tuple(blocks)), None)
+    stem = params[f"{encoder}/initial_conv"]["w"].shape[-1]
+    try:
+        projector = params["projector/linear"]["w"].shape
+        projection_dim = params["projector/linear_1"]["w"].shape[-1]
+        predictor_hidden = params["predictor/linear"]["w"].shape[-1]
+    except KeyError as error:
+        raise CheckpointFormatError(
+            f"{path}: no {error.args[0]} among its parameters; expected {_EXPECTED}"
+        ) from None
+    if depth is None or projector[-1] != predictor_hidden:
+        raise CheckpointFormatError(
+            f"{path}: blocks per group {tuple(blocks)} and heads {projector[-1]}/"
+            f"{predictor_hidden} are not an official BYOL network (ResNet-50/101/152/200 with "
+            "projector and predictor of one hidden width)"
+        )
+    classifier = params.get("classifier", {}).get("w")
+    return Architecture(
+        encoder,
+        depth,
+        stem / 64,
+        int(projection_dim),
+        int(projector[-1]),
+        None if classifier is None else int(classifier.shape[-1]),
+    )
+
+
+def expected_names(arch):
+    """`{Haiku parameter module: Keras layer path}` of the online network of `arch`.
+
+    Keras paths are `(network, layer)`: network is `encoder`, `projector`, `predictor` or
+    `probe`. The same names, with the target network's trees, give the target's layers.
+    """
+    from byol_tf.networks import STAGES
+
+    names = {
+        f"{arch.encoder}/initial_conv": ("encoder", "stem_conv"),
+        f"{arch.encoder}/initial_batchnorm": ("encoder", "stem_bn"),
+    }
+    for group, count in enumerate(STAGES[arch.depth]):
+        for block in range(count):
+            haiku = f"{arch.encoder}/block_group_{group}/block_{block}"
+            keras = f"stage{group + 1}_block{block + 1}"
+            if block == 0:  # the official code projects in the first block of every group
+                names[f"{haiku}/shortcut_conv"] = ("encoder", f"{keras}_proj")
+                names[f"{haiku}/shortcut_batchnorm"] = ("encoder", f"{keras}_proj_bn")
+            for i in range(3):
+                names[f"{haiku}/conv_{i}"] = ("encoder", f"{keras}_conv{i + 1}")
+                names[f"{haiku}/batchnorm_{i}"] = ("encoder", f"{keras}_bn{i + 1}")
+    for head in ("projector", "predictor"):
+        names[f"{head}/linear"] = (head, "hidden")
+        names[f"{head}/batch_norm"] = (head, "hidden_bn")
+        names[f"{head}/linear_1"] = (head, "output")
+    if arch.num_classes:
+        names["classifier"] = ("probe", None)
+    return names
+
+
+def _layer_weights(module, params, state, path):
+    """The Keras weight list of one Haiku module: conv `[w]`, linear `[w, b]` or `[w]`,
+    BatchNorm `[γ, β, moving mean, moving variance]`."""
+    values = params.get(module)
+    if values is None:
+        raise CheckpointFormatError(f"{path}: no parameters for {module}; expected {_EXPECTED}")
+    if "scale" in values:  # BatchNorm: parameters [1, ..., C], statistics the EMA averages
+        stats = [_ema_average(state, f"{module}/{ema}", path) for ema in ("mean_ema", "var_ema")]
+        return [np.reshape(values[k], (-1,)) for k in ("scale", "offset")] + stats
+    return [values["w"]] + ([values["b"]] if "b" in values else [])
+
+
+def _ema_average(state, name, path):
+    """The debiased moving average Haiku's BatchNorm uses in inference, flattened."""
+    values = state.get(name)
+    if values is None:
+        raise CheckpointFormatError(f"{path}: no state {name}; expected {_EXPECTED}")
+    if "average" in values:
+        return np.reshape(values["average"], (-1,))
+    # Older states hold only the zero-debiased EMA's hidden value and counter (decay 0.9).
+    counter = float(np.asarray(values["counter"]).reshape(-1)[0])
+    return np.reshape(values["hidden"], (-1,)) / (1.0 - 0.9**counter)
+
+
+def network_weights(trees, arch, path="checkpoint", target=False):
+    """`{(network, layer): [arrays]}` of the online (or target) network, in Keras order.
+
+    Raises:
+        CheckpointFormatError: naming `path` and the first missing module.
+    """
+    params = trees["target_params" if target else "online_params"]
+    state = trees["target_state" if target else "online_state"]
+    weights = {}
+    for module, (network, layer) in expected_names(arch).items():
+        if target and network not in ("encoder", "projector"):
+            continue
+        weights[(network, layer)] = _layer_weights(module, params, state, path)
+    return weights
+
+
+def build_model(arch, image_size=224):
+    """An uncompiled `BYOL` model with the official network's architecture.
+
+    Haiku's initialisation, the official heads (no output bias) and a probe of
+    `arch.num_classes`; weights are then set by `assign`.
+    """
+    from byol_tf import networks
+    from byol_tf.model import BYOL
+
+    encoder = networks.resnet(
+        arch.depth,
+        arch.width_multiplier,
+        input_shape=(image_size, image_size, 3),
+        zero_init_residual=True,
+        kernel_initializer="haiku",
+        name="encoder",
+    )
+    return BYOL(
+        encoder,
+        arch.projection_dim,
+        arch.hidden_dim,
+        image_shape=(image_size, image_size, 3),
+        synchronized_bn=False,
+        num_classes=arch.num_classes,
+        head_output_bias=False,
+    )
+
+
+def _network(model, name, target):
+    if name == "probe":
+        return model.probe
+    if target:
+        name = f"target_{name}"
+    return getattr(model, name)
+
+
+def assign(model, trees, arch, path="checkpoint", probe=True):
+    """Sets the online and target networks (and probe) of `model` from an official checkpoint.
+
+    Args:
+        model: a built `BYOL` model of `arch`'s architecture.
+        trees: what `load_official` returned.
+        arch: what `architecture` returned.
+        path: the checkpoint's name in messages.
+        probe: also set the probe from the official classifier (False: leave it as it is).
+
+    Raises:
+        CheckpointFormatError: naming `path`, when a module is missing or its shape differs
+            from the layer's.
+    """
+    for target in (False, True):
+        for (network, layer), values in network_weights(trees, arch, path, target).items():
+            if network == "probe" and not probe:
+                continue
+            net = _network(model, network, target)
+            keras_layer = net if layer is None else net.get_layer(layer)
+            shapes = [tuple(w.shape) for w in keras_layer.weights]
+            if shapes != [tuple(v.shape) for v in values]:
+                raise CheckpointFormatError(
+                    f"{path}: {network}/{layer} has shapes {[v.shape for v in values]} in the "
+                    f"checkpoint, {shapes} in the network built for it"
+                )
+            keras_layer.set_weights([np.asarray(v, np.float32) for v in values])
+
+
+def import_checkpoint(
+    checkpoint, model_dir=None, export_dir=None, image_size=224, dataset="imagenet2012", log=print
+):
+    """Converts an official BYOL checkpoint into a byol_tf run folder and/or a SavedModel.
+
+    The run folder holds `checkpoints/ckpt-<step>.keras` (online and target networks with their
+    BatchNorm statistics, and the online classifier as the probe) and `run_config.json` (the
+    official normalisation), for `evaluate.py --model_dir` and `train.py --init_from`. The
+    SavedModel has the `serving_default` and `encode_normalized` signatures of every export,
+    and `classify` (ImageNet logits of the classifier the official run trained on the
+    stop-gradient representation).
+
+    Args:
+        checkpoint: the official `.pkl` file.
+        model_dir: a new (or empty) run folder, or None.
+        export_dir: a SavedModel base folder, or None.
+        image_size: the encoder's input side (224 in the official runs).
+        dataset: the data set recorded in `run_config.json`.
+        log: prints a line.
+
+    Returns:
+        `{"architecture", "step", "checkpoint", "export"}` (paths, None when not written).
+
+    Raises:
+        CheckpointFormatError: one line naming the file when it is not an official checkpoint.
+        ValueError: one line when `model_dir` already holds a run, or a folder is not writable.
+    """
+    from byol_tf import checkpoints, export, run_dir
+
+    if model_dir:
+        run_dir.prepare_folder(model_dir, "--model_dir")
+        if checkpoints.list_checkpoints(model_dir):
+            raise ValueError(
+                f"--model_dir={model_dir} already holds a run's checkpoints; import into a new "
+                "folder"
+            )
+    if export_dir:
+        run_dir.prepare_folder(export_dir, "--export_dir")
+    trees = load_official(checkpoint)
+    arch = architecture(trees["online_params"], checkpoint)
+    log(
+        f"{checkpoint}: ResNet-{arch.depth} ×{arch.width_multiplier:g} at step {trees['step']}, "
+        f"heads {arch.hidden_dim}→{arch.projection_dim}, classifier of "
+        f"{arch.num_classes or 'no'} classes."
+    )
+    model = build_model(arch, image_size)
+    assign(model, trees, arch, checkpoint)
+    result = {"architecture": arch._asdict(), "step": trees["step"], "checkpoint": None}
+    if model_dir:
+        result["checkpoint"] = checkpoints.save_checkpoint(model, model_dir, trees["step"])
+        run_dir.write_run_config(model_dir, _run_config(arch, image_size, dataset, checkpoint))
+        log(f"Wrote {result['checkpoint']} and {run_dir.RUN_CONFIG}.")
+    result["export"] = None
+    if export_dir:
+        result["export"] = export.export_encoder(
+            model.encoder, export_dir, image_size, OFFICIAL_MEAN, OFFICIAL_STD,
+            classifier=model.probe if arch.num_classes else None,
+        )  # fmt: skip
+        log(f"Exported SavedModel to {result['export']}.")
+    return result
+
+
+def _run_config(arch, image_size, dataset, checkpoint):
+    """The `run_config.json` of an imported run: the settings that rebuild its networks."""
+    return {
+        "dataset": dataset,
+        "image_size": int(image_size),
+        "mean": list(OFFICIAL_MEAN),
+        "std": list(OFFICIAL_STD),
+        "encoder": f"resnet{arch.depth}",
+        "width_multiplier": arch.width_multiplier,
+        "cifar_stem": False,
+        "projection_dim": arch.projection_dim,
+        "hidden_dim": arch.hidden_dim,
+        "head_output_bias": False,
+        "zero_init_residual": True,
+        "num_classes": arch.num_classes,
+        "imported_from": os.path.abspath(checkpoint),
+    }
+
+
+# The networks `init_from` copies, online then target (the probe is the new data's own).
+_NETWORKS = ("encoder", "projector", "predictor", "target_encoder", "target_projector")
+
+
+def initialize_from(model, source, log=print):
+    """Copies online and target networks into a built `BYOL` model from `source`.
+
+    Domain-adaptive pretraining: a new run starts from pretrained networks instead of random
+    ones. The probe and the optimiser start afresh.
+
+    Args:
+        model: the new run's built `BYOL` model.
+        source: an official checkpoint (`.pkl`), a byol_tf run folder, or a `.keras` checkpoint.
+        log: prints a line.
+
+    Raises:
+        ValueError: one line naming `source` when it cannot be read or its networks do not fit
+            the model's (the flags that decide the shapes are named).
+    """
+    from byol_tf import checkpoints
+
+    mismatch = (
+        f"--init_from={source}: its networks do not fit the ones these flags build; set "
+        "--encoder, --width_multiplier, --hidden_dim, --projection_dim and --head_output_bias "
+        "to the source's"
+    )
+    if os.path.isdir(source):
+        path = checkpoints.latest_readable(source, log)
+        if path is None:
+            raise ValueError(f"--init_from={source}: no checkpoint in {source}/checkpoints")
+        source = path
+    if source.endswith(".keras"):
+        pretrained = checkpoints.load_checkpoint(source, compile=False)
+        for name in _NETWORKS:
+            mine, theirs = getattr(model, name), getattr(pretrained, name)
+            shapes = [tuple(w.shape) for w in mine.weights]
+            if shapes != [tuple(w.shape) for w in theirs.weights]:
+                raise ValueError(f"{mismatch} ({name} differs)")
+            mine.set_weights(theirs.get_weights())
+    else:
+        trees = load_official(source)
+        arch = architecture(trees["online_params"], source)
+        try:
+            assign(model, trees, arch, source, probe=False)
+        except (CheckpointFormatError, ValueError) as error:
+            raise ValueError(f"{mismatch}: {str(error).splitlines()[0]}") from None
+    log(f"Initialised the online and target networks from {source}.")
