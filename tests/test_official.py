@@ -4,6 +4,7 @@ The outputs of an imported network against the official Haiku network itself are
 tests/test_official_parity.py (the `parity` leg, with dm-haiku and jax installed).
 """
 
+import json
 import os
 import pickle
 import subprocess
@@ -251,4 +252,12 @@ def test_train_and_evaluate_programs_take_an_imported_checkpoint(imported, tmp_p
     ):  # fmt: skip
         assert evaluate.main(["evaluate.py"]) == 0
     with open(os.path.join(imported_run, "eval_knn.json")) as handle:
-        assert 0.0 <= __import__("json").load(handle)["top1"] <= 1.0
+        assert 0.0 <= json.load(handle)["top1"] <= 1.0
+    for protocol in ("linear_official", "finetune"):
+        with flagsaver.flagsaver(
+            model_dir=imported_run, dataset="demo", protocol=protocol, epochs=1, batch_size=64,
+            label_fraction=0.1,
+        ):  # fmt: skip
+            assert evaluate.main(["evaluate.py"]) == 0
+        with open(os.path.join(imported_run, f"eval_{protocol}.json")) as handle:
+            assert 0.0 <= json.load(handle)["top1"] <= 1.0
