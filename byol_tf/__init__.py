@@ -24,6 +24,7 @@ _MODULES = (
     "losses",
     "model",
     "networks",
+    "official",
     "optimizers",
     "recipes",
     "rng",

@@ -377,7 +377,13 @@ def assign(model, trees, arch, path="checkpoint", probe=True):
 
 
 def import_checkpoint(
-    checkpoint, model_dir=None, export_dir=None, image_size=224, dataset="imagenet2012", log=print
+    checkpoint,
+    model_dir=None,
+    export_dir=None,
+    image_size=224,
+    dataset="imagenet2012",
+    log=print,
+    manual_dir=None,
 ):
     """Converts an official BYOL checkpoint into a byol_tf run folder and/or a SavedModel.
 
@@ -395,6 +401,7 @@ def import_checkpoint(
         image_size: the encoder's input side (224 in the official runs).
         dataset: the data set recorded in `run_config.json`.
         log: prints a line.
+        manual_dir: the data set's tensorflow-datasets manual folder, recorded too.
 
     Returns:
         `{"architecture", "step", "checkpoint", "export"}` (paths, None when not written).
@@ -426,7 +433,10 @@ def import_checkpoint(
     result = {"architecture": arch._asdict(), "step": trees["step"], "checkpoint": None}
     if model_dir:
         result["checkpoint"] = checkpoints.save_checkpoint(model, model_dir, trees["step"])
-        run_dir.write_run_config(model_dir, _run_config(arch, image_size, dataset, checkpoint))
+        run_config = _run_config(arch, image_size, dataset, checkpoint)
+        if manual_dir:
+            run_config["manual_dir"] = manual_dir
+        run_dir.write_run_config(model_dir, run_config)
         log(f"Wrote {result['checkpoint']} and {run_dir.RUN_CONFIG}.")
     result["export"] = None
     if export_dir:

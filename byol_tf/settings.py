@@ -404,6 +404,8 @@ class ImportConfig:
         image_size: Input side of the imported encoder (the official networks trained at 224).
         dataset: The data set the checkpoint was pretrained on, recorded in run_config.json
             (evaluate.py's default --dataset).
+        manual_dir: tensorflow-datasets manual download directory of that data set (imagenet2012
+            tar files), recorded in run_config.json for evaluate.py.
         explicit: the names of the fields that the command line or a flagfile set.
     """
 
@@ -412,6 +414,7 @@ class ImportConfig:
     export_dir: str | None = option(IMPORT, None, path=True)
     image_size: int = option(IMPORT, 224, valid=POSITIVE_INT)
     dataset: str = option(IMPORT, "imagenet2012")
+    manual_dir: str | None = option(IMPORT, None, path=True)
     explicit: tuple = _explicit()
 
     def __post_init__(self):

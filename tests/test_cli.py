@@ -16,7 +16,7 @@ def test_console_scripts_run_the_programs_under_their_names():
     setup.read(os.path.join(ROOT, "setup.cfg"))
     lines = setup["options.entry_points"]["console_scripts"].strip().splitlines()
     scripts = dict(line.replace(" ", "").split("=") for line in lines)
-    assert set(scripts) == {"byol-train", "byol-evaluate", "byol-export"}
+    assert set(scripts) == {"byol-train", "byol-evaluate", "byol-export", "byol-import"}
     for name, target in scripts.items():
         module, function = target.split(":")
         run = getattr(importlib.import_module(module), function)

@@ -18,8 +18,9 @@ def main(argv):
     try:
         f = config.from_flags(config_class=settings.ImportConfig)
         official.import_checkpoint(
-            f.checkpoint, f.model_dir, f.export_dir, f.image_size, f.dataset
-        )
+            f.checkpoint, f.model_dir, f.export_dir, f.image_size, f.dataset,
+            manual_dir=f.manual_dir,
+        )  # fmt: skip
     except (ValueError, run_dir.WriteError) as error:
         cli.fail(argv, error)
     return 0
