@@ -33,6 +33,9 @@ NATIVE_NOISE = [
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     b"2026-12-02 17:46:58.548757: E external/local_xla/xla/stream_executor/cuda/cuda_platform.cc:"
     b"51] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    b"2026-12-03 23:10:39.571293: E external/local_xla/xla/stream_executor/cuda/cuda_fft.cc:485]"
+    b" Unable to register cuFFT factory: Attempting to register factory for plugin cuFFT when one"
+    b" has already been registered",
 ]
 KEPT = [
     b"train.py: error: --batch_size must be a positive int. Received: --batch_size=0",

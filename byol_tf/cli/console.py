@@ -8,9 +8,12 @@ import threading
 
 # What TensorFlow and XLA's C++ code print on their own that says nothing to a user: INFO and
 # WARNING lines in TensorFlow's or absl's format, absl's notice that logging is not initialised,
-# and the failed CUDA probe of a machine without an NVIDIA driver. Errors and fatal lines pass.
+# the failed CUDA probe of a machine without an NVIDIA driver, and TensorFlow 2.17's harmless
+# "Unable to register cuFFT/cuDNN/cuBLAS factory" lines at import (logged as errors, on every
+# machine). Other errors and fatal lines pass.
 _NATIVE_NOISE = re.compile(
     rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "  # TensorFlow: "2026-01-01 10:00:00.1: I ..."
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: E \S+\] Unable to register cu\w+ factory: "
     rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "  # absl: "I0000 00:00:17.1  123 f.cc:9] "
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|To enable the following instructions: .* rebuild TensorFlow"
