@@ -20,8 +20,18 @@ AUGMENT_ON = ("host", "device")  # byol_tf.device_augment.AUGMENT_ON
 
 # Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
 POSITIVE_INT = ("a positive int", lambda value: value >= 1)
-POSITIVE = ("positive", lambda value: value > 0)
-NON_NEGATIVE = (">= 0", lambda value: value >= 0)
+# Finite: an infinite rate, multiplier or decay is never meant (`inf > 0` would pass).
+POSITIVE = ("positive and finite", lambda value: 0 < value < float("inf"))
+NON_NEGATIVE = (">= 0 and finite", lambda value: 0 <= value < float("inf"))
+NON_NEGATIVE_INT = ("an int >= 0", lambda value: value >= 0)
+# The largest image side: 16x the paper's 224 px. One float32 view of 4096² px is 192 MiB, a
+# batch of 64 pairs 24 GiB before the encoder runs; larger sides end in MemoryError mid-run.
+MAX_IMAGE_SIZE = 4096
+IMAGE_SIZE = (
+    f"a positive int <= {MAX_IMAGE_SIZE}",
+    lambda value: 1 <= value <= MAX_IMAGE_SIZE,
+)
+SEED = ("an int in [0, 2**32 - 1]", lambda value: 0 <= value < 2**32)  # NumPy's seed range
 UNIT_INTERVAL = ("in [0, 1]", lambda value: 0 <= value <= 1)
 FRACTION = ("in (0, 1]", lambda value: 0 < value <= 1)
 BELOW_ONE = ("in [0, 1)", lambda value: 0 <= value < 1)
@@ -111,7 +121,7 @@ class TrainConfig:
         train_split: Split to pretrain on (e.g. train, unlabelled, 'train+unlabelled').
         eval_split: Labelled split for the kNN monitor ('' = none), sharing no image with
             --train_split (a folder's split is its subfolder of that name).
-        image_size: Side of the square training views, in pixels.
+        image_size: Side of the square training views, in pixels (at most 4096).
         preset: Augmentation preset; default 'small' (no blur) at <= 64 px, else 'imagenet'
             (docs/algorithm.md §5).
         augment: Augmentation overrides name=value (ViewConfig fields; view1_/view2_ prefix for one
@@ -191,7 +201,8 @@ class TrainConfig:
         knn_k: Neighbours of the kNN monitor.
         knn_max_examples: At most this many train examples, spread evenly over the split, form the
             kNN memory bank.
-        collapse_threshold: Warn when the std of l2-normalised projections falls below this.
+        collapse_threshold: Warn when the std of l2-normalised projections (in [0, 1]) falls
+            below this.
         collapse_patience: Stop after this many collapsed epochs in a row.
         log_every_steps: TensorBoard scalar interval.
         demo_baseline: At the end, also report the kNN accuracy of the raw pixels (in [0, 1],
@@ -206,7 +217,7 @@ class TrainConfig:
     manual_dir: str | None = option(DATA, None, path=True)
     train_split: str = option(DATA, "train")
     eval_split: str | None = option(DATA, "test")
-    image_size: int = option(DATA, 28, valid=POSITIVE_INT)
+    image_size: int = option(DATA, 28, valid=IMAGE_SIZE)
     preset: str | None = option(DATA, None, choices=PRESETS)
     augment: tuple = option(DATA, ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0"))
     skip_corrupt: bool = option(DATA, False)
@@ -216,8 +227,8 @@ class TrainConfig:
     encoder: str = option(MODEL, "resnet18", choices=ENCODERS)
     width_multiplier: float = option(MODEL, 0.25, valid=POSITIVE)
     cifar_stem: bool = option(MODEL, False)
-    projection_dim: int = option(MODEL, 128)
-    hidden_dim: int = option(MODEL, 512)
+    projection_dim: int = option(MODEL, 128, valid=POSITIVE_INT)
+    hidden_dim: int = option(MODEL, 512, valid=POSITIVE_INT)
     joint_views: bool = option(MODEL, False)
     zero_init_residual: bool | None = option(MODEL, None)
     head_output_bias: bool | None = option(MODEL, None)
@@ -242,20 +253,20 @@ class TrainConfig:
     allow_schedule_change: bool = option(RUN, False)
     export_dir: str | None = option(RUN, None, path=True)
     init_from: str | None = option(RUN, None, path=True)
-    seed: int = option(RUN, 0)
+    seed: int = option(RUN, 0, valid=SEED)
     deterministic: bool = option(RUN, False)
     strategy: str = option(RUN, "auto", choices=STRATEGIES)
     tpu: str | None = option(RUN, None)
     mixed_precision: str = option(RUN, "float32", choices=PRECISIONS)
     jit_compile: bool = option(RUN, False)
     steps_per_execution: int = option(RUN, 1, valid=POSITIVE_INT)
-    checkpoint_every_steps: int = option(RUN, 500)
+    checkpoint_every_steps: int = option(RUN, 500, valid=NON_NEGATIVE_INT)
     keep_checkpoints: int = option(RUN, 3, valid=POSITIVE_INT)
-    knn_every_epochs: int = option(RUN, 1)
-    knn_k: int = option(RUN, 200)
-    knn_max_examples: int = option(RUN, 10_000)
-    collapse_threshold: float = option(RUN, 0.01)
-    collapse_patience: int = option(RUN, 3)
+    knn_every_epochs: int = option(RUN, 1, valid=NON_NEGATIVE_INT)
+    knn_k: int = option(RUN, 200, valid=POSITIVE_INT)
+    knn_max_examples: int = option(RUN, 10_000, valid=POSITIVE_INT)
+    collapse_threshold: float = option(RUN, 0.01, valid=UNIT_INTERVAL)
+    collapse_patience: int = option(RUN, 3, valid=POSITIVE_INT)
     log_every_steps: int = option(RUN, 10, valid=POSITIVE_INT)
     demo_baseline: bool = option(RUN, True)
     explicit: tuple = _explicit()
@@ -331,9 +342,9 @@ class EvalConfig:
     data_dir: str | None = option(EVALUATION, None)
     train_split: str = option(EVALUATION, _train_default("train_split"))
     test_split: str | None = option(EVALUATION, None)
-    batch_size: int = option(EVALUATION, _train_default("batch_size"), valid=POSITIVE)
+    batch_size: int = option(EVALUATION, _train_default("batch_size"), valid=POSITIVE_INT)
     epochs: int | None = option(
-        EVALUATION, None, valid=POSITIVE, flag_default=_train_default("epochs")
+        EVALUATION, None, valid=POSITIVE_INT, flag_default=_train_default("epochs")
     )
     saved_model: str | None = option(EVALUATION, None)
     output: str | None = option(EVALUATION, None)
@@ -376,7 +387,7 @@ class ExportConfig:
     model_dir: str | None = option(EXPORT, None)
     checkpoint: str | None = option(EXPORT, None)
     export_dir: str | None = option(EXPORT, None, required=True)
-    version: int | None = option(EXPORT, None)
+    version: int | None = option(EXPORT, None, valid=NON_NEGATIVE_INT)
     mean: tuple | None = option(EXPORT, None)
     std: tuple | None = option(EXPORT, None)
     explicit: tuple = _explicit()
@@ -387,7 +398,9 @@ class ExportConfig:
             raise ValueError("pass --model_dir or --checkpoint")
         for name in ("mean", "std"):  # strings from the flags; None: from run_config.json
             values = getattr(self, name)
-            object.__setattr__(self, name, tuple(float(v) for v in values) if values else None)
+            object.__setattr__(self, name, _floats(name, values) if values else None)
+        std = ",".join(map(str, self.std or ()))
+        _check(all(v > 0 for v in self.std or ()), "std", std, "positive (each channel)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,7 +414,8 @@ class ImportConfig:
             checkpoint and run_config.json), for evaluate.py and train.py --init_from.
         export_dir: If set, also write a SavedModel for TF Serving here (serving_default and
             classify signatures).
-        image_size: Input side of the imported encoder (the official networks trained at 224).
+        image_size: Input side of the imported encoder (the official networks trained at 224;
+            at most 4096).
         dataset: The data set the checkpoint was pretrained on, recorded in run_config.json
             (evaluate.py's default --dataset).
         manual_dir: tensorflow-datasets manual download directory of that data set (imagenet2012
@@ -412,7 +426,7 @@ class ImportConfig:
     checkpoint: str | None = option(IMPORT, None, required=True, path=True)
     model_dir: str | None = option(IMPORT, None, path=True)
     export_dir: str | None = option(IMPORT, None, path=True)
-    image_size: int = option(IMPORT, 224, valid=POSITIVE_INT)
+    image_size: int = option(IMPORT, 224, valid=IMAGE_SIZE)
     dataset: str = option(IMPORT, "imagenet2012")
     manual_dir: str | None = option(IMPORT, None, path=True)
     explicit: tuple = _explicit()
@@ -421,6 +435,16 @@ class ImportConfig:
         _check_fields(self)
         if not (self.model_dir or self.export_dir):
             raise ValueError("pass --model_dir, --export_dir or both: where the import goes")
+
+
+def _floats(name, values):
+    """`values` (strings of a list flag) as a tuple of finite floats."""
+    try:
+        numbers = tuple(float(v) for v in values)
+    except ValueError:
+        numbers = (float("nan"),)
+    _check(all(abs(v) < float("inf") for v in numbers), name, ",".join(map(str, values)), "numbers")
+    return numbers
 
 
 def _check(ok, name, value, expected):

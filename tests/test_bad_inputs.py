@@ -245,8 +245,12 @@ def test_dataset_that_is_a_file(new_dir, tmp_path):
         (dict(batch_size=0), "--batch_size must be a positive int. Received: --batch_size=0"),
         (dict(batch_size=-8), "--batch_size must be a positive int. Received: --batch_size=-8"),
         (dict(epochs=0), "--epochs must be a positive int. Received: --epochs=0"),
-        (dict(encoder="vgg16"), "--encoder must be one of resnet18, resnet34, resnet50."),
-        (dict(image_size=0), "--image_size must be a positive int. Received: --image_size=0"),
+        (dict(encoder="vgg16"), "--encoder must be one of resnet18, resnet34, resnet50, resnet101"),
+        (
+            dict(image_size=0),
+            "--image_size must be a positive int <= 4096. Received: --image_size=0",
+        ),
+        (dict(knn_k=0), "--knn_k must be a positive int. Received: --knn_k=0"),
         (
             dict(keep_checkpoints=0),
             "--keep_checkpoints must be a positive int. Received: --keep_checkpoints=0",
@@ -262,6 +266,7 @@ def test_dataset_that_is_a_file(new_dir, tmp_path):
         "epochs_0",
         "unknown_encoder",
         "image_size_0",
+        "knn_k_0",
         "keep_checkpoints_0",
         "log_every_steps_0",
     ],

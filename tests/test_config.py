@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 
 import pytest
 from absl import flags
@@ -134,6 +135,61 @@ def test_parse_augment_reads_numbers_and_ranges_and_names_the_given_flag():
     assert settings.checked_augment(["view2_solarize_prob=0"]) == {"view2_solarize_prob": 0.0}
     with pytest.raises(ValueError, match=r"^--tf_augment: Augmentation option jitter_prob"):
         settings.checked_augment(["jitter_prob=2"], "small", flag="--tf_augment")
+
+
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("knn_k", 0, "a positive int"),
+        ("knn_k", -1, "a positive int"),
+        ("knn_max_examples", 0, "a positive int"),
+        ("knn_every_epochs", -1, "an int >= 0"),
+        ("checkpoint_every_steps", -1, "an int >= 0"),
+        ("collapse_threshold", -1.0, "in [0, 1]"),
+        ("collapse_patience", 0, "a positive int"),
+        ("projection_dim", 0, "a positive int"),
+        ("hidden_dim", -1, "a positive int"),
+        ("seed", -1, "an int in [0, 2**32 - 1]"),
+        ("image_size", 100_000, "a positive int <= 4096"),
+        ("learning_rate", float("inf"), "positive and finite"),
+    ],
+)
+def test_each_range_is_checked_when_the_settings_are_built(flag, value, expected):
+    with flagsaver.flagsaver(**{flag: value}):
+        with pytest.raises(ValueError) as info:
+            config.from_flags(FLAGS)
+    assert str(info.value) == f"--{flag} must be {expected}. Received: --{flag}={value}"
+
+
+def test_zero_turns_the_checkpoint_interval_and_the_knn_monitor_off():
+    cfg = settings.TrainConfig(checkpoint_every_steps=0, knn_every_epochs=0, image_size=4096)
+    assert (cfg.checkpoint_every_steps, cfg.knn_every_epochs) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "config_class, kwargs, message",
+    [
+        (settings.EvalConfig, dict(batch_size=0), "--batch_size must be a positive int"),
+        (
+            settings.ExportConfig,
+            dict(model_dir="run", export_dir="out", version=-1),
+            "--version must be an int >= 0. Received: --version=-1",
+        ),
+        (
+            settings.ExportConfig,
+            dict(model_dir="run", export_dir="out", std=("0.5", "0")),
+            "--std must be positive (each channel). Received: --std=0.5,0.0",
+        ),
+        (
+            settings.ImportConfig,
+            dict(checkpoint="a.pkl", model_dir="run", image_size=5000),
+            "--image_size must be a positive int <= 4096",
+        ),
+    ],
+)
+def test_other_programs_check_their_ranges_too(config_class, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_class(**kwargs)
 
 
 def test_tpu_strategy_needs_a_tpu_address():
