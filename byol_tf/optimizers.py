@@ -1,6 +1,8 @@
 """LARS (layer-wise adaptive rate scaling, the optimiser of the BYOL paper) and AdamW, both with
 the paper's weight-decay exclusions and per-variable learning-rate multipliers."""
 
+import math
+import numbers
 import re
 
 import keras
@@ -49,6 +51,14 @@ def _multiplier_rule(multipliers):
     return factor
 
 
+def _check_rate(learning_rate):
+    """Refuses a constant learning rate that is negative or not finite (schedules pass)."""
+    if isinstance(learning_rate, numbers.Real) and not 0 <= learning_rate < math.inf:
+        raise ValueError(
+            f"learning_rate must be >= 0 and finite. Received: learning_rate={learning_rate}"
+        )
+
+
 class _RateMultipliers:
     """Per-variable learning-rate factors (`learning_rate_multipliers`) of LARS and AdamW."""
 
@@ -92,7 +102,7 @@ class LARS(_RateMultipliers, keras.optimizers.Optimizer):
     The learning rate multiplies the momentum buffer, so a schedule acts at once.
 
     Args:
-        learning_rate: float or `LearningRateSchedule`.
+        learning_rate: float (>= 0, finite) or `LearningRateSchedule`.
         momentum: momentum coefficient.
         weight_decay: l2 coefficient added to the gradient (coupled, as in the paper).
         eta: trust coefficient η.
@@ -120,6 +130,7 @@ class LARS(_RateMultipliers, keras.optimizers.Optimizer):
         name="LARS",
         **kwargs,
     ):
+        _check_rate(learning_rate)
         # Keras' decoupled weight decay stays off: LARS adds it to the gradient itself.
         super().__init__(learning_rate=learning_rate, name=name, weight_decay=None, **kwargs)
         if not 0.0 <= momentum < 1.0:
@@ -198,7 +209,7 @@ class AdamW(_RateMultipliers, keras.optimizers.AdamW):
     them.
 
     Args:
-        learning_rate: float or `LearningRateSchedule`.
+        learning_rate: float (>= 0, finite) or `LearningRateSchedule`.
         weight_decay: decoupled weight-decay coefficient.
         exclude_from_weight_decay: `"vectors"` (default), a list of regular expressions matched
             against `Variable.path`, or `None`, as in `LARS`.
@@ -214,6 +225,7 @@ class AdamW(_RateMultipliers, keras.optimizers.AdamW):
         learning_rate_multipliers=None,
         **kwargs,
     ):
+        _check_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
         self.weight_decay_exclusions = exclude_from_weight_decay
         self._skip_decay = _compile_rule(exclude_from_weight_decay, "exclude_from_weight_decay")

@@ -27,7 +27,7 @@ from test_end_to_end import ROOT, TINY
 
 import evaluate
 import train
-from byol_tf import checkpoints, config, data, export, networks, training
+from byol_tf import checkpoints, config, data, export, networks, optimizers, training
 from byol_tf.model import BYOL
 from byol_tf.settings import TrainConfig
 
@@ -273,6 +273,18 @@ def test_dataset_that_is_a_file(new_dir, tmp_path):
 )
 def test_invalid_flag_values(run_dir, overrides, match):
     assert match in _train_error(run_dir, **overrides)
+
+
+@pytest.mark.parametrize("rate", [-1.0, float("inf")], ids=["negative", "infinite"])
+@pytest.mark.parametrize("name", ["LARS", "AdamW"])
+def test_optimisers_refuse_a_negative_or_infinite_learning_rate(name, rate):
+    optimizer = getattr(optimizers, name)
+    with pytest.raises(ValueError) as info:
+        optimizer(rate)
+    assert (
+        str(info.value) == f"learning_rate must be >= 0 and finite. Received: learning_rate={rate}"
+    )
+    assert optimizer(0.0).learning_rate == 0.0
 
 
 def test_batch_size_not_divisible_by_replicas(run_dir, monkeypatch):
