@@ -1,10 +1,13 @@
 """The BYOL keras.Model: online and target networks and the training step."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 
 from byol_tf import losses, networks
 from byol_tf.batches import CROPS, SEEDS, crop_batch, image_shape_of, unpack_views
+from byol_tf.callbacks import TargetEMA
 from byol_tf.device_augment import ViewAugmentation  # noqa: F401  (registers it for loading)
 from byol_tf.networks import mlp_head
 
@@ -34,10 +37,10 @@ class BYOL(keras.Model):
 
     The online network is `encoder` → projector → predictor; the target network is a copy of
     encoder → projector with its own weights ξ, initialised to the online weights, never given
-    gradients and moved towards the online weights by `update_target(tau)` (use the
-    `TargetEMA` callback). `train_step` takes batches holding two views of the same images
-    (see `unpack_views`), runs both orderings and minimises the sum of the two
-    `2 − 2·cos(prediction, target projection)` terms, averaged over the global batch.
+    gradients and moved towards the online weights by `update_target(tau)` (use the `TargetEMA`
+    callback; `fit` without one warns once, a `UserWarning`). `train_step` takes batches holding
+    two views of the same images (see `unpack_views`), runs both orderings and minimises the sum
+    of the two `2 − 2·cos(prediction, target projection)` terms, averaged over the global batch.
 
     Augmentation on the device: given `augmentation` (a `ViewAugmentation`, see
     `byol_tf.data.view_augmentation`), `train_step` also takes the crop batches of
@@ -217,16 +220,39 @@ class BYOL(keras.Model):
         with self.distribute_strategy.scope():
             self.build((None, *shape))
 
+    _warned_without_target_ema = False
+
     def fit(self, x=None, *args, **kwargs):
         """`keras.Model.fit`; builds the model from `x`'s image shape first if needed.
 
         A `tf.data.Dataset` is not shuffled by `fit` (Keras ignores `shuffle` for datasets and
         warns when it is left at its default); `byol_tf.data` pipelines shuffle themselves.
+        Without a `TargetEMA` among the callbacks the target network never moves: the first
+        such `fit` of a model raises a `UserWarning` (as Keras warns, through Python's
+        `warnings`); silence it with `warnings.filterwarnings` when you call `update_target`
+        yourself.
         """
+        callbacks = kwargs.get("callbacks", args[4] if len(args) > 4 else None)
+        self._warn_without_target_ema(callbacks)
         self._build_from_data(x)
         if isinstance(x, tf.data.Dataset) and len(args) < 7:  # shuffle is fit's 8th argument
             kwargs.setdefault("shuffle", False)
         return super().fit(x, *args, **kwargs)
+
+    def _warn_without_target_ema(self, callbacks):
+        """Warns once per model when `callbacks` hold no `TargetEMA` (a list or CallbackList)."""
+        callbacks = getattr(callbacks, "callbacks", callbacks) or ()
+        if self._warned_without_target_ema or any(isinstance(c, TargetEMA) for c in callbacks):
+            return
+        self._warned_without_target_ema = True
+        warnings.warn(
+            "BYOL.fit without a byol_tf.TargetEMA callback: the target network keeps its "
+            "initial weights and never moves. Pass callbacks=[byol_tf.TargetEMA(...)] (or "
+            "plan.target_ema of byol_tf.recipes), or filter this warning if you call "
+            "update_target yourself.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def evaluate(self, x=None, *args, **kwargs):
         """`keras.Model.evaluate`; builds the model from `x`'s image shape first if needed."""

@@ -157,3 +157,22 @@ def test_knn_monitor_refuses_its_memory_bank_as_queries():
     bank = tf.data.Dataset.from_tensors((np.zeros([2, 8, 8, 3], np.float32), np.array([0, 1])))
     with pytest.raises(ValueError, match="queries are its memory bank"):
         callbacks.KNNMonitor(bank, bank)
+
+
+def _fit_without_ema(model, views, **kwargs):
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    model.fit(data.repeat(), epochs=1, steps_per_epoch=1, verbose=0, **kwargs)
+
+
+def test_fit_without_target_ema_warns_once_per_model(views):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    with pytest.warns(UserWarning, match="without a byol_tf.TargetEMA callback") as record:
+        _fit_without_ema(model, views, callbacks=[keras.callbacks.History()])
+        _fit_without_ema(model, views)
+    assert sum("TargetEMA" in str(w.message) for w in record) == 1
+
+
+def test_fit_with_target_ema_does_not_warn(views, recwarn):
+    _fit(views, epochs=1, steps=1)
+    assert not [w for w in recwarn if "TargetEMA" in str(w.message)]
