@@ -1,4 +1,5 @@
-"""Keras callbacks of a BYOL run: target EMA, checkpoints, guards, kNN monitor, TensorBoard."""
+"""Keras callbacks of a BYOL run: target EMA, checkpoints, guards, kNN monitor, TensorBoard,
+progress bar."""
 
 import math
 import signal
@@ -9,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_tf.schedules import cosine_tau
-from byol_tf.settings import SCHEDULE_NAMES
+from byol_tf.choices import SCHEDULE_NAMES
 
 
 def optimizer_step(model):
@@ -154,6 +155,8 @@ class CollapseGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         std = (logs or {}).get("embedding_std")
+        if std is not None and not math.isfinite(std):
+            return  # NaN/Inf: a divergence, the NaN guard's to report, not a collapse
         if std is None or std >= self.threshold:
             self.bad_epochs = 0
             return
@@ -165,6 +168,21 @@ class CollapseGuard(keras.callbacks.Callback):
         if self.bad_epochs >= self.patience:
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
+
+
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, ending each epoch at the step it reached.
+
+    Keras's own fills the bar to the epoch's length when `fit` stops early, so a run stopped
+    at step 30 of 200 (NaN guard, collapse, a signal) would show `200/200`; this one shows
+    `30/200`.
+    """
+
+    def _finalize_progbar(self, logs):
+        if self.target is None or not self.seen:
+            super()._finalize_progbar(logs)
+            return
+        self.progbar.update(min(self.seen, self.target), list((logs or {}).items()), finalize=True)
 
 
 class KNNMonitor(keras.callbacks.Callback):

@@ -4,9 +4,9 @@ import keras
 import tensorflow as tf
 
 from byol_tf import augment
+from byol_tf.choices import AUGMENT_ON
 from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
 
-AUGMENT_ON = ("host", "device")  # byol_tf.settings.AUGMENT_ON
 
 
 def check_augment_on(augment_on):

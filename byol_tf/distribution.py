@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from byol_tf.settings import STRATEGIES
+from byol_tf.choices import STRATEGIES
 
 
 def make_strategy(name, tpu=None):

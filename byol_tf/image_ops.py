@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_tf import rng
+from byol_tf.choices import CROP_SAMPLERS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -16,7 +17,6 @@ _GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
 
 
-CROP_SAMPLERS = ("rejection", "clamped")
 
 
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors

@@ -15,9 +15,10 @@ import re
 
 import numpy as np
 
+from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
+
 # The official input normalisation (byol/utils/dataset.py: images in [0, 1], ImageNet statistics).
-OFFICIAL_MEAN = (0.485, 0.456, 0.406)
-OFFICIAL_STD = (0.229, 0.224, 0.225)
+OFFICIAL_MEAN, OFFICIAL_STD = IMAGENET_MEAN, IMAGENET_STD
 # The depths of the official code's ResNets (byol/utils/networks.py): bottleneck blocks.
 _DEPTHS = (50, 101, 152, 200)
 _STATE_FIELDS = ("online_params", "target_params", "online_state", "target_state", "opt_state")

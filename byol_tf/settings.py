@@ -5,18 +5,24 @@ Frozen dataclasses, usable without flags; `byol_tf.config` turns their fields in
 
 import dataclasses
 
+# The allowed values of the enumerated settings (the flags of these are enums), each owned by
+# byol_tf.choices.
+from byol_tf.choices import (
+    AUGMENT_ON,
+    CROP_SAMPLERS,
+    ENCODERS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    PROTOCOLS,
+    SCHEDULE_NAMES,
+    STRATEGIES,
+)
 from byol_tf.recipes import RECIPE_NAMES  # imports no TensorFlow
 
-# The allowed values of the enumerated settings (the flags of these are enums).
-ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
-PRESETS = ("imagenet", "small")  # the keys of byol_tf.augment.PRESETS
-OPTIMIZERS = ("lars", "adamw")
-SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_tf.schedules)
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-PROTOCOLS = ("linear", "linear_official", "knn", "finetune")
-CROP_SAMPLERS = ("rejection", "clamped")  # byol_tf.image_ops.CROP_SAMPLERS
-AUGMENT_ON = ("host", "device")  # byol_tf.device_augment.AUGMENT_ON
+# byol_tf.evaluation.linear_official's LINEAR_PRESETS (keys) and SELECTIONS.
+LINEAR_PRESETS = ("small", "imagenet")
+LINEAR_SELECTIONS = ("paper", "official")
 
 # Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
 POSITIVE_INT = ("a positive int", lambda value: value >= 1)
@@ -327,8 +333,16 @@ class EvalConfig:
         train_split: Labelled split the classifier is fitted on.
         test_split: Split scored, sharing no image with --train_split; unless set, the run's
             eval_split, else test.
-        batch_size: Batch size of features, of the linear_official classifier and of fine-tuning.
-        epochs: Unless set: linear 20, linear_official 10 (the paper: 80 on ImageNet), finetune 30.
+        batch_size: Batch size of features, of the linear_official classifier and of fine-tuning;
+            unless set, linear_official takes --linear_preset's.
+        epochs: Unless set: linear 20, linear_official --linear_preset's, finetune 30.
+        linear_preset: Budget of linear_official: 'small' (10 epochs at --batch_size, for small
+            data) or 'imagenet' (80 epochs at batch 4096, the official configs/eval.py);
+            --epochs and --batch_size override it (docs/algorithm.md §6).
+        linear_selection: Learning rate of linear_official: 'paper' (5 base rates, each trained
+            on train minus a held-out part of 10 %, at most 10,000 images; the best on it is
+            scored on the test split, appendix C.1) or 'official' (base rate 0.2 on all of
+            train, the official code's run).
         saved_model: Evaluate an exported SavedModel, not a checkpoint; without model_dir it
             needs dataset.
         output: Results JSON; default <model_dir or .>/eval_<protocol>.json.
@@ -346,6 +360,8 @@ class EvalConfig:
     epochs: int | None = option(
         EVALUATION, None, valid=POSITIVE_INT, flag_default=_train_default("epochs")
     )
+    linear_preset: str = option(EVALUATION, "small", choices=LINEAR_PRESETS)
+    linear_selection: str = option(EVALUATION, "paper", choices=LINEAR_SELECTIONS)
     saved_model: str | None = option(EVALUATION, None)
     output: str | None = option(EVALUATION, None)
     explicit: tuple = _explicit()

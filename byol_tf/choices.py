@@ -1,0 +1,15 @@
+"""The names of the enumerated choices, each written once (imports nothing).
+
+Settings (the flags' enums), the library modules that check their arguments and the tests read
+them from here, so a new choice is added in one place.
+"""
+
+ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
+PRESETS = ("imagenet", "small")  # the view presets of byol_tf.augment.PRESETS
+OPTIMIZERS = ("lars", "adamw")
+SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_tf.schedules)
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PROTOCOLS = ("linear", "linear_official", "knn", "finetune")
+CROP_SAMPLERS = ("rejection", "clamped")  # how a random-resized crop box is drawn
+AUGMENT_ON = ("host", "device")  # where the views are drawn (byol_tf.device_augment)
