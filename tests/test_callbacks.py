@@ -176,3 +176,39 @@ def test_fit_without_target_ema_warns_once_per_model(views):
 def test_fit_with_target_ema_does_not_warn(views, recwarn):
     _fit(views, epochs=1, steps=1)
     assert not [w for w in recwarn if "TargetEMA" in str(w.message)]
+
+
+def test_collapse_guard_stays_silent_on_a_nan_embedding_std():
+    printed = []
+    guard = callbacks.CollapseGuard(threshold=0.01, patience=1, log=printed.append)
+    guard.set_model(keras.Sequential())
+    guard.on_epoch_end(0, {"loss": float("nan"), "embedding_std": float("nan")})
+    assert printed == [] and guard.stopped_epoch is None
+    guard.on_epoch_end(1, {"embedding_std": 0.001})
+    assert "collapse suspected at epoch 2" in printed[0] and guard.stopped_epoch == 2
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.steps:
+            self.model.stop_training = True
+
+
+def test_progress_bar_of_a_stopped_epoch_ends_at_the_step_reached(views, capsys):
+    model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    data = tf.data.Dataset.from_tensors({"view1": views["view1"], "view2": views["view2"]})
+    capsys.readouterr()
+    model.fit(
+        data.repeat(),
+        epochs=1,
+        steps_per_epoch=7,
+        verbose=2,
+        callbacks=[byol_tf.TargetEMA(0.9), _StopAfter(3), callbacks.ProgressBar()],
+    )
+    out = capsys.readouterr().out
+    assert "3/7" in out and "7/7" not in out
