@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment, image_ops, rng, sources
+from byol_tf import augment, eval_preprocess, image_ops, rng, sources
 from byol_tf.batches import CROPS, SEEDS
 from byol_tf.decoding import skipped_files  # noqa: F401  (re-exported)
 from byol_tf.device_augment import ViewAugmentation, check_augment_on
@@ -255,11 +255,15 @@ def eval_dataset(
     crop_fraction=None,
     skip_corrupt=False,
     max_examples=None,
+    official_crop=False,
 ):
     """`(image, label)` batches for linear / kNN evaluation: no augmentation, no shuffling.
 
-    Each image is resized so that its short side is `image_size / crop_fraction` and centre
-    cropped (docs/algorithm.md §5: 256 → 224 for ImageNet). The last partial batch is kept.
+    Each image is resized (bicubic, antialiased) so that its short side is
+    `image_size / crop_fraction` and centre cropped (docs/algorithm.md §5: 256 → 224 for
+    ImageNet); with `official_crop`, the official order instead: the centre window of
+    `crop_fraction` of the short side, then a bicubic resize without antialiasing
+    (`byol_tf.eval_preprocess.center_crop`). The last partial batch is kept.
 
     Args:
         source: "demo", a folder path, an `(x, y)` tuple of arrays, or a tfds name.
@@ -276,6 +280,8 @@ def eval_dataset(
         max_examples: at most this many examples, spread evenly over the split (arrays and
             folders: every (N / max_examples)-th, so a class-ordered folder keeps every class;
             tfds splits, shuffled when prepared: the first); None for all.
+        official_crop: crop, then resize without antialiasing, as the official code's
+            evaluation (`linear_official`); False: resize, then crop (the other protocols).
 
     Returns:
         A `tf.data.Dataset` of `(float32 [B, S, S, 3] normalised, int32 [B])`.
@@ -295,6 +301,9 @@ def eval_dataset(
 
     def prepare(image):
         image = image_ops.to_rgb(image)
+        if official_crop:
+            image = eval_preprocess.center_crop(image, image_size, fraction)
+            return image_ops.normalize(image, src.info.mean, src.info.std)
         scale = 255.0 if image.dtype == tf.uint8 else 1.0
         image = image_ops.center_crop(image, image_size, fraction) / scale
         return image_ops.normalize(tf.clip_by_value(image, 0.0, 1.0), src.info.mean, src.info.std)
@@ -303,3 +312,36 @@ def eval_dataset(
         _check_positive(max_examples=max_examples)
     batches = src.eval_batches(prepare, batch_size, skip_corrupt, max_examples=max_examples)
     return batches.prefetch(AUTOTUNE)
+
+
+def whole_images(
+    source, split, *, data_dir=None, manual_dir=None, mean=None, std=None, skip_corrupt=False
+):
+    """The labelled examples of a split one by one, whole: the source of random crops.
+
+    Nothing is resized: the linear evaluation's training crops are drawn from the whole
+    decoded image (`byol_tf.eval_preprocess.random_crop`), as the official code's.
+
+    Args:
+        source: "demo", a folder path, an `(x, y)` tuple of arrays, or a tfds name.
+        split: the split ("train", ...).
+        data_dir: tensorflow-datasets data directory.
+        manual_dir: tensorflow-datasets manual directory (imagenet2012).
+        mean: normalisation mean recorded in `info`; default from the source.
+        std: normalisation std recorded in `info`; default from the source.
+        skip_corrupt: skip unreadable image files instead of failing.
+
+    Returns:
+        `(dataset, info)`: an unbatched `tf.data.Dataset` of `(image [H, W, 3], int32 label)`
+        in the split's order (uint8 in [0, 255] or float32 in [0, 1]; H and W may vary from
+        image to image), and the split's `SourceInfo` (its mean and std normalise the crops).
+
+    Raises:
+        ValueError: when the source has no labels.
+    """
+    src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
+    if not src.info.num_classes:
+        raise ValueError(f"whole_images needs labels; source {source!r} (split {split!r}) has none")
+    # One image per batch: images of different sizes cannot share one.
+    batches = src.eval_batches(image_ops.to_rgb, 1, skip_corrupt)
+    return batches.unbatch().prefetch(AUTOTUNE), src.info

@@ -82,8 +82,46 @@ def test_linear_official_on_checkpoint(run_dir, capsys):
     assert results["learning_rate"] in evaluation.LINEAR_OFFICIAL_LEARNING_RATES
     assert (results["image_size"], results["crop_fraction"], results["feature_dim"]) == (8, 1.0, 4)
     assert 0.0 <= results["val_top1"] <= 1.0 and 0.0 <= results["top1"] <= results["top5"] <= 1.0
+    assert (results["selection"], results["linear_preset"], results["num_fit"]) == (
+        "paper",
+        "small",
+        270,
+    )
     out = capsys.readouterr().out
     assert "linear (paper protocol) on demo/test: top-1" in out and "eval_linear_official" in out
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({}, {"epochs": 10, "batch_size": 64, "selection": "paper"}),
+        ({"linear_preset": "imagenet"}, {"epochs": 80, "batch_size": 4096, "selection": "paper"}),
+        (
+            {"linear_preset": "imagenet", "batch_size": 1024, "linear_selection": "official"},
+            {"epochs": 80, "batch_size": 1024, "selection": "official"},
+        ),
+        ({"linear_preset": "imagenet", "epochs": 3}, {"epochs": 3, "batch_size": 4096}),
+    ],
+)
+def test_linear_official_preset_selection_and_whole_training_images(
+    run_dir, monkeypatch, flags, expected
+):
+    from byol_tf.evaluation import linear_official
+
+    captured = {}
+
+    def fake(encoder, train, test, num_classes, **kwargs):
+        captured.update(kwargs, train_shape=train.element_spec[0].shape)
+        return {"top1": 0.5, "top5": 1.0}
+
+    monkeypatch.setattr(linear_official, "linear_eval_official", fake)
+    with flagsaver.flagsaver(model_dir=str(run_dir), protocol="linear_official", **flags):
+        assert evaluate.main(["evaluate.py"]) == 0
+    assert {k: captured[k] for k in expected} == expected
+    # Whole decoded images one by one (the demo's 28 px, not a centre square), normalised by
+    # the protocol with the run's statistics.
+    assert captured["train_shape"] == (28, 28, 3)
+    assert captured["mean"] == pytest.approx([0.286] * 3)
 
 
 @pytest.mark.parametrize(

@@ -8,19 +8,28 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 from byol_tf import augment, evaluation
+from byol_tf.evaluation import linear_official
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
 def coloured_images(n, size=8, num_classes=3, seed=0):
-    """Images whose class is the brightest channel (linearly separable by mean colour), with
-    per-pixel noise: `(images float32 [n, size, size, 3], labels int32 [n])`."""
+    """Images in [0, 1] whose class is the brightest channel (linearly separable by mean
+    colour), with per-pixel noise: `(images float32 [n, size, size, 3], labels int32 [n])`."""
     rng = np.random.default_rng(seed)
     labels = (np.arange(n) % num_classes).astype("int32")
-    images = rng.normal(scale=0.3, size=(n, size, size, 3)) + 2.0 * np.eye(3)[labels][:, None, None]
+    noise = rng.normal(scale=0.1, size=(n, size, size, 3))
+    images = np.clip(0.2 + noise + 0.6 * np.eye(3)[labels][:, None, None], 0, 1)
     return images.astype("float32"), labels
 
 
 def batches(images, labels, batch_size=32):
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+
+
+def normalised_batches(images, labels, batch_size=32):
+    """Test images as the protocol expects them: normalised."""
+    return batches((images - np.float32(0.5)) / np.float32(0.25), labels, batch_size)
 
 
 def colour_encoder(size=8):
@@ -30,6 +39,10 @@ def colour_encoder(size=8):
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="colour")
 
 
+def evaluate(encoder, train, test, **kwargs):
+    return evaluation.linear_eval_official(encoder, train, test, 3, mean=MEAN, std=STD, **kwargs)
+
+
 def test_encoder_weights_and_batchnorm_statistics_are_unchanged():
     encoder = tiny_encoder()
     bn = encoder.get_layer("bn")
@@ -37,8 +50,8 @@ def test_encoder_weights_and_batchnorm_statistics_are_unchanged():
     bn.moving_variance.assign(np.full(4, 2.0, "float32"))  # training-mode BN would move them
     before = [w.copy() for w in encoder.get_weights()]
     images, labels = coloured_images(96)
-    result = evaluation.linear_eval_official(
-        encoder, batches(images, labels), batches(images[:30], labels[:30]), 3,
+    result = evaluate(
+        encoder, batches(images, labels), normalised_batches(images[:30], labels[:30]),
         epochs=2, batch_size=16, learning_rates=(0.1, 1.0),
     )  # fmt: skip
     assert result["protocol"] == "linear_official" and 0.0 <= result["top1"] <= 1.0
@@ -46,26 +59,92 @@ def test_encoder_weights_and_batchnorm_statistics_are_unchanged():
         np.testing.assert_array_equal(old, new)
 
 
-def test_learns_separable_data_and_chooses_rate_on_held_out_part_only():
+def record_training(monkeypatch):
+    """Records the example count and rates of every `_train_heads` call."""
+    calls = []
+    train_heads = linear_official._train_heads
+
+    def recording(encoder, examples, count, rates, *args):
+        calls.append((count, tuple(rates)))
+        return train_heads(encoder, examples, count, rates, *args)
+
+    monkeypatch.setattr(linear_official, "_train_heads", recording)
+    return calls
+
+
+def test_paper_selection_chooses_the_one_working_rate_on_the_held_out_part_without_retraining(
+    monkeypatch,
+):
+    calls = record_training(monkeypatch)
     train_x, train_y = coloured_images(300, seed=1)
     test_x, test_y = coloured_images(90, seed=2)
-    kwargs = {"epochs": 4, "batch_size": 32, "learning_rates": (0.001, 0.5, 4.0), "seed": 3}
-    honest = evaluation.linear_eval_official(
-        colour_encoder(), batches(train_x, train_y), batches(test_x, test_y), 3, **kwargs
+    # Only 1.0 works: 1e-6 and 1e-5 leave the classifier near its random start.
+    kwargs = {"epochs": 3, "batch_size": 32, "learning_rates": (1e-6, 1.0, 1e-5), "seed": 3}
+    honest = evaluate(
+        colour_encoder(), batches(train_x, train_y), normalised_batches(test_x, test_y), **kwargs
     )
+    assert honest["selection"] == "paper" and honest["learning_rate"] == 1.0
     assert honest["top1"] >= 0.95 and honest["val_top1"] >= 0.95 and honest["top5"] == 1.0
-    assert honest["learning_rate"] in (0.5, 4.0)  # 0.001 barely moves the classifier
-    assert honest["val_top1_by_learning_rate"]["0.001"] < honest["val_top1"]
-    assert honest["peak_learning_rate"] == pytest.approx(honest["learning_rate"] * 32 / 256)
-    assert (honest["num_train"], honest["num_validation"], honest["num_test"]) == (300, 30, 90)
+    by_rate = honest["val_top1_by_learning_rate"]
+    assert by_rate["1e-06"] < 0.8 and by_rate["1e-05"] < 0.8
+    assert honest["peak_learning_rate"] == pytest.approx(1.0 * 32 / 256)
+    counts = (honest["num_train"], honest["num_fit"], honest["num_validation"], honest["num_test"])
+    assert counts == (300, 270, 30, 90)
+    # One training of all the rates on train minus the held-out part; none on all of train.
+    assert calls == [(270, (1e-6, 1.0, 1e-5))]
     # Scrambled test labels change the test score, not the choice made on the held-out part.
     scrambled_y = np.random.default_rng(0).permutation(test_y)
-    scrambled = evaluation.linear_eval_official(
-        colour_encoder(), batches(train_x, train_y), batches(test_x, scrambled_y), 3, **kwargs
+    scrambled = evaluate(
+        colour_encoder(),
+        batches(train_x, train_y),
+        normalised_batches(test_x, scrambled_y),
+        **kwargs,
     )
     chosen = ("learning_rate", "val_top1", "val_top1_by_learning_rate")
     assert {k: scrambled[k] for k in chosen} == {k: honest[k] for k in chosen}
     assert scrambled["top1"] < 0.7
+
+
+def test_held_out_part_is_capped_at_max_validation_examples():
+    train_x, train_y = coloured_images(120, seed=1)
+    result = evaluate(
+        colour_encoder(), batches(train_x, train_y), normalised_batches(train_x[:9], train_y[:9]),
+        epochs=1, batch_size=32, learning_rates=(1.0,), max_validation_examples=6,
+    )  # fmt: skip
+    assert (result["num_validation"], result["num_fit"]) == (6, 114)
+
+
+def test_official_selection_trains_one_rate_on_all_of_train(monkeypatch):
+    calls = record_training(monkeypatch)
+    train_x, train_y = coloured_images(96, seed=1)
+    result = evaluate(
+        colour_encoder(), batches(train_x, train_y), normalised_batches(train_x[:9], train_y[:9]),
+        selection="official", epochs=2, batch_size=32,
+    )  # fmt: skip
+    assert calls == [(96, (0.2,))]
+    assert result["learning_rate"] == 0.2 and result["val_top1"] is None
+    assert (result["num_fit"], result["num_validation"]) == (96, 0)
+    with pytest.raises(ValueError, match="one learning rate"):
+        evaluate(
+            colour_encoder(), batches(train_x, train_y), normalised_batches(train_x, train_y),
+            selection="official", learning_rates=(0.1, 0.2),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "step, base, batch, expected",
+    [
+        (0, 0.2, 4096, 3.2),  # the official configuration: 0.2 · 4096 / 256 at the start
+        (500, 0.2, 4096, 1.6),  # half-way: half of it
+        (250, 0.2, 4096, 3.2 * (1 + np.cos(np.pi / 4)) / 2),
+        (1000, 0.2, 4096, 0.0),
+        (1500, 0.2, 4096, 0.0),  # past the end: held at 0
+        (0, 0.4, 64, 0.1),
+    ],
+)
+def test_learning_rate_is_base_times_batch_over_256_with_cosine_decay(step, base, batch, expected):
+    rate = linear_official.learning_rate(step, base, batch, total_steps=1000)
+    np.testing.assert_allclose(float(rate), expected, atol=1e-6)
 
 
 def test_crop_and_flip_crops_flips_and_is_deterministic():
@@ -103,8 +182,8 @@ def test_training_views_are_crops_and_the_run_is_reproducible():
 
     def run():
         kwargs = {"epochs": 1, "batch_size": 16, "learning_rates": (0.5,), "seed": 7}
-        train, test = batches(train_x, train_y), batches(train_x[:8], train_y[:8])
-        return evaluation.linear_eval_official(encoder, train, test, 3, **kwargs)
+        train, test = batches(train_x, train_y), normalised_batches(train_x[:8], train_y[:8])
+        return evaluate(encoder, train, test, image_size=8, **kwargs)
 
     tf.config.run_functions_eagerly(True)  # so that the encoder sees the training views
     try:
@@ -113,10 +192,12 @@ def test_training_views_are_crops_and_the_run_is_reproducible():
         again = run()
     finally:
         tf.config.run_functions_eagerly(False)
-    sources = np.concatenate([train_x, train_x[:, :, ::-1]])
+    normalised = (train_x - 0.5) / 0.25
+    sources = np.concatenate([normalised, normalised[:, :, ::-1]])
     copies = [np.any(np.all(np.isclose(v, sources, atol=1e-5), axis=(1, 2, 3))) for v in views]
-    steps = (first["num_train"] - first["num_validation"]) // 16 + first["num_train"] // 16
-    # Held-out and test images are seen as they are; every training view is a new crop.
+    steps = first["num_fit"] // 16
+    # Held-out and test images are seen as they are (whole at 8 px); every training view is
+    # a new crop.
     assert len(copies) - sum(copies) == steps * 16
     assert sum(copies) == first["num_validation"] + first["num_test"]
     assert again == first
@@ -129,8 +210,10 @@ def test_training_views_are_crops_and_the_run_is_reproducible():
         ({"learning_rates": ()}, "learning_rates must be non-empty"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
         ({"crop_sampler": "uniform"}, "crop_sampler must be one of"),
+        ({"selection": "best"}, "selection must be one of"),
         ({"epochs": 0}, "epochs must be an int >= 1"),
         ({"crop_fraction": 1.5}, "crop_fraction must be in"),
+        ({"max_validation_examples": 0}, "max_validation_examples must be an int >= 1"),
         ({"train_dataset": np.zeros(3)}, "train_dataset must be a tf.data.Dataset"),
     ],
 )

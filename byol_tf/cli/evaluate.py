@@ -15,8 +15,8 @@ _NAMES = {
     "linear_official": "linear (paper protocol)",
     "finetune": "fine-tune",
 }
-# The protocols that train on random-resized crops of whole training images.
-_CROPPING = ("linear_official", "finetune")
+# The protocol whose training images are random-resized crops of the short-side square.
+_CROPPING = ("finetune",)
 
 
 def _run_config(model_dir):
@@ -73,9 +73,10 @@ def _check_splits(f, run_config):
 def _datasets(f, run_config, image_size, metadata):
     """Train and test `eval_dataset`s and the description of where they come from.
 
-    Test images (and train images for feature protocols) are centre cropped; for the
-    protocols that crop at random, train images are the whole short-side square at the side
-    the centre crop resizes to (256 px for 224 px views), the crops' source.
+    Test images (and train images for feature protocols) are centre cropped, for
+    linear_official in the official order (crop, then resize without antialiasing). Its train
+    images are the whole decoded images one by one, the crops' source; fine-tuning's are the
+    short-side square at the side the centre crop resizes to (256 px for 224 px views).
     """
     from byol_tf import data, image_ops
 
@@ -86,19 +87,46 @@ def _datasets(f, run_config, image_size, metadata):
         kwargs["crop_fraction"] = metadata.get("crop_fraction")
     if manual_dir:
         kwargs["manual_dir"] = manual_dir
-    if f.protocol in _CROPPING:
+    crop_stats = {}  # linear_official normalises its crops itself, as the test images
+    if f.protocol == "linear_official":
+        train, train_info = data.whole_images(
+            dataset, f.train_split, data_dir=data_dir, manual_dir=manual_dir,
+            mean=kwargs["mean"], std=kwargs["std"],
+        )  # fmt: skip
+        crop_stats = {"mean": list(train_info.mean), "std": list(train_info.std)}
+    elif f.protocol in _CROPPING:
         fraction = kwargs.get("crop_fraction") or image_ops.default_crop_fraction(image_size)
         whole = dict(kwargs, crop_fraction=1.0)
         side = round(image_size / fraction)
         train = data.eval_dataset(dataset, f.train_split, f.batch_size, side, **whole)
     else:
         train = data.eval_dataset(dataset, f.train_split, f.batch_size, image_size, **kwargs)
-    test = data.eval_dataset(dataset, test_split, f.batch_size, image_size, **kwargs)
+    official = f.protocol == "linear_official"
+    test = data.eval_dataset(
+        dataset, test_split, f.batch_size, image_size, official_crop=official, **kwargs
+    )
     source_info = data.source_info(
         dataset, f.train_split, kwargs["data_dir"], kwargs.get("manual_dir")
     )
     info = {"dataset": dataset, "train_split": f.train_split, "test_split": test_split}
-    return train, test, dict(info, num_classes=source_info.num_classes)
+    return train, test, dict(info, num_classes=source_info.num_classes, **crop_stats)
+
+
+def _linear_official(f, encoder, train, test, image_size, info, metadata):
+    """linear_official with --linear_preset's budget, unless --epochs / --batch_size are set."""
+    from byol_tf.evaluation import linear_official
+
+    preset = linear_official.LINEAR_PRESETS[f.linear_preset]
+    epochs = f.epochs or preset["epochs"]  # --epochs is None unless set
+    explicit_batch = "batch_size" in f.explicit
+    batch_size = f.batch_size if explicit_batch else preset["batch_size"] or f.batch_size
+    scores = linear_official.linear_eval_official(
+        encoder, train, test, info["num_classes"], image_size=image_size,
+        mean=info["mean"], std=info["std"], selection=f.linear_selection, epochs=epochs,
+        batch_size=batch_size, label_fraction=f.label_fraction,
+        crop_fraction=(metadata or {}).get("crop_fraction"),
+    )  # fmt: skip
+    return {"linear_preset": f.linear_preset, **scores}
 
 
 def evaluate(f):
@@ -117,12 +145,7 @@ def evaluate(f):
         )  # fmt: skip
         return {**results, **scores}
     if f.protocol == "linear_official":
-        scores = evaluation.linear_eval_official(
-            encoder, train, test, info["num_classes"], image_size=image_size,
-            epochs=f.epochs or 10, batch_size=f.batch_size, label_fraction=f.label_fraction,
-            crop_fraction=(metadata or {}).get("crop_fraction"),
-        )  # fmt: skip
-        return {**results, **scores}
+        return {**results, **_linear_official(f, encoder, train, test, image_size, info, metadata)}
     train_x, train_y = evaluation.extract_features(encoder, train)
     test_x, test_y = evaluation.extract_features(encoder, test)
     if f.label_fraction < 1:

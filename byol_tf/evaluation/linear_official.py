@@ -1,6 +1,8 @@
-"""The paper's linear evaluation: a linear classifier on the frozen encoder, trained on randomly
-cropped and flipped images (Grill et al. 2020, appendix C.1; docs/algorithm.md §6)."""
+"""The paper's linear evaluation: a linear classifier on the frozen encoder, trained on random
+crops and flips of the whole training images (Grill et al. 2020, appendix C.1; docs/algorithm.md
+§6)."""
 
+import collections
 import math
 import numbers
 
@@ -8,13 +10,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment, image_ops, rng
+from byol_tf import eval_preprocess, image_ops, rng
 from byol_tf.evaluation.features import (
+    as_pairs,
     check_fraction,
     check_int,
     encoder_input_side,
     extract_features,
-    fixed_size_pairs,
     resolve_num_classes,
     subset_by_fraction,
 )
@@ -22,22 +24,71 @@ from byol_tf.evaluation.linear import classifier_accuracies
 
 PROTOCOL = "linear_official"
 # Candidate base learning rates per 256 images (peak rate = base · batch / 256, as the official
-# code scales its single rate of 0.2); the one with the best held-out top-1 is kept.
+# code scales its single rate); the paper trains one classifier per rate and keeps the one with
+# the best held-out top-1.
 LINEAR_OFFICIAL_LEARNING_RATES = (0.05, 0.1, 0.2, 0.4, 0.8)
+OFFICIAL_LEARNING_RATE = 0.2  # the official `byol/configs/eval.py` base rate
+# "paper": one classifier per rate on train minus a held-out part, chosen there (appendix C.1);
+# "official": one rate on all of train, as the official code runs (no held-out part).
+SELECTIONS = ("paper", "official")
+# Budgets by data size, as the official configs' presets: `epochs` and `batch_size` (None:
+# the caller's). "imagenet" is the official `byol/configs/eval.py` (80 epochs, batch 4096 of
+# its main loop); the paper trains 80 epochs at batch 1024.
+LINEAR_PRESETS = {
+    "small": {"epochs": 10, "batch_size": None},
+    "imagenet": {"epochs": 80, "batch_size": 4096},
+}
+# The paper holds out 10,000 ImageNet training images; a smaller set holds out a fraction.
+MAX_VALIDATION_EXAMPLES = 10_000
 _MOMENTUM = 0.9  # SGD with Nesterov momentum 0.9, no weight decay (paper appendix C.1)
+_CROP_TAG = 3  # seed_pair counter of the training crops
+_Options = collections.namedtuple(
+    "_Options", "image_size epochs batch_size crop_sampler shuffle_buffer seed mean std"
+)
 
 
-def _check_arguments(encoder, datasets, learning_rates, crop_sampler):
-    """Checks the encoder, the datasets, the rates and the sampler; returns the rates."""
+def learning_rate(step, base_rate, batch_size, total_steps):
+    """The official schedule: base · batch / 256, cosine decay to 0 over `total_steps`, no
+    warm-up (`byol/utils/schedules.py`, `learning_schedule` with warmup_steps=0).
+
+    Args:
+        step: the step (int, or a tensor), counted from 0.
+        base_rate: base rate per 256 images (float, or float32 [G] for G classifiers).
+        batch_size: the mini-batch size.
+        total_steps: the number of steps of the run.
+
+    Returns:
+        float32, the rate at `step` (shape of `base_rate`).
+    """
+    progress = tf.minimum(tf.cast(step, tf.float32), total_steps) / total_steps
+    return base_rate * (batch_size / 256) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+
+
+def _check_arguments(encoder, datasets, learning_rates, crop_sampler, selection):
+    """Checks the encoder, the datasets, the rates, the sampler and the selection; returns the
+    rates."""
     if not callable(encoder):
         raise ValueError(f"encoder must be callable. Received: encoder={type(encoder).__name__}")
     for name, value in zip(("train_dataset", "test_dataset"), datasets, strict=True):
         if not isinstance(value, tf.data.Dataset):
             raise ValueError(f"{name} must be a tf.data.Dataset. Received: {type(value).__name__}")
+    if selection not in SELECTIONS:
+        raise ValueError(
+            f"selection must be one of {SELECTIONS}. Received: selection={selection!r}"
+        )
+    if learning_rates is None:
+        learning_rates = (
+            LINEAR_OFFICIAL_LEARNING_RATES if selection == "paper" else (OFFICIAL_LEARNING_RATE,)
+        )
     rates = tuple(learning_rates)
     if not rates or any(not isinstance(r, numbers.Real) or not r > 0 for r in rates):
         raise ValueError(
             f"learning_rates must be non-empty and > 0. Received: learning_rates={learning_rates}"
+        )
+    if selection == "official" and len(rates) != 1:
+        raise ValueError(
+            "selection='official' trains one classifier: pass one learning rate. "
+            f"Received: learning_rates={learning_rates}"
         )
     if crop_sampler not in image_ops.CROP_SAMPLERS:
         raise ValueError(
@@ -45,6 +96,18 @@ def _check_arguments(encoder, datasets, learning_rates, crop_sampler):
             f"Received: crop_sampler={crop_sampler!r}"
         )
     return tuple(float(r) for r in rates)
+
+
+def _whole_images(dataset):
+    """`(image [H, W, C], label)` elements of `dataset` (unbatched, or batches unbatched)."""
+    pairs = as_pairs(dataset)
+    rank = pairs.element_spec[0].shape.rank
+    if rank not in (3, 4):
+        raise ValueError(
+            "train_dataset must yield images [H, W, C] or batches [B, H, W, C]. "
+            f"Received: shape={pairs.element_spec[0].shape}"
+        )
+    return pairs.unbatch() if rank == 4 else pairs
 
 
 def _select(elements, indices, total):
@@ -64,54 +127,72 @@ def _forward(encoder):
     return encoder
 
 
-def _train_heads(encoder, examples, count, peak_rates, num_classes, dim, options):
-    """Trains one linear classifier per peak learning rate on augmented views of `examples`.
+def _training_views(examples, count, options):
+    """Mini-batches of per-image random crops and flips of `examples`, over all the epochs.
+
+    Each image's crop is a window of the *whole* image (`eval_preprocess.random_crop`), drawn
+    from a seed of its position in the run, resized to the views' side and normalised; the
+    examples are reshuffled every epoch. As the official code's repeated stream, batches run
+    on across epoch ends: `epochs · count // batch` of them.
+    """
+    o = options
+    crop_seed = rng.seed_pair(o.seed, _CROP_TAG)
+
+    def view(position, image, label):
+        seed = rng.fold_in(crop_seed, position)
+        crop = eval_preprocess.random_crop(image, seed, o.image_size, sampler=o.crop_sampler)
+        return image_ops.normalize(crop, o.mean, o.std), label
+
+    data = examples.shuffle(
+        min(count, o.shuffle_buffer), seed=o.seed, reshuffle_each_iteration=True
+    )
+    data = data.repeat(o.epochs).enumerate()
+    data = data.map(lambda i, pair: view(i, *pair), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.batch(o.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _train_heads(encoder, examples, count, base_rates, num_classes, dim, options):
+    """Trains one linear classifier per base learning rate on random views of `examples`.
 
     The G classifiers share the encoder's forward pass and the mini-batches: their kernels sit
     side by side in one [D, G·C] matrix and their losses are summed, so each block gets exactly
     its own gradient. Gradients reach only the classifiers (the features are computed outside
     the tape, with BatchNorm in inference mode). SGD with Nesterov momentum 0.9 in optax's
-    formulation (the official code's optimiser), cosine learning-rate decay to 0, no weight
-    decay; the kernel starts from N(0, 1/D) truncated at two standard deviations (Haiku's
-    `Linear` default, the official classifier), the bias from 0.
+    formulation (the official code's optimiser), the official rate schedule (`learning_rate`),
+    no weight decay; the kernel starts from N(0, 1/D) truncated at two standard deviations
+    (Haiku's `Linear` default, the official classifier), the bias from 0.
 
     Returns:
         `(kernel float32 [D, G·C], bias float32 [G·C])`.
     """
-    image_size, epochs, batch_size, crop_sampler, shuffle_buffer, seed = options
-    batch = min(batch_size, count)
-    total_steps = epochs * (count // batch)
-    heads = len(peak_rates)
-    data = examples.shuffle(min(count, shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch, drop_remainder=True).repeat(epochs).prefetch(tf.data.AUTOTUNE)
-    init = tf.random.stateless_truncated_normal([dim, num_classes], rng.as_seed(seed))
+    batch = min(options.batch_size, count)
+    options = options._replace(batch_size=batch)
+    total_steps = options.epochs * count // batch
+    heads = len(base_rates)
+    init = tf.random.stateless_truncated_normal([dim, num_classes], rng.as_seed(options.seed))
     kernel = tf.Variable(tf.tile(init / math.sqrt(dim), [1, heads]))
     bias = tf.Variable(tf.zeros([heads * num_classes]))
     traces = [tf.Variable(tf.zeros_like(kernel)), tf.Variable(tf.zeros_like(bias))]
-    rates = tf.constant(np.repeat(np.asarray(peak_rates, np.float32), num_classes))
+    rates = tf.constant(np.repeat(np.asarray(base_rates, np.float32), num_classes))
     forward = _forward(encoder)
 
     @tf.function(reduce_retracing=True)
-    def train_step(images, labels, step):
-        views = augment.crop_and_flip(
-            images, rng.seed_pair(seed, step), image_size, crop_sampler=crop_sampler
-        )
+    def train_step(views, labels, step):
         features = tf.stop_gradient(tf.cast(forward(views), tf.float32))
         targets = tf.tile(tf.cast(labels, tf.int32)[:, None], [1, heads])
         with tf.GradientTape() as tape:
             logits = tf.reshape(features @ kernel + bias, [-1, heads, num_classes])
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
             loss = tf.reduce_sum(tf.reduce_mean(losses, axis=0))
-        progress = tf.cast(step, tf.float32) / total_steps
-        step_size = rates * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        step_size = learning_rate(step, rates, batch, total_steps)
         for variable, trace, grad in zip(
             (kernel, bias), traces, tape.gradient(loss, [kernel, bias]), strict=True
         ):
             trace.assign(grad + _MOMENTUM * trace)
             variable.assign_sub(step_size * (grad + _MOMENTUM * trace))
 
-    for step, (images, labels) in enumerate(data):
-        train_step(images, labels, tf.constant(step, tf.int64))
+    for step, (views, labels) in enumerate(_training_views(examples, count, options)):
+        train_step(views, labels, tf.constant(step, tf.int64))
     return kernel.numpy(), bias.numpy()
 
 
@@ -124,6 +205,22 @@ def _scores(features, labels, kernel, bias, num_classes):
     return classifier_accuracies(features, labels, weights)
 
 
+def _split(labels, label_fraction, selection, validation_fraction, max_validation, seed):
+    """`(labelled, fit, held_out)` indices: the labels used, those the classifiers are trained
+    on and the class-balanced held-out part (none under the official selection)."""
+    labelled = subset_by_fraction(labels, label_fraction, seed)
+    if selection == "official":
+        return labelled, labelled, labelled[:0]
+    fraction = min(validation_fraction, max_validation / len(labelled))
+    held_out = labelled[subset_by_fraction(labels[labelled], fraction, seed)]
+    fit = np.setdiff1d(labelled, held_out)
+    if len(fit) == 0:
+        raise ValueError(
+            f"train_dataset is too small to hold out a validation split: {len(labelled)} examples"
+        )
+    return labelled, fit, held_out
+
+
 def linear_eval_official(
     encoder,
     train_dataset,
@@ -131,10 +228,14 @@ def linear_eval_official(
     num_classes=None,
     *,
     image_size=None,
-    learning_rates=LINEAR_OFFICIAL_LEARNING_RATES,
+    mean=image_ops.IMAGENET_MEAN,
+    std=image_ops.IMAGENET_STD,
+    selection="paper",
+    learning_rates=None,
     epochs=10,
     batch_size=256,
     validation_fraction=0.1,
+    max_validation_examples=MAX_VALIDATION_EXAMPLES,
     label_fraction=1.0,
     crop_fraction=None,
     crop_sampler="clamped",
@@ -145,119 +246,126 @@ def linear_eval_official(
 
     The encoder is frozen (called in inference mode, so BatchNorm uses its moving statistics;
     no gradient reaches it). A linear classifier (kernel and bias) on its representation is
-    trained on *augmented* training images: a random-resized crop (area U[0.08, 1], aspect
-    log-U[3/4, 4/3], resized to `image_size`) and a random horizontal flip per image, drawn
-    anew every step (`byol_tf.augment.crop_and_flip`), with SGD, Nesterov momentum 0.9, no
-    weight decay and a cosine learning-rate decay to 0. A seeded, class-balanced
-    `validation_fraction` of the training examples is held out; one classifier per base
-    learning rate is trained on the rest and scored on the held-out images; the rate with the
-    best held-out top-1 (the first on ties) is used to train the classifier again on all the
-    training examples, which is then scored on `test_dataset`. Held-out images are centre
-    cropped like test images. Unlike `linear_eval`, nothing is cached: every step runs the
-    encoder on fresh views, so this costs about 2 · `epochs` forward passes over the data.
+    trained on random views of the *whole* training images, as the official code's
+    `_decode_and_random_crop`: per image and step, a random-resized crop (area U[0.08, 1] of
+    the image, aspect log-U[3/4, 4/3], one draw clamped to the image), resized bicubic without
+    antialiasing to `image_size`, clipped to [0, 1], flipped with probability 1/2 and
+    normalised; SGD, Nesterov momentum 0.9, no weight decay, the rate base · batch / 256 with
+    a cosine decay to 0 (`learning_rate`).
+
+    `selection="paper"`: a seeded, class-balanced held-out part of the training examples
+    (`validation_fraction` of them, at most `max_validation_examples`: the paper's 10,000 on
+    ImageNet) is set aside; one classifier per base rate is trained on the rest and scored on
+    it; the one with the best held-out top-1 (the first on ties) is scored on `test_dataset`,
+    without training again. `selection="official"`: one classifier at the one rate (default
+    0.2) on all the training examples, scored on `test_dataset` (the official code's run).
+    Held-out images are centre cropped as `eval_preprocess.center_crop`. Nothing is cached:
+    every step runs the encoder on fresh views.
 
     Args:
         encoder: a `keras.Model` mapping normalised images to `[B, D]` features, or any such
             callable (e.g. the function `byol_tf.export.load_exported` returns).
-        train_dataset: batched `tf.data.Dataset` of `(images, labels)` or {"image", "label"} in
-            a fixed order; images [B, S, S, 3] normalised, whole (not centre cropped: the
-            crops are drawn from them), S >= image_size, e.g. `byol_tf.data.eval_dataset` at
-            side `image_size / crop_fraction` with `crop_fraction=1.0`.
+        train_dataset: `tf.data.Dataset` of `(image, label)` or {"image", "label"} in a fixed
+            order: whole images, not normalised (uint8 in [0, 255] or float in [0, 1]), one by
+            one ([H, W, C], sizes may vary, e.g. `byol_tf.data.whole_images`) or in batches.
         test_dataset: batched `tf.data.Dataset` of `(images, labels)` prepared for evaluation
-            (centre crop at `image_size`, as `byol_tf.data.eval_dataset`).
+            (e.g. `byol_tf.data.eval_dataset(..., official_crop=True)`).
         num_classes: number of classes; default the largest label + 1.
-        image_size: side of the views; default the encoder's input side, else S.
-        learning_rates: candidate base learning rates per 256 images; the peak rate of a
-            classifier is base · batch / 256.
-        epochs: passes over the training examples per fit (the paper: 80 on ImageNet).
-        batch_size: mini-batch size (the last partial batch of an epoch is dropped).
-        validation_fraction: share of the training examples held out to choose the rate, in
-            (0, 1).
+        image_size: side of the views; default the encoder's input side.
+        mean: normalisation mean of the views (the test images' own).
+        std: normalisation std of the views.
+        selection: "paper" or "official" (above).
+        learning_rates: base rates per 256 images; default `LINEAR_OFFICIAL_LEARNING_RATES`
+            ("paper"), `(OFFICIAL_LEARNING_RATE,)` ("official", which takes one).
+        epochs: passes over the training examples (the paper and the official code: 80).
+        batch_size: mini-batch size (the official code: 4096; the paper: 1024).
+        validation_fraction: share of the training examples held out ("paper"), in (0, 1).
+        max_validation_examples: at most this many held out ("paper").
         label_fraction: share of the training labels used, in (0, 1] (class-balanced).
         crop_fraction: centre-crop share of the held-out images' short side; default
             `image_ops.default_crop_fraction(image_size)` (0.875 above 64 px, else 1).
         crop_sampler: "clamped" (the official code's one draw clamped to the image) or
             "rejection" (see `byol_tf.image_ops.sample_crop_boxes`).
         shuffle_buffer: shuffle buffer of the training examples (a full shuffle up to it).
-        seed: seed of the subsets, the initialisation, the shuffling and the augmentation; the
-            same seed and data give the same result.
+        seed: seed of the subsets, the initialisation, the shuffling and the crops; the same
+            seed and data give the same result.
 
     Returns:
-        {"protocol", "top1", "top5" (test), "learning_rate" (the chosen base rate),
-        "peak_learning_rate", "val_top1", "val_top1_by_learning_rate", "epochs",
-        "batch_size", "validation_fraction", "label_fraction", "image_size", "crop_fraction",
-        "crop_sampler", "num_train", "num_validation", "num_test", "feature_dim"}.
+        {"protocol", "selection", "top1", "top5" (test), "learning_rate" (the base rate
+        scored), "peak_learning_rate", "val_top1" (None under "official"),
+        "val_top1_by_learning_rate", "epochs", "batch_size", "validation_fraction",
+        "label_fraction", "image_size", "crop_fraction", "crop_sampler", "num_train"
+        (labelled), "num_fit" (trained on), "num_validation", "num_test", "feature_dim"}.
 
     Raises:
         ValueError: for a bad argument, naming it.
     """
-    rates = _check_arguments(encoder, (train_dataset, test_dataset), learning_rates, crop_sampler)
+    rates = _check_arguments(
+        encoder, (train_dataset, test_dataset), learning_rates, crop_sampler, selection
+    )
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         check_int(name, value)
     check_int("shuffle_buffer", shuffle_buffer)
+    check_int("max_validation_examples", max_validation_examples)
     check_int("seed", seed, minimum=0)
     if crop_fraction is not None:
         check_fraction("crop_fraction", crop_fraction)
     check_fraction("validation_fraction", validation_fraction, allow_one=False)
     check_fraction("label_fraction", label_fraction)
-    train = fixed_size_pairs(train_dataset)
-    side = train.element_spec[0].shape[1]
-    image_size = image_size or encoder_input_side(encoder) or side
+    image_size = image_size or encoder_input_side(encoder)
+    if image_size is None:
+        raise ValueError("image_size must be given for an encoder without a static input side")
     check_int("image_size", image_size)
     crop_fraction = crop_fraction or image_ops.default_crop_fraction(image_size)
-    elements = train.unbatch()
+    elements = _whole_images(train_dataset)
     labels = np.fromiter(elements.map(lambda x, y: y).as_numpy_iterator(), np.int64)
     if len(labels) == 0 or labels.min() < 0:
         raise ValueError("train_dataset must yield labels >= 0. Received none or a negative one")
-    labelled = subset_by_fraction(labels, label_fraction, seed)
-    held_out = labelled[subset_by_fraction(labels[labelled], validation_fraction, seed)]
-    fit = np.setdiff1d(labelled, held_out)
-    if len(fit) == 0:
-        raise ValueError(
-            f"train_dataset is too small to hold out a validation split: {len(labelled)} examples"
-        )
-    held_out_images = _select(elements, held_out, len(labels)).batch(batch_size)
-    held_out_images = held_out_images.map(
-        lambda x, y: (image_ops.center_crop(x, image_size, crop_fraction), y)
+    labelled, fit, held_out = _split(
+        labels, label_fraction, selection, validation_fraction, max_validation_examples, seed
     )
-    val_x, val_y = extract_features(encoder, held_out_images)
     test_x, test_y = extract_features(encoder, test_dataset)
-    if val_x.shape[1] != test_x.shape[1]:
-        raise ValueError(
-            "test_dataset gives features of another width than train_dataset: "
-            f"{test_x.shape[1]} and {val_x.shape[1]} (images of another size?)"
-        )
     num_classes = resolve_num_classes(num_classes, labels[labelled], test_y)
-    dim = val_x.shape[1]
-    options = (image_size, epochs, batch_size, crop_sampler, shuffle_buffer, int(seed))
-
-    def train_heads(indices, base_rates):
-        peak = [r * min(batch_size, len(indices)) / 256 for r in base_rates]
-        examples = _select(elements, indices, len(labels))
-        return _train_heads(encoder, examples, len(indices), peak, num_classes, dim, options)
-
-    val_scores = _scores(val_x, val_y, *train_heads(fit, rates), num_classes)
-    best = int(np.argmax([top1 for top1, _ in val_scores]))
-    top1, top5 = _scores(test_x, test_y, *train_heads(labelled, [rates[best]]), num_classes)[0]
+    options = _Options(
+        image_size, epochs, batch_size, crop_sampler, shuffle_buffer, int(seed), mean, std
+    )
+    examples = _select(elements, fit, len(labels))
+    kernel, bias = _train_heads(
+        encoder, examples, len(fit), rates, num_classes, test_x.shape[1], options
+    )
+    best, val_scores = 0, []
+    if len(held_out):
+        held_out_images = _select(elements, held_out, len(labels)).map(
+            lambda x, y: (eval_preprocess.center_crop(x, image_size, crop_fraction), y)
+        )
+        held_out_images = held_out_images.map(
+            lambda x, y: (image_ops.normalize(x, mean, std), y)
+        ).batch(batch_size)
+        val_scores = _scores(*extract_features(encoder, held_out_images), kernel, bias, num_classes)
+        best = int(np.argmax([top1 for top1, _ in val_scores]))
+    chosen = slice(best * num_classes, (best + 1) * num_classes)
+    top1, top5 = _scores(test_x, test_y, kernel[:, chosen], bias[chosen], num_classes)[0]
     return {
         "protocol": PROTOCOL,
+        "selection": selection,
         "top1": float(top1),
         "top5": float(top5),
         "learning_rate": rates[best],
-        "peak_learning_rate": rates[best] * min(batch_size, len(labelled)) / 256,
-        "val_top1": float(val_scores[best][0]),
+        "peak_learning_rate": rates[best] * min(batch_size, len(fit)) / 256,
+        "val_top1": float(val_scores[best][0]) if val_scores else None,
         "val_top1_by_learning_rate": {
-            str(rate): float(score[0]) for rate, score in zip(rates, val_scores, strict=True)
+            str(rate): float(score[0]) for rate, score in zip(rates, val_scores, strict=False)
         },
         "epochs": epochs,
         "batch_size": batch_size,
-        "validation_fraction": float(validation_fraction),
+        "validation_fraction": float(validation_fraction) if len(held_out) else 0.0,
         "label_fraction": float(label_fraction),
         "image_size": int(image_size),
         "crop_fraction": float(crop_fraction),
         "crop_sampler": crop_sampler,
         "num_train": len(labelled),
+        "num_fit": len(fit),
         "num_validation": len(held_out),
         "num_test": len(test_y),
-        "feature_dim": int(dim),
+        "feature_dim": int(test_x.shape[1]),
     }
