@@ -17,8 +17,6 @@ _GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
 
 
-
-
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
 def sample_crop_boxes(
     seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), tries=10, sampler="rejection"
@@ -239,20 +237,28 @@ def solarize(images, threshold):
     return tf.where(images < threshold, images, 1.0 - images)
 
 
-def _blur_matrix(kernel, size):
-    """Per-image [B, size, size] matrices of a 1-D convolution with reflect padding."""
+BLUR_PADDINGS = ("reflect", "zero")
+
+
+def _blur_matrix(kernel, size, padding="reflect"):
+    """Per-image [B, size, size] matrices of a 1-D convolution; `padding` "reflect" mirrors the
+    image at its edges, "zero" pads with zeros (the official code's 'SAME' convolution)."""
     radius = (kernel.shape[1] - 1) // 2
     if radius >= size:
         raise ValueError(f"blur radius {radius} must be smaller than the image side {size}")
     index = np.arange(size)[:, None] + np.arange(-radius, radius + 1)[None, :]
-    index = np.abs(index)
-    index = np.where(index >= size, 2 * (size - 1) - index, index)  # reflect at both ends
-    taps = tf.constant(np.eye(size, dtype=np.float32)[index])  # [size, taps, size]
-    return tf.einsum("bt,itj->bij", kernel, taps)
+    if padding == "zero":
+        inside = (index >= 0) & (index < size)
+        taps = np.eye(size, dtype=np.float32)[np.clip(index, 0, size - 1)] * inside[..., None]
+    else:
+        index = np.abs(index)
+        index = np.where(index >= size, 2 * (size - 1) - index, index)  # reflect at both ends
+        taps = np.eye(size, dtype=np.float32)[index]  # [size, taps, size]
+    return tf.einsum("bt,itj->bij", kernel, tf.constant(taps))
 
 
-def gaussian_blur(images, sigma, radius):
-    """Separable Gaussian blur with a per-image σ, reflect padding.
+def gaussian_blur(images, sigma, radius, padding="reflect"):
+    """Separable Gaussian blur with a per-image σ.
 
     Each pass is a batched matmul with a banded per-image matrix: one op per axis, which XLA
     compiles quickly and runs as GEMM.
@@ -261,18 +267,24 @@ def gaussian_blur(images, sigma, radius):
         images: float32 [B, C, H, W] (channels first), static H and W.
         sigma: float32 [B], σ in pixels.
         radius: kernel radius (kernel side 2 * radius + 1), a Python int.
+        padding: "reflect" (byol_tf's default) or "zero" (the official code's 'SAME'
+            convolution, which darkens the borders).
 
     Returns:
         float32 [B, C, H, W].
 
     Raises:
-        ValueError: when `radius` is not smaller than the image's height or width.
+        ValueError: for an unknown `padding`, or when `radius` is not smaller than the image's
+            height or width.
     """
+    if padding not in BLUR_PADDINGS:
+        raise ValueError(f"padding must be one of {BLUR_PADDINGS}. Received: padding={padding!r}")
     taps = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-tf.square(taps)[None, :] / (2.0 * tf.square(sigma)[:, None]))
     kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)  # [B, 2r + 1]
-    images = tf.einsum("bij,bcjw->bciw", _blur_matrix(kernel, images.shape[2]), images)
-    return tf.einsum("bchj,bij->bchi", images, _blur_matrix(kernel, images.shape[3]))
+    rows = _blur_matrix(kernel, images.shape[2], padding)
+    images = tf.einsum("bij,bcjw->bciw", rows, images)
+    return tf.einsum("bchj,bij->bchi", images, _blur_matrix(kernel, images.shape[3], padding))
 
 
 def to_unit_float(images):
