@@ -41,6 +41,28 @@ def make_strategy(name, tpu=None):
     )
 
 
+def ignored_cluster_note(name):
+    """The line to print when `TF_CONFIG` describes a cluster that strategy `name` leaves
+    unused (all but `multi_worker` and `tpu`), else None.
+
+    Such a process trains alone, on its own devices, and writes the run's files itself.
+    """
+    if name in ("multi_worker", "tpu"):
+        return None
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster")
+    except (ValueError, AttributeError):  # not JSON, or not a JSON object
+        return None
+    if not isinstance(cluster, dict) or not cluster:
+        return None
+    tasks = sum(len(v) if isinstance(v, (list, dict)) else 1 for v in cluster.values())
+    return (
+        f"Note: TF_CONFIG describes a cluster of {tasks} tasks, which --strategy={name} "
+        "ignores: this process trains alone on this machine's devices. Pass "
+        "--strategy=multi_worker to train across the cluster."
+    )
+
+
 def _chief(jobs, task_type, task_id):
     """The chief is task `chief:0`, else `worker:0`; a process outside any cluster is one."""
     if not jobs or task_type is None:

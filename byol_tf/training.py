@@ -17,12 +17,13 @@ from byol_tf.callbacks import (
     GracefulStop,
     KNNMonitor,
     NaNGuard,
+    ProgressBar,
     ScalarLogger,
     TargetEMA,
     optimizer_step,
 )
 from byol_tf.device_augment import default_augment_on
-from byol_tf.distribution import is_chief, make_strategy
+from byol_tf.distribution import ignored_cluster_note, is_chief, make_strategy
 from byol_tf.model import BYOL
 from byol_tf.run_dir import (
     WriteError,
@@ -146,6 +147,21 @@ def recipe_line(cfg, recipe, total_steps, num_examples):
         else ""
     )
     return f"Recipe ({why}): {recipe.describe()}{overrides}."
+
+
+def warmup_warning(cfg, steps_per_epoch, total_steps):
+    """The line warning that the warm-up lasts the whole run (the rate climbs all run and never
+    decays), or None. `cfg` is resolved (`recipes.resolve`: `warmup_epochs` is set)."""
+    warmup = round((cfg.warmup_epochs or 0) * steps_per_epoch)
+    if not warmup or warmup < total_steps:
+        return None
+    source = "" if "warmup_epochs" in cfg.explicit else f" (from --recipe={cfg.recipe})"
+    return (
+        f"warning: the learning-rate warm-up (--warmup_epochs={cfg.warmup_epochs:g}{source}, "
+        f"{warmup:,} steps) covers the whole run ({total_steps:,} steps, --epochs={cfg.epochs}):"
+        " the rate climbs for the whole run and never decays; pass a smaller --warmup_epochs "
+        "or more --epochs."
+    )
 
 
 def _restore(model, path):
@@ -278,9 +294,12 @@ def _pretrain_data(cfg, micro_step):
     return dataset.with_options(options)
 
 
-def _setup(cfg):
+def _setup(cfg, log):
     # First: MultiWorkerMirroredStrategy must exist before the TensorFlow runtime starts.
     strategy = make_strategy(cfg.strategy, cfg.tpu)
+    note = ignored_cluster_note(cfg.strategy)
+    if note:
+        log(note)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -327,7 +346,7 @@ def _fit(cfg, model, callbacks, guards, steps_per_epoch):
             initial_epoch=initial_epoch,
             epochs=cfg.epochs,
             steps_per_epoch=steps,
-            callbacks=callbacks + end,
+            callbacks=callbacks + end + [ProgressBar()],  # ends at the step a stop reached
             shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle=True
             verbose=1 if sys.stdout.isatty() else 2,  # a file or pipe: one line per epoch
         )
@@ -367,7 +386,7 @@ def train(cfg, log=print, flags_text=None):
             checkpoint, which is intact.
     """
     started = time.time()
-    strategy = _setup(cfg)
+    strategy = _setup(cfg, log)
     # Every worker runs the same program; only the chief's files land in model_dir.
     chief = is_chief(strategy)
     if cfg.export_dir and chief:  # the chief exports there at the end: check it now
@@ -390,6 +409,9 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     info, steps_per_epoch, total_steps = _plan(cfg)
     cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, info.num_examples)
     log(recipe_line(cfg, recipe, total_steps, info.num_examples))
+    warning = warmup_warning(cfg, steps_per_epoch, total_steps)
+    if warning:
+        log(warning)
     knn_on = _knn_on(cfg, log)
     resume_from = checkpoints.latest_readable(cfg.model_dir, log)  # names damaged ones
     saved = (read_run_config(cfg.model_dir) or {}) if resume_from else {}
@@ -404,10 +426,6 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     )
     if resume_from:
         _restore(model, resume_from)
-        if optimizer_step(model) >= total_steps:
-            log(f"The run in {cfg.model_dir} is already complete at step {optimizer_step(model)}.")
-            return _finished(cfg, model, info, started, out_dir, knn_on)
-        log(f"Resuming from {resume_from} (step {optimizer_step(model)}).")
     elif cfg.init_from:
         official.initialize_from(model, cfg.init_from, log)
     run_config = dict(
@@ -421,10 +439,15 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
         recipe_overrides=sorted(recipes.overridden(cfg, recipe)),
     )
     if resume_from:
-        changes = schedule_changes(run_config, saved)
-        line = check_schedule(
-            changes, cfg.model_dir, cfg.allow_schedule_change, optimizer_step(model), out_dir
-        )
+        step, changes = optimizer_step(model), schedule_changes(run_config, saved)
+        if step >= total_steps:
+            log(f"The run in {cfg.model_dir} is already complete at step {step}.")
+            if changes:
+                log(f"Note: {_listed(changes)}: ignored, the run has no step left to train.")
+            return _finished(cfg, model, info, started, out_dir, knn_on)
+        # Refused (one line) before the resume is announced.
+        line = check_schedule(changes, cfg.model_dir, cfg.allow_schedule_change, step, out_dir)
+        log(f"Resuming from {resume_from} (step {step}).")
         if line:
             log(line)
     if flags_text is not None:
@@ -444,6 +467,11 @@ def _train(cfg, strategy, out_dir, started, log, flags_text):
     summary = _summarise(cfg, model, history, knn, started, info, out_dir)
     write_summary(out_dir, summary)
     return summary
+
+
+def _listed(changes):
+    """`--name: old -> new, ...` of `schedule_changes`."""
+    return ", ".join(f"--{key}: {old} -> {new}" for key, (old, new) in sorted(changes.items()))
 
 
 def _finished(cfg, model, info, started, out_dir, knn_on):

@@ -27,7 +27,17 @@ from test_end_to_end import ROOT, TINY
 
 import evaluate
 import train
-from byol_tf import checkpoints, config, data, export, networks, optimizers, training
+from byol_tf import (
+    checkpoints,
+    config,
+    data,
+    distribution,
+    export,
+    networks,
+    optimizers,
+    recipes,
+    training,
+)
 from byol_tf.model import BYOL
 from byol_tf.settings import TrainConfig
 
@@ -400,9 +410,11 @@ def test_resume_with_another_encoder_keeps_the_checkpoint(run_dir):
     assert "--encoder=resnet18" in message
 
 
-def test_resume_with_another_schedule_is_refused_listing_each_change(run_dir):
+def test_resume_with_another_schedule_is_refused_listing_each_change(run_dir, capsys):
     # The run trained 1 epoch with the recipe's learning rate (auto at this budget: short).
+    capsys.readouterr()
     message = _train_error(run_dir, epochs=3, learning_rate=0.5, base_tau=0.9)
+    assert "Resuming" not in capsys.readouterr().out  # refused before a resume is announced
     assert f"Resuming {run_dir} with other schedule settings" in message
     assert "--base_tau: 0.98 -> 0.9, --epochs: 1 -> 3, --learning_rate: 0.0005 -> 0.5" in message
     assert "--allow_schedule_change" in message and "not modified" in message
@@ -447,6 +459,54 @@ def test_rerunning_a_finished_run_reprints_its_summary_and_exports(knn_trained, 
     assert summary == first  # reused, not recomputed
     assert f"{first['knn_top1']:6.2%}" in out
     assert (export_dir / "1" / "saved_model.pb").exists() and str(export_dir / "1") in out
+
+
+def test_rerunning_a_finished_run_with_another_learning_rate_says_it_is_ignored(
+    knn_trained, tmp_path, capsys
+):
+    _, _, out = _rerun(knn_trained, tmp_path, capsys, learning_rate=0.5)
+    assert "is already complete at step 1." in out
+    assert "Note: --learning_rate: 0.0005 -> 0.5: ignored, the run has no step left" in out
+
+
+def test_a_cluster_in_tf_config_that_the_strategy_ignores_is_noted(
+    knn_trained, tmp_path, capsys, monkeypatch
+):
+    cluster = {"worker": ["host0:2222", "host1:2222"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker"}}))
+    _, _, out = _rerun(knn_trained, tmp_path, capsys)
+    note = "Note: TF_CONFIG describes a cluster of 2 tasks, which --strategy=auto ignores"
+    assert note in out and "--strategy=multi_worker" in out
+    for strategy in ("multi_worker", "tpu"):
+        assert distribution.ignored_cluster_note(strategy) is None
+    for value in ("", "not json", "[]", '{"cluster": {}}'):
+        monkeypatch.setenv("TF_CONFIG", value)
+        assert distribution.ignored_cluster_note("auto") is None
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            dict(recipe="paper", epochs=1),
+            "--warmup_epochs=10 (from --recipe=paper), 100 steps) covers the whole run",
+        ),
+        (dict(warmup_epochs=5, epochs=1, explicit=("warmup_epochs",)), "--warmup_epochs=5, 50"),
+        (dict(warmup_epochs=1, epochs=2), None),
+    ],
+    ids=["paper_recipe_one_epoch", "warmup_5_epochs_1", "shorter_warmup"],
+)
+def test_a_warmup_as_long_as_the_run_warns(overrides, expected):
+    cfg = TrainConfig(**overrides)
+    steps_per_epoch = 10
+    total = cfg.epochs * steps_per_epoch
+    resolved, _ = recipes.resolve(cfg, total, steps_per_epoch, 640)
+    warning = training.warmup_warning(resolved, steps_per_epoch, total)
+    if expected is None:
+        assert warning is None
+    else:
+        assert warning.startswith("warning: the learning-rate warm-up") and expected in warning
+        assert "never decays" in warning and "\n" not in warning
 
 
 def test_rerunning_a_finished_run_without_summary_scores_the_checkpoint(
