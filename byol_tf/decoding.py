@@ -1,6 +1,7 @@
 """Image file decoding for the input pipelines, and the registry of corrupt files skipped."""
 
 import logging
+import os
 import re
 
 import tensorflow as tf
@@ -11,12 +12,44 @@ _SKIPPED = {}  # path → times skipped (an ordered set with counts)
 
 
 def skipped_files():
-    """Distinct paths of the corrupt images skipped so far in this process (`skip_corrupt`).
+    """Distinct paths of the image files skipped so far in this process: corrupt ones
+    (`skip_corrupt`) and those of unsupported formats (`note_unsupported`).
 
     Returns:
         A list of paths, in the order they were first skipped.
     """
     return list(_SKIPPED)
+
+
+def note_unsupported(folder, paths, readable):
+    """Records image files of formats TensorFlow cannot decode, skipped when `folder` is
+    listed, and logs the new ones in one line (a format count and an example).
+
+    Args:
+        folder: the folder listed.
+        paths: the skipped files in it (`.webp`, `.tiff`, ...).
+        readable: the extensions that are read, named in the line.
+    """
+    new = [path for path in paths if path not in _SKIPPED]
+    for path in new:
+        _SKIPPED[path] = 1
+    if not new:
+        return
+    formats = {}
+    for path in new:
+        extension = os.path.splitext(path)[1].lower()
+        formats[extension] = formats.get(extension, 0) + 1
+    counts = ", ".join(f"{n} {ext}" for ext, n in sorted(formats.items()))
+    logging.warning(
+        "byol_tf: skipping %d image file(s) of unsupported formats in %s (%s; e.g. %s); "
+        "readable formats: %s (%d files skipped so far)",
+        len(new),
+        folder,
+        counts,
+        new[0],
+        ", ".join(readable),
+        len(_SKIPPED),
+    )
 
 
 def decode_full(data):

@@ -9,6 +9,12 @@ from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
 from byol_tf.source_kinds import ArraySource, FolderSource, SourceInfo, TfdsSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Image formats TensorFlow does not decode: skipped, counted and reported (other files are
+# not images and pass unnoticed).
+UNSUPPORTED_IMAGE_EXTENSIONS = (
+    ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ico", ".psd",
+    ".svg", ".ppm", ".pgm", ".pbm", ".pnm", ".dng", ".cr2", ".nef", ".arw", ".raw",
+)  # fmt: skip
 DEMO_FILE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "data_files", "fashion_mnist_demo.npz"
 )
@@ -105,12 +111,19 @@ def demo(split="train", mean=None, std=None):
 
 
 def _images_in(folder):
-    names = sorted(os.listdir(folder))
-    return [
+    """The readable image files in `folder`, sorted; those of unsupported image formats are
+    reported (`decoding.note_unsupported`)."""
+    files = [
         os.path.join(folder, n)
-        for n in names
-        if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n))
+        for n in sorted(os.listdir(folder))
+        if os.path.isfile(os.path.join(folder, n))
     ]
+    unsupported = [p for p in files if p.lower().endswith(UNSUPPORTED_IMAGE_EXTENSIONS)]
+    if unsupported:
+        from byol_tf import decoding  # imports TensorFlow: only when there is something to say
+
+        decoding.note_unsupported(folder, unsupported, IMAGE_EXTENSIONS)
+    return [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
 
 
 def split_folder(root, split):

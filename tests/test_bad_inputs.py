@@ -11,6 +11,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -38,6 +39,7 @@ from byol_tf import (
     recipes,
     training,
 )
+from byol_tf.cli import console
 from byol_tf.model import BYOL
 from byol_tf.settings import TrainConfig
 
@@ -216,6 +218,25 @@ def test_corrupt_jpeg_with_skip_corrupt_is_skipped_and_reported(tmp_path):
     root = _folder_with(tmp_path, "bad.jpg", _corrupt_jpeg)
     assert _one_pass(root, skip_corrupt=True) == 16
     assert os.path.join(root, "b", "bad.jpg") in data.skipped_files()
+
+
+def test_unsupported_image_formats_are_skipped_counted_and_reported(tmp_path, caplog):
+    root = _folder_with(tmp_path, "notes.txt", lambda path: open(path, "w").close())
+    for name in ("a/x.webp", "b/y.TIFF", "b/z.tif"):
+        with open(os.path.join(root, name), "wb") as handle:
+            handle.write(b"an image TensorFlow cannot decode")
+    with caplog.at_level(logging.WARNING):
+        assert _one_pass(root) == 16
+    lines = [r.getMessage() for r in caplog.records if "unsupported formats" in r.getMessage()]
+    assert len(lines) == 2  # one per folder listed, not per pass over it
+    assert lines[1].startswith(
+        f"byol_tf: skipping 2 image file(s) of unsupported formats in {root}"
+    )
+    assert "(1 .tif, 1 .tiff; e.g." in lines[1] and "readable formats: .jpg, .jpeg" in lines[1]
+    assert {os.path.join(root, n) for n in ("a/x.webp", "b/y.TIFF")} <= set(data.skipped_files())
+    assert os.path.join(root, "b", "notes.txt") not in data.skipped_files()
+    absl_line = b"W1203 23:22:48.434898 1402 decoding.py:90] " + lines[0].encode()
+    assert console._NATIVE_NOISE.match(absl_line) is None  # train.py's console shows it
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ import threading
 _NATIVE_NOISE = re.compile(
     rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "  # TensorFlow: "2026-01-01 10:00:00.1: I ..."
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: E \S+\] Unable to register cu\w+ factory: "
-    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "  # absl: "I0000 00:00:17.1  123 f.cc:9] "
+    # absl: "I0000 00:00:17.1  123 f.cc:9] ", except the lines byol_tf logs itself (skipped files)
+    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] (?!byol_tf: )"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|To enable the following instructions: .* rebuild TensorFlow"
     rb"|.*failed call to cuInit)"
