@@ -345,7 +345,8 @@ class EvalConfig:
             train, the official code's run).
         saved_model: Evaluate an exported SavedModel, not a checkpoint; without model_dir it
             needs dataset.
-        output: Results JSON; default <model_dir or .>/eval_<protocol>.json.
+        output: Results JSON; default <model_dir, else the --saved_model folder>/
+            eval_<protocol>.json.
         explicit: the names of the fields that the command line or a flagfile set.
     """
 

@@ -61,6 +61,20 @@ def test_linear_on_saved_model_with_label_fraction(run_dir, tmp_path):
     assert results["learning_rate"] > 0 and 0.0 <= results["top1"] <= 1.0
 
 
+def test_saved_model_without_model_dir_writes_its_results_beside_the_export(
+    run_dir, tmp_path, monkeypatch
+):
+    model = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(str(run_dir)))
+    root = tmp_path / "export"
+    export.export_encoder(model.encoder, str(root), 8, **DEMO_STATS)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with flagsaver.flagsaver(saved_model=str(root), protocol="knn", dataset="demo"):
+        assert evaluate.main(["evaluate.py"]) == 0
+    assert (root / "eval_knn.json").exists()
+    assert not (tmp_path / "elsewhere" / "eval_knn.json").exists()
+
+
 def test_finetune_on_one_percent_of_labels(run_dir):
     with flagsaver.flagsaver(
         model_dir=str(run_dir), protocol="finetune", label_fraction=0.01, epochs=1, batch_size=512

@@ -173,7 +173,9 @@ def main(argv):
     except Exception as error:  # a corrupt image file met by the input pipeline
         cli.exit_if_unreadable_image(argv, error)
         raise
-    output = opts.output or os.path.join(opts.model_dir or ".", f"eval_{opts.protocol}.json")
+    # Beside what was evaluated: the run folder, else the export (never the current directory).
+    folder = opts.model_dir or opts.saved_model
+    output = opts.output or os.path.join(folder, f"eval_{opts.protocol}.json")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as handle:
         json.dump(results, handle, indent=2)
