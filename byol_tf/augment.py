@@ -36,6 +36,8 @@ class ViewConfig:
         blur_prob: probability of a Gaussian blur.
         blur_sigma: range of the blur's σ in pixels, sampled uniformly.
         blur_kernel_fraction: kernel side as a fraction of the image side (made odd).
+        blur_padding: "reflect" (byol_tf's default) or "zero" (the official code's 'SAME'
+            convolution, which darkens the borders of a blurred view).
         solarize_prob: probability of solarisation.
         solarize_threshold: pixels at or above it become 1 - x.
 
@@ -57,6 +59,7 @@ class ViewConfig:
     blur_prob: float = 1.0
     blur_sigma: tuple = (0.1, 2.0)
     blur_kernel_fraction: float = 0.1
+    blur_padding: str = "reflect"
     solarize_prob: float = 0.0
     solarize_threshold: float = 0.5
 
@@ -89,6 +92,8 @@ class ViewConfig:
             fail("resize_method", "'bicubic' or 'bilinear'")
         if self.crop_sampler not in image_ops.CROP_SAMPLERS:
             fail("crop_sampler", " or ".join(repr(s) for s in image_ops.CROP_SAMPLERS))
+        if self.blur_padding not in image_ops.BLUR_PADDINGS:
+            fail("blur_padding", " or ".join(repr(s) for s in image_ops.BLUR_PADDINGS))
 
 
 # The presets are data: (view 1, view 2). "small" is the usual 32 px practice: no blur.
@@ -203,7 +208,8 @@ def _augment_cf(images, seeds, config, flip):
     if config.blur_prob > 0:
         low, high = config.blur_sigma
         sigma = low + (high - low) * u[:, _SIGMA]
-        blurred = image_ops.gaussian_blur(images, sigma, _blur_radius(images.shape[2], config))
+        radius = _blur_radius(images.shape[2], config)
+        blurred = image_ops.gaussian_blur(images, sigma, radius, config.blur_padding)
         images = _select(u[:, _BLUR] < config.blur_prob, blurred, images)
     if config.solarize_prob > 0:
         solarized = image_ops.solarize(images, config.solarize_threshold)

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf.schedules import cosine_tau
 from byol_tf.choices import SCHEDULE_NAMES
+from byol_tf.schedules import cosine_tau
 
 
 def optimizer_step(model):

@@ -13,3 +13,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 PROTOCOLS = ("linear", "linear_official", "knn", "finetune")
 CROP_SAMPLERS = ("rejection", "clamped")  # how a random-resized crop box is drawn
 AUGMENT_ON = ("host", "device")  # where the views are drawn (byol_tf.device_augment)
+# How the blur pads the image: by reflection, or with zeros (the official 'SAME' convolution).
+BLUR_PADDINGS = ("reflect", "zero")
+# Convolution kernels' initialisation: Keras's He normal, or Haiku's default (the official code's:
+# a truncated normal of std 1/sqrt(fan_in)).
+KERNEL_INITIALIZERS = ("he_normal", "haiku")

@@ -8,7 +8,6 @@ from byol_tf.choices import AUGMENT_ON
 from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
 
 
-
 def check_augment_on(augment_on):
     """Raises a one-line `ValueError` unless `augment_on` is "host" or "device"."""
     if augment_on not in AUGMENT_ON:

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_tf import rng
-from byol_tf.choices import CROP_SAMPLERS
+from byol_tf.choices import BLUR_PADDINGS, CROP_SAMPLERS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -237,7 +237,6 @@ def solarize(images, threshold):
     return tf.where(images < threshold, images, 1.0 - images)
 
 
-BLUR_PADDINGS = ("reflect", "zero")
 
 
 def _blur_matrix(kernel, size, padding="reflect"):

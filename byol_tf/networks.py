@@ -6,6 +6,8 @@ import threading
 import keras
 from keras import layers, ops
 
+from byol_tf.choices import KERNEL_INITIALIZERS
+
 # BatchNorm settings of the official code (decay 0.9, epsilon 1e-5).
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
@@ -19,9 +21,6 @@ STAGES = {
     152: (3, 8, 36, 3),
     200: (3, 24, 36, 3),
 }
-# Initialisers by name: Keras's, plus "haiku", the default of Haiku's Conv2D and Linear (the
-# official code's): a truncated normal of std 1/sqrt(fan_in).
-KERNEL_INITIALIZERS = ("he_normal", "haiku")
 
 
 def make_initializer(name):

@@ -9,8 +9,10 @@ import dataclasses
 # byol_tf.choices.
 from byol_tf.choices import (
     AUGMENT_ON,
+    BLUR_PADDINGS,
     CROP_SAMPLERS,
     ENCODERS,
+    KERNEL_INITIALIZERS,
     OPTIMIZERS,
     PRECISIONS,
     PRESETS,
@@ -136,6 +138,8 @@ class TrainConfig:
         crop_sampler: Random-resized-crop sampler: 'rejection' (redraw until the crop fits, as
             torchvision) or 'clamped' (one draw clamped to the image, the official code's);
             default: from --recipe.
+        blur_padding: How the Gaussian blur pads the image: 'reflect' or 'zero' (the official
+            code's 'SAME' convolution); default: from --recipe.
         augment_on: Where the augmentation after the crop runs: 'host' (the tf.data pipeline
             on the CPU) or 'device' (inside the compiled train step, per replica; the host only
             decodes and crops). Default: device when a GPU or TPU is visible, else host; a
@@ -149,6 +153,9 @@ class TrainConfig:
             paper's setting).
         zero_init_residual: Start the gamma of the last BatchNorm of each residual block at 0 (the
             official ResNet); default: from --recipe.
+        kernel_initializer: Initialisation of the encoder's convolutions: 'he_normal' or
+            'haiku' (a truncated normal of std 1/sqrt(fan_in), the official code's); default:
+            from --recipe.
         head_output_bias: A bias in the last Dense of projector and predictor (the official
             heads have none); default: from --recipe.
         batch_size: Global batch size (all replicas together).
@@ -228,6 +235,7 @@ class TrainConfig:
     augment: tuple = option(DATA, ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0"))
     skip_corrupt: bool = option(DATA, False)
     crop_sampler: str | None = option(DATA, None, choices=CROP_SAMPLERS)
+    blur_padding: str | None = option(DATA, None, choices=BLUR_PADDINGS)
     augment_on: str | None = option(DATA, None, choices=AUGMENT_ON)
     # model
     encoder: str = option(MODEL, "resnet18", choices=ENCODERS)
@@ -237,6 +245,7 @@ class TrainConfig:
     hidden_dim: int = option(MODEL, 512, valid=POSITIVE_INT)
     joint_views: bool = option(MODEL, False)
     zero_init_residual: bool | None = option(MODEL, None)
+    kernel_initializer: str | None = option(MODEL, None, choices=KERNEL_INITIALIZERS)
     head_output_bias: bool | None = option(MODEL, None)
     # optimisation
     batch_size: int = option(OPTIMISATION, 64, valid=POSITIVE_INT)
@@ -294,10 +303,12 @@ class TrainConfig:
         )
 
     def augment_overrides(self):
-        """`--augment` entries (and `--crop_sampler` when set) as `two_views` overrides."""
+        """`--augment` entries (and `--crop_sampler`, `--blur_padding` when set) as `two_views`
+        overrides."""
         overrides = parse_augment(self.augment)
-        if self.crop_sampler is not None:
-            overrides["crop_sampler"] = self.crop_sampler
+        for name in ("crop_sampler", "blur_padding"):
+            if getattr(self, name) is not None:
+                overrides[name] = getattr(self, name)
         return overrides
 
     @property

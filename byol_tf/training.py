@@ -54,6 +54,7 @@ def _encoder(cfg, **kwargs):
         cfg.cifar_stem,
         input_shape=(size, size, 3),
         zero_init_residual=bool(cfg.zero_init_residual),
+        kernel_initializer=cfg.kernel_initializer or "he_normal",
         **kwargs,
     )
 

@@ -352,3 +352,22 @@ def test_view_config_rejects_an_unknown_crop_sampler():
     with pytest.raises(ValueError, match="crop_sampler"):
         augment.ViewConfig(crop_sampler="uniform")
     assert augment.view_configs("imagenet", crop_sampler="clamped")[1].crop_sampler == "clamped"
+
+
+def test_zero_blur_padding_darkens_the_borders_where_reflection_keeps_them():
+    white = np.ones((2, 40, 40, 3), np.float32)
+    only_blur = dict(
+        crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0,
+        greyscale_prob=0.0, blur_prob=1.0, blur_sigma=(2.0, 2.0), solarize_prob=0.0,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+    )  # fmt: skip
+    reflect, _ = augment.two_views(white, 3, **only_blur)
+    zero, _ = augment.two_views(white, 3, blur_padding="zero", **only_blur)
+    np.testing.assert_allclose(reflect.numpy(), 1.0, atol=1e-5)
+    # A 5-tap radius at σ 2: the corner keeps the weight of the in-image taps only.
+    taps = np.exp(-np.arange(-2, 3) ** 2 / 8.0)
+    corner = (taps[2:].sum() / taps.sum()) ** 2
+    np.testing.assert_allclose(zero.numpy()[:, 0, 0], corner, atol=1e-4)
+    np.testing.assert_allclose(zero.numpy()[:, 20, 20], 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="blur_padding"):
+        augment.two_views(white, 3, blur_padding="wrap")

@@ -14,7 +14,12 @@ def _trainable_count(model):
 @pytest.mark.parametrize(
     "depth, expected_params, features",
     # torchvision's resnet18 / resnet50 minus their 1000-way classifier.
-    [(18, 11_689_512 - 513_000, 512), (50, 25_557_032 - 2_049_000, 2048)],
+    [
+        (18, 11_689_512 - 513_000, 512),
+        (50, 25_557_032 - 2_049_000, 2048),
+        (101, 44_549_160 - 2_049_000, 2048),
+        (152, 60_192_808 - 2_049_000, 2048),
+    ],
 )
 def test_resnet_matches_reference_parameter_counts(depth, expected_params, features):
     model = networks.resnet(depth)
@@ -99,3 +104,18 @@ def test_head_output_bias_can_be_left_out_as_the_official_heads_do():
     assert without.get_layer("output").use_bias is False
     assert _trainable_count(with_bias) - _trainable_count(without) == 4
     assert without(np.zeros((2, 8), "float32")).shape == (2, 4)
+
+
+def test_haiku_initialisation_is_a_truncated_normal_of_std_one_over_sqrt_fan_in():
+    keras.utils.set_random_seed(0)
+    model = networks.resnet(50, 0.25, kernel_initializer="haiku")
+    kernel = model.get_layer("stage3_block1_conv2").kernel.numpy()  # [3, 3, 64, 64]
+    fan_in = 3 * 3 * 64
+    # Haiku's VarianceScaling(1, fan_in, truncated_normal): the normal's std is corrected by
+    # 1/0.87962566 so that, truncated at two of its stds, the std is 1/sqrt(fan_in).
+    assert abs(kernel.std() / (1 / np.sqrt(fan_in)) - 1) < 0.05  # 36,864 draws: ~0.4 % noise
+    assert np.abs(kernel).max() <= 2 / np.sqrt(fan_in) / 0.87962566 + 1e-6
+    he = networks.resnet(50, 0.25).get_layer("stage3_block1_conv2").kernel.numpy()
+    assert abs(he.std() / np.sqrt(2 / fan_in) - 1) < 0.05  # He normal: sqrt(2) larger
+    with pytest.raises(ValueError, match="kernel_initializer must be one of"):
+        networks.resnet(18, kernel_initializer="glorot")

@@ -207,3 +207,15 @@ def test_configs_spell_out_their_recipe_without_overriding_it(name, num_examples
     )
     assert recipe.name == ("paper" if name == "imagenet" else "small_data")
     assert recipes.overridden(resolved, recipe) == {}
+
+
+def test_paper_recipe_takes_the_official_initialisation_and_blur_padding_and_flags_win():
+    recipe = recipes.paper(300)
+    assert (recipe.kernel_initializer, recipe.blur_padding) == ("haiku", "zero")
+    assert "Haiku initialisation" in recipe.describe() and "zero-padded blur" in recipe.describe()
+    for other in (recipes.SMALL_DATA, recipes.SHORT):
+        assert (other.kernel_initializer, other.blur_padding) == ("he_normal", "reflect")
+    cfg = settings.TrainConfig(recipe="paper", epochs=300, blur_padding="reflect")
+    resolved, _ = recipes.resolve(cfg, 300 * 10, 10, 2560)
+    assert resolved.kernel_initializer == "haiku" and resolved.blur_padding == "reflect"
+    assert resolved.augment_overrides()["blur_padding"] == "reflect"
