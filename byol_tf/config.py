@@ -117,11 +117,20 @@ def flags_parser(program):
         except flags.Error as error:
             message = " ".join(str(error).removeprefix("ERROR:: ").split())
             raise SystemExit(f"{program}: error: {message}") from None
+        except SystemExit as done:
+            # absl exits 1 after printing the help it was asked for; asking is no error.
+            raise SystemExit(0 if _asks_for_help(argv) else done.code) from None
 
     return parse
 
 
 _FLAGFILE = ("--flagfile=", "-flagfile=")
+_HELP = {"help", "helpshort", "helpfull", "helpxml", "?"}
+
+
+def _asks_for_help(argv):
+    """Whether `argv` holds one of absl's help flags (`--help`, `-?`, `--helpfull`, ...)."""
+    return any(arg.lstrip("-").split("=")[0] in _HELP for arg in argv[1:] if arg.startswith("-"))
 
 
 def check_flagfiles(argv):

@@ -231,3 +231,19 @@ def test_preset_names_are_those_of_the_augment_module():
     from byol_tf import augment
 
     assert set(settings.PRESETS) == set(augment.PRESETS)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-?"], ["--helpfull"], ["--epochs=3", "--help"]])
+def test_asking_for_help_exits_0(argv, capsys):
+    from absl import app
+
+    app.define_help_flags()
+    with flagsaver.flagsaver(), pytest.raises(SystemExit) as info:
+        config.flags_parser("train.py")(["train.py", *argv])
+    assert info.value.code == 0 and capsys.readouterr().out  # the help, on stdout
+
+
+def test_a_bad_flag_still_exits_with_one_line():
+    with flagsaver.flagsaver(), pytest.raises(SystemExit) as info:
+        config.flags_parser("train.py")(["train.py", "--epochs=x"])
+    assert str(info.value.code).startswith("train.py: error: ")
