@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The example's parameter lines and the values the test gives them: the offline demo set, one
@@ -43,3 +45,34 @@ def test_readme_python_example_trains_and_saves_the_encoder(tmp_path, monkeypatc
 
     encoder = keras.models.load_model(tmp_path / "encoder.keras")
     assert encoder.output_shape[-1] == model.encoder.output_shape[-1]
+
+
+def test_readme_example_imports_quietly(tmp_path):
+    """Its lines up to the first parameter, then a TensorFlow op: nothing on stderr (no oneDNN,
+    cuInit or cuDNN-factory lines) when TF_CPP_MIN_LOG_LEVEL is not set."""
+    imports = readme_python_example().split("\ndataset = ", 1)[0]
+    script = tmp_path / "imports.py"
+    script.write_text(imports + "\nprint(float(tf.reduce_sum(tf.ones(3))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "3.0", result.stderr
+    assert result.stderr == ""
+
+
+def test_readme_flags_table_gives_the_settings_defaults():
+    from byol_tf.settings import TrainConfig
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        rows = [line for line in handle if line.startswith("| `--")]
+    checked = 0
+    for row in rows:
+        names, defaults = row.split(" | ")[:2]
+        names = re.findall(r"`--(\w+)`", names)
+        defaults = [d.strip() for d in defaults.split(", ")]
+        for name, default in zip(names, defaults, strict=False):
+            if re.fullmatch(r"-?\d+(\.\d+)?", default) and name in TrainConfig.__dataclass_fields__:
+                assert float(default) == getattr(TrainConfig(), name), name
+                checked += 1
+    assert checked >= 10
