@@ -73,7 +73,7 @@ esac
 venv="$(scripts/setup.sh "--deps=$deps" | tail -n 1)"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 if [ "$leg" = "no-onednn" ]; then export TF_ENABLE_ONEDNN_OPTS=0; fi
-"$venv/bin/python" -c "import os, sys, tensorflow as tf, keras; print(f'Python {sys.version.split()[0]}, TensorFlow {tf.__version__}, Keras {keras.__version__}, TF_ENABLE_ONEDNN_OPTS={os.environ.get(\"TF_ENABLE_ONEDNN_OPTS\", \"unset\")}')"
+TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -c "import os, sys, tensorflow as tf, keras; print(f'Python {sys.version.split()[0]}, TensorFlow {tf.__version__}, Keras {keras.__version__}, TF_ENABLE_ONEDNN_OPTS={os.environ.get(\"TF_ENABLE_ONEDNN_OPTS\", \"unset\")}')"
 if [ "$leg" = "pinned" ]; then
   "$venv/bin/ruff" check .
 fi
