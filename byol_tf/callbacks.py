@@ -39,6 +39,8 @@ class TargetEMA(keras.callbacks.Callback):
         schedule: `"cosine"` (the paper's, default) or `"constant"`.
     """
 
+    moves_target = True  # what BYOL.fit looks for before warning of a target that never moves
+
     def __init__(self, base_tau=0.996, total_steps=None, schedule="cosine"):
         super().__init__()
         if not 0.0 <= base_tau <= 1.0:

@@ -7,6 +7,7 @@ them from here, so a new choice is added in one place.
 ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
 PRESETS = ("imagenet", "small")  # the view presets of byol_tf.augment.PRESETS
 OPTIMIZERS = ("lars", "adamw")
+RECIPE_NAMES = ("auto", "paper", "small_data", "short")  # byol_tf.recipes; auto chooses
 SCHEDULE_NAMES = ("cosine", "constant")  # of the learning rate and of τ (byol_tf.schedules)
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

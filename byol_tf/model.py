@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from byol_tf import losses, networks
 from byol_tf.batches import CROPS, SEEDS, crop_batch, image_shape_of, unpack_views
-from byol_tf.callbacks import TargetEMA
 from byol_tf.device_augment import ViewAugmentation  # noqa: F401  (registers it for loading)
 from byol_tf.networks import mlp_head
 
@@ -230,7 +229,7 @@ class BYOL(keras.Model):
         Without a `TargetEMA` among the callbacks the target network never moves: the first
         such `fit` of a model raises a `UserWarning` (as Keras warns, through Python's
         `warnings`); silence it with `warnings.filterwarnings` when you call `update_target`
-        yourself.
+        yourself, or give your own callback that does a true `moves_target` attribute.
         """
         callbacks = kwargs.get("callbacks", args[4] if len(args) > 4 else None)
         self._warn_without_target_ema(callbacks)
@@ -240,9 +239,12 @@ class BYOL(keras.Model):
         return super().fit(x, *args, **kwargs)
 
     def _warn_without_target_ema(self, callbacks):
-        """Warns once per model when `callbacks` hold no `TargetEMA` (a list or CallbackList)."""
+        """Warns once per model when `callbacks` (a list or CallbackList) hold none that moves
+        the target: a `TargetEMA`, or any callback with a true `moves_target` attribute (read
+        by attribute, so that this module need not import the callbacks)."""
         callbacks = getattr(callbacks, "callbacks", callbacks) or ()
-        if self._warned_without_target_ema or any(isinstance(c, TargetEMA) for c in callbacks):
+        moves = any(getattr(c, "moves_target", False) for c in callbacks)
+        if self._warned_without_target_ema or moves:
             return
         self._warned_without_target_ema = True
         warnings.warn(

@@ -27,7 +27,7 @@ Recipes (docs/algorithm.md §4 gives their sources and docs/recipes.md the measu
 import dataclasses
 import math
 
-RECIPE_NAMES = ("auto", "paper", "small_data", "short")
+from byol_tf.choices import RECIPE_NAMES
 
 # The official presets (byol/configs/byol.py): epochs -> (learning rate per 256 images, weight
 # decay, base τ). The paper trains 1000 epochs (Grill et al. 2020, appendix C).

@@ -10,6 +10,8 @@ import socket
 import tempfile
 import time
 
+from byol_tf import settings
+
 RUN_CONFIG = "run_config.json"
 SUMMARY = "summary.json"
 SCHEDULE_CHANGES = "schedule_changes.json"
@@ -20,17 +22,9 @@ LOCK = "run.lock"
 # export read from it: a file without one of them is damaged (or not ours), and resuming from it
 # would skip the checks it exists for.
 REQUIRED = ("dataset", "image_size", "mean", "std")
-# Settings that fix the network's shape or the optimiser's state: a checkpoint cannot be resumed
-# with other values.
-ARCHITECTURE = (
-    "encoder",
-    "width_multiplier",
-    "cifar_stem",
-    "projection_dim",
-    "hidden_dim",
-    "image_size",
-    "optimizer",  # its slot variables differ
-)
+# Settings that fix the network's or the optimiser's variables: a checkpoint cannot be resumed
+# with other values. Each setting declares its class where it is defined (byol_tf.settings).
+ARCHITECTURE = settings.resumed_as(settings.ARCHITECTURE)
 
 
 def prepare_model_dir(model_dir):
@@ -42,38 +36,25 @@ def prepare_model_dir(model_dir):
     prepare_folder(model_dir, "--model_dir")
 
 
-# Settings that shape the learning-rate and τ schedules (and the data stream's epochs), and
-# where the augmentation runs (its views differ by rounding): resuming with other values would
-# make them jump, so it takes --allow_schedule_change.
-SCHEDULE = (
-    "augment_on",
-    "batch_size",
-    "accumulation_steps",
-    "epochs",
-    "steps_per_epoch",
-    "recipe",
-    "learning_rate",
-    "lr_schedule",
-    "warmup_epochs",
-    "weight_decay",
-    "momentum",
-    "eta",
-    "base_tau",
-    "tau_schedule",
-    "predictor_lr_multiplier",
-)
+# Settings that shape the learning-rate and τ schedules, where the augmentation runs, and the
+# data stream (data set, split, views, seed): resuming with other values would make them jump,
+# so it takes --allow_schedule_change (and the change is recorded).
+SCHEDULE = settings.resumed_as(settings.SCHEDULE) + settings.resumed_as(settings.DATA_STREAM)
 
 
 def schedule_changes(run_config, saved):
     """`{setting: (old, new)}` of the `SCHEDULE` settings where `run_config` differs from `saved`.
 
+    Values are compared as `run_config.json` holds them (a tuple reads back as a list).
     Settings a run folder from an older version does not record are not compared.
     """
-    return {
-        key: (saved[key], run_config[key])
-        for key in SCHEDULE
-        if key in saved and key in run_config and saved[key] != run_config[key]
-    }
+    changes = {}
+    for key in SCHEDULE:
+        if key in saved and key in run_config:
+            new = json.loads(json.dumps(run_config[key]))
+            if saved[key] != new:
+                changes[key] = (saved[key], new)
+    return changes
 
 
 def check_schedule(changes, model_dir, allowed, step, folder):

@@ -17,10 +17,10 @@ from byol_tf.choices import (
     PRECISIONS,
     PRESETS,
     PROTOCOLS,
+    RECIPE_NAMES,
     SCHEDULE_NAMES,
     STRATEGIES,
 )
-from byol_tf.recipes import RECIPE_NAMES  # imports no TensorFlow
 
 # byol_tf.evaluation.linear_official's LINEAR_PRESETS (keys) and SELECTIONS.
 LINEAR_PRESETS = ("small", "imagenet")
@@ -49,6 +49,13 @@ DATA, MODEL, OPTIMISATION, RUN = "data", "model", "optimisation", "run"
 EVALUATION, EXPORT, IMPORT = "evaluation", "export", "import"
 
 
+# How a resumed run treats a setting whose value differs from the run's (`run_dir` derives its
+# checks from these): the network's or optimiser's variables (refused), the schedule and the
+# data stream (refused unless --allow_schedule_change, which records the change), or free.
+ARCHITECTURE, SCHEDULE, DATA_STREAM, FREE = "architecture", "schedule", "data stream", "free"
+RESUME_CLASSES = (ARCHITECTURE, SCHEDULE, DATA_STREAM, FREE)
+
+
 def option(group, default, choices=None, valid=None, **extra):
     """A settings field that is a flag of the same name.
 
@@ -60,7 +67,9 @@ def option(group, default, choices=None, valid=None, **extra):
         choices: the allowed values (one of the tuples above); the flag is then an enum.
         valid: a check such as `POSITIVE_INT`, applied when the settings are built.
         **extra: `flag_default=` the default of a flag another program shares (shown in
-            help), `path=True` to expand `~`, `required=True` for a flag that must be set.
+            help), `path=True` to expand `~`, `required=True` for a flag that must be set,
+            `resume=` the field's resume class (one of `RESUME_CLASSES`; every setting of
+            train.py declares one).
     """
     metadata = dict(group=group, choices=choices, valid=valid, **extra)
     return dataclasses.field(default=default, metadata=metadata)
@@ -225,65 +234,71 @@ class TrainConfig:
     """
 
     # data
-    dataset: str = option(DATA, "demo")
-    data_dir: str | None = option(DATA, None, path=True)
-    manual_dir: str | None = option(DATA, None, path=True)
-    train_split: str = option(DATA, "train")
-    eval_split: str | None = option(DATA, "test")
-    image_size: int = option(DATA, 28, valid=IMAGE_SIZE)
-    preset: str | None = option(DATA, None, choices=PRESETS)
-    augment: tuple = option(DATA, ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0"))
-    skip_corrupt: bool = option(DATA, False)
-    crop_sampler: str | None = option(DATA, None, choices=CROP_SAMPLERS)
-    blur_padding: str | None = option(DATA, None, choices=BLUR_PADDINGS)
-    augment_on: str | None = option(DATA, None, choices=AUGMENT_ON)
+    dataset: str = option(DATA, "demo", resume=DATA_STREAM)
+    data_dir: str | None = option(DATA, None, path=True, resume=FREE)
+    manual_dir: str | None = option(DATA, None, path=True, resume=FREE)
+    train_split: str = option(DATA, "train", resume=DATA_STREAM)
+    eval_split: str | None = option(DATA, "test", resume=FREE)
+    image_size: int = option(DATA, 28, valid=IMAGE_SIZE, resume=ARCHITECTURE)
+    preset: str | None = option(DATA, None, choices=PRESETS, resume=DATA_STREAM)
+    augment: tuple = option(
+        DATA,
+        ("crop_area=0.5:1.0", "jitter_prob=0.3", "view2_solarize_prob=0"),
+        resume=DATA_STREAM,
+    )
+    skip_corrupt: bool = option(DATA, False, resume=FREE)
+    crop_sampler: str | None = option(DATA, None, choices=CROP_SAMPLERS, resume=DATA_STREAM)
+    blur_padding: str | None = option(DATA, None, choices=BLUR_PADDINGS, resume=DATA_STREAM)
+    augment_on: str | None = option(DATA, None, choices=AUGMENT_ON, resume=SCHEDULE)
     # model
-    encoder: str = option(MODEL, "resnet18", choices=ENCODERS)
-    width_multiplier: float = option(MODEL, 0.25, valid=POSITIVE)
-    cifar_stem: bool = option(MODEL, False)
-    projection_dim: int = option(MODEL, 128, valid=POSITIVE_INT)
-    hidden_dim: int = option(MODEL, 512, valid=POSITIVE_INT)
-    joint_views: bool = option(MODEL, False)
-    zero_init_residual: bool | None = option(MODEL, None)
-    kernel_initializer: str | None = option(MODEL, None, choices=KERNEL_INITIALIZERS)
-    head_output_bias: bool | None = option(MODEL, None)
+    encoder: str = option(MODEL, "resnet18", choices=ENCODERS, resume=ARCHITECTURE)
+    width_multiplier: float = option(MODEL, 0.25, valid=POSITIVE, resume=ARCHITECTURE)
+    cifar_stem: bool = option(MODEL, False, resume=ARCHITECTURE)
+    projection_dim: int = option(MODEL, 128, valid=POSITIVE_INT, resume=ARCHITECTURE)
+    hidden_dim: int = option(MODEL, 512, valid=POSITIVE_INT, resume=ARCHITECTURE)
+    joint_views: bool = option(MODEL, False, resume=SCHEDULE)
+    zero_init_residual: bool | None = option(MODEL, None, resume=FREE)
+    kernel_initializer: str | None = option(MODEL, None, choices=KERNEL_INITIALIZERS, resume=FREE)
+    head_output_bias: bool | None = option(MODEL, None, resume=ARCHITECTURE)
     # optimisation
-    batch_size: int = option(OPTIMISATION, 64, valid=POSITIVE_INT)
-    epochs: int = option(OPTIMISATION, 20, valid=POSITIVE_INT)
-    steps_per_epoch: int | None = option(OPTIMISATION, None, valid=POSITIVE_INT)
-    accumulation_steps: int = option(OPTIMISATION, 1, valid=POSITIVE_INT)
-    recipe: str = option(OPTIMISATION, "auto", choices=RECIPE_NAMES)
-    optimizer: str | None = option(OPTIMISATION, None, choices=OPTIMIZERS)
-    learning_rate: float | None = option(OPTIMISATION, None, valid=POSITIVE)
-    lr_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES)
-    warmup_epochs: float | None = option(OPTIMISATION, None, valid=NON_NEGATIVE)
-    weight_decay: float | None = option(OPTIMISATION, None, valid=NON_NEGATIVE)
-    momentum: float | None = option(OPTIMISATION, None, valid=BELOW_ONE)
-    eta: float | None = option(OPTIMISATION, None, valid=POSITIVE)
-    base_tau: float | None = option(OPTIMISATION, None, valid=UNIT_INTERVAL)
-    tau_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES)
-    predictor_lr_multiplier: float | None = option(OPTIMISATION, None, valid=POSITIVE)
+    batch_size: int = option(OPTIMISATION, 64, valid=POSITIVE_INT, resume=SCHEDULE)
+    epochs: int = option(OPTIMISATION, 20, valid=POSITIVE_INT, resume=SCHEDULE)
+    steps_per_epoch: int | None = option(OPTIMISATION, None, valid=POSITIVE_INT, resume=SCHEDULE)
+    accumulation_steps: int = option(OPTIMISATION, 1, valid=POSITIVE_INT, resume=SCHEDULE)
+    recipe: str = option(OPTIMISATION, "auto", choices=RECIPE_NAMES, resume=SCHEDULE)
+    optimizer: str | None = option(OPTIMISATION, None, choices=OPTIMIZERS, resume=ARCHITECTURE)
+    learning_rate: float | None = option(OPTIMISATION, None, valid=POSITIVE, resume=SCHEDULE)
+    lr_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES, resume=SCHEDULE)
+    warmup_epochs: float | None = option(OPTIMISATION, None, valid=NON_NEGATIVE, resume=SCHEDULE)
+    weight_decay: float | None = option(OPTIMISATION, None, valid=NON_NEGATIVE, resume=SCHEDULE)
+    momentum: float | None = option(OPTIMISATION, None, valid=BELOW_ONE, resume=SCHEDULE)
+    eta: float | None = option(OPTIMISATION, None, valid=POSITIVE, resume=SCHEDULE)
+    base_tau: float | None = option(OPTIMISATION, None, valid=UNIT_INTERVAL, resume=SCHEDULE)
+    tau_schedule: str | None = option(OPTIMISATION, None, choices=SCHEDULE_NAMES, resume=SCHEDULE)
+    predictor_lr_multiplier: float | None = option(
+        OPTIMISATION, None, valid=POSITIVE, resume=SCHEDULE
+    )
     # run
-    model_dir: str = option(RUN, "runs/demo", path=True)
-    allow_schedule_change: bool = option(RUN, False)
-    export_dir: str | None = option(RUN, None, path=True)
-    init_from: str | None = option(RUN, None, path=True)
-    seed: int = option(RUN, 0, valid=SEED)
-    deterministic: bool = option(RUN, False)
-    strategy: str = option(RUN, "auto", choices=STRATEGIES)
-    tpu: str | None = option(RUN, None)
-    mixed_precision: str = option(RUN, "float32", choices=PRECISIONS)
-    jit_compile: bool = option(RUN, False)
-    steps_per_execution: int = option(RUN, 1, valid=POSITIVE_INT)
-    checkpoint_every_steps: int = option(RUN, 500, valid=NON_NEGATIVE_INT)
-    keep_checkpoints: int = option(RUN, 3, valid=POSITIVE_INT)
-    knn_every_epochs: int = option(RUN, 1, valid=NON_NEGATIVE_INT)
-    knn_k: int = option(RUN, 200, valid=POSITIVE_INT)
-    knn_max_examples: int = option(RUN, 10_000, valid=POSITIVE_INT)
-    collapse_threshold: float = option(RUN, 0.01, valid=UNIT_INTERVAL)
-    collapse_patience: int = option(RUN, 3, valid=POSITIVE_INT)
-    log_every_steps: int = option(RUN, 10, valid=POSITIVE_INT)
-    demo_baseline: bool = option(RUN, True)
+    model_dir: str = option(RUN, "runs/demo", path=True, resume=FREE)
+    allow_schedule_change: bool = option(RUN, False, resume=FREE)
+    export_dir: str | None = option(RUN, None, path=True, resume=FREE)
+    init_from: str | None = option(RUN, None, path=True, resume=FREE)
+    seed: int = option(RUN, 0, valid=SEED, resume=DATA_STREAM)
+    deterministic: bool = option(RUN, False, resume=FREE)
+    strategy: str = option(RUN, "auto", choices=STRATEGIES, resume=FREE)
+    tpu: str | None = option(RUN, None, resume=FREE)
+    mixed_precision: str = option(RUN, "float32", choices=PRECISIONS, resume=ARCHITECTURE)
+    jit_compile: bool = option(RUN, False, resume=FREE)
+    steps_per_execution: int = option(RUN, 1, valid=POSITIVE_INT, resume=FREE)
+    checkpoint_every_steps: int = option(RUN, 500, valid=NON_NEGATIVE_INT, resume=FREE)
+    keep_checkpoints: int = option(RUN, 3, valid=POSITIVE_INT, resume=FREE)
+    knn_every_epochs: int = option(RUN, 1, valid=NON_NEGATIVE_INT, resume=FREE)
+    knn_k: int = option(RUN, 200, valid=POSITIVE_INT, resume=FREE)
+    knn_max_examples: int = option(RUN, 10_000, valid=POSITIVE_INT, resume=FREE)
+    collapse_threshold: float = option(RUN, 0.01, valid=UNIT_INTERVAL, resume=FREE)
+    collapse_patience: int = option(RUN, 3, valid=POSITIVE_INT, resume=FREE)
+    log_every_steps: int = option(RUN, 10, valid=POSITIVE_INT, resume=FREE)
+    demo_baseline: bool = option(RUN, True, resume=FREE)
     explicit: tuple = _explicit()
 
     def __post_init__(self):
@@ -497,3 +512,13 @@ def _check_fields(settings):
 def flag_fields(settings):
     """The fields of a settings class (or instance) that are flags."""
     return [field for field in dataclasses.fields(settings) if "group" in field.metadata]
+
+
+def resumed_as(resume_class, config_class=None):
+    """The names of `config_class`'s settings (default `TrainConfig`) of one resume class."""
+    if resume_class not in RESUME_CLASSES:
+        raise ValueError(
+            f"resume_class must be one of {RESUME_CLASSES}. Received: {resume_class!r}"
+        )
+    fields = flag_fields(config_class or TrainConfig)
+    return tuple(f.name for f in fields if f.metadata.get("resume") == resume_class)

@@ -831,5 +831,11 @@ def test_nothing_in_the_project_unpickles_files():
     for path in sources:
         with open(path) as handle:
             text = handle.read()
-        for unsafe in ("import pickle", "allow_pickle=True", "safe_mode=False", "dill", "joblib"):
+        unsafe_uses = ["import pickle", "allow_pickle=True", "safe_mode=False", "dill", "joblib"]
+        if path.endswith(os.path.join("byol_tf", "official.py")):
+            # The official checkpoints are pickles: read only through an unpickler whose
+            # find_class resolves an allow-list (tests/test_official.py refuses code in them).
+            assert "class _SafeUnpickler(pickle.Unpickler)" in text and "def find_class" in text
+            unsafe_uses = ["pickle.load(", "pickle.loads(", "allow_pickle=True", "import dill"]
+        for unsafe in unsafe_uses:
             assert unsafe not in text, f"{path} uses {unsafe}"

@@ -44,3 +44,59 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "no_such_module" in str(error)
     else:
         raise AssertionError("byol_tf.no_such_module did not raise AttributeError")
+
+
+def _imports_of(path, package_modules):
+    """The byol_tf modules that the module at `path` imports, at top level or inside
+    functions; an `if __name__ == "__main__":` block is the program's entry point, run as
+    `__main__` and never when the module is imported, so its imports are not the module's."""
+    import ast
+
+    tree = ast.parse(open(path).read())
+    main_blocks = [
+        node for node in tree.body
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+    ]  # fmt: skip
+    skipped = {id(n) for block in main_blocks for n in ast.walk(block)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {name for name in found if name in package_modules}
+
+
+def _module_graph():
+    """`{module: modules it imports}` over the package's own modules."""
+    paths = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for entry in files:
+            if entry.endswith(".py"):
+                path = os.path.join(folder, entry)
+                relative = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3]
+                paths[relative.replace(os.sep, ".").removesuffix(".__init__")] = path
+    return {m: _imports_of(p, set(paths)) - {m, "byol_tf"} for m, p in paths.items()}
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _module_graph()
+    assert {"byol_tf.model", "byol_tf.callbacks"} <= set(graph["byol_tf.training"])
+    cycles = []
+
+    def visit(module, path):
+        for imported in sorted(graph[module]):
+            if imported in path:
+                cycles.append(path[path.index(imported):] + [imported])
+            elif imported not in done:
+                visit(imported, path + [imported])
+        done.add(module)
+
+    done = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" → ".join(c) for c in cycles)

@@ -150,3 +150,38 @@ def test_ctrl_c_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch):
     monkeypatch.undo()
     run_dir.lock_model_dir(str(tmp_path))  # and the folder is free again
     run_dir.unlock_model_dir(str(tmp_path))
+
+
+def test_every_train_setting_declares_how_a_resume_treats_it():
+    unclassified = [
+        f.name
+        for f in settings.flag_fields(settings.TrainConfig)
+        if f.metadata.get("resume") not in settings.RESUME_CLASSES
+    ]
+    assert not unclassified, f"settings without a resume class: {unclassified}"
+    assert {"head_output_bias", "encoder", "optimizer"} <= set(run_dir.ARCHITECTURE)
+    assert {"augment", "preset", "crop_sampler", "seed", "learning_rate"} <= set(run_dir.SCHEDULE)
+    assert "knn_k" not in run_dir.SCHEDULE + run_dir.ARCHITECTURE
+    with pytest.raises(ValueError, match="resume_class must be one of"):
+        settings.resumed_as("sometimes")
+
+
+def test_a_changed_data_stream_setting_is_refused_on_resume_unless_allowed(tmp_path):
+    saved = {"seed": 0, "augment": ["crop_area=0.5:1.0"], "knn_k": 20}
+    # knn_k is free; a tuple equals the list run_config.json reads back.
+    now = {"seed": 1, "augment": ("crop_area=0.5:1.0",), "knn_k": 5}
+    changes = run_dir.schedule_changes(now, saved)
+    assert changes == {"seed": (0, 1)}
+    with pytest.raises(ValueError, match="--seed: 0 -> 1") as error:
+        run_dir.check_schedule(changes, "runs/x", False, 7, str(tmp_path))
+    assert "\n" not in str(error.value)
+    line = run_dir.check_schedule(changes, "runs/x", True, 7, str(tmp_path))
+    assert "--seed: 0 -> 1" in line
+    with open(tmp_path / run_dir.SCHEDULE_CHANGES) as handle:
+        assert json.load(handle) == [{"step": 7, "changes": {"seed": [0, 1]}}]
+
+
+def test_a_changed_head_output_bias_is_refused_on_resume():
+    cfg = settings.TrainConfig(head_output_bias=False)
+    with pytest.raises(ValueError, match="--head_output_bias=False does not match"):
+        run_dir.check_resume(cfg, "runs/x", {"head_output_bias": True})
