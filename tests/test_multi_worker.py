@@ -51,6 +51,7 @@ def _tiny_encoder(
     synchronized_bn,
     name,
     zero_init_residual=False,
+    kernel_initializer="he_normal",
 ):
     """Stands in for `networks.resnet` (same signature): conv → BatchNorm → ReLU → pool.
 
@@ -59,8 +60,13 @@ def _tiny_encoder(
     """
     import keras
 
+    from byol_tf import networks
+
     inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = keras.layers.Conv2D(
+        4, 3, padding="same", use_bias=False, name="conv",
+        kernel_initializer=networks.make_initializer(kernel_initializer),
+    )(inputs)  # fmt: skip
     x = keras.layers.BatchNormalization(synchronized=True, name="bn")(x)
     x = keras.layers.ReLU(name="relu")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
