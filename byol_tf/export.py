@@ -154,7 +154,8 @@ def export_encoder(
         raise ValueError(f"version {version} already exists in {export_dir}; pick another")
     module = EncoderModule(encoder, image_size, mean, std, crop_fraction, classifier)
     probe = tf.zeros([1, image_size, image_size, 3])
-    feature_dim = int(module.encode_normalized(probe)["representation"].shape[-1])
+    representation = module.encode_normalized(probe)["representation"]
+    feature_dim = int(representation.shape[-1])
     metadata = {
         "image_size": int(image_size),
         "crop_fraction": module.crop_fraction,
@@ -164,8 +165,7 @@ def export_encoder(
         "byol_tf_version": _version(),
     }
     if classifier is not None:
-        logits = module.classifier(module.encode_normalized(probe)["representation"])
-        metadata["num_classes"] = int(logits.shape[-1])
+        metadata["num_classes"] = int(module.classifier(representation).shape[-1])
     tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
     # TensorFlow writes the variables with its own file system, which raises OpError.
     with run_dir.writing("write the export", path, (OSError, tf.errors.OpError)):
