@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from byol_tf.choices import SCHEDULE_NAMES
+from byol_tf.protocols import KNN_NEIGHBOURS, KNN_TEMPERATURE
 from byol_tf.schedules import cosine_tau
 
 
@@ -206,7 +207,9 @@ class KNNMonitor(keras.callbacks.Callback):
         ValueError: when `queries` is the `memory` dataset itself.
     """
 
-    def __init__(self, memory, queries, every_epochs=1, k=200, temperature=0.1):
+    def __init__(
+        self, memory, queries, every_epochs=1, k=KNN_NEIGHBOURS, temperature=KNN_TEMPERATURE
+    ):
         super().__init__()
         if queries is memory:
             raise ValueError(

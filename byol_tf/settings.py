@@ -21,6 +21,7 @@ from byol_tf.choices import (
     SCHEDULE_NAMES,
     STRATEGIES,
 )
+from byol_tf.protocols import KNN_NEIGHBOURS
 
 # byol_tf.evaluation.linear_official's LINEAR_PRESETS (keys) and SELECTIONS.
 LINEAR_PRESETS = ("small", "imagenet")
@@ -293,7 +294,7 @@ class TrainConfig:
     checkpoint_every_steps: int = option(RUN, 500, valid=NON_NEGATIVE_INT, resume=FREE)
     keep_checkpoints: int = option(RUN, 3, valid=POSITIVE_INT, resume=FREE)
     knn_every_epochs: int = option(RUN, 1, valid=NON_NEGATIVE_INT, resume=FREE)
-    knn_k: int = option(RUN, 200, valid=POSITIVE_INT, resume=FREE)
+    knn_k: int = option(RUN, KNN_NEIGHBOURS, valid=POSITIVE_INT, resume=FREE)
     knn_max_examples: int = option(RUN, 10_000, valid=POSITIVE_INT, resume=FREE)
     collapse_threshold: float = option(RUN, 0.01, valid=UNIT_INTERVAL, resume=FREE)
     collapse_patience: int = option(RUN, 3, valid=POSITIVE_INT, resume=FREE)

@@ -1,12 +1,13 @@
 """Resolves a `source` argument (demo, arrays, image folder, tfds name) into a source object."""
 
+import dataclasses
 import difflib
 import os
 
 import numpy as np
 
 from byol_tf.image_ops import IMAGENET_MEAN, IMAGENET_STD
-from byol_tf.source_kinds import ArraySource, FolderSource, SourceInfo, TfdsSource
+from byol_tf.source_kinds import ArraySource, FolderSource, Source, SourceInfo, TfdsSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Image formats TensorFlow does not decode: skipped, counted and reported (other files are
@@ -261,8 +262,13 @@ def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, st
 def resolve(source, split="train", data_dir=None, manual_dir=None, mean=None, std=None):
     """Turns a user's `source` argument into a `Source`.
 
+    A `Source` resolved before is returned as it is (with `mean` and `std` when given): a run
+    resolves each split once and hands the object on (`byol_tf.run_plan`).
+
     Args:
-        source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
+        source: "demo", a folder path, an `(x[, y])` tuple of arrays, a tfds name, or a
+            resolved `Source` (then `split`, `data_dir` and `manual_dir` are those it was
+            resolved with).
         split: split name ("train", "test", a tfds split such as "train[:10%]"...).
         data_dir: tensorflow-datasets data directory.
         manual_dir: tensorflow-datasets manual download directory (imagenet2012).
@@ -276,6 +282,8 @@ def resolve(source, split="train", data_dir=None, manual_dir=None, mean=None, st
         ValueError: for an unknown source, a bad array or an empty folder.
         FileNotFoundError: for a path that does not exist.
     """
+    if isinstance(source, Source):
+        return with_stats(source, mean, std)
     if isinstance(source, (tuple, list, np.ndarray)):
         return from_arrays(source, mean, std)
     if not isinstance(source, (str, os.PathLike)):
@@ -289,6 +297,18 @@ def resolve(source, split="train", data_dir=None, manual_dir=None, mean=None, st
     if is_folder_name(source):
         return from_folder(os.path.expanduser(source), split, mean, std)
     return from_tfds(source, split, data_dir, manual_dir, mean, std)
+
+
+def with_stats(source, mean=None, std=None):
+    """`source` with its normalisation mean and std replaced by those given (not None)."""
+    if mean is None and std is None:
+        return source
+    info = dataclasses.replace(
+        source.info,
+        mean=tuple(source.info.mean if mean is None else mean),
+        std=tuple(source.info.std if std is None else std),
+    )
+    return dataclasses.replace(source, info=info)
 
 
 def is_folder_name(source):

@@ -41,7 +41,9 @@ def _folder_root(source):
     return os.path.expanduser(source)
 
 
-def evaluation_problem(source, train_split, test_split, data_dir=None, manual_dir=None):
+def evaluation_problem(
+    source, train_split, test_split, data_dir=None, manual_dir=None, *, train=None, test=None
+):
     """What keeps two splits from serving a labelled evaluation (kNN, linear, fine-tuning).
 
     The training split (memory bank, classifier) needs at least 2 classes; the test split
@@ -55,19 +57,23 @@ def evaluation_problem(source, train_split, test_split, data_dir=None, manual_di
         test_split: the split scored.
         data_dir: tensorflow-datasets data directory.
         manual_dir: tensorflow-datasets manual download directory.
+        train: the training split as a resolved `Source`, when the caller has it.
+        test: the test split as a resolved `Source`, when the caller has it.
 
     Returns:
         None when the splits suit, else `(split, reason)`: `"train"` or `"test"`, the split
         to change, and one line saying why.
     """
-    train = sources.resolve(source, train_split, data_dir, manual_dir)
+    if train is None:
+        train = sources.resolve(source, train_split, data_dir, manual_dir)
     reason = _too_few_classes(source, train_split, train.info)
     if reason:
         return "train", reason
     reason = _missing_subfolder(source, train_split, test_split)
     if reason:
         return "test", reason
-    test = sources.resolve(source, test_split, data_dir, manual_dir)
+    if test is None:
+        test = sources.resolve(source, test_split, data_dir, manual_dir)
     reason = _other_classes(source, train_split, test_split, train.info, test.info)
     reason = reason or _shared_images(source, train_split, test_split, train, test)
     return ("test", reason) if reason else None

@@ -14,7 +14,7 @@ from absl.testing import flagsaver
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import augment, checkpoints, data, training
+from byol_tf import augment, checkpoints, data, networks, run_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -299,7 +299,7 @@ def _weights(path):
 def test_device_mode_run_resumes_exactly_keeps_its_choice_and_refuses_a_switch(
     tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(training.networks, "resnet", _tiny_resnet)
+    monkeypatch.setattr(networks, "resnet", _tiny_resnet)
     model_dir = str(tmp_path / "run")
     code, out = _train(model_dir, capsys, augment_on="device")
     assert code == 0
@@ -325,9 +325,9 @@ def test_augment_on_defaults_to_the_host_without_an_accelerator():
     assert not tf.config.list_logical_devices("GPU")
     assert byol_tf.device_augment.default_augment_on() == "host"
     cfg = byol_tf.settings.TrainConfig()
-    resolved, line = training.resolve_augment_on(cfg, {}, tf.distribute.get_strategy())
+    resolved, line = run_plan.resolve_augment_on(cfg, {}, tf.distribute.get_strategy())
     assert resolved.augment_on == "host"
     assert line == "Augmentation on the host (--augment_on=host: no GPU or TPU is visible)."
     # A run folder from before --augment_on augmented on the host.
-    assert training.resolve_augment_on(cfg, {"epochs": 1}, None)[0].augment_on == "host"
+    assert run_plan.resolve_augment_on(cfg, {"epochs": 1}, None)[0].augment_on == "host"
     assert augment.view_seeds(0, 3).shape == (3, 2, 2)

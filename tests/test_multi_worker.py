@@ -84,10 +84,10 @@ def _main():
     import runpy
 
     sys.path.insert(0, ROOT)
-    from byol_tf import training
+    from byol_tf import run_plan, training
 
     training.networks.resnet = _tiny_encoder
-    training.BYOL = functools.partial(training.BYOL, synchronized_bn=True)
+    run_plan.BYOL = functools.partial(run_plan.BYOL, synchronized_bn=True)
     # Without XLA the augmentation skips a compilation that costs more than the training.
     training.data.pretrain_dataset = functools.partial(
         training.data.pretrain_dataset, jit_compile=False

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import tiny_encoder
+from test_training import planned_model
 
 import byol_tf
-from byol_tf import recipes, settings, training
+from byol_tf import recipes, run_plan, settings
 
 
 @pytest.mark.parametrize(
@@ -146,11 +147,8 @@ def test_short_plan_is_adamw_at_a_constant_rate_without_decay_on_biases_and_batc
     np.testing.assert_array_equal(variables[1].numpy(), np.ones(3))
 
 
-def test_train_builds_the_paper_networks_from_the_recipe():
-    cfg = settings.TrainConfig(
-        recipe="paper", image_size=16, width_multiplier=0.125, projection_dim=8, hidden_dim=16
-    )
-    model = training.build_model(cfg, None, tf.distribute.get_strategy(), 100, 10)
+def test_train_builds_the_paper_networks_from_the_recipe(tmp_path):
+    model, _ = planned_model(tmp_path, 100, recipe="paper")
     assert isinstance(model.optimizer, byol_tf.LARS)
     assert isinstance(model.optimizer._learning_rate, byol_tf.WarmupCosine)
     last_gammas = [
@@ -166,7 +164,7 @@ def test_train_builds_the_paper_networks_from_the_recipe():
 def test_recipe_line_names_the_choice_and_the_overrides():
     cfg = settings.TrainConfig(learning_rate=2e-3)
     resolved, recipe = recipes.resolve(cfg, total_steps=1116, steps_per_epoch=93, num_examples=6000)
-    line = training.recipe_line(resolved, recipe, 1116, 6000)
+    line = run_plan.recipe_line(resolved, recipe, 1116, 6000)
     assert line.startswith("Recipe (--recipe=auto, 1,116 steps, 6,000 images): short (")
     assert line.endswith("overridden by --learning_rate=0.002.")
     assert "\n" not in line

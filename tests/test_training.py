@@ -10,9 +10,28 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import checkpoints, recipes, settings, training
+from byol_tf import checkpoints, recipes, run_plan, settings, training
 from byol_tf.callbacks import Checkpointer, CollapseGuard, NaNGuard
 from byol_tf.run_dir import prepare_model_dir
+
+
+def planned_model(model_dir, total_steps, steps_per_epoch=10, **values):
+    """The model (and `TargetEMA`) `train` would build for a tiny run on the demo data of
+    `total_steps` optimiser steps, from the `TrainConfig` fields `values`."""
+    cfg = settings.TrainConfig(
+        dataset="demo",
+        image_size=16,
+        width_multiplier=0.125,
+        projection_dim=8,
+        hidden_dim=16,
+        steps_per_epoch=steps_per_epoch,
+        epochs=total_steps // steps_per_epoch,
+        knn_every_epochs=0,
+        model_dir=str(model_dir),
+        **values,
+    )
+    strategy = tf.distribute.get_strategy()
+    return run_plan.build_model(run_plan.make_plan(cfg, strategy, log=lambda line: None), strategy)
 
 
 @pytest.mark.parametrize(
@@ -53,20 +72,17 @@ def test_unwritable_model_dir_is_refused_before_training(tmp_path):
         folder.chmod(0o700)
 
 
-def test_adamw_with_constant_rate_decays_kernels_but_not_biases_or_batchnorm():
-    cfg = settings.TrainConfig(
+def test_adamw_with_constant_rate_decays_kernels_but_not_biases_or_batchnorm(tmp_path):
+    model, _ = planned_model(
+        tmp_path,
+        100,
         optimizer="adamw",
         lr_schedule="constant",
         learning_rate=0.5,
         batch_size=256,
         warmup_epochs=0,
         weight_decay=0.1,
-        image_size=16,
-        width_multiplier=0.125,
-        projection_dim=8,
-        hidden_dim=16,
     )
-    model = training.build_model(cfg, None, tf.distribute.get_strategy(), 100, 10)
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.5)  # constant, no warm-up
     variables = model.trainable_variables
@@ -91,11 +107,8 @@ def test_adamw_with_constant_rate_decays_kernels_but_not_biases_or_batchnorm():
         (recipes.SHORT_BUDGET_STEPS, byol_tf.LARS, byol_tf.WarmupCosine),  # auto: small data
     ],
 )
-def test_default_recipe_follows_the_budget(total_steps, optimizer, schedule):
-    cfg = settings.TrainConfig(
-        image_size=16, width_multiplier=0.125, projection_dim=8, hidden_dim=16
-    )
-    model = training.build_model(cfg, None, tf.distribute.get_strategy(), total_steps, 10)
+def test_default_recipe_follows_the_budget(tmp_path, total_steps, optimizer, schedule):
+    model, _ = planned_model(tmp_path, total_steps)
     assert isinstance(model.optimizer, optimizer)
     assert isinstance(model.optimizer._learning_rate, schedule)
 

@@ -5,12 +5,12 @@ import json
 import os
 import sys
 
-from byol_tf import cli, config, run_dir, settings
+from byol_tf import cli, config, protocols, run_dir, settings
 
 config.define_flags(settings.EvalConfig)
 FLAGS = config.FLAGS
 _NAMES = {
-    "knn": "kNN (k=200, T=0.1)",
+    "knn": protocols.knn_description(),
     "linear": "offline linear",
     "linear_official": "linear (paper protocol)",
     "finetune": "fine-tune",

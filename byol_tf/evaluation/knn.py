@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from byol_tf.evaluation.features import check_int, check_splits, resolve_num_classes, topk_hits
+from byol_tf.protocols import KNN_NEIGHBOURS, KNN_TEMPERATURE
 
 
 def _l2_normalize(x):
@@ -16,8 +17,8 @@ def knn_classify(
     train_labels,
     test_features,
     test_labels,
-    k=200,
-    temperature=0.1,
+    k=KNN_NEIGHBOURS,
+    temperature=KNN_TEMPERATURE,
     num_classes=None,
     chunk_size=None,
 ):

@@ -1,0 +1,248 @@
+"""A run's plan: everything a pretraining run needs, resolved once from its `TrainConfig`.
+
+`make_plan` resolves the data source, the steps, the recipe, the kNN monitor, the checkpoint
+to resume from and where the augmentation runs, prints what it chose, and returns a frozen
+`RunPlan`; `byol_tf.training` then builds the model and the input stream from the plan alone.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from byol_tf import checkpoints, data, monitoring, networks, recipes, sources
+from byol_tf.device_augment import default_augment_on
+from byol_tf.model import BYOL
+from byol_tf.run_dir import check_resume, read_run_config
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What one pretraining run does, decided before its first step.
+
+    Attributes:
+        cfg: the `TrainConfig`, with the recipe's settings filled in (`recipes.resolve`) and
+            `augment_on` chosen (`resolve_augment_on`).
+        recipe: the chosen `byol_tf.recipes.Recipe`.
+        source: the training split, resolved (a `byol_tf.sources` `Source`).
+        steps_per_epoch: optimiser steps per epoch.
+        total_steps: optimiser steps of the whole run.
+        knn: the kNN monitor's `byol_tf.monitoring.KNNPlan`, or None when it is off.
+        resume_from: the newest readable checkpoint of `--model_dir`, or None for a new run.
+        saved: the run_config.json of the run resumed ({} for a new run).
+    """
+
+    cfg: object
+    recipe: object
+    source: object
+    steps_per_epoch: int
+    total_steps: int
+    knn: object
+    resume_from: str | None
+    saved: dict
+
+    @property
+    def info(self):
+        """The training split's `SourceInfo` (size, classes, mean and std)."""
+        return self.source.info
+
+    @property
+    def probe_classes(self):
+        """The online probe's classes: the split's, when it has 2 or more; else None (no probe)."""
+        classes = self.info.num_classes or 0
+        return classes if classes >= 2 else None
+
+    def run_config(self):
+        """The run's run_config.json: its settings and what was resolved from them."""
+        return dict(
+            self.cfg.to_json(),
+            mean=list(self.info.mean),
+            std=list(self.info.std),
+            num_classes=self.info.num_classes,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            recipe_chosen=self.recipe.name,
+            recipe_overrides=sorted(recipes.overridden(self.cfg, self.recipe)),
+        )
+
+
+def make_plan(cfg, strategy, log):
+    """Resolves `cfg` into the run's `RunPlan`, printing each choice in one line through `log`.
+
+    Raises:
+        ValueError: for a configuration or data the run cannot use, naming the flag, file or
+            folder; for a resume whose architecture differs from the run's.
+    """
+    _check_replicas(cfg, strategy)
+    source = sources.resolve(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.manual_dir)
+    num_examples = source.info.num_examples
+    steps_per_epoch = cfg.steps_per_epoch or num_examples // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"--batch_size={cfg.batch_size} exceeds the {num_examples} "
+            f"examples of --dataset={cfg.dataset}."
+        )
+    total_steps = cfg.epochs * steps_per_epoch
+    cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, num_examples)
+    log(recipe_line(cfg, recipe, total_steps, num_examples))
+    warning = warmup_warning(cfg, steps_per_epoch, total_steps)
+    if warning:
+        log(warning)
+    knn = monitoring.knn_plan(cfg, source, log)
+    resume_from = checkpoints.latest_readable(cfg.model_dir, log)  # names damaged ones
+    saved = (read_run_config(cfg.model_dir) or {}) if resume_from else {}
+    if resume_from:
+        check_resume(cfg, cfg.model_dir, saved)
+    cfg, line = resolve_augment_on(cfg, saved, strategy)
+    log(line)
+    return RunPlan(cfg, recipe, source, steps_per_epoch, total_steps, knn, resume_from, saved)
+
+
+def _check_replicas(cfg, strategy):
+    replicas = strategy.num_replicas_in_sync
+    if (cfg.batch_size // cfg.accumulation_steps) % replicas:
+        raise ValueError(
+            f"--batch_size={cfg.batch_size} (/ --accumulation_steps={cfg.accumulation_steps}) "
+            f"must be divisible by the number of replicas ({replicas})."
+        )
+
+
+def recipe_line(cfg, recipe, total_steps, num_examples):
+    """The one line train.py prints about the recipe: which, why, and the flags that override it."""
+    why = (
+        f"--recipe=auto, {total_steps:,} steps, {num_examples:,} images"
+        if cfg.recipe == "auto"
+        else f"--recipe={cfg.recipe}"
+    )
+    changed = recipes.overridden(cfg, recipe)
+    overrides = (
+        "; overridden by " + ", ".join(f"--{k}={v}" for k, v in sorted(changed.items()))
+        if changed
+        else ""
+    )
+    return f"Recipe ({why}): {recipe.describe()}{overrides}."
+
+
+def warmup_warning(cfg, steps_per_epoch, total_steps):
+    """The line warning that the warm-up lasts the whole run (the rate climbs all run and never
+    decays), or None. `cfg` is resolved (`recipes.resolve`: `warmup_epochs` is set)."""
+    warmup = round((cfg.warmup_epochs or 0) * steps_per_epoch)
+    if not warmup or warmup < total_steps:
+        return None
+    source = "" if "warmup_epochs" in cfg.explicit else f" (from --recipe={cfg.recipe})"
+    return (
+        f"warning: the learning-rate warm-up (--warmup_epochs={cfg.warmup_epochs:g}{source}, "
+        f"{warmup:,} steps) covers the whole run ({total_steps:,} steps, --epochs={cfg.epochs}):"
+        " the rate climbs for the whole run and never decays; pass a smaller --warmup_epochs "
+        "or more --epochs."
+    )
+
+
+def resolve_augment_on(cfg, saved, strategy):
+    """`cfg` with `augment_on` set, and the line train.py prints about the choice.
+
+    An unset `--augment_on` keeps the choice of the run being resumed (`saved`, its
+    run_config.json; runs that do not record one augmented on the host), else is "device"
+    when a GPU or TPU is visible (`default_augment_on`).
+    """
+    value, why = cfg.augment_on, ""
+    if value is None and saved:
+        value, why = saved.get("augment_on", "host"), ", as the run being resumed"
+    elif value is None:
+        value = default_augment_on(strategy)
+        why = ": a GPU or TPU is visible" if value == "device" else ": no GPU or TPU is visible"
+    where = "on the device, in the train step" if value == "device" else "on the host"
+    line = f"Augmentation {where} (--augment_on={value}{why})."
+    return dataclasses.replace(cfg, augment_on=value), line
+
+
+def encoder(cfg, **kwargs):
+    """The ResNet encoder `cfg` names; `kwargs` go to `networks.resnet`."""
+    size = cfg.image_size
+    return networks.resnet(
+        cfg.depth,
+        cfg.width_multiplier,
+        cfg.cifar_stem,
+        input_shape=(size, size, 3),
+        zero_init_residual=bool(cfg.zero_init_residual),
+        kernel_initializer=cfg.kernel_initializer or "he_normal",
+        **kwargs,
+    )
+
+
+def build_model(plan, strategy):
+    """The plan's `BYOL`, compiled with its recipe's optimiser, and the recipe's `TargetEMA`.
+
+    Built under `strategy.scope()`; the optimiser and the `TargetEMA` are made once, by
+    `byol_tf.recipes.build`.
+
+    Returns:
+        `(model, target_ema)`.
+    """
+    cfg, size = plan.cfg, plan.cfg.image_size
+    with strategy.scope():
+        model = BYOL(
+            encoder(cfg, synchronized_bn=strategy.num_replicas_in_sync > 1, name="encoder"),
+            cfg.projection_dim,
+            cfg.hidden_dim,
+            image_shape=(size, size, 3),
+            num_classes=plan.probe_classes,
+            joint_views=cfg.joint_views,
+            head_output_bias=cfg.head_output_bias,
+            augmentation=view_augmentation(plan),
+        )
+        accumulation = {}
+        if cfg.accumulation_steps > 1:
+            accumulation = {"gradient_accumulation_steps": cfg.accumulation_steps}
+        built = recipes.build(
+            cfg, plan.total_steps, plan.steps_per_epoch, cfg.batch_size, **accumulation
+        )
+        model.compile(
+            optimizer=built.optimizer,
+            jit_compile=cfg.jit_compile,
+            steps_per_execution=cfg.steps_per_execution,
+        )
+        built.optimizer.build(model.trainable_variables)
+    return model, built.target_ema
+
+
+def view_augmentation(plan):
+    """The model's `ViewAugmentation` for `--augment_on=device`, else None."""
+    cfg = plan.cfg
+    if cfg.augment_on != "device":
+        return None
+    return data.view_augmentation(
+        plan.source, cfg.image_size, preset=cfg.preset, augment_overrides=cfg.augment_overrides()
+    )
+
+
+def pretrain_data(plan, micro_step):
+    """The pretraining stream from micro-batch `micro_step` on (micro = batch / accumulation)."""
+    cfg = plan.cfg
+    dataset = data.pretrain_dataset(
+        plan.source,
+        cfg.batch_size // cfg.accumulation_steps,
+        cfg.image_size,
+        seed=cfg.seed,
+        preset=cfg.preset,
+        augment_overrides=cfg.augment_overrides(),
+        skip_corrupt=cfg.skip_corrupt,
+        start_step=micro_step,
+        augment_on=cfg.augment_on,
+    )
+    # Several workers: each computes the whole global batch and keeps its share (DATA
+    # sharding), so the union of the workers' batches is the single-process batch.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def random_init_encoder(cfg):
+    """A function building the run's encoder architecture at random initialisation, seeded
+    with `--seed` (the baseline of `byol_tf.monitoring.baseline_scores`)."""
+
+    def build():
+        keras.utils.set_random_seed(cfg.seed)
+        return encoder(cfg)
+
+    return build
