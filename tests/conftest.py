@@ -43,3 +43,67 @@ def _fresh_keras_state():
     keras.utils.set_random_seed(0)
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+# --- runs and exports shared by the test modules (helpers.py builds them) ---------------------
+
+
+@pytest.fixture(scope="session")
+def one_step_run(tmp_path_factory):
+    """A finished one-step train.py run (checkpoint, run_config.json, flags.txt, summary.json);
+    tests copy it, never change it."""
+    from absl.testing import flagsaver
+    from helpers import QUICK
+
+    import train
+
+    model_dir = str(tmp_path_factory.mktemp("one_step_run") / "run")
+    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir)):
+        assert train.main(["train.py"]) == 0
+    return model_dir
+
+
+@pytest.fixture
+def finished_run(one_step_run, tmp_path):
+    """A copy of the one-step run; on teardown, asserts every file in it is intact (flags.txt
+    and flags_history.txt included: a refused invocation records nothing)."""
+    import shutil
+
+    from helpers import snapshot
+
+    from byol_tf import checkpoints
+
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(one_step_run, model_dir)
+    before = snapshot(model_dir)
+    assert {"flags.txt", "flags_history.txt"} <= set(before)
+    yield model_dir
+    after = snapshot(model_dir)
+    assert {k: after.get(k) for k in before} == before
+    for _, path in checkpoints.list_checkpoints(model_dir):
+        checkpoints.load_checkpoint(path, compile=False)
+
+
+@pytest.fixture
+def new_dir(tmp_path):
+    """A fresh model_dir holding one unrelated file, which must survive untouched."""
+    from byol_tf import checkpoints
+
+    model_dir = tmp_path / "new_run"
+    model_dir.mkdir()
+    (model_dir / "notes.txt").write_text("keep me")
+    yield str(model_dir)
+    assert (model_dir / "notes.txt").read_text() == "keep me"
+    assert not checkpoints.list_checkpoints(str(model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """The version folder of a tiny encoder's export (8×8 images, 4 features)."""
+    from helpers import tiny_encoder
+
+    from byol_tf import export
+
+    folder = str(tmp_path_factory.mktemp("tiny_export"))
+    keras.utils.set_random_seed(0)
+    return export.export_encoder(tiny_encoder(), folder, 8, (0.5,) * 3, (0.25,) * 3)

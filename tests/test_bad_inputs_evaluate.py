@@ -1,0 +1,102 @@
+"""Bad inputs to evaluate.py: each stops with one line naming the culprit (no traceback) and
+changes no file of the run it reads."""
+
+import glob
+import os
+import shutil
+
+import pytest
+from absl.testing import flagsaver
+from helpers import UNSCORABLE_FOLDERS, a_file, class_folder, evaluate_error, one_line
+
+import evaluate
+
+
+@pytest.mark.parametrize("kind", list(UNSCORABLE_FOLDERS))
+def test_evaluate_refuses_a_folder_that_cannot_score_a_held_out_split(finished_run, tmp_path, kind):
+    classes, why = UNSCORABLE_FOLDERS[kind]
+    root = class_folder(str(tmp_path / kind), classes)
+    with flagsaver.flagsaver(model_dir=finished_run, dataset=root, protocol="knn"):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    message = one_line(error, "evaluate.py")
+    assert f"--dataset={root} (--train_split=train, --test_split=test" in message
+    assert f"folder {root} {why}" in message
+
+
+def test_evaluate_refuses_the_training_split_as_test_split(finished_run):
+    with flagsaver.flagsaver(model_dir=finished_run, protocol="linear", test_split="train"):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    message = one_line(error, "evaluate.py")
+    assert "(--train_split=train, --test_split=train): the demo's 'train' split is both" in message
+    assert "--test_split" in message.rpartition(":")[2]
+
+
+def test_evaluate_on_a_directory_without_checkpoint(new_dir):
+    with flagsaver.flagsaver(model_dir=new_dir, protocol="knn"):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    message = one_line(error, "evaluate.py")
+    assert f"No checkpoint found in {new_dir}" in message
+
+
+def _truncate_variables(folder):
+    (data_file,) = glob.glob(os.path.join(folder, "variables", "variables.data-*"))
+    with open(data_file, "r+b") as handle:
+        handle.truncate(16)
+
+
+def _write(name, content):
+    def damage(folder):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(content)
+
+    return damage
+
+
+_NO_GRAPH = "{folder}/saved_model.pb is corrupt: it holds no SavedModel graph; export the model"
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (_write("saved_model.pb", b""), _NO_GRAPH),
+        (_write("saved_model.pb", b"\x0a\xff\xff not a protocol buffer"), _NO_GRAPH),
+        (
+            lambda folder: shutil.rmtree(os.path.join(folder, "variables")),
+            "The SavedModel in {folder} has no variables/ folder (the weights): copy the whole",
+        ),
+        (
+            _truncate_variables,
+            "Cannot load the SavedModel in {folder} (corrupt or incomplete; export the model",
+        ),
+        (_write("byol_tf_export.json", b"{"), "{folder}/byol_tf_export.json is corrupt: "),
+    ],
+    ids=[
+        "empty_saved_model_pb",
+        "garbage_saved_model_pb",
+        "no_variables",
+        "truncated_variables",
+        "truncated_metadata",
+    ],
+)
+def test_evaluate_on_a_damaged_saved_model(tiny_export, tmp_path, damage, match):
+    folder = str(tmp_path / "1")
+    shutil.copytree(tiny_export, folder)
+    damage(folder)
+    message = evaluate_error(saved_model=folder, dataset="demo")
+    assert match.format(folder=folder) in message
+    assert "different device" not in message
+
+
+def test_evaluate_saved_model_without_model_dir_needs_dataset(tiny_export):
+    message = evaluate_error(saved_model=tiny_export)
+    assert f"--saved_model={tiny_export} without --model_dir needs --dataset" in message
+    assert "None" not in message
+
+
+def test_evaluate_on_a_dataset_that_is_a_file(tiny_export, tmp_path):
+    path = a_file(tmp_path)
+    message = evaluate_error(saved_model=tiny_export, dataset=str(path))
+    assert f"Data source {path} is a file, not a folder" in message
