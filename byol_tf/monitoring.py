@@ -71,11 +71,11 @@ def knn_plan(cfg, source, log):
     """
     if not (cfg.eval_split and cfg.knn_every_epochs):
         return None
+    queries = sources.resolve(cfg.dataset, cfg.eval_split, cfg.data_dir, cfg.manual_dir)
     args = (cfg.dataset, cfg.train_split, cfg.eval_split, cfg.data_dir, cfg.manual_dir)
-    problem = splits.evaluation_problem(*args, train=source)
+    problem = splits.evaluation_problem(*args, train=source, test=queries)
     if problem is not None:
         return _refuse_or_note(cfg, problem, log)
-    queries = sources.resolve(cfg.dataset, cfg.eval_split, cfg.data_dir, cfg.manual_dir)
     bank, num_examples = bank_size(cfg.knn_max_examples), source.info.num_examples
     k = _clamped_k(cfg.knn_k, min(bank, num_examples), log)
     return KNNPlan(

@@ -178,3 +178,59 @@ def test_collapse_guard_warns_then_stops_after_patience():
 def test_collapsed_network_has_near_zero_embedding_std():
     z = np.ones((16, 8), "float32") + 1e-9
     assert math.isclose(float(byol_tf.losses.embedding_std(z)), 0.0, abs_tol=1e-6)
+
+
+def _tiny_resnet(depth, width_multiplier, cifar_stem, input_shape, name=None, **_):
+    """Stands in for `networks.resnet` so that a whole `train` call takes seconds."""
+    return tiny_encoder(input_shape[0], name=name)
+
+
+def test_a_run_resolves_each_split_once_builds_one_target_ema_and_keeps_its_config_close(
+    tmp_path, monkeypatch
+):
+    """One `train` call, kNN monitor and baselines on: the plan is built once."""
+    import sys
+
+    from byol_tf import callbacks, networks, sources
+
+    monkeypatch.setattr(networks, "resnet", _tiny_resnet)
+    resolved, emas = [], []
+    demo = sources.demo
+    monkeypatch.setattr(
+        sources, "demo", lambda split, *a: resolved.append(split) or demo(split, *a)
+    )
+    ema_init = callbacks.TargetEMA.__init__
+
+    def counted(self, *args, **kwargs):
+        emas.append(self)
+        ema_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(callbacks.TargetEMA, "__init__", counted)
+    # The modules whose functions receive the run's config or its plan, followed from `train`.
+    reached = set()
+
+    def profile(frame, event, arg):
+        module = frame.f_globals.get("__name__", "")
+        if event == "call" and module.startswith("byol_tf"):
+            if any(
+                isinstance(v, (settings.TrainConfig, run_plan.RunPlan))
+                for v in frame.f_locals.values()
+            ):
+                reached.add(module)
+
+    cfg = settings.TrainConfig(
+        dataset="demo", image_size=8, projection_dim=8, hidden_dim=16, batch_size=16, epochs=2,
+        steps_per_epoch=2, knn_every_epochs=1, knn_max_examples=256, demo_baseline=True,
+        model_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    sys.setprofile(profile)
+    try:
+        summary = training.train(cfg, log=lambda line: None)
+    finally:
+        sys.setprofile(None)
+    assert summary["steps"] == 4 and "knn_top1_random_init" in summary
+    assert sorted(resolved) == ["test", "train"]  # the train split once, the queries once
+    assert len(emas) == 1
+    print("config reaches", len(reached), "modules:", sorted(reached))
+    assert len(reached) <= 12, sorted(reached)
+    assert {"byol_tf.training", "byol_tf.run_plan"} <= reached
