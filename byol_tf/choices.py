@@ -19,3 +19,7 @@ BLUR_PADDINGS = ("reflect", "zero")
 # Convolution kernels' initialisation: Keras's He normal, or Haiku's default (the official code's:
 # a truncated normal of std 1/sqrt(fan_in)).
 KERNEL_INITIALIZERS = ("he_normal", "haiku")
+# The linear_official protocol's budgets (byol_tf.evaluation.linear_official.LINEAR_PRESETS) and
+# ways of choosing its learning rate.
+LINEAR_PRESETS = ("small", "imagenet")
+LINEAR_SELECTIONS = ("paper", "official")

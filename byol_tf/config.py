@@ -8,7 +8,8 @@ import typing
 
 from absl import flags
 
-from byol_tf.settings import TrainConfig, flag_fields
+from byol_tf.fields import flag_fields
+from byol_tf.settings import TrainConfig
 
 FLAGS = flags.FLAGS
 

@@ -10,7 +10,7 @@ import socket
 import tempfile
 import time
 
-from byol_tf import settings
+from byol_tf import fields, settings
 
 RUN_CONFIG = "run_config.json"
 SUMMARY = "summary.json"
@@ -24,7 +24,7 @@ LOCK = "run.lock"
 REQUIRED = ("dataset", "image_size", "mean", "std")
 # Settings that fix the network's or the optimiser's variables: a checkpoint cannot be resumed
 # with other values. Each setting declares its class where it is defined (byol_tf.settings).
-ARCHITECTURE = settings.resumed_as(settings.ARCHITECTURE)
+ARCHITECTURE = settings.resumed_as(fields.ARCHITECTURE)
 
 
 def prepare_model_dir(model_dir):
@@ -39,7 +39,7 @@ def prepare_model_dir(model_dir):
 # Settings that shape the learning-rate and τ schedules, where the augmentation runs, and the
 # data stream (data set, split, views, seed): resuming with other values would make them jump,
 # so it takes --allow_schedule_change (and the change is recorded).
-SCHEDULE = settings.resumed_as(settings.SCHEDULE) + settings.resumed_as(settings.DATA_STREAM)
+SCHEDULE = settings.resumed_as(fields.SCHEDULE) + settings.resumed_as(fields.DATA_STREAM)
 
 
 def schedule_changes(run_config, saved):

@@ -1,6 +1,8 @@
-"""Settings of the train, evaluate and export programs: each default, check and help text once.
+"""The settings of train.py, `TrainConfig`: each default, check, help text and resume class once.
 
-Frozen dataclasses, usable without flags; `byol_tf.config` turns their fields into absl flags.
+A frozen dataclass, usable without flags; `byol_tf.config` turns its fields into absl flags. The
+other programs' settings are in `byol_tf.program_settings`, the field machinery in
+`byol_tf.fields`.
 """
 
 import dataclasses
@@ -16,69 +18,35 @@ from byol_tf.choices import (
     OPTIMIZERS,
     PRECISIONS,
     PRESETS,
-    PROTOCOLS,
     RECIPE_NAMES,
     SCHEDULE_NAMES,
     STRATEGIES,
 )
-from byol_tf.protocols import KNN_NEIGHBOURS
-
-# byol_tf.evaluation.linear_official's LINEAR_PRESETS (keys) and SELECTIONS.
-LINEAR_PRESETS = ("small", "imagenet")
-LINEAR_SELECTIONS = ("paper", "official")
-
-# Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
-POSITIVE_INT = ("a positive int", lambda value: value >= 1)
-# Finite: an infinite rate, multiplier or decay is never meant (`inf > 0` would pass).
-POSITIVE = ("positive and finite", lambda value: 0 < value < float("inf"))
-NON_NEGATIVE = (">= 0 and finite", lambda value: 0 <= value < float("inf"))
-NON_NEGATIVE_INT = ("an int >= 0", lambda value: value >= 0)
-# The largest image side: 16x the paper's 224 px. One float32 view of 4096² px is 192 MiB, a
-# batch of 64 pairs 24 GiB before the encoder runs; larger sides end in MemoryError mid-run.
-MAX_IMAGE_SIZE = 4096
-IMAGE_SIZE = (
-    f"a positive int <= {MAX_IMAGE_SIZE}",
-    lambda value: 1 <= value <= MAX_IMAGE_SIZE,
+from byol_tf.fields import (
+    ARCHITECTURE,
+    BELOW_ONE,
+    DATA,
+    DATA_STREAM,
+    FREE,
+    IMAGE_SIZE,
+    MODEL,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    OPTIMISATION,
+    POSITIVE,
+    POSITIVE_INT,
+    RESUME_CLASSES,
+    RUN,
+    SCHEDULE,
+    SEED,
+    UNIT_INTERVAL,
+    check,
+    check_fields,
+    explicit_field,
+    flag_fields,
+    option,
 )
-SEED = ("an int in [0, 2**32 - 1]", lambda value: 0 <= value < 2**32)  # NumPy's seed range
-UNIT_INTERVAL = ("in [0, 1]", lambda value: 0 <= value <= 1)
-FRACTION = ("in (0, 1]", lambda value: 0 < value <= 1)
-BELOW_ONE = ("in [0, 1)", lambda value: 0 <= value < 1)
-
-# The groups of the settings (those of the official BYOL configs, then one per program).
-DATA, MODEL, OPTIMISATION, RUN = "data", "model", "optimisation", "run"
-EVALUATION, EXPORT, IMPORT = "evaluation", "export", "import"
-
-
-# How a resumed run treats a setting whose value differs from the run's (`run_dir` derives its
-# checks from these): the network's or optimiser's variables (refused), the schedule and the
-# data stream (refused unless --allow_schedule_change, which records the change), or free.
-ARCHITECTURE, SCHEDULE, DATA_STREAM, FREE = "architecture", "schedule", "data stream", "free"
-RESUME_CLASSES = (ARCHITECTURE, SCHEDULE, DATA_STREAM, FREE)
-
-
-def option(group, default, choices=None, valid=None, **extra):
-    """A settings field that is a flag of the same name.
-
-    The flag's help is the field's entry in the `Attributes:` section of its class docstring.
-
-    Args:
-        group: the heading its flag is listed under by `--helpfull`.
-        default: the field's default, also its flag's unless `flag_default` is given.
-        choices: the allowed values (one of the tuples above); the flag is then an enum.
-        valid: a check such as `POSITIVE_INT`, applied when the settings are built.
-        **extra: `flag_default=` the default of a flag another program shares (shown in
-            help), `path=True` to expand `~`, `required=True` for a flag that must be set,
-            `resume=` the field's resume class (one of `RESUME_CLASSES`; every setting of
-            train.py declares one).
-    """
-    metadata = dict(group=group, choices=choices, valid=valid, **extra)
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-def _explicit():
-    """The `explicit` field: the names of the fields set by flags. Not a flag; not compared."""
-    return dataclasses.field(default=(), compare=False, repr=False)
+from byol_tf.protocols import KNN_NEIGHBOURS
 
 
 def parse_augment(entries, flag="--augment"):
@@ -300,18 +268,18 @@ class TrainConfig:
     collapse_patience: int = option(RUN, 3, valid=POSITIVE_INT, resume=FREE)
     log_every_steps: int = option(RUN, 10, valid=POSITIVE_INT, resume=FREE)
     demo_baseline: bool = option(RUN, True, resume=FREE)
-    explicit: tuple = _explicit()
+    explicit: tuple = explicit_field()
 
     def __post_init__(self):
-        _check_fields(self)
+        check_fields(self)
         checked_augment(self.augment, self.preset or "small")  # before any data is read
-        _check(
+        check(
             self.batch_size % self.accumulation_steps == 0,
             "batch_size",
             self.batch_size,
             f"divisible by --accumulation_steps={self.accumulation_steps}",
         )
-        _check(
+        check(
             self.strategy != "tpu" or bool(self.tpu),
             "tpu",
             self.tpu,
@@ -335,184 +303,6 @@ class TrainConfig:
     def to_json(self):
         """The settings as a JSON-serialisable dict (without `explicit`)."""
         return {field.name: getattr(self, field.name) for field in flag_fields(self)}
-
-
-def _train_default(name):
-    """The default of a `TrainConfig` field: that of a flag evaluate.py shares with train.py."""
-    return TrainConfig.__dataclass_fields__[name].default
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """The settings of evaluate.py; `from_flags` builds them from its flags.
-
-    The flags it shares with train.py (model_dir, dataset, data_dir, train_split, batch_size,
-    epochs) have train.py's defaults, so that both programs can define them in one process.
-
-    Attributes:
-        model_dir: Training run (checkpoints/, run_config.json).
-        protocol: Evaluation protocol: 'linear' (fast probe on cached features of centre crops),
-            'linear_official' (the paper's: frozen encoder, classifier trained on random-resized
-            crops and flips), 'knn' or 'finetune' (docs/algorithm.md §6).
-        label_fraction: Share of the train labels used (0.01, 0.1, 1.0).
-        dataset: Data source; unless set, the run's.
-        data_dir: tensorflow-datasets data directory; unless set, the run's.
-        train_split: Labelled split the classifier is fitted on.
-        test_split: Split scored, sharing no image with --train_split; unless set, the run's
-            eval_split, else test.
-        batch_size: Batch size of features, of the linear_official classifier and of fine-tuning;
-            unless set, linear_official takes --linear_preset's.
-        epochs: Unless set: linear 20, linear_official --linear_preset's, finetune 30.
-        linear_preset: Budget of linear_official: 'small' (10 epochs at --batch_size, for small
-            data) or 'imagenet' (80 epochs at batch 4096, the official configs/eval.py);
-            --epochs and --batch_size override it (docs/algorithm.md §6).
-        linear_selection: Learning rate of linear_official: 'paper' (5 base rates, each trained
-            on train minus a held-out part of 10 %, at most 10,000 images; the best on it is
-            scored on the test split, appendix C.1) or 'official' (base rate 0.2 on all of
-            train, the official code's run).
-        saved_model: Evaluate an exported SavedModel, not a checkpoint; without model_dir it
-            needs dataset.
-        output: Results JSON; default <model_dir, else the --saved_model folder>/
-            eval_<protocol>.json.
-        explicit: the names of the fields that the command line or a flagfile set.
-    """
-
-    model_dir: str | None = option(EVALUATION, _train_default("model_dir"))
-    protocol: str = option(EVALUATION, "knn", choices=PROTOCOLS)
-    label_fraction: float = option(EVALUATION, 1.0, valid=FRACTION)
-    dataset: str | None = option(EVALUATION, None, flag_default=_train_default("dataset"))
-    data_dir: str | None = option(EVALUATION, None)
-    train_split: str = option(EVALUATION, _train_default("train_split"))
-    test_split: str | None = option(EVALUATION, None)
-    batch_size: int = option(EVALUATION, _train_default("batch_size"), valid=POSITIVE_INT)
-    epochs: int | None = option(
-        EVALUATION, None, valid=POSITIVE_INT, flag_default=_train_default("epochs")
-    )
-    linear_preset: str = option(EVALUATION, "small", choices=LINEAR_PRESETS)
-    linear_selection: str = option(EVALUATION, "paper", choices=LINEAR_SELECTIONS)
-    saved_model: str | None = option(EVALUATION, None)
-    output: str | None = option(EVALUATION, None)
-    explicit: tuple = _explicit()
-
-    def __post_init__(self):
-        if self.saved_model and "model_dir" not in self.explicit:
-            # --saved_model alone evaluates the export, without the default training run folder.
-            object.__setattr__(self, "model_dir", None)
-        _check_fields(self)
-        if not (self.model_dir or self.saved_model):
-            raise ValueError("pass --model_dir (a training run) or --saved_model (an export)")
-        if self.protocol == "finetune" and self.saved_model:
-            raise ValueError(
-                "--protocol=finetune needs a checkpoint: pass --model_dir, not --saved_model"
-            )
-        if self.saved_model and not (self.model_dir or self.dataset):
-            # An export carries its image size, crop and normalisation, not its data set.
-            raise ValueError(
-                f"--saved_model={self.saved_model} without --model_dir needs --dataset: the "
-                "labelled data to evaluate on ('demo', a tensorflow-datasets name or an image "
-                "folder); or pass --model_dir to take it from the training run"
-            )
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportConfig:
-    """The settings of the export program; `from_flags` builds them from its flags.
-
-    Attributes:
-        model_dir: Training run folder (checkpoints, run_config.json).
-        checkpoint: A .keras checkpoint; default the newest one.
-        export_dir: Export base folder; versions go in numbered folders.
-        version: Export version; default the next free number.
-        mean: Normalisation mean, if model_dir has no run_config.json.
-        std: Normalisation std, if model_dir has no run_config.json.
-        explicit: the names of the fields that the command line or a flagfile set.
-    """
-
-    model_dir: str | None = option(EXPORT, None)
-    checkpoint: str | None = option(EXPORT, None)
-    export_dir: str | None = option(EXPORT, None, required=True)
-    version: int | None = option(EXPORT, None, valid=NON_NEGATIVE_INT)
-    mean: tuple | None = option(EXPORT, None)
-    std: tuple | None = option(EXPORT, None)
-    explicit: tuple = _explicit()
-
-    def __post_init__(self):
-        _check_fields(self)
-        if not (self.model_dir or self.checkpoint):
-            raise ValueError("pass --model_dir or --checkpoint")
-        for name in ("mean", "std"):  # strings from the flags; None: from run_config.json
-            values = getattr(self, name)
-            object.__setattr__(self, name, _floats(name, values) if values else None)
-        std = ",".join(map(str, self.std or ()))
-        _check(all(v > 0 for v in self.std or ()), "std", std, "positive (each channel)")
-
-
-@dataclasses.dataclass(frozen=True)
-class ImportConfig:
-    """The settings of the import program; `from_flags` builds them from its flags.
-
-    Attributes:
-        checkpoint: An official BYOL checkpoint (pretrain_res50x1.pkl, pretrain_res200x2.pkl, or
-            any file deepmind-research byol/ wrote).
-        model_dir: New run folder for the imported online and target networks (a byol_tf
-            checkpoint and run_config.json), for evaluate.py and train.py --init_from.
-        export_dir: If set, also write a SavedModel for TF Serving here (serving_default and
-            classify signatures).
-        image_size: Input side of the imported encoder (the official networks trained at 224;
-            at most 4096).
-        dataset: The data set the checkpoint was pretrained on, recorded in run_config.json
-            (evaluate.py's default --dataset).
-        manual_dir: tensorflow-datasets manual download directory of that data set (imagenet2012
-            tar files), recorded in run_config.json for evaluate.py.
-        explicit: the names of the fields that the command line or a flagfile set.
-    """
-
-    checkpoint: str | None = option(IMPORT, None, required=True, path=True)
-    model_dir: str | None = option(IMPORT, None, path=True)
-    export_dir: str | None = option(IMPORT, None, path=True)
-    image_size: int = option(IMPORT, 224, valid=IMAGE_SIZE)
-    dataset: str = option(IMPORT, "imagenet2012")
-    manual_dir: str | None = option(IMPORT, None, path=True)
-    explicit: tuple = _explicit()
-
-    def __post_init__(self):
-        _check_fields(self)
-        if not (self.model_dir or self.export_dir):
-            raise ValueError("pass --model_dir, --export_dir or both: where the import goes")
-
-
-def _floats(name, values):
-    """`values` (strings of a list flag) as a tuple of finite floats."""
-    try:
-        numbers = tuple(float(v) for v in values)
-    except ValueError:
-        numbers = (float("nan"),)
-    _check(all(abs(v) < float("inf") for v in numbers), name, ",".join(map(str, values)), "numbers")
-    return numbers
-
-
-def _check(ok, name, value, expected):
-    if not ok:
-        raise ValueError(f"--{name} must be {expected}. Received: --{name}={value}")
-
-
-def _check_fields(settings):
-    """Checks each field against its `choices`, `valid` and `required`; the first failure raises."""
-    for field in flag_fields(settings):
-        value, meta = getattr(settings, field.name), field.metadata
-        if value is None:
-            _check(not meta.get("required"), field.name, value, "set")
-        elif meta["choices"]:
-            _check(
-                value in meta["choices"], field.name, value, f"one of {', '.join(meta['choices'])}"
-            )
-        elif meta["valid"]:
-            _check(meta["valid"][1](value), field.name, value, meta["valid"][0])
-
-
-def flag_fields(settings):
-    """The fields of a settings class (or instance) that are flags."""
-    return [field for field in dataclasses.fields(settings) if "group" in field.metadata]
 
 
 def resumed_as(resume_class, config_class=None):

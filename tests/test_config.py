@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from byol_tf import config, settings
+from byol_tf import config, fields, program_settings, settings
 
 FLAGS = flags.FLAGS
 config.define_flags()
@@ -169,19 +169,19 @@ def test_zero_turns_the_checkpoint_interval_and_the_knn_monitor_off():
 @pytest.mark.parametrize(
     "config_class, kwargs, message",
     [
-        (settings.EvalConfig, dict(batch_size=0), "--batch_size must be a positive int"),
+        (program_settings.EvalConfig, dict(batch_size=0), "--batch_size must be a positive int"),
         (
-            settings.ExportConfig,
+            program_settings.ExportConfig,
             dict(model_dir="run", export_dir="out", version=-1),
             "--version must be an int >= 0. Received: --version=-1",
         ),
         (
-            settings.ExportConfig,
+            program_settings.ExportConfig,
             dict(model_dir="run", export_dir="out", std=("0.5", "0")),
             "--std must be positive (each channel). Received: --std=0.5,0.0",
         ),
         (
-            settings.ImportConfig,
+            program_settings.ImportConfig,
             dict(checkpoint="a.pkl", model_dir="run", image_size=5000),
             "--image_size must be a positive int <= 4096",
         ),
@@ -199,13 +199,14 @@ def test_tpu_strategy_needs_a_tpu_address():
 
 
 @pytest.mark.parametrize(
-    "config_class", [settings.TrainConfig, settings.EvalConfig, settings.ExportConfig]
+    "config_class",
+    [settings.TrainConfig, program_settings.EvalConfig, program_settings.ExportConfig],
 )
 def test_every_setting_is_a_flag_with_help_and_its_default(config_class):
     config.define_flags(config_class)
-    fields = settings.flag_fields(config_class)
-    assert len(fields) == len(dataclasses.fields(config_class)) - 1  # all but `explicit`
-    for field in fields:
+    flags = fields.flag_fields(config_class)
+    assert len(flags) == len(dataclasses.fields(config_class)) - 1  # all but `explicit`
+    for field in flags:
         flag = FLAGS[field.name]
         assert flag.help and "\n" not in flag.help, field.name
         if field.metadata["choices"]:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from byol_tf import run_dir, settings, training
+from byol_tf import fields, run_dir, settings, training
 
 
 def _write_lock(folder, pid, host=None, started="2026-01-01T10:00:00+00:00"):
@@ -155,8 +155,8 @@ def test_ctrl_c_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch):
 def test_every_train_setting_declares_how_a_resume_treats_it():
     unclassified = [
         f.name
-        for f in settings.flag_fields(settings.TrainConfig)
-        if f.metadata.get("resume") not in settings.RESUME_CLASSES
+        for f in fields.flag_fields(settings.TrainConfig)
+        if f.metadata.get("resume") not in fields.RESUME_CLASSES
     ]
     assert not unclassified, f"settings without a resume class: {unclassified}"
     assert {"head_output_bias", "encoder", "optimizer"} <= set(run_dir.ARCHITECTURE)

@@ -5,9 +5,9 @@ import json
 import os
 import sys
 
-from byol_tf import cli, config, protocols, run_dir, settings
+from byol_tf import cli, config, program_settings, protocols, run_dir
 
-config.define_flags(settings.EvalConfig)
+config.define_flags(program_settings.EvalConfig)
 FLAGS = config.FLAGS
 _NAMES = {
     "knn": protocols.knn_description(),
@@ -166,7 +166,7 @@ def main(argv):
     """Evaluates, prints top-1 / top-5 and writes the results JSON."""
     cli.check_no_arguments(argv)
     try:
-        opts = config.from_flags(FLAGS, settings.EvalConfig)
+        opts = config.from_flags(FLAGS, program_settings.EvalConfig)
         results = evaluate(opts)
     except (ValueError, FileNotFoundError) as error:
         cli.fail(argv, error)
@@ -188,4 +188,4 @@ def main(argv):
 
 def run(program="byol-evaluate"):
     """The `byol-evaluate` console script; `python evaluate.py` runs it as `evaluate.py`."""
-    cli.run(main, program, settings.EvalConfig)
+    cli.run(main, program, program_settings.EvalConfig)

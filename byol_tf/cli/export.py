@@ -3,9 +3,9 @@
 import functools
 import sys
 
-from byol_tf import cli, config, settings
+from byol_tf import cli, config, program_settings
 
-config.define_flags(settings.ExportConfig)
+config.define_flags(program_settings.ExportConfig)
 
 
 def main(argv):
@@ -14,7 +14,7 @@ def main(argv):
     from byol_tf import export, run_dir
 
     try:
-        f = config.from_flags(config_class=settings.ExportConfig)
+        f = config.from_flags(config_class=program_settings.ExportConfig)
         note = functools.partial(print, file=sys.stderr)  # a damaged checkpoint skipped
         path = export.export_checkpoint(
             f.model_dir, f.export_dir, f.checkpoint, f.version, f.mean, f.std, log=note
@@ -27,4 +27,4 @@ def main(argv):
 
 def run(program="byol-export"):
     """The `byol-export` console script; `python -m byol_tf.export` runs it under that name."""
-    cli.run(main, program, settings.ExportConfig)
+    cli.run(main, program, program_settings.ExportConfig)

@@ -5,9 +5,9 @@ SavedModel for TF Serving (`--export_dir`) from DeepMind's published Haiku weigh
 running any code from the file.
 """
 
-from byol_tf import cli, config, settings
+from byol_tf import cli, config, program_settings
 
-config.define_flags(settings.ImportConfig)
+config.define_flags(program_settings.ImportConfig)
 
 
 def main(argv):
@@ -16,7 +16,7 @@ def main(argv):
     from byol_tf import official, run_dir
 
     try:
-        f = config.from_flags(config_class=settings.ImportConfig)
+        f = config.from_flags(config_class=program_settings.ImportConfig)
         official.import_checkpoint(
             f.checkpoint, f.model_dir, f.export_dir, f.image_size, f.dataset,
             manual_dir=f.manual_dir,
@@ -28,7 +28,7 @@ def main(argv):
 
 def run(program="byol-import"):
     """The `byol-import` console script (`python -m byol_tf.cli.import_official` too)."""
-    cli.run(main, program, settings.ImportConfig)
+    cli.run(main, program, program_settings.ImportConfig)
 
 
 if __name__ == "__main__":
