@@ -95,6 +95,7 @@ def make_byol_pytorch(
     moving_average_decay=0.99,
     augment=False,
     learning_rate=3e-4,
+    autocast_dtype=None,
 ):
     """Builds byol-pytorch's `BYOL` learner around `net` and one full optimiser step.
 
@@ -112,6 +113,8 @@ def make_byol_pytorch(
         moving_average_decay: EMA decay τ of the target network.
         augment: keep byol-pytorch's default augmentation instead of an identity.
         learning_rate: Adam learning rate.
+        autocast_dtype: e.g. `torch.bfloat16`: the forward passes run under
+            `torch.autocast("cpu", dtype=...)` (mixed precision; parameters stay float32).
 
     Returns:
         `(learner, step)`: the `BYOL` module and `step(images) -> float tensor loss` that runs the
@@ -138,7 +141,8 @@ def make_byol_pytorch(
     optimizer = torch.optim.Adam(learner.parameters(), lr=learning_rate)
 
     def step(images):
-        loss = learner(images)
+        with _autocast(autocast_dtype):
+            loss = learner(images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -146,6 +150,15 @@ def make_byol_pytorch(
         return loss.detach()
 
     return learner, step
+
+
+def _autocast(dtype):
+    """`torch.autocast("cpu", dtype)`, or a context that changes nothing when `dtype` is None."""
+    import contextlib
+
+    import torch
+
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cpu", dtype=dtype)
 
 
 def _regression_loss(prediction, target):
@@ -201,7 +214,7 @@ def make_handwritten_byol(encoder, feature_dim, projection_dim=256, hidden_dim=4
     return HandwrittenBYOL()
 
 
-def make_handwritten_step(model, learning_rate=0.05, momentum=0.9, tau=0.99):
+def make_handwritten_step(model, learning_rate=0.05, momentum=0.9, tau=0.99, autocast_dtype=None):
     """One optimiser step of `make_handwritten_byol`'s model: SGD with momentum, then the EMA.
 
     Args:
@@ -209,6 +222,7 @@ def make_handwritten_step(model, learning_rate=0.05, momentum=0.9, tau=0.99):
         learning_rate: SGD learning rate.
         momentum: SGD momentum.
         tau: EMA decay of the target.
+        autocast_dtype: as `make_byol_pytorch`'s: the forward passes under `torch.autocast`.
 
     Returns:
         `step(view1, view2) -> loss tensor`.
@@ -219,7 +233,8 @@ def make_handwritten_step(model, learning_rate=0.05, momentum=0.9, tau=0.99):
     optimizer = torch.optim.SGD(params, lr=learning_rate, momentum=momentum)
 
     def step(view1, view2):
-        loss = model.loss(view1, view2)
+        with _autocast(autocast_dtype):
+            loss = model.loss(view1, view2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -307,21 +322,22 @@ def count_flops(fn, *args):
     return counter.get_total_flops()
 
 
-def matmul_gflops(library="numpy", size=2048, repeats=5):
-    """Best fp32 square-matmul rate of `repeats` timed runs, in GFLOP/s.
+def matmul_gflops(library="numpy", size=2048, repeats=5, dtype="float32"):
+    """Best square-matmul rate of `repeats` timed runs, in GFLOP/s.
 
     Args:
         library: "numpy" or "torch".
         size: side of the square matrices.
         repeats: number of timed runs (after one untimed warm-up).
+        dtype: "float32", or "bfloat16" (torch only: NumPy has no bfloat16).
 
     Returns:
         GFLOP/s of the fastest run (2·size³ FLOPs each).
 
     Raises:
-        ValueError: for an unknown library.
+        ValueError: for an unknown library, or bfloat16 in NumPy.
     """
-    if library == "numpy":
+    if library == "numpy" and dtype == "float32":
         import numpy as np
 
         rng = np.random.default_rng(0)
@@ -332,11 +348,14 @@ def matmul_gflops(library="numpy", size=2048, repeats=5):
         import torch
 
         generator = torch.Generator().manual_seed(0)
-        a = torch.randn(size, size, generator=generator)
-        b = torch.randn(size, size, generator=generator)
+        a = torch.randn(size, size, generator=generator).to(getattr(torch, dtype))
+        b = torch.randn(size, size, generator=generator).to(getattr(torch, dtype))
         matmul = torch.mm
     else:
-        raise ValueError(f"library must be 'numpy' or 'torch'. Received: library={library!r}")
+        raise ValueError(
+            "library must be 'numpy' (float32) or 'torch'. "
+            f"Received: library={library!r}, dtype={dtype!r}"
+        )
     matmul(a, b)
     best = float("inf")
     for _ in range(repeats):

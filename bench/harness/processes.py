@@ -84,7 +84,8 @@ class Schedule:
 @dataclasses.dataclass
 class Outcome:
     """A contender's rounds (each a dict: seconds, cpu_seconds, load_before, load_after and
-    the workload's figures), its info (peak_rss_mib included) and, if it failed, why."""
+    the workload's figures), its info (with build_seconds, from the process's start to the
+    end of its warm-up, and peak_rss_mib) and, if it failed, why."""
 
     contender: Contender
     rounds: list = dataclasses.field(default_factory=list)
@@ -169,6 +170,7 @@ class _Process:
             self.process.start()
         child.close()
         self.info = self._receive()
+        self.info["build_seconds"] = round(time.monotonic() - started, 2)
         # The first round may take what the build and warm-up left of the timeout.
         self.first_round_allowance = None
         if self.timeout is not None:
@@ -279,6 +281,9 @@ def _start(outcome, schedule, context, processes, log):
         return None
     _merge_info(outcome, process.info)
     processes[outcome.contender.name] = process
+    if not schedule.fresh_process_per_round:
+        seconds = process.info["build_seconds"]
+        log(f"{outcome.contender.text}: built and warmed up in {seconds:.0f} s")
     return process
 
 

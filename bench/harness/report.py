@@ -183,7 +183,7 @@ def describe_environment(env):
     return "\n".join([
         f"CPU: {env['cpu']}; {env['cores']} cores ({env['usable_cores']} usable)",
         f"versions: {versions}",
-        f"variables: {variables or 'none of ' + ', '.join(KERNEL_VARIABLES[:2]) + ', ... set'}",
+        f"variables: {variables or 'none set (TF_ENABLE_ONEDNN_OPTS, XLA_FLAGS, ...: defaults)'}",
         f"load average (1, 5, 15 min): {env['load_average']}; commit {env['commit']}",
     ])  # fmt: skip
 
