@@ -50,6 +50,25 @@ def tiny_encoder(image_size=8, channels=3, filters=4, sync_bn=False, name="tiny"
     return keras.Model(inputs, outputs, name=name)
 
 
+# --- pipelines -------------------------------------------------------------------------------
+
+FAST = dict(jit_compile=False)  # same output as XLA (test_augment); saves the compile time
+
+
+def take(ds, n):
+    """The first `n` elements of a dataset of dicts, as dicts of NumPy arrays."""
+    return [{k: v.numpy() for k, v in element.items()} for element in ds.take(n)]
+
+
+def assert_same_batches(a, b):
+    """Asserts two lists of `take` batches are equal, key by key and element by element."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
 # --- files -----------------------------------------------------------------------------------
 
 
@@ -108,6 +127,24 @@ def folder_with(tmp_path, bad_name, make_bad):
     write_images(os.path.join(root, "b"), 8, (12, 12, 3), seed=1)
     make_bad(os.path.join(root, "b", bad_name))
     return root
+
+
+def mixed_image_folder(root, corrupt=True):
+    """`root/cat/` (a 300×200 JPEG, a greyscale PNG) and `root/dog/` (an RGBA PNG, a greyscale
+    JPEG), plus `dog/broken.jpg`, not a JPEG at all, when `corrupt`."""
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        os.makedirs(os.path.join(root, name))
+
+    def write(path, encoded):
+        tf.io.write_file(os.path.join(root, path), encoded)
+
+    write("cat/big.jpg", tf.io.encode_jpeg(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)))
+    write("cat/grey.png", tf.io.encode_png(rng.integers(0, 256, (40, 50, 1), dtype=np.uint8)))
+    write("dog/rgba.png", tf.io.encode_png(rng.integers(0, 256, (40, 50, 4), dtype=np.uint8)))
+    write("dog/grey.jpg", tf.io.encode_jpeg(rng.integers(0, 256, (64, 64, 1), dtype=np.uint8)))
+    if corrupt:
+        corrupt_jpeg(os.path.join(root, "dog", "broken.jpg"))
 
 
 # Image folders a labelled evaluation cannot score: (class subfolders, or None for a flat

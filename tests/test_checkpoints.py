@@ -6,10 +6,10 @@ import io
 import os
 import shutil
 
+import keras
 import pytest
 from absl.testing import flagsaver
-from helpers import tiny_encoder
-from test_end_to_end import TINY
+from helpers import TINY, tiny_encoder
 
 import byol_tf
 import evaluate
@@ -17,7 +17,7 @@ import train
 from byol_tf import checkpoints, export
 from byol_tf.model import BYOL
 
-QUICK = dict(TINY, epochs=1, knn_every_epochs=0, demo_baseline=False)  # 2 steps, 2 checkpoints
+TWO_STEPS = dict(TINY, epochs=1, knn_every_epochs=0, demo_baseline=False)  # 2 checkpoints
 
 
 def _truncate(path):
@@ -93,7 +93,7 @@ def test_a_checkpoint_write_interrupted_by_ctrl_c_leaves_no_temporary_file(tmp_p
 def trained(tmp_path_factory):
     """A finished run of 2 steps with a checkpoint after each."""
     model_dir = str(tmp_path_factory.mktemp("trained") / "run")
-    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir)):
+    with flagsaver.flagsaver(**dict(TWO_STEPS, model_dir=model_dir)):
         assert train.main(["train.py"]) == 0
     assert [s for s, _ in checkpoints.list_checkpoints(model_dir)] == [1, 2]
     return model_dir
@@ -109,7 +109,7 @@ def run(trained, tmp_path):
 def _train(model_dir, capsys, **overrides):
     """`(exit status or one-line error, stdout + stderr)` of train.py on `model_dir`."""
     capsys.readouterr()
-    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir, **overrides)):
+    with flagsaver.flagsaver(**dict(TWO_STEPS, model_dir=model_dir, **overrides)):
         try:
             result = train.main(["train.py"])
         except SystemExit as error:
@@ -140,7 +140,7 @@ def test_training_refuses_when_every_checkpoint_is_damaged(run, capsys):
 def test_a_checkpoint_of_another_architecture_without_run_config_is_one_line(run, capfd):
     os.remove(os.path.join(run, "run_config.json"))
     capfd.readouterr()
-    with flagsaver.flagsaver(**dict(QUICK, model_dir=run, width_multiplier=0.25, epochs=2)):
+    with flagsaver.flagsaver(**dict(TWO_STEPS, model_dir=run, width_multiplier=0.25, epochs=2)):
         with pytest.raises(SystemExit) as error:
             train.main(["train.py"])
     message = str(error.value.code)
@@ -184,3 +184,12 @@ def test_export_calls_a_damaged_checkpoint_damaged(run, tmp_path):
         path = export.export_checkpoint(run, str(tmp_path / "export"))
     assert os.path.exists(os.path.join(path, "saved_model.pb"))
     assert f"Skipping damaged checkpoint {newest}: " in printed.getvalue()
+
+
+def test_checkpoint_loading_keeps_keras_safe_mode(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = str(tmp_path / "ckpt-00000001.keras")
+    model.save(path)
+    with pytest.raises(ValueError, match="safe_mode"):
+        checkpoints.load_checkpoint(path)

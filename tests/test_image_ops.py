@@ -36,3 +36,9 @@ def test_zero_padded_blur_darkens_the_border_of_a_constant_image():
     assert zero[0, 0, 0, 0] < 0.7 and zero[0, 0, 5, 5] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="padding must be one of"):
         image_ops.gaussian_blur(ones, tf.constant([2.0]), 2, "same")
+
+
+def test_center_crop_takes_the_central_square():
+    image = tf.reshape(tf.range(8 * 12 * 3, dtype=tf.float32), [8, 12, 3])
+    out = image_ops.center_crop(image, 8, 1.0)
+    np.testing.assert_allclose(out.numpy(), image[:, 2:10].numpy(), atol=1e-3)

@@ -119,3 +119,11 @@ def test_haiku_initialisation_is_a_truncated_normal_of_std_one_over_sqrt_fan_in(
     assert abs(he.std() / np.sqrt(2 / fan_in) - 1) < 0.05  # He normal: sqrt(2) larger
     with pytest.raises(ValueError, match="kernel_initializer must be one of"):
         networks.resnet(18, kernel_initializer="glorot")
+
+
+@pytest.mark.parametrize("cifar_stem", [False, True], ids=["standard_stem", "cifar_stem"])
+def test_every_positive_image_size_suits_the_encoder(cifar_stem):
+    # "same" padding: each stride-2 layer maps 1x1 to 1x1, so --image_size needs no minimum
+    # beyond 1 (training and export at 1 px run too; the views just carry little information).
+    encoder = networks.resnet(18, 0.125, cifar_stem, input_shape=(1, 1, 3))
+    assert encoder(np.zeros((2, 1, 1, 3), np.float32), training=True).shape == (2, 64)

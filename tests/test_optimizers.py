@@ -161,3 +161,15 @@ def test_adamw_excludes_vectors_from_decay_and_serialises_its_rules():
 def test_multipliers_must_be_positive_factors_of_patterns():
     with pytest.raises(ValueError, match="learning_rate_multipliers must map"):
         LARS(0.1, learning_rate_multipliers={"predictor/": 0.0})
+
+
+@pytest.mark.parametrize("rate", [-1.0, float("inf")], ids=["negative", "infinite"])
+@pytest.mark.parametrize("name", ["LARS", "AdamW"])
+def test_optimisers_refuse_a_negative_or_infinite_learning_rate(name, rate):
+    optimizer = {"LARS": LARS, "AdamW": AdamW}[name]
+    with pytest.raises(ValueError) as info:
+        optimizer(rate)
+    assert (
+        str(info.value) == f"learning_rate must be >= 0 and finite. Received: learning_rate={rate}"
+    )
+    assert optimizer(0.0).learning_rate == 0.0
