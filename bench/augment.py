@@ -4,8 +4,8 @@ Part 1 — images per second per CPU core for BYOL's two views (paper Table 6) a
 byol_tf's `two_views` compiled with XLA and without, and, when torch/torchvision are importable,
 the pipeline written the way PyTorch SSL libraries write it (solo-learn, lightly: torchvision v2
 transforms per PIL image, Gaussian blur by PIL's ImageFilter). Every contender runs in its own
-worker process with one thread (`--threads`), one after another on the same images, and the
-figures are medians over `--repeats` rounds. Sources are 32 px images for the 32 px views and
+process with one thread (`--threads`; bench/harness) on the same images, and the figures are
+medians over `--repeats` interleaved rounds. Sources are 32 px images for the 32 px views and
 256 px images for the 224 px views.
 
 Part 2 — does the input pipeline keep up with training? The step time of `byol_tf.BYOL` with a
@@ -19,15 +19,14 @@ folder) when present, else the demo set.
 """
 
 import argparse
-import json
 import os
 import shutil
-import statistics
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
+import warnings
+
+import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,38 +46,28 @@ def _images(size, count, seed=0):
     return (np.clip(base * 0.5 + ramp * 0.5 + noise, 0, 1) * 255).astype(np.uint8)
 
 
-def _time_rounds(step, images_per_call, warmup, repeats, calls):
-    for _ in range(warmup):
-        step()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            step()
-        rates.append(images_per_call * calls / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
-def worker_tf(args):
-    """Images/s of byol_tf.augment.two_views, XLA or not, with `args.threads` threads."""
+def build_tf(contender, size, batch, calls, threads):
+    """byol_tf's `two_views` on one in-memory batch, XLA (`tf_xla`) or not (`tf_plain`), with
+    `threads` threads; a round is `calls` calls (bench/harness)."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     from byol_tf import augment
 
-    preset = "small" if args.size <= 64 else "imagenet"
-    images = tf.constant(_images(args.size, args.batch))
-    fn = tf.function(augment.two_views, jit_compile=args.contender == "tf_xla", autograph=False)
+    preset = "small" if size <= 64 else "imagenet"
+    images = tf.constant(_images(size, batch))
+    fn = tf.function(augment.two_views, jit_compile=contender == "tf_xla", autograph=False)
     counter = [0]
 
-    def step():
-        counter[0] += 1
-        seed = tf.constant([1, counter[0]], tf.int64)
-        v1, _ = fn(images, seed, preset=preset, image_size=args.size)
-        v1.numpy()
+    def run():
+        for _ in range(calls):
+            counter[0] += 1
+            seed = tf.constant([1, counter[0]], tf.int64)
+            view1, _ = fn(images, seed, preset=preset, image_size=size)
+            view1.numpy()
 
-    return _time_rounds(step, args.batch, 2, args.repeats, args.calls)
+    return harness.Workload(run=run, info={"tensorflow": tf.__version__})
 
 
 def _torchvision_views(size):
@@ -115,20 +104,23 @@ def _torchvision_views(size):
     return view(0.0 if small else 1.0, 0.0), view(0.0 if small else 0.1, 0.2)
 
 
-def worker_torch(args):
-    """Images/s of the torchvision two-view pipeline with `args.threads` threads."""
+def build_torchvision(size, batch, calls, threads):
+    """The torchvision two-view pipeline per PIL image, with `threads` threads; a round is
+    `calls` passes over the batch (bench/harness)."""
     import torch  # before anything that imports TensorFlow: the reverse order crashes
+    import torchvision
     from PIL import Image
 
-    torch.set_num_threads(args.threads)
-    t1, t2 = _torchvision_views(args.size)
-    pil = [Image.fromarray(image) for image in _images(args.size, args.batch)]
+    torch.set_num_threads(threads)
+    view1, view2 = _torchvision_views(size)
+    pil = [Image.fromarray(image) for image in _images(size, batch)]
 
-    def step():
-        for image in pil:
-            t1(image), t2(image)
+    def run():
+        for _ in range(calls):
+            for image in pil:
+                view1(image), view2(image)
 
-    return _time_rounds(step, args.batch, 1, args.repeats, args.calls)
+    return harness.Workload(run=run, info={"torchvision": torchvision.__version__})
 
 
 def _extract_cifar(data_root, limit):
@@ -151,20 +143,23 @@ def _extract_cifar(data_root, limit):
     return None
 
 
-def worker_pipeline(args):
-    """BYOL ResNet-18 step time fed by the real pipeline vs by one cached batch."""
+def build_pipeline(**options):
+    """Part 2 in this process (bench/harness): a round compares the step fed by the pipeline
+    with the step on one cached batch."""
+    args = argparse.Namespace(**options)
 
-    import byol_tf
-    from byol_tf import data
+    def run():
+        import byol_tf
+        from byol_tf import data
 
-    if not hasattr(byol_tf, "BYOL") or not hasattr(byol_tf.networks, "resnet"):
-        return {"skipped": "byol_tf.BYOL / byol_tf.networks.resnet are not available"}
-    folder = _extract_cifar(args.data_root, args.cifar_per_class)
-    try:
-        return _compare_steps(args, byol_tf, data, folder or "demo")
-    finally:
-        if folder:
-            shutil.rmtree(folder.split(os.sep + "train")[0])  # the temporary extraction folder
+        folder = _extract_cifar(args.data_root, args.cifar_per_class)
+        try:
+            return _compare_steps(args, byol_tf, data, folder or "demo")
+        finally:
+            if folder:
+                shutil.rmtree(folder.split(os.sep + "train")[0])  # the temporary extraction
+
+    return run
 
 
 def _compare_steps(args, byol_tf, data, source):
@@ -177,6 +172,8 @@ def _compare_steps(args, byol_tf, data, source):
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3))
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     cached = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()
+    # Both feeds train without the target's EMA alike: only the pipeline's share is measured.
+    warnings.filterwarnings("ignore", message="BYOL.fit without a byol_tf.TargetEMA")
     times = {}
     for name, feed in (
         ("cached", cached),
@@ -198,30 +195,13 @@ def _compare_steps(args, byol_tf, data, source):
     }
 
 
-def _run_worker(args, contender, size=0):
-    command = [sys.executable, os.path.abspath(__file__), f"--worker={contender}", f"--size={size}"]
-    for flag in ("batch", "repeats", "calls", "threads", "train_batch", "train_steps",
-                 "train_warmup", "cifar_per_class", "data_root"):  # fmt: skip
-        command.append(f"--{flag}={getattr(args, flag)}")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    if result.returncode != 0 or not lines:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": tail[0][:200]}
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
 def _torch_available():
-    try:
-        import importlib.util
+    import importlib.util
 
-        return all(importlib.util.find_spec(m) for m in ("torch", "torchvision", "PIL"))
-    except (ImportError, ValueError):
-        return False
+    return all(importlib.util.find_spec(m) for m in ("torch", "torchvision", "PIL"))
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="augment,pipeline")
     parser.add_argument("--sizes", default="32,224")
@@ -238,64 +218,96 @@ def main():
         default=os.environ.get("BYOL_DATA_ROOT", os.path.join(REPO, "data")),
         help="folder holding cifar10-jpg/cifar10-jpg.tar.gz (env BYOL_DATA_ROOT)",
     )
-    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        run = {"tf_xla": worker_tf, "tf_plain": worker_tf, "torchvision": worker_torch,
-               "pipeline": worker_pipeline}[args.worker]  # fmt: skip
-        args.contender = args.worker
-        print("RESULT " + json.dumps(run(args)))
-        return
-    parts = args.parts.split(",")
-    if "augment" in parts:
-        _augment_table(args)
-    if "pipeline" in parts:
-        result = _run_worker(args, "pipeline")
-        print(
-            "\nInput pipeline vs cached tensors, BYOL ResNet-18 (CIFAR stem), 32 px, batch",
-            args.train_batch,
+    harness.add_report_flag(parser, "augment")
+    return parser.parse_args(argv)
+
+
+def _env(threads):
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    return dict(harness.thread_env(threads), TF_CPP_MIN_LOG_LEVEL=level)
+
+
+def augment_contenders(args, size, names):
+    """The part-1 `harness.Contender`s at one size, compared with torchvision."""
+    common = {"size": size, "batch": args.batch, "calls": args.calls, "threads": args.threads}
+    reference = "torchvision" if "torchvision" in names else None
+    return [
+        harness.Contender(
+            name=name,
+            label=f"{name}, {size} px",
+            env=_env(args.threads),
+            build="augment:build_torchvision" if name == "torchvision" else "augment:build_tf",
+            options=common if name == "torchvision" else dict(common, contender=name),
+            work=args.batch * args.calls,
+            reference=reference,
         )
-        if "ratio" in result:
-            print(f"  source: {result['source']}")
-            print(f"  step on cached batch : {result['cached_step_s'] * 1000:8.1f} ms")
-            print(f"  step fed by pipeline : {result['pipeline_step_s'] * 1000:8.1f} ms")
-            print(f"  ratio                : {result['ratio']:8.3f}  (goal <= 1.05)")
-        else:
-            print("  " + result.get("skipped", result.get("error", "")))
+        for name in names
+    ]
 
 
-def _load():
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _augment_table(args):
-    contenders = ["tf_xla", "tf_plain"]
+def augment_table(args):
+    """Part 1: images/s per core at each size; the rows for the report."""
+    names = ["tf_xla", "tf_plain"]
     if _torch_available():
-        contenders.append("torchvision")
+        names.append("torchvision")
     else:
         print("torch/torchvision not importable here: torchvision column skipped "
               "(run with .venv-bench/bin/python for it)")  # fmt: skip
     print(f"Two-view augmentation, images/s per core ({args.threads} thread(s) per contender, "
-          f"batch {args.batch}, median of {args.repeats} rounds); load average (1, 5, 15 min) "
-          f"at the start: {_load()}")  # fmt: skip
-    header = f"{'size':>6} " + " ".join(f"{c:>12}" for c in contenders)
-    if "torchvision" in contenders:
-        header += f" {'XLA/torchvision':>16}"
-    print(header)
+          f"batch {args.batch}, median of {args.repeats} interleaved rounds)")  # fmt: skip
+    header = f"{'size':>6} " + " ".join(f"{c:>12}" for c in names)
+    print(header + (f" {'XLA/torchvision':>16}" if "torchvision" in names else ""))
+    report = {}
+    schedule = harness.Schedule(rounds=args.repeats, warmup=2)
     for size in (int(s) for s in args.sizes.split(",")):
-        rates = {c: _run_worker(args, c, size) for c in contenders}
-        cells = []
-        for c in contenders:
-            value = rates[c]
-            rate = value / args.threads if isinstance(value, float) else None
-            rates[c] = rate
-            cells.append(f"{rate:12.1f}" if rate is not None else f"{'error':>12}")
-        line = f"{size:>6} " + " ".join(cells)
+        outcomes = harness.run(augment_contenders(args, size, names), schedule, log=_quiet)
+        rows = harness.summarise(outcomes)
+        rates = {row["name"]: row["rate"] / args.threads if row["rate"] else None for row in rows}
+        line = f"{size:>6} " + " ".join(
+            f"{rates[c]:12.1f}" if rates[c] is not None else f"{'error':>12}" for c in names
+        )
         if rates.get("torchvision") and rates.get("tf_xla"):
             line += f" {rates['tf_xla'] / rates['torchvision']:15.2f}x"
         print(line, flush=True)
-    print(f"load average (1, 5, 15 min) at the end: {_load()}")
+        report[size] = {"rows": rows, "outcomes": harness.outcomes_json(outcomes)}
+    return report
+
+
+def _quiet(line):
+    if ": failed: " in line:
+        print(line)
+
+
+def pipeline_part(args):
+    """Part 2: the step fed by the pipeline against the step on a cached batch."""
+    options = {k: v for k, v in vars(args).items() if k != "json_out"}
+    contender = harness.Contender("pipeline", "augment:build_pipeline", options, env=_env(2))
+    outcome = harness.run([contender], harness.Schedule(rounds=1, warmup=0), log=_quiet)
+    result = outcome["pipeline"].rounds[0] if outcome["pipeline"].rounds else {}
+    print(f"\nInput pipeline vs cached tensors, BYOL ResNet-18 (CIFAR stem), 32 px, batch "
+          f"{args.train_batch}")  # fmt: skip
+    if "ratio" in result:
+        print(f"  source: {result['source']}")
+        print(f"  step on cached batch : {result['cached_step_s'] * 1000:8.1f} ms")
+        print(f"  step fed by pipeline : {result['pipeline_step_s'] * 1000:8.1f} ms")
+        print(f"  ratio                : {result['ratio']:8.3f}  (goal <= 1.05)")
+    else:
+        print("  failed: " + harness.failure_line(outcome["pipeline"].error))
+    return harness.outcomes_json(outcome)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = harness.environment()
+    print(harness.describe_environment(start), flush=True)
+    parts = args.parts.split(",")
+    report = {"settings": vars(args)}
+    if "augment" in parts:
+        report["augment"] = augment_table(args)
+    if "pipeline" in parts:
+        report["pipeline"] = pipeline_part(args)
+    print(f"load average (1, 5, 15 min) at the end: {harness.load_average()}")
+    harness.write_report("augment", report, args.json_out, start_env=start)
 
 
 if __name__ == "__main__":

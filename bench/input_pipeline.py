@@ -21,40 +21,39 @@ Three contenders read the same folder of JPEGs and count an image once both of i
   (process CPU seconds / wall seconds, OpenMP threads spinning while they wait included) shows
   how many cores each contender kept busy.
 
-Each (contender, thread count) runs in a fresh child process with TensorFlow or PyTorch limited
-to N threads (`--threads`, default 1 and 2; TF intra-/inter-op pools and tf.data's private pool,
-torch's intra-/inter-op pools, OMP/MKL/OpenBLAS). It warms up (`--warmup` batches: XLA
-compilation, file cache), pulls batches until one has to be waited for (tf.data's buffers,
-filled during the compilation, are then empty, as in steady state) and times the next
-`--batches` batches. A fresh process per run rather than a long-lived worker because tf.data
-keeps prefetching while a worker waits, which would take cores from the contender being timed.
-The runs are interleaved, A B C per thread count, over `--rounds` rounds so that machine noise
-hits all alike; the table gives median images/s, images/s per core (÷ N), and the ratio to
-torchvision at the same N beside the goals (device host part ≥ 6× and host mode ≥ 2×
-torchvision per core). The machine's load average is printed before and after; a loaded machine
-lowers all figures. Then: how many cores would feed one accelerator at the step rate of the
-paper's ResNet-50 run, at the 1-thread rates of the two byol_tf contenders.
+Each (contender, thread count) runs in a fresh process (bench/harness) with TensorFlow or
+PyTorch limited to N threads (`--threads`, default 1 and 2; TF intra-/inter-op pools and
+tf.data's private pool, torch's intra-/inter-op pools, OMP/MKL/OpenBLAS). It warms up
+(`--warmup` batches: XLA compilation, file cache), pulls batches until one has to be waited for
+(tf.data's buffers, filled during the compilation, are then empty, as in steady state) and times
+the next `--batches` batches. A fresh process per run rather than a long-lived worker because
+tf.data keeps prefetching while a worker waits, which would take cores from the contender being
+timed. The runs are interleaved, A B C per thread count, over `--rounds` rounds so that machine
+noise hits all alike; the table gives median images/s, images/s per core (÷ N), and the ratio to
+torchvision at the same N beside the goals (device host part ≥ 6× and host mode ≥ 2× torchvision
+per core). The machine's load average is printed before and after; a loaded machine lowers all
+figures. Then: how many cores would feed one accelerator at the step rate of the paper's
+ResNet-50 run, at the 1-thread rates of the two byol_tf contenders.
 
     python bench/input_pipeline.py                       # 256 generated Imagenette-like JPEGs
     python bench/input_pipeline.py --folder ~/imagenette2/train --rounds 5 --json_out out.json
     python bench/input_pipeline.py --num_images 16 --batches 1 --batch_size 4 --rounds 1  # smoke
 
 The folder is `root/<class>/*.jpg` or flat (see `byol_tf.data`). Without `--folder`, random
-natural-looking JPEGs (smooth colour gradients, blobs and noise; sides 300-500 px, about the
-size of Imagenette's full-size images) are written to a temporary folder. torchvision comes from
-`.venv-bench` (bench/setup_env.sh); its child never imports TensorFlow (bench/README.md).
+natural-looking JPEGs (bench/jpegs.py; about the size of Imagenette's full-size images) are
+written to a temporary folder. torchvision comes from `.venv-bench` (bench/setup_env.sh); its
+process never imports TensorFlow (bench/README.md).
 """
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
+import harness
+from jpegs import image_paths, write_in_process
 
 IMAGENET_IMAGES = 1_281_167
 # Paper-implied rate: the official README reports 74.0-74.5 % top-1 (the 1000-epoch result)
@@ -67,8 +66,6 @@ GOALS = {"tf_device_host_part": 6.0, "tf_host": 2.0}
 # A batch taken from a filled buffer comes back in under a millisecond; one that is waited for
 # was still being made, so the buffers were empty (see `_drain`).
 DRAINED_WAIT_S, MAX_DRAIN_BATCHES = 0.005, 64
-# byol_tf's folder rule (byol_tf.sources), repeated so that the torchvision child needs no TF.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # ImageNet statistics (byol_tf.image_ops.IMAGENET_MEAN / _STD), which byol_tf uses for folders.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -81,42 +78,6 @@ def paper_rates():
         "one A100-class GPU (assumption: = one TPU v3 chip, 2 cores)": 2 * per_core,
         "one H100-class GPU (assumption: 2x an A100 on ResNet-50)": 4 * per_core,
     }
-
-
-def write_images(folder, count, seed=0):
-    """`count` random natural-looking JPEGs (quality 90) with sides in [300, 500]."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    for i in range(count):
-        h, w = rng.integers(300, 501, size=2)
-        y, x = np.mgrid[0:h, 0:w] / max(h, w)
-        image = np.zeros((h, w, 3), np.float32)
-        for c in range(3):
-            a, b, phase = rng.uniform(-3, 3, size=3)
-            image[..., c] = 0.5 + 0.3 * np.sin(a * x * 3 + b * y * 3 + phase)
-        for _ in range(6):  # soft blobs: edges and texture like objects
-            cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
-            mask = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))[..., None]
-            image = image * (1 - mask) + mask * rng.uniform(0, 1, size=3)
-        image += rng.normal(0, 0.04, size=image.shape)
-        data = tf.io.encode_jpeg(np.clip(image * 255, 0, 255).astype(np.uint8), quality=90)
-        tf.io.write_file(os.path.join(folder, f"img_{i:05d}.jpg"), data)
-
-
-def image_paths(root):
-    """The files `byol_tf.data` reads from folder `root`: `root/train` when it exists, then its
-    images, or else those of its subfolders (one per class), sorted."""
-    if os.path.isdir(os.path.join(root, "train")):
-        root = os.path.join(root, "train")
-
-    def images_in(folder):
-        names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
-        return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
-
-    subfolders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    return images_in(root) or [p for d in subfolders for p in images_in(os.path.join(root, d))]
 
 
 def tf_batches(folder, threads, batch_size, image_size, augment_on):
@@ -221,13 +182,14 @@ def _drain(iterator):
     return MAX_DRAIN_BATCHES
 
 
-def measure(contender, folder, threads, batch_size, image_size, warmup, batches):
-    """Times one contender in this process (see the module docstring).
+def build(contender, folder, threads, batch_size, image_size, warmup, batches):
+    """One contender in this process (see the module docstring): its pipeline, warmed up and
+    drained; the round times the next `batches` batches.
 
     Returns:
-        {"images_per_s", "cpu_use" (CPU seconds per wall second), "batch_seconds" (the wait
-        for each timed batch), "drain_batches" (untimed batches pulled after the warm-up),
-        "versions"}.
+        A `harness.Workload` whose round gives "seconds" (the timed batches), "cpu_seconds",
+        "images_per_s", "cpu_use" (CPU seconds per wall second), "batch_seconds" (the wait
+        for each timed batch) and "drain_batches" (untimed batches pulled after the warm-up).
     """
     if contender == "torchvision":
         iterator, versions = torchvision_batches(folder, threads, batch_size, image_size)
@@ -237,68 +199,70 @@ def measure(contender, folder, threads, batch_size, image_size, warmup, batches)
     for _ in range(warmup):
         next(iterator)
     drained = _drain(iterator)
-    waits = []
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(batches):
-        before = time.perf_counter()
-        next(iterator)  # eager TF tensors and torch tensors are computed when returned
-        waits.append(time.perf_counter() - before)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return {
-        "images_per_s": batches * batch_size / seconds,
-        "cpu_use": cpu / seconds,
-        "batch_seconds": waits,
-        "drain_batches": drained,
-        "versions": versions,
-    }
+
+    def run():
+        waits = []
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(batches):
+            before = time.perf_counter()
+            next(iterator)  # eager TF tensors and torch tensors are computed when returned
+            waits.append(time.perf_counter() - before)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        return {
+            "seconds": seconds, "cpu_seconds": cpu, "images_per_s": batches * batch_size / seconds,
+            "cpu_use": cpu / seconds, "batch_seconds": waits, "drain_batches": drained,
+        }  # fmt: skip
+
+    return harness.Workload(run=run, info={"versions": versions})
 
 
-def run_child(args, contender, threads):
-    """`measure` in a fresh process limited to `threads` threads; its result dict."""
-    command = [sys.executable, __file__, f"--child={contender}", f"--threads={threads}"]
-    for flag in ("folder", "batch_size", "image_size", "warmup", "batches"):
-        command.append(f"--{flag}={getattr(args, flag)}")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    for name in ("OMP", "MKL", "OPENBLAS"):
-        env[f"{name}_NUM_THREADS"] = str(threads)
-    env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(
-            f"input_pipeline.py: {contender} with {threads} threads failed:\n"
-            f"{result.stderr[-3000:]}"
-        )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def contenders(args):
+    """The `harness.Contender`s: every contender at every thread count, torchvision at the
+    same count as reference, each limited to its threads before its interpreter starts."""
+    out = []
+    for threads in args.threads:
+        env = dict(harness.thread_env(threads), CUDA_VISIBLE_DEVICES="")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        for name in args.contenders:
+            options = {k: getattr(args, k) for k in ("folder", "batch_size", "image_size")}
+            options.update(contender=name, threads=threads, warmup=args.warmup,
+                           batches=args.batches)  # fmt: skip
+            out.append(harness.Contender(
+                name=f"{name}@{threads}", build="input_pipeline:build", options=options,
+                label=f"{name}, {threads} thread(s)", env=env,
+                work=args.batches * args.batch_size, reference=f"torchvision@{threads}",
+            ))  # fmt: skip
+    return out
 
 
-def summarise(runs, contenders, thread_counts):
+def summarise(outcomes, contenders, thread_counts):
     """Rows of the table: medians over rounds and the ratios to torchvision.
 
     Args:
-        runs: {(contender, threads): [result of `run_child`, one per round]}.
+        outcomes: `harness.run`'s result for `contenders(args)`.
         contenders: contender names, in table order.
         thread_counts: thread counts, in table order.
 
     Returns:
-        A list of dicts, one per (threads, contender).
+        A list of dicts, one per (threads, contender) that measured at least one round.
     """
     rows = []
     for threads in thread_counts:
+        rounds = {name: outcomes[f"{name}@{threads}"].rounds for name in contenders}
         medians = {
-            name: statistics.median(r["images_per_s"] for r in runs[name, threads])
-            for name in contenders
-        }
-        for name in contenders:
-            rates = [r["images_per_s"] for r in runs[name, threads]]
-            ratio = medians[name] / medians["torchvision"] if "torchvision" in medians else None
+            name: statistics.median(r["images_per_s"] for r in rounds[name])
+            for name in contenders if rounds[name]
+        }  # fmt: skip
+        for name, median in medians.items():
+            ratio = median / medians["torchvision"] if "torchvision" in medians else None
             goal = GOALS.get(name) if ratio is not None else None
             rows.append({
                 "contender": name,
                 "threads": threads,
-                "images_per_s": medians[name],
-                "images_per_s_per_core": medians[name] / threads,
-                "cpu_use": statistics.median(r["cpu_use"] for r in runs[name, threads]),
-                "images_per_s_rounds": rates,
+                "images_per_s": median,
+                "images_per_s_per_core": median / threads,
+                "cpu_use": statistics.median(r["cpu_use"] for r in rounds[name]),
+                "images_per_s_rounds": [r["images_per_s"] for r in rounds[name]],
                 "ratio_to_torchvision": ratio,
                 "goal_ratio": goal,
                 "goal_met": None if goal is None else ratio >= goal,
@@ -370,48 +334,40 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--json_out", help="write the report as JSON to this path")
-    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    harness.add_report_flag(parser, "input_pipeline")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child:
-        sizes = (args.batch_size, args.image_size, args.warmup, args.batches)
-        result = measure(args.child, args.folder, args.threads[0], *sizes)
-        return print(json.dumps(result))
-    load_start = os.getloadavg()
-    print(f"load average at the start (1, 5, 15 min): {load_start}", flush=True)
-    runs = {(name, n): [] for n in args.threads for name in args.contenders}
+    start = harness.environment()
+    print(harness.describe_environment(start), flush=True)
+    schedule = harness.Schedule(rounds=args.rounds, warmup=0, fresh_process_per_round=True)
     with tempfile.TemporaryDirectory(prefix="byol_bench_jpeg_") as tmp:
         if not args.folder:
             args.folder = os.path.join(tmp, "images")
-            write_images(args.folder, args.num_images)
-        for _ in range(args.rounds):
-            for name, threads in runs:
-                runs[name, threads].append(run_child(args, name, threads))
-    rows = summarise(runs, args.contenders, args.threads)
+            write_in_process(args.folder, args.num_images)
+        outcomes = harness.run(contenders(args), schedule)
+    failed = [o for o in outcomes.values() if o.error]
+    rows = summarise(outcomes, args.contenders, args.threads)
     versions = {}
-    for results in runs.values():
-        versions.update(results[0]["versions"])
+    for outcome in outcomes.values():
+        versions.update(outcome.info.get("versions", {}))
     settings = {k: getattr(args, k) for k in ("batch_size", "warmup", "batches", "rounds")}
     report = {
         "settings": dict(settings, image_size=args.image_size, folder=args.folder),
         "machine_cores": os.cpu_count(),
-        "load_average": {"start": load_start, "end": os.getloadavg()},
         "versions": versions,
         "rows": rows,
         "cores_per_accelerator": cores_per_accelerator(rows),
-        "runs": [{"contender": n, "threads": t, "rounds": r} for (n, t), r in runs.items()],
+        "outcomes": harness.outcomes_json(outcomes),
     }
-    print(f"load average at the end (1, 5, 15 min): {report['load_average']['end']}")
+    print(f"load average at the end (1, 5, 15 min): {harness.load_average()}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
     print(markdown(report))
-    if args.json_out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-        with open(args.json_out, "w") as f:
-            json.dump(report, f, indent=2)
+    harness.write_report("input_pipeline", report, args.json_out, start_env=start)
+    if failed:
+        sys.exit(f"input_pipeline.py: {len(failed)} run(s) failed: {failed[0].contender.text}")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@ import argparse
 import collections
 import contextlib
 import glob
-import json
 import os
 import re
 import statistics
 import tempfile
 import time
+
+import harness
 
 IMAGE_SIZE = 32
 PROJECTION_DIM = 256
@@ -134,11 +135,13 @@ def _op_times(logdir, metadata):
             if "hlo_op" in stats:  # one XLA thunk; its module names the compiled function
                 module = stat_names.get(stats["hlo_module"].ref_value, "")
                 counted.append((event.offset_ps, event.duration_ps, ("hlo", name, module)))
-            elif re.fullmatch(r"[^:\s]+:[A-Z]\w*", name):  # a TF executor op "scope/op:Type"
+            elif re.fullmatch(r"[^:\s]+:_?[A-Z]\w*", name):  # a TF executor op "scope/op:Type"
                 counted.append((event.offset_ps, event.duration_ps, ("tf", name, "")))
         for (kind, name, module), ps in _self_times(counted):
             if kind == "tf":
                 op_name, op_type = name.rsplit(":", 1)
+                # oneDNN's kernels (x86): _MklNativeConv2D, _MklMatMul, ... are Conv2D, MatMul.
+                op_type = re.sub(r"^_(MklNative|Mkl)?", "", op_type)
                 key = (_category(op_type, op_name), f"{op_type} {op_name}")
             else:
                 hlo = re.sub(r"(\.clone)+$", "", name)
@@ -193,52 +196,100 @@ def _step(model, views, callback):
     return middle - start, time.perf_counter() - middle, cpu
 
 
-def _print_breakdown(variant, times, timing, lanes, top):
+def _profile(parts, lanes, top):
+    """Traces one step of `parts` (`_build`'s) with the TF profiler and sums op self times.
+
+    Runs in the variant's process, after its timed rounds; XLA_FLAGS holds its HLO dump folder.
+
+    Returns:
+        {"wall_ms", "step_ms", "ema_ms", "lanes", "ops": [[category, op label, thread-ms], ...]
+        (every op, slowest first)}.
+    """
+    import tensorflow as tf
+
+    dump_dir = re.search(r"--xla_dump_to=(\S+)", os.environ.get("XLA_FLAGS", "")).group(1)
+    files = glob.glob(os.path.join(dump_dir, "*cpu_after_optimizations.txt"))
+    metadata = {"files": files, "ops": _hlo_metadata(dump_dir)}
+    logdir = os.path.join(os.path.dirname(dump_dir), "trace")
+    tf.profiler.experimental.start(logdir)
+    wall, ema, _ = _step(*parts)
+    tf.profiler.experimental.stop()
+    times, step_ms = _op_times(logdir, metadata)
+    ops = [[category, label, ms] for (category, label), ms in times.most_common()]
+    return {"wall_ms": wall * 1e3, "step_ms": step_ms, "ema_ms": ema * 1e3, "lanes": lanes,
+            "ops": ops, "top": top}  # fmt: skip
+
+
+def build(variant, batch_size, threads, inter_op_threads, profile, top):
+    """One variant in this process (bench/harness): a round is one step as `fit` runs it.
+
+    Returns:
+        A `harness.Workload` whose round gives "seconds" (train_on_batch), "cpu_seconds" (its
+        CPU time, all threads) and "ema_seconds" (the TargetEMA callback); with `profile`,
+        its `finish` traces one more step (`_profile`).
+    """
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    parts = _build(variant, batch_size)
+
+    def run():
+        wall, ema, cpu = _step(*parts)
+        return {"seconds": wall, "ema_seconds": ema, "cpu_seconds": cpu}
+
+    # XLA thunks run on the intra-op pool; graph-mode ops on the inter-op threads.
+    lanes = threads if VARIANTS[variant][0] else inter_op_threads
+    finish = (lambda: {"profile": _profile(parts, lanes, top)}) if profile else None
+    return harness.Workload(run=run, info={"variant": variant}, finish=finish)
+
+
+def print_breakdown(variant, profile):
     """Prints op time by type as a share of `lanes` × the traced wall time.
 
-    `timing` holds the traced step's `wall_ms` (train_on_batch), `step_ms` (the compiled step
-    function inside it) and `ema_ms` (the TargetEMA callback after it). `lanes` is the number
-    of threads that run ops side by side: 1 for graph mode with one inter-op thread, the
-    intra-op thread count under XLA, whose thunks run on the intra-op pool.
+    `profile` is `_profile`'s: the traced step's `wall_ms` (train_on_batch), `step_ms` (the
+    compiled step function inside it), `ema_ms` (the TargetEMA callback after it), `lanes` (the
+    number of threads that run ops side by side: 1 for graph mode with one inter-op thread,
+    the intra-op thread count under XLA) and the ops.
+
+    Returns:
+        {category: thread-ms}.
     """
     by_category = collections.Counter()
-    for (category, _), ms in times.items():
+    for category, _, ms in profile["ops"]:
         by_category[category] += ms
-    capacity = lanes * (timing["wall_ms"] + timing["ema_ms"])
+    capacity = profile["lanes"] * (profile["wall_ms"] + profile["ema_ms"])
     # XLA:CPU hands convolutions and large dots to Eigen asynchronously: their work has no
     # trace event of its own, so it shows up here, together with idle threads.
     by_category["not in the trace (XLA async conv/dot, idle)"] = max(
         capacity - sum(by_category.values()), 0.0
     )
-    python_ms = timing["wall_ms"] - timing["step_ms"]
+    python_ms = profile["wall_ms"] - profile["step_ms"]
     print(f"\n### {variant}: op time by type, one traced step\n")
     print(
-        f"train_on_batch {timing['wall_ms']:.0f} ms wall, of which the step function "
-        f"{timing['step_ms']:.0f} ms and Python/host work around it {python_ms:.0f} ms "
-        f"({100 * python_ms / timing['wall_ms']:.1f} %); TargetEMA callback "
-        f"{timing['ema_ms']:.1f} ms; shares of {lanes} thread(s) × wall\n"
+        f"train_on_batch {profile['wall_ms']:.0f} ms wall, of which the step function "
+        f"{profile['step_ms']:.0f} ms and Python/host work around it {python_ms:.0f} ms "
+        f"({100 * python_ms / profile['wall_ms']:.1f} %); TargetEMA callback "
+        f"{profile['ema_ms']:.1f} ms; shares of {profile['lanes']} thread(s) × wall\n"
     )
     print("| op type | thread-ms | share |\n|---|---:|---:|")
     for category, ms in by_category.most_common():
         print(f"| {category} | {ms:.0f} | {100 * ms / capacity:.1f} % |")
-    if top:
-        print(f"\ntop {top} ops:")
-        for (category, label), ms in times.most_common(top):
+    if profile["top"]:
+        print(f"\ntop {profile['top']} ops:")
+        for category, label, ms in profile["ops"][: profile["top"]]:
             print(f"  {ms:8.1f} ms  [{category}] {label[:110]}")
-    return by_category
+    return dict(by_category)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch_size", type=int, default=32, help="images per view")
     parser.add_argument(
-        "--variants",
-        nargs="+",
-        choices=list(VARIANTS),
-        default=["xla", "graph"],
+        "--variants", nargs="+", choices=list(VARIANTS), default=["xla", "graph"],
         help="byol_tf with jit_compile=True (xla) or False (graph); '-fused-bn': with the "
         "experimental fused BatchNorm instead of Keras's (an A/B of bench/fused_batch_norm.py)",
-    )
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds")
     parser.add_argument(
@@ -246,85 +297,89 @@ def parse_args(argv=None):
     )
     parser.add_argument("--threads", type=int, default=2, help="TF intra-op threads")
     parser.add_argument(
-        "--inter_op_threads",
-        type=int,
-        default=1,
+        "--inter_op_threads", type=int, default=1,
         help="TF inter-op threads; 1 runs graph-mode ops one at a time, so op times add up",
-    )
+    )  # fmt: skip
     parser.add_argument("--top", type=int, default=10, help="also list the N slowest ops")
-    parser.add_argument("--json_out", default=None, help="also write the figures here as JSON")
+    harness.add_report_flag(parser, "profile_step")
     return parser.parse_args(argv)
+
+
+def contenders(args, workdir):
+    """One `harness.Contender` per variant, each dumping its HLO into its own folder (it maps
+    XLA thunks in the trace back to the TF ops they came from)."""
+    traced = args.variants if args.profile is None else args.profile
+    out = []
+    for variant in args.variants:
+        dump = os.path.join(workdir, variant, "hlo")
+        env = dict(
+            TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}".strip(),
+        )
+        options = dict(variant=variant, batch_size=args.batch_size, threads=args.threads,
+                       inter_op_threads=args.inter_op_threads, profile=variant in traced,
+                       top=args.top)  # fmt: skip
+        out.append(harness.Contender(
+            variant, "profile_step:build", options, env=env, work=1,
+            reference=args.variants[0],
+        ))  # fmt: skip
+    return out
+
+
+def timing_table(outcomes, rows):
+    """Prints median and fastest wall time, CPU time and the EMA's share per variant, then the
+    per-round wall ratios against the first variant; returns the figures."""
+    print("| variant | step ms | fastest ms | CPU ms | TargetEMA ms | EMA share of step |")
+    print("|---|---:|---:|---:|---:|---:|")
+    timing = {}
+    for row in rows:
+        rounds = outcomes[row["name"]].rounds
+        if not rounds:
+            print(f"| {row['name']} | failed | | | | |")
+            continue
+        wall = [r["seconds"] * 1e3 for r in rounds]
+        summary = {
+            "step_ms": statistics.median(wall), "fastest_ms": min(wall),
+            "cpu_ms": statistics.median(r["cpu_seconds"] * 1e3 for r in rounds),
+            "ema_ms": statistics.median(r["ema_seconds"] * 1e3 for r in rounds),
+        }  # fmt: skip
+        timing[row["name"]] = summary
+        share = 100 * summary["ema_ms"] / (summary["step_ms"] + summary["ema_ms"])
+        print(
+            f"| {row['name']} | {summary['step_ms']:.0f} | {summary['fastest_ms']:.0f} | "
+            f"{summary['cpu_ms']:.0f} | {summary['ema_ms']:.1f} | {share:.2f} % |"
+        )
+    for row in rows[1:]:
+        if row["paired_ratio"] is not None:
+            # Paired per round: neighbouring steps see about the same machine load.
+            print(f"{row['name']} / {row['reference']}: per-round wall ratios median "
+                  f"{1 / row['paired_ratio']:.3f}; medians {1 / row['ratio']:.3f}")  # fmt: skip
+    return timing
 
 
 def main(argv=None):
     args = parse_args(argv)
+    start = harness.environment()
+    print(harness.describe_environment(start))
     workdir = tempfile.mkdtemp(prefix="byol_profile_")
-    dump_dir = os.path.join(workdir, "hlo")
-    # The HLO dump maps XLA thunks in the trace back to the TF ops they came from.
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir}"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
-    built = {}
-    for variant in args.variants:
-        built[variant] = _build(variant, args.batch_size)
-        for _ in range(args.warmup):
-            _step(*built[variant])
-    seconds = {variant: [] for variant in built}
-    for _ in range(args.rounds):  # A B C D A B C D ...: the machine's load hits all alike
-        for variant, parts in built.items():
-            seconds[variant].append(_step(*parts))
-    report = {"args": vars(args), "timing": {}, "profile": {}}
+    schedule = harness.Schedule(rounds=args.rounds, warmup=args.warmup)
+    outcomes = harness.run(contenders(args, workdir), schedule)
+    rows = harness.summarise(outcomes)
     print(
-        f"\nbatch {args.batch_size} per view, {args.rounds} interleaved rounds: median and "
-        "fastest wall time, median CPU time (all threads of this process)\n"
+        f"\nbatch {args.batch_size} per view, {args.rounds} interleaved rounds, each variant in "
+        "its own process: median and fastest wall time, median CPU time (all threads)\n"
     )
-    print("| variant | step ms | fastest ms | CPU ms | TargetEMA ms | EMA share of step |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for variant, rounds in seconds.items():
-        wall, ema, cpu = ([r[i] * 1e3 for r in rounds] for i in range(3))
-        summary = {
-            "step_ms": statistics.median(wall),
-            "fastest_ms": min(wall),
-            "cpu_ms": statistics.median(cpu),
-            "ema_ms": statistics.median(ema),
-        }
-        report["timing"][variant] = {**summary, "rounds": rounds}
-        share = 100 * summary["ema_ms"] / (summary["step_ms"] + summary["ema_ms"])
-        print(
-            f"| {variant} | {summary['step_ms']:.0f} | {summary['fastest_ms']:.0f} | "
-            f"{summary['cpu_ms']:.0f} | {summary['ema_ms']:.1f} | {share:.2f} % |"
-        )
-    first = report["timing"][args.variants[0]]
-    for variant in args.variants[1:]:
-        timing = report["timing"][variant]
-        # Paired per round: neighbouring steps see about the same machine load.
-        ratios = [r[0] / f[0] for r, f in zip(timing["rounds"], first["rounds"], strict=True)]
-        listed = " ".join(f"{r:.3f}" for r in ratios)
-        print(
-            f"{variant} / {args.variants[0]}: per-round wall ratios median "
-            f"{statistics.median(ratios):.3f} ({listed}); fastest "
-            f"{timing['fastest_ms'] / first['fastest_ms']:.3f}; CPU "
-            f"{timing['cpu_ms'] / first['cpu_ms']:.3f}"
-        )
-    files = glob.glob(os.path.join(dump_dir, "*cpu_after_optimizations.txt"))
-    metadata = {"files": files, "ops": _hlo_metadata(dump_dir)}
-    for variant in args.variants if args.profile is None else args.profile:
-        logdir = os.path.join(workdir, variant)
-        tf.profiler.experimental.start(logdir)
-        wall, ema, _ = _step(*built[variant])
-        tf.profiler.experimental.stop()
-        times, step_ms = _op_times(logdir, metadata)
-        timing = {"wall_ms": wall * 1e3, "step_ms": step_ms, "ema_ms": ema * 1e3}
-        lanes = args.threads if VARIANTS[variant][0] else args.inter_op_threads
-        by_category = _print_breakdown(variant, times, timing, lanes, args.top)
-        report["profile"][variant] = {**timing, "thread_ms": by_category}
+    report = {"settings": vars(args), "timing": timing_table(outcomes, rows), "profile": {}}
+    for name, outcome in outcomes.items():
+        profile = outcome.info.get("profile")
+        if profile:
+            by_category = print_breakdown(name, profile)
+            report["profile"][name] = {**profile, "thread_ms": by_category}
     print(f"\ntraces and HLO dumps: {workdir}")
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(report, f, indent=2)
+    report["outcomes"] = harness.outcomes_json(outcomes)
+    for outcome in report["outcomes"].values():
+        outcome["info"].pop("profile", None)  # in report["profile"]
+    harness.write_report("profile_step", report, args.json_out, start_env=start)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,20 @@
 One run = one setting: pretrain on the demo set (Fashion-MNIST subset shipped in the package)
 for a few epochs, score kNN (k = 200, cosine, exp(sim/0.1) votes; docs/algorithm.md §6) after
 every `--knn_every` epochs, and print one JSON line with the trajectory, the baselines under the
-same protocol (`raw_pixels`: the pixels normalised as the encoder sees them; `raw_pixels_unit`:
-the pixels in [0, 1]; `random_init`), and the pretraining wall time.
+same protocol (`byol_tf.monitoring.baseline_scores`: `raw_pixels`, the pixels normalised as the
+encoder sees them; `raw_pixels_unit`, the pixels in [0, 1]; `random_init`) and the pretraining
+wall time; the same, with the machine it ran on, is written to bench/results/ (`--json_out`).
 Pin each run to `--threads` threads to run several side by side.
 
     python bench/short_budget.py --optimizer adam --learning_rate 1e-3 --epochs 12
 """
 
 import argparse
-import functools
 import json
 import os
 import time
+
+import harness
 
 
 def _parse(argv):
@@ -46,6 +48,7 @@ def _parse(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--predictor_lr_multiplier", type=float, default=1.0)
     p.add_argument("--tag", default="")
+    harness.add_report_flag(p, "short_budget")
     return p.parse_args(argv)
 
 
@@ -80,43 +83,12 @@ def _trajectory_callback(every, epochs, score):
     return Trajectory()
 
 
-def main(argv=None):
-    args = _parse(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    import keras
-
+def _optimizer(args, steps, total):
+    """The optimiser of the run: LARS (rate per 256 images) or AdamW, on the chosen schedule,
+    the predictor's rate multiplied by `--predictor_lr_multiplier`."""
     import byol_tf
-    from byol_tf import data, networks, optimizers, settings, training
+    from byol_tf import optimizers
 
-    keras.utils.set_random_seed(args.seed)
-    steps = data.steps_per_epoch(args.dataset, args.batch_size)
-    total = steps * args.epochs
-    overrides = settings.parse_augment(args.augment, "--augment")
-    views = data.pretrain_dataset(
-        args.dataset, args.batch_size, args.image_size, seed=args.seed,
-        augment_overrides=overrides, with_labels=False,
-    )  # fmt: skip
-    memory = data.eval_dataset(args.dataset, "train", 256, args.image_size)
-    queries = data.eval_dataset(args.dataset, "test", 256, args.image_size)
-    depth = int(args.encoder.removeprefix("resnet"))
-
-    def encoder():
-        return networks.resnet(
-            depth, args.width_multiplier, args.cifar_stem, (args.image_size, args.image_size, 3),
-            zero_init_residual=args.zero_init_residual,
-        )  # fmt: skip
-
-    raw = _knn(training.raw_pixels, memory, queries)
-    info = data.source_info(args.dataset)
-    unit_pixels = functools.partial(training.unit_pixels, mean=info.mean, std=info.std)
-    raw_unit = _knn(unit_pixels, memory, queries)
-    random_init = _knn(encoder(), memory, queries)
-    keras.utils.set_random_seed(args.seed)
-    model = byol_tf.BYOL(encoder(), args.projection_dim, args.hidden_dim)
     warmup = min(int(round(args.warmup_epochs * steps)), total)
     lars = args.optimizer == "lars"
     peak = args.learning_rate * (args.batch_size / 256 if lars else 1.0)  # LARS: per 256 images
@@ -126,26 +98,85 @@ def main(argv=None):
         schedule = byol_tf.WarmupConstant(peak, warmup)
     multipliers = optimizers.predictor_multiplier(args.predictor_lr_multiplier)
     if lars:
-        optimizer = optimizers.LARS(
+        return optimizers.LARS(
             schedule, weight_decay=args.weight_decay, eta=0.02,
             learning_rate_multipliers=multipliers,
         )  # fmt: skip
-    else:  # decoupled decay of every variable, as keras.optimizers.AdamW
-        optimizer = optimizers.AdamW(
-            schedule, weight_decay=args.weight_decay, exclude_from_weight_decay=None,
-            learning_rate_multipliers=multipliers,
+    # decoupled decay of every variable, as keras.optimizers.AdamW
+    return optimizers.AdamW(
+        schedule, weight_decay=args.weight_decay, exclude_from_weight_decay=None,
+        learning_rate_multipliers=multipliers,
+    )  # fmt: skip
+
+
+def _encoder_factory(args):
+    """A function building the run's (seeded by the global seed) encoder."""
+    from byol_tf import networks
+
+    depth = int(args.encoder.removeprefix("resnet"))
+    shape = (args.image_size, args.image_size, 3)
+
+    def encoder():
+        return networks.resnet(
+            depth, args.width_multiplier, args.cifar_stem, shape,
+            zero_init_residual=args.zero_init_residual,
         )  # fmt: skip
-    model.compile(optimizer=optimizer)
+
+    return encoder
+
+
+def _pretrain(args, encoder, steps, score):
+    """Pretrains BYOL on the views of `--dataset`; the kNN trajectory and the training time."""
+    import byol_tf
+    from byol_tf import data, settings
+
+    total = steps * args.epochs
+    overrides = settings.parse_augment(args.augment, "--augment")
+    views = data.pretrain_dataset(
+        args.dataset, args.batch_size, args.image_size, seed=args.seed,
+        augment_overrides=overrides, with_labels=False,
+    )  # fmt: skip
+    model = byol_tf.BYOL(encoder(), args.projection_dim, args.hidden_dim)
+    model.compile(optimizer=_optimizer(args, steps, total))
     ema = byol_tf.TargetEMA(args.base_tau, total_steps=total, schedule=args.tau_schedule)
-    probe = _trajectory_callback(args.knn_every, args.epochs, lambda e: _knn(e, memory, queries))
+    probe = _trajectory_callback(args.knn_every, args.epochs, score)
     model.fit(views, epochs=args.epochs, steps_per_epoch=steps, callbacks=[ema, probe], verbose=0)
-    trajectory, train_time = probe.points, probe.train_s
-    print(json.dumps({
-        "tag": args.tag, "settings": vars(args), "raw_pixels": raw, "raw_pixels_unit": raw_unit,
-        "random_init": random_init,
-        "trajectory": trajectory, "final": trajectory[-1][1], "train_s": round(train_time, 1),
-        "load_average": os.getloadavg(),
-    }), flush=True)  # fmt: skip
+    return probe.points, probe.train_s
+
+
+def main(argv=None):
+    args = _parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    start = harness.environment()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras
+
+    from byol_tf import data, monitoring
+
+    keras.utils.set_random_seed(args.seed)
+    memory = data.eval_dataset(args.dataset, "train", 256, args.image_size)
+    queries = data.eval_dataset(args.dataset, "test", 256, args.image_size)
+
+    def score(encoder):
+        return _knn(encoder, memory, queries)
+
+    info = data.source_info(args.dataset)
+    encoder = _encoder_factory(args)
+    # raw_pixels, raw_pixels_unit, random_init: the same protocol on encoders that cost nothing
+    baselines = monitoring.baseline_scores(score, info.mean, info.std, encoder)
+    keras.utils.set_random_seed(args.seed)
+    steps = data.steps_per_epoch(args.dataset, args.batch_size)
+    trajectory, train_time = _pretrain(args, encoder, steps, score)
+    result = {
+        "tag": args.tag, "settings": vars(args), **baselines, "trajectory": trajectory,
+        "final": trajectory[-1][1], "train_s": round(train_time, 1),
+        "load_average": harness.load_average(),
+    }  # fmt: skip
+    print(json.dumps(result), flush=True)
+    harness.write_report("short_budget", result, args.json_out, start_env=start)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""bench/gpu_train_loop.py: its arguments, its arithmetic, and a smoke run on the CPU."""
+"""bench/gpu_train_loop.py (with train_loop_mode.py and gpu_monitor.py): its arguments, its
+arithmetic, and a smoke run on the CPU."""
 
 import json
 import os
@@ -37,6 +38,20 @@ def bench_module(monkeypatch):
     return gpu_train_loop
 
 
+@pytest.fixture
+def mode_module(bench_module):
+    import train_loop_mode
+
+    return train_loop_mode
+
+
+@pytest.fixture
+def monitor_module(bench_module):
+    import gpu_monitor
+
+    return gpu_monitor
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -55,9 +70,9 @@ def test_bad_arguments_end_in_one_error_line(args, message):
     assert message in lines[0]
 
 
-def test_rates_count_images_over_the_timed_window(bench_module):
+def test_rates_count_images_over_the_timed_window(bench_module, mode_module):
     # Batch ends at 0 (last warm-up step), 1, 2, 3, 5 s: four timed steps of 8 images.
-    summary = bench_module.summarise_steps([10.0, 11.0, 12.0, 13.0, 15.0], 8)
+    summary = mode_module.summarise_steps([10.0, 11.0, 12.0, 13.0, 15.0], 8)
     assert summary["images_per_s"] == pytest.approx(32 / 5)
     assert summary["images_per_s_second_half"] == pytest.approx(16 / 3)
     assert summary["step_ms_median"] == pytest.approx(1000)
@@ -82,21 +97,21 @@ def test_a_failed_mode_is_told_in_one_line(bench_module):
     assert bench_module.failure_line("killed\n") == "killed"
 
 
-def test_gpu_monitor_without_nvidia_smi_says_not_available(bench_module, monkeypatch):
-    monkeypatch.setattr(bench_module.shutil, "which", lambda name: None)
-    monitor = bench_module.GPUMonitor()
+def test_gpu_monitor_without_nvidia_smi_says_not_available(monitor_module, monkeypatch):
+    monkeypatch.setattr(monitor_module.shutil, "which", lambda name: None)
+    monitor = monitor_module.GPUMonitor()
     monitor.start()
     monitor.stop()
     assert monitor.summary()["gpu_util_percent"] == "n/a"
 
 
-def test_gpu_monitor_polls_nvidia_smi(bench_module, monkeypatch, tmp_path):
+def test_gpu_monitor_polls_nvidia_smi(monitor_module, monkeypatch, tmp_path):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho '57, 1234, NVIDIA H200'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path), prepend=os.pathsep)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monitor = bench_module.GPUMonitor()
+    monitor = monitor_module.GPUMonitor()
     assert monitor.command[-1] == "--id=0"
     monitor.start()
     time.sleep(1.2)
@@ -104,7 +119,7 @@ def test_gpu_monitor_polls_nvidia_smi(bench_module, monkeypatch, tmp_path):
     summary = monitor.summary()
     assert summary["gpu_util_percent"] == 57 and summary["gpu_memory_used_mib"] == 1234
     assert 2 <= summary["gpu_samples"] <= 4
-    assert bench_module.query_gpu(monitor.command)[2] == "NVIDIA H200"
+    assert monitor_module.query_gpu(monitor.command)[2] == "NVIDIA H200"
 
 
 @pytest.mark.slow  # two child processes each compile a ResNet-18 BYOL step with XLA
@@ -121,5 +136,6 @@ def test_smoke_run_measures_both_modes(tmp_path):
         assert entry["policy"] == "float32"  # no GPU: mixed precision off by default
         assert entry["gpu_util_percent"] == "n/a"  # the GPUs, if any, are hidden
     assert report["ratio_device_to_host"] > 0
+    assert report["host"]["cpu"] and report["environment"]["cpu_model"]
     assert "| host |" in result.stdout and "| device |" in result.stdout
     assert "device / host images/s in this run" in result.stdout
