@@ -4,6 +4,7 @@ Fixtures built from them (a one-step run, a tiny export) are in tests/conftest.p
 """
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,25 @@ def tiny_encoder(image_size=8, channels=3, filters=4, sync_bn=False, name="tiny"
     x = keras.layers.ReLU()(x)
     outputs = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def tiny_checkpoint_run(model_dir, step=1, **run_config):
+    """A run folder without training: one checkpoint of a tiny BYOL (8×8 images, 4 features)
+    at `step`, and `run_config.json` holding `run_config` when there is any.
+
+    Returns:
+        The `BYOL` model saved.
+    """
+    from byol_tf import checkpoints
+    from byol_tf.model import BYOL
+
+    model = BYOL(tiny_encoder(8), projection_dim=4, hidden_dim=8)
+    model.compile(optimizer="sgd")
+    checkpoints.save_checkpoint(model, str(model_dir), step=step)
+    if run_config:
+        with open(os.path.join(model_dir, "run_config.json"), "w") as handle:
+            json.dump(run_config, handle)
+    return model
 
 
 # --- pipelines -------------------------------------------------------------------------------

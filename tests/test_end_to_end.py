@@ -1,38 +1,17 @@
-"""A tiny end-to-end run of train.main (then resume); bad inputs are in test_bad_inputs.py."""
+"""A tiny end-to-end run of train.main (then resume); bad inputs are in test_bad_inputs_*.py."""
 
 import glob
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
-from absl import flags
 from absl.testing import flagsaver
+from helpers import TINY
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import evaluate  # noqa: E402
-import train  # noqa: E402
-from byol_tf import checkpoints  # noqa: E402
-
-FLAGS = flags.FLAGS
-FLAGS.mark_as_parsed()
-TINY = dict(
-    dataset="demo",
-    image_size=28,
-    width_multiplier=0.125,
-    projection_dim=16,
-    hidden_dim=32,
-    batch_size=32,
-    epochs=2,
-    steps_per_epoch=2,
-    knn_max_examples=256,
-    knn_k=20,
-    checkpoint_every_steps=1,
-    keep_checkpoints=10,
-    log_every_steps=1,
-)
+import evaluate
+import train
+from byol_tf import checkpoints
 
 
 def _train(model_dir, **overrides):

@@ -3,37 +3,23 @@
 import json
 import os
 import re
-import sys
 
 import pytest
 from absl import flags
 from absl.testing import flagsaver
-from helpers import tiny_encoder
+from helpers import tiny_checkpoint_run
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import evaluate  # noqa: E402
-from byol_tf import checkpoints, evaluation, export  # noqa: E402
-from byol_tf.model import BYOL  # noqa: E402
+import evaluate
+from byol_tf import checkpoints, evaluation, export
 
 FLAGS = flags.FLAGS
 DEMO_STATS = {"mean": [0.286] * 3, "std": [0.353] * 3}
 
 
-@pytest.fixture(autouse=True)
-def _parsed_flags():
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
-
-
 @pytest.fixture
 def run_dir(tmp_path):
     """A training run folder: one checkpoint of a tiny BYOL on 8×8 images and run_config.json."""
-    model = BYOL(tiny_encoder(8), projection_dim=4, hidden_dim=8)
-    model.compile(optimizer="sgd")
-    checkpoints.save_checkpoint(model, str(tmp_path), step=1)
-    config = {"dataset": "demo", "image_size": 8, "eval_split": "test", **DEMO_STATS}
-    (tmp_path / "run_config.json").write_text(json.dumps(config))
+    tiny_checkpoint_run(tmp_path, dataset="demo", image_size=8, eval_split="test", **DEMO_STATS)
     return tmp_path
 
 

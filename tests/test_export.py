@@ -1,6 +1,5 @@
 """Tests of byol_tf.export: SavedModel signatures, TF Serving layout and requests, the CLI."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,10 +7,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_encoder
+from helpers import run_program, tiny_checkpoint_run, tiny_encoder
 
-from byol_tf import checkpoints, export, image_ops
-from byol_tf.model import BYOL
+from byol_tf import export, image_ops
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -137,13 +135,8 @@ def test_export_rejects_bad_arguments(tmp_path, kwargs, message):
 
 
 def _training_run(model_dir, run_config=True):
-    model = BYOL(tiny_encoder(8), projection_dim=4, hidden_dim=8)
-    model.compile(optimizer="sgd")
-    checkpoints.save_checkpoint(model, str(model_dir), step=3)
-    if run_config:
-        config = {"dataset": "demo", "image_size": 8, "mean": list(MEAN), "std": list(STD)}
-        (model_dir / "run_config.json").write_text(json.dumps(config))
-    return model
+    config = dict(dataset="demo", image_size=8, mean=list(MEAN), std=list(STD))
+    return tiny_checkpoint_run(model_dir, step=3, **(config if run_config else {}))
 
 
 def test_export_checkpoint_reads_run_config(tmp_path):
@@ -170,16 +163,15 @@ def test_export_checkpoint_without_run_config_needs_mean_and_std(tmp_path):
 @pytest.mark.slow  # two fresh Python processes importing TensorFlow: ~25 s on 2 cores
 def test_export_command_line(tmp_path):
     _training_run(tmp_path / "run", run_config=False)
-    command = [sys.executable, "-m", "byol_tf.export", f"--model_dir={tmp_path / 'run'}"]
+    command = ["-m", "byol_tf.export", f"--model_dir={tmp_path / 'run'}"]
     command.append(f"--export_dir={tmp_path / 'export'}")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    failed = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    failed = run_program(command, timeout=120)
     assert failed.returncode == 1
     last_line = failed.stderr.strip().splitlines()[-1]
     assert last_line.startswith("python -m byol_tf.export: error: No run_config.json")
     assert "Traceback" not in failed.stderr
     command += ["--mean=0.5,0.4,0.3", "--std=0.2,0.25,0.3", "--version=3"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    done = run_program(command, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"Exported SavedModel to {tmp_path / 'export' / '3'}" in done.stdout
     assert export.load_exported(str(tmp_path / "export"))[1]["mean"] == list(MEAN)
