@@ -107,7 +107,8 @@ def parse_args(argv=None):
 
 
 def tf_overrides(args):
-    """byol_tf's view overrides from `--tf_crop_area` and `--tf_augment`, checked.
+    """byol_tf's view overrides from `--tf_crop_area` and `--tf_augment`, checked before any
+    data is read (it imports TensorFlow here; the pretraining runs in processes of its own).
 
     Raises:
         SystemExit: with a one-line message for a malformed or out-of-range entry.
