@@ -15,13 +15,13 @@ import official_format
 import pytest
 import tensorflow as tf
 
-from byol_tf import checkpoints, export, networks, official, run_dir
+from byol_tf import checkpoints, export, networks, official, official_pickle, run_dir
 
 SMALL = dict(depth=50, width=1 / 16, hidden=64, projection=32, classes=10)
 
 
 def _canonical(tree):
-    return {official._canonical(k): v for k, v in tree.items()}
+    return {official_pickle._canonical(k): v for k, v in tree.items()}
 
 
 def test_importer_maps_every_name_of_the_official_network_to_a_layer_of_its_shape():
