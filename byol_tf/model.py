@@ -5,29 +5,13 @@ import warnings
 import keras
 import tensorflow as tf
 
-from byol_tf import losses, networks
-from byol_tf.batches import CROPS, SEEDS, crop_batch, image_shape_of, unpack_views
+from byol_tf import losses, target_network, view_passes
+from byol_tf.batches import (
+    image_shape_of,
+    unpack_views,  # noqa: F401  (byol_tf.model.unpack_views, as before)
+)
 from byol_tf.device_augment import ViewAugmentation  # noqa: F401  (registers it for loading)
 from byol_tf.networks import mlp_head
-
-
-def _clone(model, input_shape):
-    """A structural copy of `model` with new variables."""
-    try:
-        clone = keras.models.clone_model(model)
-    except (ValueError, TypeError, NotImplementedError):
-        clone = model.__class__.from_config(model.get_config())
-    if not clone.built:
-        clone.build(input_shape)
-    return clone
-
-
-def _local_components(target, online):
-    """Pairs of per-device (target, online) variables behind two Keras variables."""
-    target, online = target.value, online.value
-    if isinstance(target, tf.distribute.DistributedValues):
-        return list(zip(target.values, online.values, strict=True))
-    return [(target, online)]
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
@@ -100,24 +84,9 @@ class BYOL(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(encoder, keras.Model):
-            raise ValueError(
-                "encoder must be a keras.Model mapping images to vectors. "
-                f"Received: encoder={type(encoder).__name__}"
-            )
-        for arg, value in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-            raise ValueError(
-                f"num_classes must be an int >= 2. Received: num_classes={num_classes}"
-            )
-        if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
-            raise ValueError(
-                "augmentation must be a keras layer mapping (crops, seeds) to two views, such "
-                "as byol_tf.data.view_augmentation(...). "
-                f"Received: augmentation={type(augmentation).__name__}"
-            )
+        _check_arguments(
+            encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views
+        )
         if synchronized_bn is None:
             synchronized_bn = tf.distribute.get_strategy().num_replicas_in_sync > 1
         self.encoder = encoder
@@ -126,10 +95,6 @@ class BYOL(keras.Model):
         self.synchronized_bn = bool(synchronized_bn)
         self.num_classes = num_classes
         self.joint_views = bool(joint_views)
-        if grouped_views not in (True, False, "auto"):
-            raise ValueError(
-                f"grouped_views must be True, False or 'auto'. Received: {grouped_views!r}"
-            )
         self.grouped_views = grouped_views
         self.ema_batchnorm_statistics = bool(ema_batchnorm_statistics)
         self.head_batch_norm = bool(head_batch_norm)
@@ -166,14 +131,7 @@ class BYOL(keras.Model):
         Call it inside `strategy.scope()`. `input_shape` is `(batch, H, W, C)` (a dict or pair
         of such shapes, as `fit` may pass, is reduced to the first view's).
         """
-        if isinstance(input_shape, dict) and CROPS in input_shape:
-            crops = tuple(input_shape[CROPS])  # [B, 2, H, W, C]
-            input_shape = (crops[0], *crops[2:])
-        elif isinstance(input_shape, dict):
-            input_shape = input_shape["view1"]
-        if isinstance(input_shape, (tuple, list)) and isinstance(input_shape[0], (tuple, list)):
-            input_shape = input_shape[0]
-        shape = (None, *tuple(input_shape)[1:])
+        shape = (None, *view_passes.view_shape(input_shape)[1:])
         self.image_shape = tuple(shape[1:])
         if not self.encoder.built:
             self.encoder.build(shape)
@@ -190,19 +148,15 @@ class BYOL(keras.Model):
 
         self.projector = head(feature_dim, "projector")
         self.predictor = head(self.projection_dim, "predictor")
-        self.target_encoder = _clone(self.encoder, shape)
+        self.target_encoder = target_network.clone(self.encoder, shape)
         self.target_projector = head(feature_dim, "target_projector")
         if self.num_classes:
             self.probe = keras.layers.Dense(self.num_classes, name="online_probe")
             self.probe.build((None, feature_dim))
-        self._ema_pairs = self._pair_variables()
-        for target, _ in self._ema_pairs:
-            # The target never receives gradients (docs/algorithm.md §1); its BatchNorm still
-            # runs in training mode because the layers stay trainable, only the variables are not.
-            target.trainable = False
-        with tf.init_scope():
-            for target, online in self._ema_pairs:
-                target.assign(online)
+        self._ema_pairs = target_network.pair_variables(
+            ((self.target_encoder, self.encoder), (self.target_projector, self.projector))
+        )
+        target_network.initialize(self._ema_pairs)
 
     def _build_from_data(self, data):
         """Builds the networks from the training data's image shape, as Keras models build
@@ -239,11 +193,9 @@ class BYOL(keras.Model):
         return super().fit(x, *args, **kwargs)
 
     def _warn_without_target_ema(self, callbacks):
-        """Warns once per model when `callbacks` (a list or CallbackList) hold none that moves
-        the target: a `TargetEMA`, or any callback with a true `moves_target` attribute (read
-        by attribute, so that this module need not import the callbacks)."""
-        callbacks = getattr(callbacks, "callbacks", callbacks) or ()
-        moves = any(getattr(c, "moves_target", False) for c in callbacks)
+        """Warns once per model when `callbacks` hold none that moves the target
+        (`target_network.moves_target`)."""
+        moves = target_network.moves_target(callbacks)
         if self._warned_without_target_ema or moves:
             return
         self._warned_without_target_ema = True
@@ -279,24 +231,6 @@ class BYOL(keras.Model):
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def _pair_variables(self):
-        """(target, online) variable pairs, matched by structure, not by name."""
-        pairs = []
-        for target_net, online_net in (
-            (self.target_encoder, self.encoder),
-            (self.target_projector, self.projector),
-        ):
-            if len(target_net.weights) != len(online_net.weights):
-                raise ValueError(f"Target copy of {online_net.name} has a different structure.")
-            for target, online in zip(target_net.weights, online_net.weights, strict=True):
-                if tuple(target.shape) != tuple(online.shape):
-                    raise ValueError(
-                        f"Target copy of {online.path} has shape {target.shape}, "
-                        f"expected {online.shape}."
-                    )
-                pairs.append((target, online))
-        return pairs
-
     @property
     def metrics(self):
         trackers = [self.loss_tracker, self.std_tracker]
@@ -309,73 +243,25 @@ class BYOL(keras.Model):
         return self.encoder(inputs, training=training)
 
     def _forward_views(self, view1, view2, nets):
-        """Runs `nets` (`{output name: model}`, applied in order) on both views.
-
-        Returns:
-            `{f"{name}_view{i}": output}` for every network and both views, e.g.
-            `projection_view1` (the official code's naming).
-        """
-        if self.joint_views or self._grouped(nets.values()):
-            groups = 1 if self.joint_views else 2
-            x = tf.concat([view1, view2], axis=0)
-            outputs = {}
-            with networks.batch_groups(groups):
-                for name, net in nets.items():
-                    x = net(x, training=True)
-                    outputs[f"{name}_view1"], outputs[f"{name}_view2"] = tf.split(x, 2, axis=0)
-            return outputs
-        outputs = {}
-        for i, x in enumerate((view1, view2), start=1):
-            for name, net in nets.items():
-                x = net(x, training=True)
-                outputs[f"{name}_view{i}"] = x
-        return outputs
-
-    def _views(self, data):
-        """`(view1, view2, labels_or_None)` of a batch: its views, or those `augmentation`
-        draws from its crops."""
-        crops = crop_batch(data)
-        if crops is None:
-            return unpack_views(data)
-        if self.augmentation is None:
-            raise ValueError(
-                "The batches hold crops (pretrain_dataset(augment_on='device')) but this BYOL "
-                "model has no augmentation: pass augmentation=byol_tf.data.view_augmentation"
-                "(...) to BYOL(...), with the pretrain_dataset's source, image_size and options."
-            )
-        view1, view2 = self.augmentation(crops[CROPS], crops[SEEDS])
-        return view1, view2, crops.get("label")
+        """`view_passes.forward_views` of `nets` (`{output name: model}`), both views as one
+        batch when `joint_views`, or `grouped_views` applies."""
+        if self.joint_views:
+            return view_passes.forward_views(view1, view2, nets, groups=1)
+        groups = 2 if self._grouped(nets.values()) else None
+        return view_passes.forward_views(view1, view2, nets, groups)
 
     def _grouped(self, nets):
         """Whether `nets` forward both views as one batch with per-view statistics."""
-        if self.grouped_views == "auto":
-            return all(networks.supports_batch_groups(net) for net in nets)
-        if self.grouped_views and not all(networks.supports_batch_groups(n) for n in nets):
-            raise ValueError(
-                "grouped_views=True needs every BatchNorm layer to be a "
-                "byol_tf.networks.GroupedBatchNormalization (the networks of byol_tf.networks "
-                "are); this encoder has plain BatchNormalization layers. Use "
-                "grouped_views='auto' or False."
-            )
-        return bool(self.grouped_views)
+        return view_passes.grouped(self.grouped_views, nets)
 
     def _step_losses(self, data):
         """Forward pass of one batch of view pairs (or crops); returns its `StepLosses`."""
-        view1, view2, labels = self._views(data)
-        target = self._forward_views(
-            view1,
-            view2,
-            {"representation": self.target_encoder, "projection": self.target_projector},
-        )
-        online = self._forward_views(
-            view1,
-            view2,
-            {
-                "representation": self.encoder,
-                "projection": self.projector,
-                "prediction": self.predictor,
-            },
-        )
+        view1, view2, labels = view_passes.views_of(data, self.augmentation)
+        target_nets = {"representation": self.target_encoder, "projection": self.target_projector}
+        online_nets = {"representation": self.encoder, "projection": self.projector}
+        online_nets["prediction"] = self.predictor  # the online network alone predicts
+        target = self._forward_views(view1, view2, target_nets)
+        online = self._forward_views(view1, view2, online_nets)
         # stop_gradient: the target is a fixed regression target for this step
         # (docs/algorithm.md §2).
         byol_loss = tf.reduce_mean(
@@ -450,21 +336,9 @@ class BYOL(keras.Model):
         if self._ema_function is None:
             average_all = self.ema_batchnorm_statistics
             pairs = [(t, o) for t, o in self._ema_pairs if o.trainable or average_all]
-            components = [pair for t, o in pairs for pair in _local_components(t, o)]
+            # XLA on one replica: everything lives on one device, where it fuses the updates.
             single = self.distribute_strategy.num_replicas_in_sync == 1
-
-            # Each replica's copy is updated on its own device from its own online copy (all
-            # copies are equal, so they stay equal), as strategy.extended.update would; this
-            # is valid from cross-replica context, where callbacks run. XLA fuses the updates
-            # when everything lives on one device.
-            @tf.function(jit_compile=single, autograph=False)
-            def ema(tau):
-                for target, online in components:
-                    with tf.device(target.device):
-                        t = tf.cast(tau, target.dtype)
-                        target.assign(t * target + (1.0 - t) * online)
-
-            self._ema_function = ema
+            self._ema_function = target_network.ema_function(pairs, jit_compile=single)
         self._ema_function(tf.constant(tau, tf.float32))
 
     def get_config(self):
@@ -482,11 +356,7 @@ class BYOL(keras.Model):
                 "ema_batchnorm_statistics": self.ema_batchnorm_statistics,
                 "head_batch_norm": self.head_batch_norm,
                 "head_output_bias": self.head_output_bias,
-                "augmentation": (
-                    keras.saving.serialize_keras_object(self.augmentation)
-                    if self.augmentation is not None
-                    else None
-                ),
+                "augmentation": keras.saving.serialize_keras_object(self.augmentation),
             }
         )
         return config
@@ -498,3 +368,27 @@ class BYOL(keras.Model):
         if config.get("augmentation") is not None:
             config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         return cls(**config)
+
+
+def _check_arguments(encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views):
+    """Raises a one-line `ValueError` naming the first of `BYOL`'s arguments out of its range."""
+    if not isinstance(encoder, keras.Model):
+        raise ValueError(
+            "encoder must be a keras.Model mapping images to vectors. "
+            f"Received: encoder={type(encoder).__name__}"
+        )
+    for arg, value in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
+        raise ValueError(f"num_classes must be an int >= 2. Received: num_classes={num_classes}")
+    if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
+        raise ValueError(
+            "augmentation must be a keras layer mapping (crops, seeds) to two views, such "
+            "as byol_tf.data.view_augmentation(...). "
+            f"Received: augmentation={type(augmentation).__name__}"
+        )
+    if grouped_views not in (True, False, "auto"):
+        raise ValueError(
+            f"grouped_views must be True, False or 'auto'. Received: {grouped_views!r}"
+        )
