@@ -192,7 +192,7 @@ def color_jitter(images, seeds, config):
         images: float32 [B, 3, H, W] in [0, 1] (channels first).
         seeds: per-image stateless seeds, int [B, 2]: image i's jitter depends on `seeds[i]`
             only.
-        config: a `byol_tf.augment.ViewConfig` (its jitter_prob, brightness, contrast,
+        config: a `byol_tf.view_presets.ViewConfig` (its jitter_prob, brightness, contrast,
             saturation and hue are read).
 
     Returns:
@@ -235,8 +235,6 @@ def solarize(images, threshold):
         float32 tensor of the same shape, in [0, 1].
     """
     return tf.where(images < threshold, images, 1.0 - images)
-
-
 
 
 def _blur_matrix(kernel, size, padding="reflect"):
