@@ -110,19 +110,10 @@ def finetune(
     Raises:
         ValueError: for a bad argument, naming it.
     """
-    if not isinstance(encoder, keras.Model):
-        raise ValueError(
-            f"encoder must be a keras.Model. Received: encoder={type(encoder).__name__}"
-        )
-    for name, value in (("train_dataset", train_dataset), ("test_dataset", test_dataset)):
-        if not isinstance(value, tf.data.Dataset):
-            raise ValueError(f"{name} must be a tf.data.Dataset. Received: {type(value).__name__}")
-    check_int("num_classes", num_classes, minimum=2)
-    check_int("epochs", epochs)
-    check_int("batch_size", batch_size)
-    check_fraction("label_fraction", label_fraction)
-    if not isinstance(learning_rate, numbers.Real) or learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}")
+    _check_arguments(
+        encoder, (train_dataset, test_dataset), num_classes, epochs, batch_size, label_fraction,
+        learning_rate,
+    )  # fmt: skip
     keras.utils.set_random_seed(seed)
     train = fixed_size_pairs(train_dataset)
     image_size = encoder_input_side(encoder) or train.element_spec[0].shape[1]
@@ -133,19 +124,7 @@ def finetune(
     else:
         train = train.repeat()
     model = _classifier(encoder, num_classes)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=epochs * steps_per_epoch
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            schedule, momentum=momentum, nesterov=True, weight_decay=weight_decay or None
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[
-            keras.metrics.SparseCategoricalAccuracy(name="top1"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-        ],
-    )
+    _compile(model, num_classes, learning_rate, epochs * steps_per_epoch, momentum, weight_decay)
     model.fit(
         train.prefetch(tf.data.AUTOTUNE),
         epochs=epochs,
@@ -163,6 +142,41 @@ def finetune(
         "epochs": epochs,
         "learning_rate": float(learning_rate),
     }
+
+
+def _check_arguments(
+    encoder, datasets, num_classes, epochs, batch_size, label_fraction, learning_rate
+):
+    """Raises a one-line `ValueError` naming the first bad argument of `finetune`."""
+    if not isinstance(encoder, keras.Model):
+        raise ValueError(
+            f"encoder must be a keras.Model. Received: encoder={type(encoder).__name__}"
+        )
+    for name, value in zip(("train_dataset", "test_dataset"), datasets, strict=True):
+        if not isinstance(value, tf.data.Dataset):
+            raise ValueError(f"{name} must be a tf.data.Dataset. Received: {type(value).__name__}")
+    check_int("num_classes", num_classes, minimum=2)
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    check_fraction("label_fraction", label_fraction)
+    if not isinstance(learning_rate, numbers.Real) or learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate!r}")
+
+
+def _compile(model, num_classes, learning_rate, decay_steps, momentum, weight_decay):
+    """Compiles the classifier: SGD with Nesterov momentum and a cosine decay of the learning
+    rate to 0 over `decay_steps`, cross-entropy of the logits, top-1 and top-5 accuracy."""
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=decay_steps)
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            schedule, momentum=momentum, nesterov=True, weight_decay=weight_decay or None
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="top1"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+        ],
+    )
 
 
 def _classifier(encoder, num_classes):

@@ -42,8 +42,11 @@ LINEAR_PRESETS = {
 MAX_VALIDATION_EXAMPLES = 10_000
 _MOMENTUM = 0.9  # SGD with Nesterov momentum 0.9, no weight decay (paper appendix C.1)
 _CROP_TAG = 3  # seed_pair counter of the training crops
+# The checked settings of a run: the views', the training's and the held-out split's.
 _Options = collections.namedtuple(
-    "_Options", "image_size epochs batch_size crop_sampler shuffle_buffer seed mean std"
+    "_Options",
+    "image_size epochs batch_size crop_sampler shuffle_buffer seed mean std crop_fraction "
+    "selection label_fraction validation_fraction max_validation_examples",
 )
 
 
@@ -317,55 +320,71 @@ def linear_eval_official(
         raise ValueError("image_size must be given for an encoder without a static input side")
     check_int("image_size", image_size)
     crop_fraction = crop_fraction or image_ops.default_crop_fraction(image_size)
+    options = _Options(
+        image_size, epochs, batch_size, crop_sampler, shuffle_buffer, int(seed), mean, std,
+        crop_fraction, selection, label_fraction, validation_fraction, max_validation_examples,
+    )  # fmt: skip
+    return _evaluate(encoder, train_dataset, test_dataset, num_classes, rates, options)
+
+
+def _evaluate(encoder, train_dataset, test_dataset, num_classes, rates, options):
+    """`linear_eval_official` on checked arguments: splits the training examples, trains the
+    classifiers, chooses one and scores it on `test_dataset`; returns the result."""
+    o = options
     elements = _whole_images(train_dataset)
     labels = np.fromiter(elements.map(lambda x, y: y).as_numpy_iterator(), np.int64)
     if len(labels) == 0 or labels.min() < 0:
         raise ValueError("train_dataset must yield labels >= 0. Received none or a negative one")
     labelled, fit, held_out = _split(
-        labels, label_fraction, selection, validation_fraction, max_validation_examples, seed
-    )
+        labels, o.label_fraction, o.selection, o.validation_fraction, o.max_validation_examples,
+        o.seed,
+    )  # fmt: skip
     test_x, test_y = extract_features(encoder, test_dataset)
     num_classes = resolve_num_classes(num_classes, labels[labelled], test_y)
-    options = _Options(
-        image_size, epochs, batch_size, crop_sampler, shuffle_buffer, int(seed), mean, std
-    )
     examples = _select(elements, fit, len(labels))
     kernel, bias = _train_heads(
         encoder, examples, len(fit), rates, num_classes, test_x.shape[1], options
     )
     best, val_scores = 0, []
     if len(held_out):
-        held_out_images = _select(elements, held_out, len(labels)).map(
-            lambda x, y: (eval_preprocess.center_crop(x, image_size, crop_fraction), y)
-        )
-        held_out_images = held_out_images.map(
-            lambda x, y: (image_ops.normalize(x, mean, std), y)
-        ).batch(batch_size)
-        val_scores = _scores(*extract_features(encoder, held_out_images), kernel, bias, num_classes)
+        held_out_examples = _select(elements, held_out, len(labels))
+        val_scores = _held_out_scores(encoder, held_out_examples, kernel, bias, num_classes, o)
         best = int(np.argmax([top1 for top1, _ in val_scores]))
     chosen = slice(best * num_classes, (best + 1) * num_classes)
     top1, top5 = _scores(test_x, test_y, kernel[:, chosen], bias[chosen], num_classes)[0]
     return {
         "protocol": PROTOCOL,
-        "selection": selection,
+        "selection": o.selection,
         "top1": float(top1),
         "top5": float(top5),
         "learning_rate": rates[best],
-        "peak_learning_rate": rates[best] * min(batch_size, len(fit)) / 256,
+        "peak_learning_rate": rates[best] * min(o.batch_size, len(fit)) / 256,
         "val_top1": float(val_scores[best][0]) if val_scores else None,
         "val_top1_by_learning_rate": {
             str(rate): float(score[0]) for rate, score in zip(rates, val_scores, strict=False)
         },
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "validation_fraction": float(validation_fraction) if len(held_out) else 0.0,
-        "label_fraction": float(label_fraction),
-        "image_size": int(image_size),
-        "crop_fraction": float(crop_fraction),
-        "crop_sampler": crop_sampler,
+        "epochs": o.epochs,
+        "batch_size": o.batch_size,
+        "validation_fraction": float(o.validation_fraction) if len(held_out) else 0.0,
+        "label_fraction": float(o.label_fraction),
+        "image_size": int(o.image_size),
+        "crop_fraction": float(o.crop_fraction),
+        "crop_sampler": o.crop_sampler,
         "num_train": len(labelled),
         "num_fit": len(fit),
         "num_validation": len(held_out),
         "num_test": len(test_y),
         "feature_dim": int(test_x.shape[1]),
     }
+
+
+def _held_out_scores(encoder, examples, kernel, bias, num_classes, options):
+    """(top1, top5) of each classifier on the held-out `(image, label)` examples, centre
+    cropped and normalised as the test images."""
+    o = options
+    images = examples.map(
+        lambda x, y: (eval_preprocess.center_crop(x, o.image_size, o.crop_fraction), y)
+    )
+    images = images.map(lambda x, y: (image_ops.normalize(x, o.mean, o.std), y))
+    features, labels = extract_features(encoder, images.batch(o.batch_size))
+    return _scores(features, labels, kernel, bias, num_classes)
