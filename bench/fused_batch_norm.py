@@ -1,6 +1,6 @@
 """Experiment: Keras's BatchNormalization trained through TF's fused kernel (not in byol_tf).
 
-Measured with `bench/profile_step.py --variants graph-keras graph-fused ...`: the step did not
+Measured with `bench/profile_step.py --variants graph graph-fused-bn ...`: the step did not
 get measurably faster (see bench/RESULTS.md), so byol_tf keeps Keras's own layer.
 """
 
