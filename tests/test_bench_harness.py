@@ -93,13 +93,14 @@ def test_a_failing_or_late_contender_is_reported_and_the_others_go_on(harness):
     lines = []
     contenders = [
         harness.Contender("bad", f"{HERE}:broken"),
-        harness.Contender("late", f"{HERE}:slow_build", {"seconds": 30}),
+        harness.Contender("late", f"{HERE}:slow_build", {"seconds": 120}),
         harness.Contender("good", f"{HERE}:own_seconds"),
     ]
-    schedule = harness.Schedule(rounds=2, warmup=0, pause=0, timeout=5)
+    # 15 s: ample for a spawned interpreter to start on a loaded machine, far below 120.
+    schedule = harness.Schedule(rounds=2, warmup=0, pause=0, timeout=15)
     outcomes = harness.run(contenders, schedule, log=lines.append)
     assert "ValueError: cannot build this one" in outcomes["bad"].error
-    assert "timed out after 5 s" in outcomes["late"].error
+    assert "timed out after 15 s" in outcomes["late"].error
     assert outcomes["good"].seconds() == [0.5, 0.5]  # the round's own time wins
     assert any(line == "bad: failed: ValueError: cannot build this one" for line in lines)
 
