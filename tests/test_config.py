@@ -248,3 +248,27 @@ def test_a_bad_flag_still_exits_with_one_line():
     with flagsaver.flagsaver(), pytest.raises(SystemExit) as info:
         config.flags_parser("train.py")(["train.py", "--epochs=x"])
     assert str(info.value.code).startswith("train.py: error: ")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "demo", "imagenet", "stl10"])
+def test_a_flagfile_names_its_recipe_and_sets_only_what_it_changes(name):
+    from byol_tf import recipes
+
+    with open(os.path.join(ROOT, "configs", f"{name}.flags")) as handle:
+        values = dict(
+            line[2:].strip().partition("=")[::2] for line in handle if line.startswith("--")
+        )
+    assert values["recipe"] in ("auto", "paper", "small_data", "short")
+    chosen = {
+        "paper": recipes.paper(float(values.get("epochs", 1))),
+        "small_data": recipes.SMALL_DATA,
+        "short": recipes.SHORT,
+    }.get(values["recipe"])
+    for setting in recipes.SETTINGS:
+        if setting not in values:
+            continue
+        # `auto` chooses by budget: a flagfile on auto leaves every recipe setting to it.
+        assert chosen is not None, f"{name}.flags sets --{setting} under --recipe=auto"
+        own = getattr(chosen, setting)
+        given = type(own)(values[setting]) if not isinstance(own, bool) else values[setting]
+        assert given != own, f"{name}.flags restates --{setting}={own} of its recipe"

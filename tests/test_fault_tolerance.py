@@ -20,7 +20,7 @@ from test_end_to_end import TINY
 
 import byol_tf
 import train
-from byol_tf import checkpoints, run_dir
+from byol_tf import checkpoints, run_dir, run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, STEPS = 3, 4
@@ -264,13 +264,13 @@ def test_ctrl_c_while_tensorflow_loads_ends_in_one_line(tmp_path):
 def test_ctrl_c_twice_during_start_up_ends_in_one_line_and_releases_the_folder(tmp_path):
     model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
     process = _start(model_dir, log, "auto")
-    _wait_for(lambda: os.path.exists(os.path.join(model_dir, run_dir.LOCK)), process)
+    _wait_for(lambda: os.path.exists(os.path.join(model_dir, run_lock.LOCK)), process)
     lines = _interrupt(process, log, times=2)
     assert lines[-1] == (
         f"train.py: interrupted (Ctrl-C); run the same command again to resume in {model_dir}."
     )
     assert not [line for line in lines[:-1] if "interrupted" in line]
-    assert not os.path.exists(os.path.join(model_dir, run_dir.LOCK))
+    assert not os.path.exists(os.path.join(model_dir, run_lock.LOCK))
 
 
 @pytest.mark.slow
@@ -282,7 +282,7 @@ def test_ctrl_c_twice_during_training_leaves_no_half_written_checkpoint(tmp_path
     stops = [line for line in lines if "interrupted" in line or line.startswith("Stopped by")]
     assert 1 <= len(stops) <= 2 and stops[-1] == lines[-1], lines
     assert not _writing(model_dir)
-    assert not os.path.exists(os.path.join(model_dir, run_dir.LOCK))
+    assert not os.path.exists(os.path.join(model_dir, run_lock.LOCK))
     checkpoints.load_checkpoint(checkpoints.latest_checkpoint(model_dir))
 
 

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from byol_tf import fields, run_dir, settings, training
+from byol_tf import fields, run_dir, run_lock, settings, training
 
 
 def _write_lock(folder, pid, host=None, started="2026-01-01T10:00:00+00:00"):
     record = {"pid": pid, "host": host or socket.gethostname(), "started": started}
-    with open(os.path.join(folder, run_dir.LOCK), "w") as handle:
+    with open(os.path.join(folder, run_lock.LOCK), "w") as handle:
         json.dump(record, handle)
     return record
 
@@ -29,7 +29,7 @@ def _gone_pid():
 def test_the_chief_locks_model_dir_with_its_pid_host_and_start_time(tmp_path):
     model_dir = str(tmp_path / "run")
     assert run_dir.write_dir(model_dir, chief=True) == model_dir
-    with open(os.path.join(model_dir, run_dir.LOCK)) as handle:
+    with open(os.path.join(model_dir, run_lock.LOCK)) as handle:
         record = json.load(handle)
     assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
     assert record["started"]
@@ -46,10 +46,10 @@ def test_a_second_writer_is_refused_naming_the_folder_and_the_holder(tmp_path):
     assert "\n" not in message
     assert message.startswith(f"--model_dir={model_dir} is in use by another training process")
     assert f"pid {os.getpid()} on {record['host']}, started {record['started']}" in message
-    with open(os.path.join(model_dir, run_dir.LOCK)) as handle:
+    with open(os.path.join(model_dir, run_lock.LOCK)) as handle:
         assert json.load(handle) == record  # left to its holder
     run_dir.remove_write_dir(model_dir, model_dir)  # releases nothing it does not hold
-    assert os.path.exists(os.path.join(model_dir, run_dir.LOCK))
+    assert os.path.exists(os.path.join(model_dir, run_lock.LOCK))
 
 
 def test_a_lock_on_another_host_counts_as_held(tmp_path):
@@ -64,7 +64,7 @@ def test_a_stale_lock_of_a_gone_process_is_taken_over_with_a_note(tmp_path):
     _write_lock(model_dir, pid)
     notes = []
     run_dir.write_dir(model_dir, chief=True, log=notes.append)
-    path = os.path.join(model_dir, run_dir.LOCK)
+    path = os.path.join(model_dir, run_lock.LOCK)
     assert notes == [
         f"Note: taking over {path} from a process that is gone (pid {pid} on "
         f"{socket.gethostname()}, started 2026-01-01T10:00:00+00:00)."
@@ -76,16 +76,16 @@ def test_a_stale_lock_of_a_gone_process_is_taken_over_with_a_note(tmp_path):
 
 
 def test_a_damaged_lock_file_is_refused_in_one_line(tmp_path):
-    (tmp_path / run_dir.LOCK).write_text("{")
+    (tmp_path / run_lock.LOCK).write_text("{")
     with pytest.raises(ValueError) as error:
         run_dir.write_dir(str(tmp_path), chief=True)
     assert "\n" not in str(error.value)
-    assert f"{tmp_path / run_dir.LOCK}, which names no process (damaged)" in str(error.value)
+    assert f"{tmp_path / run_lock.LOCK}, which names no process (damaged)" in str(error.value)
 
 
 def test_non_chief_workers_take_no_lock(tmp_path):
     folder = run_dir.write_dir(str(tmp_path), chief=False)
-    assert not os.path.exists(os.path.join(str(tmp_path), run_dir.LOCK))
+    assert not os.path.exists(os.path.join(str(tmp_path), run_lock.LOCK))
     run_dir.remove_write_dir(folder, str(tmp_path))
     assert not os.path.exists(folder)
 
@@ -93,7 +93,7 @@ def test_non_chief_workers_take_no_lock(tmp_path):
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, ValueError, None])
 def test_training_holds_the_lock_and_releases_it_on_every_exit(tmp_path, monkeypatch, stop):
     model_dir = str(tmp_path / "run")
-    lock = os.path.join(model_dir, run_dir.LOCK)
+    lock = os.path.join(model_dir, run_lock.LOCK)
 
     def train_then(cfg, strategy, out_dir, *args):
         assert os.path.exists(lock)
@@ -137,19 +137,19 @@ def test_a_missing_run_config_reads_as_none(tmp_path):
 
 
 def test_ctrl_c_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch):
-    create = run_dir._create_lock
+    create = run_lock._create_lock
 
     def create_then_ctrl_c(path, record):
         create(path, record)
         os.kill(os.getpid(), signal.SIGINT)  # held back until the lock is whole and registered
 
-    monkeypatch.setattr(run_dir, "_create_lock", create_then_ctrl_c)
+    monkeypatch.setattr(run_lock, "_create_lock", create_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        run_dir.lock_model_dir(str(tmp_path))
+        run_lock.lock_model_dir(str(tmp_path))
     assert os.listdir(tmp_path) == []
     monkeypatch.undo()
-    run_dir.lock_model_dir(str(tmp_path))  # and the folder is free again
-    run_dir.unlock_model_dir(str(tmp_path))
+    run_lock.lock_model_dir(str(tmp_path))  # and the folder is free again
+    run_lock.unlock_model_dir(str(tmp_path))
 
 
 def test_every_train_setting_declares_how_a_resume_treats_it():
