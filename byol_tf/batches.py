@@ -1,4 +1,5 @@
-"""The structure of BYOL training batches: two views of the same images, labels optional."""
+"""Internal: the structure of BYOL training batches: two views of the same images, labels
+optional."""
 
 import tensorflow as tf
 

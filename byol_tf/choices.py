@@ -1,4 +1,4 @@
-"""The names of the enumerated choices, each written once (imports nothing).
+"""Internal: the names of the enumerated choices, each written once (imports nothing).
 
 Settings (the flags' enums), the library modules that check their arguments and the tests read
 them from here, so a new choice is added in one place.

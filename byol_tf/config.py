@@ -1,4 +1,5 @@
-"""The absl flags of the train, evaluate and export programs, generated from their settings."""
+"""Internal: the absl flags of the train, evaluate and export programs, generated from their
+settings."""
 
 import inspect
 import os

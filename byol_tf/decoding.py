@@ -1,4 +1,5 @@
-"""Image file decoding for the input pipelines, and the registry of corrupt files skipped."""
+"""Internal: image file decoding for the input pipelines, and the registry of corrupt files
+skipped."""
 
 import logging
 import os

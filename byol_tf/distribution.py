@@ -1,4 +1,4 @@
-"""Distribution strategies of a run and which process writes its files (the chief)."""
+"""Internal: distribution strategies of a run and which process writes its files (the chief)."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""The official linear evaluation's per-image inputs: random crops of whole images, centre crops.
+"""Internal: the official linear evaluation's per-image inputs: random crops of whole images, centre
+crops.
 
 Both take one whole image of any size and follow the official order (deepmind-research
 `byol/utils/dataset.py`, docs/algorithm.md §6): choose a window of the decoded image, cut it,

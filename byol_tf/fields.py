@@ -1,4 +1,5 @@
-"""How a setting is declared and checked: its `option` field, value checks, groups and resume class.
+"""Internal: how a setting is declared and checked: its `option` field, value checks, groups and
+resume class.
 
 `byol_tf.settings` and `byol_tf.program_settings` declare every setting with `option`;
 `byol_tf.config` turns the fields into absl flags.

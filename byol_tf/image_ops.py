@@ -1,4 +1,5 @@
-"""Batched, XLA-compilable image operations: crops, resampling, colour, blur, normalisation."""
+"""Internal: batched, XLA-compilable image operations: crops, resampling, colour, blur,
+normalisation."""
 
 import math
 

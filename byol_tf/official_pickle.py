@@ -1,4 +1,5 @@
-"""Reads DeepMind's official BYOL checkpoints (Haiku pickles) without running code from them.
+"""Internal: reads DeepMind's official BYOL checkpoints (Haiku pickles) without running code from
+them.
 
 The official code (deepmind-research, `byol/utils/checkpointing.py`) saves a dill pickle of
 `dict(experiment_state=_ByolExperimentState(online_params, target_params, online_state,

@@ -1,4 +1,4 @@
-"""The numbers of the evaluation protocols, each written once (imports nothing).
+"""Internal: the numbers of the evaluation protocols, each written once (imports nothing).
 
 The kNN monitor of `train.py`, `evaluate.py --protocol=knn`, their flags' defaults and the texts
 that describe the protocol all read them from here (docs/algorithm.md §6).

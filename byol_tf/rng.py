@@ -1,4 +1,4 @@
-"""Stateless counter-based random numbers that are bit-identical with and without XLA."""
+"""Internal: stateless counter-based random numbers that are bit-identical with and without XLA."""
 
 import tensorflow as tf
 

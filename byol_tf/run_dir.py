@@ -1,4 +1,5 @@
-"""The files of a training run's folder (`model_dir`) besides its checkpoints, and its checks."""
+"""Internal: the files of a training run's folder (`model_dir`) besides its checkpoints, and its
+checks."""
 
 import contextlib
 import datetime

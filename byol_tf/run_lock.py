@@ -1,4 +1,4 @@
-"""One writer per run folder: the lock file `model_dir/run.lock`, taken before anything is
+"""Internal: one writer per run folder: the lock file `model_dir/run.lock`, taken before anything is
 written there and released on every way out."""
 
 import contextlib

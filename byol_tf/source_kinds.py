@@ -1,4 +1,4 @@
-"""The source kinds (arrays, image folders, tensorflow-datasets) and their streams."""
+"""Internal: the source kinds (arrays, image folders, tensorflow-datasets) and their streams."""
 
 import abc
 import dataclasses

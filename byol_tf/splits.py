@@ -1,4 +1,5 @@
-"""Whether two splits of a source suit a labelled evaluation: classes, and no image in both."""
+"""Internal: whether two splits of a source suit a labelled evaluation: classes, and no image in
+both."""
 
 import os
 import types

@@ -1,4 +1,4 @@
-"""BYOL's target network: a copy of the online network, moved towards it by an EMA."""
+"""Internal: BYOL's target network: a copy of the online network, moved towards it by an EMA."""
 
 import keras
 import tensorflow as tf

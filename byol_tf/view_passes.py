@@ -1,4 +1,4 @@
-"""The two views of a training batch and their passes through BYOL's networks."""
+"""Internal: the two views of a training batch and their passes through BYOL's networks."""
 
 import tensorflow as tf
 

@@ -20,12 +20,18 @@ def _public_modules():
     return names
 
 
-def test_every_public_module_is_an_attribute_of_the_package():
+def test_every_module_is_declared_public_or_internal():
     modules = _public_modules()
     assert {"data", "augment", "evaluation", "export", "model", "callbacks"} <= modules
+    public, internal = set(byol_tf._PUBLIC_MODULES), set(byol_tf._INTERNAL_MODULES)
+    assert not public & internal
+    assert modules == public | internal
     for name in modules:
-        assert name in byol_tf.__all__, name
-        assert getattr(byol_tf, name).__name__ == f"byol_tf.{name}"
+        assert (name in byol_tf.__all__) == (name in public), name
+        module = getattr(byol_tf, name)
+        assert module.__name__ == f"byol_tf.{name}"
+        first_line = module.__doc__.strip().splitlines()[0]
+        assert first_line.startswith("Internal") == (name in internal), (name, first_line)
 
 
 def test_import_byol_tf_then_attribute_access_works_in_a_fresh_process():
