@@ -10,7 +10,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from byol_tf import checkpoints, data, monitoring, networks, recipes, sources
+from byol_tf import checkpoints, data, hardware, monitoring, networks, recipes, sources
 from byol_tf.device_augment import default_augment_on
 from byol_tf.model import BYOL
 from byol_tf.run_dir import check_resume, read_run_config
@@ -95,6 +95,8 @@ def make_plan(cfg, strategy, log):
         check_resume(cfg, cfg.model_dir, saved)
     cfg, line = resolve_augment_on(cfg, saved, strategy)
     log(line)
+    cfg, line = resolve_jit_compile(cfg, strategy)
+    log(line)
     return RunPlan(cfg, recipe, source, steps_per_epoch, total_steps, knn, resume_from, saved)
 
 
@@ -154,6 +156,25 @@ def resolve_augment_on(cfg, saved, strategy):
     where = "on the device, in the train step" if value == "device" else "on the host"
     line = f"Augmentation {where} (--augment_on={value}{why})."
     return dataclasses.replace(cfg, augment_on=value), line
+
+
+def resolve_jit_compile(cfg, strategy):
+    """`cfg` with `jit_compile` set, and the line train.py prints about the choice.
+
+    An unset `--jit_compile` takes the faster exact (float32) path where the run is: XLA on a
+    GPU or TPU; on a CPU, TensorFlow's own kernels (oneDNN on x86), measured faster than XLA side
+    by side on both Intel and AMD CPUs (bench/train_step.py; README "Speed on CPUs").
+    """
+    value, why = cfg.jit_compile, ""
+    if value is None and default_augment_on(strategy) == "device":
+        value, why = True, ": a GPU or TPU is visible"
+    elif value is None:
+        value = False
+        measured = "faster than XLA on CPUs, measured on Intel and AMD"
+        why = f": {measured}; this one: {hardware.cpu_model()}"
+    path = "compiled with XLA" if value else "on TensorFlow's own kernels, without XLA"
+    line = f"Train step {path} (--jit_compile={str(value).lower()}{why})."
+    return dataclasses.replace(cfg, jit_compile=value), line
 
 
 def encoder(cfg, **kwargs):

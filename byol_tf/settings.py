@@ -183,7 +183,9 @@ class TrainConfig:
             default.
         tpu: TPU name or address, for --strategy=tpu.
         mixed_precision: Keras dtype policy.
-        jit_compile: Compile the train step with XLA.
+        jit_compile: Compile the train step with XLA. Unset: the faster exact path where the
+            run is, printed in one line: XLA on a GPU or TPU, TensorFlow's own (oneDNN) kernels
+            on a CPU (README 'Speed on CPUs').
         steps_per_execution: Train steps per tf.function call (EMA updates are then compounded; see
             TargetEMA).
         checkpoint_every_steps: Checkpoint interval in steps (0 = only at epoch ends).
@@ -257,7 +259,7 @@ class TrainConfig:
     strategy: str = option(RUN, "auto", choices=STRATEGIES, resume=FREE)
     tpu: str | None = option(RUN, None, resume=FREE)
     mixed_precision: str = option(RUN, "float32", choices=PRECISIONS, resume=ARCHITECTURE)
-    jit_compile: bool = option(RUN, False, resume=FREE)
+    jit_compile: bool | None = option(RUN, None, resume=FREE)
     steps_per_execution: int = option(RUN, 1, valid=POSITIVE_INT, resume=FREE)
     checkpoint_every_steps: int = option(RUN, 500, valid=NON_NEGATIVE_INT, resume=FREE)
     keep_checkpoints: int = option(RUN, 3, valid=POSITIVE_INT, resume=FREE)

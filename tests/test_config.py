@@ -64,7 +64,10 @@ def test_imagenet_recipe_is_the_official_300_epoch_preset():
         300,
     )
     # configs/byol.py of the official code: 300 epochs -> lr 0.3, wd 1e-6, tau 0.99 (0.2,
-    # 1.5e-6 and 0.996 are its 1000-epoch values).
+    # 1.5e-6 and 0.996 are its 1000-epoch values), chosen by --recipe=paper, not the flagfile.
+    from byol_tf import recipes
+
+    cfg, _ = recipes.resolve(cfg, 300 * 312, 312, 1_281_167)
     assert (cfg.learning_rate, cfg.weight_decay, cfg.eta, cfg.base_tau) == (
         0.3,
         1e-6,

@@ -86,7 +86,7 @@ def _main():
     sys.path.insert(0, ROOT)
     from byol_tf import run_plan, training
 
-    training.networks.resnet = _tiny_encoder
+    run_plan.networks.resnet = _tiny_encoder
     run_plan.BYOL = functools.partial(run_plan.BYOL, synchronized_bn=True)
     # Without XLA the augmentation skips a compilation that costs more than the training.
     training.data.pretrain_dataset = functools.partial(

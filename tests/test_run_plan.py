@@ -47,7 +47,9 @@ def test_the_plan_resolves_the_run_once_and_records_what_it_chose(tmp_path):
     assert plan.knn.queries.info.num_examples == 1000
     assert lines[0].startswith("Recipe (--recipe=auto, 120 steps, 6,000 images): short")
     assert "--knn_k=600 exceeds the kNN memory bank (512 examples); using 512." in lines[1]
-    assert lines[-1] == "Augmentation on the host (--augment_on=host: no GPU or TPU is visible)."
+    assert lines[-2] == "Augmentation on the host (--augment_on=host: no GPU or TPU is visible)."
+    assert lines[-1].startswith("Train step on TensorFlow's own kernels, without XLA")
+    assert plan.cfg.jit_compile is False and plan.run_config()["jit_compile"] is False
     recorded = plan.run_config()
     assert recorded["recipe_chosen"] == "short" and recorded["total_steps"] == 120
     assert recorded["mean"] == [0.286] * 3 and recorded["learning_rate"] == 5e-4
@@ -57,3 +59,25 @@ def test_the_plan_resolves_the_run_once_and_records_what_it_chose(tmp_path):
             tf.distribute.get_strategy(),
             lines.append,
         )
+
+
+@pytest.mark.parametrize(
+    "explicit, expected",
+    [
+        (None, "Train step on TensorFlow's own kernels, without XLA (--jit_compile=false: faster"),
+        (False, "Train step on TensorFlow's own kernels, without XLA (--jit_compile=false)."),
+        (True, "Train step compiled with XLA (--jit_compile=true)."),
+    ],
+)
+def test_an_unset_jit_compile_takes_the_faster_exact_path_on_a_cpu(explicit, expected):
+    import tensorflow as tf
+
+    from byol_tf import hardware
+
+    assert not tf.config.list_logical_devices("GPU")
+    cfg = TrainConfig(jit_compile=explicit)
+    resolved, line = run_plan.resolve_jit_compile(cfg, tf.distribute.get_strategy())
+    assert resolved.jit_compile is bool(explicit)
+    assert line.startswith(expected) and "\n" not in line
+    if explicit is None:
+        assert line.endswith(f"this one: {hardware.cpu_model()}).")
