@@ -97,7 +97,7 @@ def test_the_package_has_no_import_cycle():
     def visit(module, path):
         for imported in sorted(graph[module]):
             if imported in path:
-                cycles.append(path[path.index(imported):] + [imported])
+                cycles.append(path[path.index(imported) :] + [imported])
             elif imported not in done:
                 visit(imported, path + [imported])
         done.add(module)
@@ -126,3 +126,42 @@ def test_nothing_in_the_project_unpickles_files():
             unsafe_uses = ["pickle.load(", "pickle.loads(", "allow_pickle=True", "import dill"]
         for unsafe in unsafe_uses:
             assert unsafe not in text, f"{path} uses {unsafe}"
+
+
+def _code_lines(node, lines):
+    """Lines of code of a function: not blank, not a comment, not its docstring."""
+    import ast
+
+    doc = set()
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        doc = set(range(body[0].lineno, body[0].end_lineno + 1))
+    return sum(
+        1
+        for number in range(node.lineno, node.end_lineno + 1)
+        if number not in doc and lines[number - 1].strip()
+        and not lines[number - 1].strip().startswith("#")
+    )  # fmt: skip
+
+
+def test_no_module_over_400_lines_and_no_function_over_60_lines_of_code():
+    import ast
+
+    too_long = []
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            text = open(path).read()
+            lines = text.splitlines()
+            if len(lines) > 400:
+                too_long.append(f"{path}: {len(lines)} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    if _code_lines(node, lines) > 60:
+                        too_long.append(f"{path}:{node.lineno} {node.name}")
+    # The run's orchestration stays small: the plan, the monitor and the settings live elsewhere.
+    with open(os.path.join(PACKAGE, "training.py")) as handle:
+        assert len(handle.read().splitlines()) <= 300
+    assert not too_long, too_long
