@@ -37,7 +37,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
-        x = tf.cast(inputs, tf.float32)
+        # float32 and bfloat16 inputs go to the kernel as they are (its statistics and scale
+        # are float32 either way); other types are computed in float32.
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16) else tf.cast(inputs, tf.float32)
         channels = x.shape[-1]
         images = tf.reshape(x, [-1, 1, 1, channels]) if len(x.shape) == 2 else x
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])

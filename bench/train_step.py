@@ -44,6 +44,8 @@ PATHS = {
     "byol_tf": ("byol_tf, TF kernels", "tensorflow"),
     "byol_tf_eigen": ("byol_tf, TF kernels, oneDNN off", "tensorflow"),
     "byol_tf_xla_grouped": ("byol_tf, XLA, views grouped", "tensorflow"),
+    # Experiment: TF kernels with BatchNorm through TF's fused kernel (bench/fused_batch_norm.py).
+    "byol_tf_fused_bn": ("byol_tf, TF kernels, fused BatchNorm", "tensorflow"),
     "byol_pytorch": ("byol-pytorch", "byol_pytorch"),
     "torch_handwritten": ("hand-written PyTorch", "torch"),
 }
@@ -76,7 +78,9 @@ def _onednn_enabled():
         return None
 
 
-def build_byol_tf(batch_size, steps, jit_compile, precision, threads, inter_op_threads, grouped):
+def build_byol_tf(
+    batch_size, steps, jit_compile, precision, threads, inter_op_threads, grouped, fused_bn=False
+):
     """byol_tf's BYOL on synthetic views; a round is `steps` × (`train_on_batch`, EMA update).
 
     Runs in the contender's process (bench/harness). The loss of every step is kept in the
@@ -92,11 +96,16 @@ def build_byol_tf(batch_size, steps, jit_compile, precision, threads, inter_op_t
 
     policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    encoder = byol_tf.networks.resnet(18, cifar_stem=True)
-    model = byol_tf.BYOL(
-        encoder, projection_dim=PROJECTION_DIM, hidden_dim=HIDDEN_DIM,
-        image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), grouped_views=grouped,
-    )  # fmt: skip
+    import contextlib
+
+    from fused_batch_norm import fused_batch_norm
+
+    with fused_batch_norm() if fused_bn else contextlib.nullcontext():
+        encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+        model = byol_tf.BYOL(
+            encoder, projection_dim=PROJECTION_DIM, hidden_dim=HIDDEN_DIM,
+            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), grouped_views=grouped,
+        )  # fmt: skip
     optimizer = byol_tf.LARS(byol_tf.WarmupCosine(1.0, 1000, 10))
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     shape = (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -177,7 +186,7 @@ def contenders(args, batch_size):
                 options = dict(
                     batch_size=batch_size, jit_compile="xla" in path, precision=precision,
                     threads=args.threads, inter_op_threads=args.tf_inter_op_threads,
-                    grouped=path.endswith("_grouped"),
+                    grouped=path.endswith("_grouped"), fused_bn=path.endswith("_fused_bn"),
                 )  # fmt: skip
                 if path == "byol_tf_eigen":
                     env["TF_ENABLE_ONEDNN_OPTS"] = "0"

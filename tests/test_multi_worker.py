@@ -89,8 +89,8 @@ def _main():
     run_plan.networks.resnet = _tiny_encoder
     run_plan.BYOL = functools.partial(run_plan.BYOL, synchronized_bn=True)
     # Without XLA the augmentation skips a compilation that costs more than the training.
-    training.data.pretrain_dataset = functools.partial(
-        training.data.pretrain_dataset, jit_compile=False
+    run_plan.data.pretrain_dataset = functools.partial(
+        run_plan.data.pretrain_dataset, jit_compile=False
     )
     remove = training.remove_write_dir
 
