@@ -89,6 +89,7 @@ def test_fresh_process_per_round_and_environment_set_before_start(harness, monke
     assert "BENCH_HARNESS_TEST" not in os.environ  # the parent's environment is restored
 
 
+@pytest.mark.slow  # waits out a contender's timeout: about 15 s
 def test_a_failing_or_late_contender_is_reported_and_the_others_go_on(harness):
     lines = []
     contenders = [

@@ -227,6 +227,7 @@ def test_init_from_a_run_folder_and_a_mismatch_is_one_line(imported):
         assert "\n" not in str(error.value) and "--hidden_dim" in str(error.value)
 
 
+@pytest.mark.slow  # train.py --init_from and three evaluate.py protocols: about 75 s
 def test_train_and_evaluate_programs_take_an_imported_checkpoint(imported, tmp_path):
     from absl import flags
     from absl.testing import flagsaver

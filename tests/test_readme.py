@@ -33,6 +33,7 @@ def test_readme_example_sets_each_parameter_once():
         assert len(re.findall(rf"^{name} = ", code, re.M)) == 1, name
 
 
+@pytest.mark.slow  # the README's whole example, trained: about 40 s
 def test_readme_python_example_trains_and_saves_the_encoder(tmp_path, monkeypatch):
     code = readme_python_example()
     for name, value in SMALL.items():
