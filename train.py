@@ -3,7 +3,9 @@
 With no flags it runs the offline demo (Fashion-MNIST subset shipped in the package).
 """
 
-from byol_tf.cli.train import FLAGS, main, run  # noqa: F401
+if __name__ == "__main__":  # Ctrl-C while the program loads ends in one line (byol_tf.programs)
+    from byol_tf import programs
 
-if __name__ == "__main__":
-    run("train.py")
+    programs.start("train", "train.py")
+else:
+    from byol_tf.cli.train import FLAGS, main, run  # noqa: F401

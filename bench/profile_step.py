@@ -15,12 +15,12 @@ import harness
 IMAGE_SIZE = 32
 PROJECTION_DIM = 256
 HIDDEN_DIM = 4096
-# variant name: (jit_compile, BatchNorm through TF's fused kernel: bench/fused_batch_norm.py)
+# variant name: (jit_compile, BatchNorm through Keras's op-by-op path: bench/keras_batch_norm.py)
 VARIANTS = {
     "xla": (True, False),
     "graph": (False, False),
-    "xla-fused-bn": (True, True),
-    "graph-fused-bn": (False, True),
+    "xla-keras-bn": (True, True),
+    "graph-keras-bn": (False, True),
 }
 # A BatchNorm layer's name scope in byol_tf.networks: stem_bn, stage1_block1_bn2, hidden_bn, ...
 _BN_SCOPE = re.compile(r"(^|/)\w*_bn\d*(_\d+)?/")
@@ -155,12 +155,12 @@ def _op_times(logdir, metadata):
 def _build(variant, batch_size):
     """A BYOL model compiled as `variant` says, its synthetic views and a TargetEMA callback."""
     import tensorflow as tf
-    from fused_batch_norm import fused_batch_norm
+    from keras_batch_norm import keras_batch_norm
 
     import byol_tf
 
-    jit_compile, fused = VARIANTS[variant]
-    with fused_batch_norm() if fused else contextlib.nullcontext():
+    jit_compile, keras_bn = VARIANTS[variant]
+    with keras_batch_norm() if keras_bn else contextlib.nullcontext():
         encoder = byol_tf.networks.resnet(18, cifar_stem=True)
         model = byol_tf.BYOL(
             encoder,
@@ -287,8 +287,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=32, help="images per view")
     parser.add_argument(
         "--variants", nargs="+", choices=list(VARIANTS), default=["xla", "graph"],
-        help="byol_tf with jit_compile=True (xla) or False (graph); '-fused-bn': with the "
-        "experimental fused BatchNorm instead of Keras's (an A/B of bench/fused_batch_norm.py)",
+        help="byol_tf with jit_compile=True (xla) or False (graph); '-keras-bn': with Keras's "
+        "op-by-op BatchNorm instead of the fused kernel (an A/B, bench/keras_batch_norm.py)",
     )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds")

@@ -44,8 +44,9 @@ PATHS = {
     "byol_tf": ("byol_tf, TF kernels", "tensorflow"),
     "byol_tf_eigen": ("byol_tf, TF kernels, oneDNN off", "tensorflow"),
     "byol_tf_xla_grouped": ("byol_tf, XLA, views grouped", "tensorflow"),
-    # Experiment: TF kernels with BatchNorm through TF's fused kernel (bench/fused_batch_norm.py).
-    "byol_tf_fused_bn": ("byol_tf, TF kernels, fused BatchNorm", "tensorflow"),
+    # A/B: TF kernels with Keras's op-by-op BatchNorm instead of the fused kernel
+    # (bench/keras_batch_norm.py; byol_tf before the fused path).
+    "byol_tf_keras_bn": ("byol_tf, TF kernels, Keras's BatchNorm ops", "tensorflow"),
     "byol_pytorch": ("byol-pytorch", "byol_pytorch"),
     "torch_handwritten": ("hand-written PyTorch", "torch"),
 }
@@ -79,7 +80,7 @@ def _onednn_enabled():
 
 
 def build_byol_tf(
-    batch_size, steps, jit_compile, precision, threads, inter_op_threads, grouped, fused_bn=False
+    batch_size, steps, jit_compile, precision, threads, inter_op_threads, grouped, keras_bn=False
 ):
     """byol_tf's BYOL on synthetic views; a round is `steps` × (`train_on_batch`, EMA update).
 
@@ -98,9 +99,9 @@ def build_byol_tf(
     keras.mixed_precision.set_global_policy(policy)
     import contextlib
 
-    from fused_batch_norm import fused_batch_norm
+    from keras_batch_norm import keras_batch_norm
 
-    with fused_batch_norm() if fused_bn else contextlib.nullcontext():
+    with keras_batch_norm() if keras_bn else contextlib.nullcontext():
         encoder = byol_tf.networks.resnet(18, cifar_stem=True)
         model = byol_tf.BYOL(
             encoder, projection_dim=PROJECTION_DIM, hidden_dim=HIDDEN_DIM,
@@ -186,7 +187,7 @@ def contenders(args, batch_size):
                 options = dict(
                     batch_size=batch_size, jit_compile="xla" in path, precision=precision,
                     threads=args.threads, inter_op_threads=args.tf_inter_op_threads,
-                    grouped=path.endswith("_grouped"), fused_bn=path.endswith("_fused_bn"),
+                    grouped=path.endswith("_grouped"), keras_bn=path.endswith("_keras_bn"),
                 )  # fmt: skip
                 if path == "byol_tf_eigen":
                     env["TF_ENABLE_ONEDNN_OPTS"] = "0"

@@ -44,6 +44,7 @@ _INTERNAL_MODULES = (
     "fields",
     "image_ops",
     "official_pickle",
+    "programs",
     "protocols",
     "rng",
     "run_dir",

@@ -2,9 +2,9 @@
 
 if __name__ == "__main__":  # python -m byol_tf.export: the program (byol_tf.cli.export) runs
     # before this module imports TensorFlow, so that it can keep TensorFlow's console quiet.
-    from byol_tf.cli import export as program
+    from byol_tf import programs
 
-    program.run("python -m byol_tf.export")  # exits
+    programs.start("export", "python -m byol_tf.export")  # exits
 
 import json  # noqa: E402
 import os  # noqa: E402

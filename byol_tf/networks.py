@@ -4,6 +4,7 @@ import contextlib
 import threading
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from byol_tf.choices import KERNEL_INITIALIZERS
@@ -69,11 +70,24 @@ class GroupedBatchNormalization(layers.BatchNormalization):
     gradients and moving statistics as `n` calls on the consecutive blocks of B: BYOL
     forwards both views as one batch (twice the batch per convolution) while keeping the
     per-view BatchNorm statistics of the paper's separate passes.
+
+    A training-mode call on one group (the usual case) runs TensorFlow's fused BatchNorm
+    kernel where it can: float32, bfloat16 or float16 channels-last inputs of rank 2 or 4,
+    not synchronised, without renormalisation. Statistics, normalisation and (through the
+    op's gradient) the backward pass are then one kernel each, where Keras's layer computes
+    them op by op in float32; the outputs, gradients and moving statistics are Keras's
+    (the moving variance is the biased batch variance, as Keras keeps it), and bfloat16
+    inputs reach the kernel as they are on CPUs (about 1.25× the whole step's speed on a
+    CPU with native bfloat16; bench/RESULTS.md). Anything else is Keras's code.
     """
 
     def call(self, inputs, training=None, mask=None):
         groups = getattr(_GROUPS, "value", 1)
-        if groups == 1 or not training or not self.trainable or mask is not None:
+        if not training or not self.trainable or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        if groups == 1 and self._fusable(inputs):
+            return self._fused_training_call(inputs)
+        if groups == 1:
             return super().call(inputs, training=training, mask=mask)
         if self.renorm or self.axis not in (-1, len(inputs.shape) - 1):
             raise ValueError(
@@ -110,6 +124,44 @@ class GroupedBatchNormalization(layers.BatchNormalization):
             epsilon=self.epsilon,
         )
         return ops.cast(ops.reshape(outputs, shape), self.compute_dtype)
+
+    def _fusable(self, inputs):
+        return (
+            not self.synchronized
+            and not self.renorm
+            and len(inputs.shape) in (2, 4)
+            and self.axis in (-1, len(inputs.shape) - 1)
+            and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16)
+        )
+
+    def _fused_training_call(self, inputs):
+        x = inputs
+        if x.dtype == tf.float16 or (x.dtype == tf.bfloat16 and _gpu_visible()):
+            x = tf.cast(x, tf.float32)  # the kernels every device has
+        channels = x.shape[-1]
+        images = tf.reshape(x, [-1, 1, 1, channels]) if len(x.shape) == 2 else x
+        ones, zeros = tf.ones([channels]), tf.zeros([channels])
+        outputs, mean, variance = tf.raw_ops.FusedBatchNormV3(
+            x=images,
+            scale=ones if self.gamma is None else tf.cast(self.gamma, tf.float32),
+            offset=zeros if self.beta is None else tf.cast(self.beta, tf.float32),
+            mean=tf.zeros([0]),
+            variance=tf.zeros([0]),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )[:3]
+        # The kernel returns the batch variance times n / (n - 1); Keras averages the biased one.
+        count = tf.cast(tf.size(images) // channels, tf.float32)
+        variance = variance * tf.maximum(count - 1.0, 1.0) / count
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            batch = tf.cast(batch, moving.dtype)
+            moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+        return tf.cast(tf.reshape(outputs, tf.shape(inputs)), self.compute_dtype)
+
+
+def _gpu_visible():
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def supports_batch_groups(model):

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 numerics_tests=(
   tests/test_losses.py tests/test_optimizers.py tests/test_schedules.py
   tests/test_grouped_views.py tests/test_callbacks.py tests/test_accumulation.py
-  tests/test_augment.py tests/test_evaluation.py tests/test_model.py
+  tests/test_augment.py tests/test_evaluation.py tests/test_model.py tests/test_batch_norm.py
 )
 leg="pinned"
 slow=0

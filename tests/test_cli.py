@@ -5,7 +5,9 @@ import importlib
 import inspect
 import os
 import threading
+from unittest import mock
 
+from byol_tf import programs
 from byol_tf.cli import console
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,9 +21,14 @@ def test_console_scripts_run_the_programs_under_their_names():
     assert set(scripts) == {"byol-train", "byol-evaluate", "byol-export", "byol-import"}
     for name, target in scripts.items():
         module, function = target.split(":")
-        run = getattr(importlib.import_module(module), function)
-        assert inspect.signature(run).parameters["program"].default == name
-        assert callable(importlib.import_module(module).main)
+        assert module == "byol_tf.programs"  # loads the program with Ctrl-C handled
+        with mock.patch.object(programs, "start") as start:
+            getattr(programs, function)()
+        [(program_module, program_name)] = [call.args for call in start.call_args_list]
+        assert program_name == name
+        program = importlib.import_module(f"byol_tf.cli.{program_module}")
+        assert inspect.signature(program.run).parameters["program"].default == name
+        assert callable(program.main)
 
 
 NATIVE_NOISE = [

@@ -261,6 +261,25 @@ def test_ctrl_c_while_tensorflow_loads_ends_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("train.py: interrupted (Ctrl-C)"), lines
 
 
+@pytest.mark.parametrize("delay", [0.03, 0.08, 0.15, 0.25, 0.4])
+def test_ctrl_c_in_the_first_moments_never_prints_a_traceback(tmp_path, delay):
+    # Before Python sets up its own Ctrl-C handling, SIGINT ends the process by the signal
+    # (no output at all); from then on, including while train.py imports its modules, one line
+    # and status 130.
+    model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
+    process = _start(model_dir, log, "auto")
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=300)
+    lines = open(log).read().splitlines()
+    assert not [line for line in lines if "Traceback" in line or "Error" in line], lines
+    if code == -signal.SIGINT:
+        assert lines == [], lines
+    else:
+        assert code == 130, (code, lines)
+        assert len(lines) == 1 and lines[0].startswith("train.py: interrupted (Ctrl-C)"), lines
+
+
 def test_ctrl_c_twice_during_start_up_ends_in_one_line_and_releases_the_folder(tmp_path):
     model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
     process = _start(model_dir, log, "auto")

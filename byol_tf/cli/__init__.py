@@ -26,11 +26,11 @@ def run(main, program, config_class):
         program: the name of the program in its messages (`train.py`, `byol-train`, ...).
         config_class: the settings class of the program (`settings.TrainConfig`, ...).
     """
-    config.list_in_help(config_class)
-    console.filter_native_logs()
-    script = sys.modules["__main__"]
-    script.__doc__ = script.__doc__ or sys.modules[main.__module__].__doc__
     try:
+        config.list_in_help(config_class)
+        console.filter_native_logs()
+        script = sys.modules["__main__"]
+        script.__doc__ = script.__doc__ or sys.modules[main.__module__].__doc__
         app.run(main, flags_parser=config.flags_parser(program))
     except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads, or in a program without its own
         interrupted([program])
