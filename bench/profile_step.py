@@ -2,7 +2,6 @@
 
 import argparse
 import collections
-import contextlib
 import glob
 import os
 import re
@@ -152,22 +151,27 @@ def _op_times(logdir, metadata):
     return times, step_ps / 1e9
 
 
-def _build(variant, batch_size):
+def _build(variant, batch_size, precision="float32"):
     """A BYOL model compiled as `variant` says, its synthetic views and a TargetEMA callback."""
+    import keras
     import tensorflow as tf
-    from keras_batch_norm import keras_batch_norm
+    from keras_batch_norm import use_keras_batch_norm
 
     import byol_tf
 
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    )
     jit_compile, keras_bn = VARIANTS[variant]
-    with keras_batch_norm() if keras_bn else contextlib.nullcontext():
-        encoder = byol_tf.networks.resnet(18, cifar_stem=True)
-        model = byol_tf.BYOL(
-            encoder,
-            projection_dim=PROJECTION_DIM,
-            hidden_dim=HIDDEN_DIM,
-            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-        )
+    if keras_bn:
+        use_keras_batch_norm()
+    encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+    model = byol_tf.BYOL(
+        encoder,
+        projection_dim=PROJECTION_DIM,
+        hidden_dim=HIDDEN_DIM,
+        image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+    )
     model.compile(
         optimizer=byol_tf.LARS(byol_tf.WarmupCosine(1.0, 1000, 10)), jit_compile=jit_compile
     )
@@ -220,7 +224,7 @@ def _profile(parts, lanes, top):
             "ops": ops, "top": top}  # fmt: skip
 
 
-def build(variant, batch_size, threads, inter_op_threads, profile, top):
+def build(variant, batch_size, threads, inter_op_threads, profile, top, precision="float32"):
     """One variant in this process (bench/harness): a round is one step as `fit` runs it.
 
     Returns:
@@ -232,7 +236,7 @@ def build(variant, batch_size, threads, inter_op_threads, profile, top):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
-    parts = _build(variant, batch_size)
+    parts = _build(variant, batch_size, precision)
 
     def run():
         wall, ema, cpu = _step(*parts)
@@ -241,7 +245,8 @@ def build(variant, batch_size, threads, inter_op_threads, profile, top):
     # XLA thunks run on the intra-op pool; graph-mode ops on the inter-op threads.
     lanes = threads if VARIANTS[variant][0] else inter_op_threads
     finish = (lambda: {"profile": _profile(parts, lanes, top)}) if profile else None
-    return harness.Workload(run=run, info={"variant": variant}, finish=finish)
+    info = {"variant": variant, "precision": precision}
+    return harness.Workload(run=run, info=info, finish=finish)
 
 
 def print_breakdown(variant, profile):
@@ -290,6 +295,10 @@ def parse_args(argv=None):
         help="byol_tf with jit_compile=True (xla) or False (graph); '-keras-bn': with Keras's "
         "op-by-op BatchNorm instead of the fused kernel (an A/B, bench/keras_batch_norm.py)",
     )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=["float32", "bfloat16"], default="float32",
+        help="bfloat16: Keras's mixed_bfloat16 policy (float32 variables, bfloat16 compute)",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds")
     parser.add_argument(
@@ -318,7 +327,7 @@ def contenders(args, workdir):
         )
         options = dict(variant=variant, batch_size=args.batch_size, threads=args.threads,
                        inter_op_threads=args.inter_op_threads, profile=variant in traced,
-                       top=args.top)  # fmt: skip
+                       top=args.top, precision=args.precision)  # fmt: skip
         out.append(harness.Contender(
             variant, "profile_step:build", options, env=env, work=1,
             reference=args.variants[0],

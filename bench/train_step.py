@@ -97,16 +97,15 @@ def build_byol_tf(
 
     policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    import contextlib
+    from keras_batch_norm import use_keras_batch_norm
 
-    from keras_batch_norm import keras_batch_norm
-
-    with keras_batch_norm() if keras_bn else contextlib.nullcontext():
-        encoder = byol_tf.networks.resnet(18, cifar_stem=True)
-        model = byol_tf.BYOL(
-            encoder, projection_dim=PROJECTION_DIM, hidden_dim=HIDDEN_DIM,
-            image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), grouped_views=grouped,
-        )  # fmt: skip
+    if keras_bn:
+        use_keras_batch_norm()
+    encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+    model = byol_tf.BYOL(
+        encoder, projection_dim=PROJECTION_DIM, hidden_dim=HIDDEN_DIM,
+        image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), grouped_views=grouped,
+    )  # fmt: skip
     optimizer = byol_tf.LARS(byol_tf.WarmupCosine(1.0, 1000, 10))
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     shape = (batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)

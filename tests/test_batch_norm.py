@@ -2,6 +2,8 @@
 against a NumPy float64 reference of BatchNorm (outputs, gradients, moving statistics), and
 which inputs take it."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import tensorflow as tf
 
 from byol_tf import networks
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPSILON = 1e-5
 MOMENTUM = 0.9
 
@@ -140,3 +143,18 @@ def test_a_network_in_training_mode_runs_every_batch_norm_through_the_fused_kern
     graph = tf.function(lambda t: encoder(t, training=True)).get_concrete_function(x).graph
     fused = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
     assert len(fused) == len(bn_layers) == 20
+
+
+def test_the_benchmarks_switch_back_to_keras_batch_norm_takes_keras_path(monkeypatch):
+    # bench/keras_batch_norm.py is the A/B of the fused kernel: after it, no fused op is left.
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    monkeypatch.setattr(  # restored after the test
+        networks.GroupedBatchNormalization, "_fusable", networks.GroupedBatchNormalization._fusable
+    )
+    import keras_batch_norm
+
+    layer = _layer(6, 4)
+    x = tf.zeros((4, 4, 4, 6))
+    assert _ops(layer, x) == {("FusedBatchNormV3", "float32")}
+    keras_batch_norm.use_keras_batch_norm()
+    assert _ops(networks.GroupedBatchNormalization(), x) == set()
