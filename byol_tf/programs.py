@@ -4,10 +4,13 @@ A program's module (`byol_tf.cli.train`, ...) imports absl and the package's set
 can catch anything; Ctrl-C in that moment would end in Python's `KeyboardInterrupt` traceback.
 The console scripts (`byol-train`, ...) and `train.py`, `evaluate.py` and
 `python -m byol_tf.export` start here instead, where only the standard library is loaded, and
-end such an interrupt with the programs' one line and status 130 (see `byol_tf.cli.interrupted`).
+end such an interrupt with the programs' one line and status 130 (`interrupted`, which the
+programs use for every Ctrl-C they do not turn into a checkpoint).
 """
 
+import contextlib
 import importlib
+import os
 import signal
 import sys
 
@@ -22,10 +25,23 @@ def start(name, program):
     try:
         module = importlib.import_module(f"byol_tf.cli.{name}")
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot cut the line short
-        print(f"{program}: interrupted (Ctrl-C).", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+        interrupted([program])
     module.run(program)
+
+
+def interrupted(argv, advice=""):
+    """Exits with status 130 (128 + SIGINT) and one line on stderr, after Ctrl-C.
+
+    Ctrl-C is ignored from here on, so that a second one cannot interrupt the exit in turn.
+
+    Args:
+        argv: the program's arguments (`argv[0]` names it).
+        advice: what to do next, appended to the line (`"; run the same command again"`).
+    """
+    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"{os.path.basename(argv[0])}: interrupted (Ctrl-C){advice}.", file=sys.stderr)
+    raise SystemExit(128 + signal.SIGINT)
 
 
 def train():

@@ -1,8 +1,6 @@
 """What the train, evaluate and export programs share: absl's entry point and one-line errors."""
 
-import contextlib
 import os
-import signal
 import sys
 
 from byol_tf.cli import console
@@ -12,6 +10,7 @@ console.quiet_tensorflow()  # before anything imports TensorFlow
 from absl import app  # noqa: E402
 
 from byol_tf import config  # noqa: E402
+from byol_tf.programs import interrupted  # noqa: E402
 
 
 def run(main, program, config_class):
@@ -34,21 +33,6 @@ def run(main, program, config_class):
         app.run(main, flags_parser=config.flags_parser(program))
     except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads, or in a program without its own
         interrupted([program])
-
-
-def interrupted(argv, advice=""):
-    """Exits with status 130 (128 + SIGINT) and one line on stderr, after Ctrl-C.
-
-    Ctrl-C is ignored from here on, so that a second one cannot interrupt the exit in turn.
-
-    Args:
-        argv: the program's arguments (`argv[0]` names it).
-        advice: what to do next, appended to the line (`"; run the same command again"`).
-    """
-    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    print(f"{os.path.basename(argv[0])}: interrupted (Ctrl-C){advice}.", file=sys.stderr)
-    raise SystemExit(128 + signal.SIGINT)
 
 
 def fail(argv, message):
