@@ -280,6 +280,34 @@ def test_ctrl_c_in_the_first_moments_never_prints_a_traceback(tmp_path, delay):
         assert len(lines) == 1 and lines[0].startswith("train.py: interrupted (Ctrl-C)"), lines
 
 
+# Runs a program with its first import (`from byol_tf import programs`) held up until SIGINT
+# arrives: what a loaded machine does by chance, here every time.
+_SLOW_FIRST_IMPORT = """
+import os, runpy, sys, time
+marker = sys.argv[1]
+class HoldUp:
+    def find_spec(self, name, path=None, target=None):
+        if name == "byol_tf.programs":
+            open(marker, "w").close()
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, HoldUp())
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("program", ["train.py", "evaluate.py"])
+def test_ctrl_c_while_the_program_imports_its_entry_point_ends_in_one_line(tmp_path, program):
+    marker, log = str(tmp_path / "importing"), str(tmp_path / "log")
+    command = [sys.executable, "-c", _SLOW_FIRST_IMPORT, marker, os.path.join(ROOT, program)]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    _wait_for(lambda: os.path.exists(marker), process, timeout=60)
+    lines = _interrupt(process, log, times=1)
+    assert lines == [f"{program}: interrupted (Ctrl-C)."], lines
+
+
 def test_ctrl_c_twice_during_start_up_ends_in_one_line_and_releases_the_folder(tmp_path):
     model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
     process = _start(model_dir, log, "auto")
