@@ -4,6 +4,7 @@ Frozen dataclasses, usable without flags, declared like `byol_tf.settings.TrainC
 """
 
 import dataclasses
+import os
 
 from byol_tf.choices import LINEAR_PRESETS, LINEAR_SELECTIONS, PROTOCOLS
 from byol_tf.fields import (
@@ -37,6 +38,9 @@ class EvalConfig:
 
     Attributes:
         model_dir: Training run (checkpoints/, run_config.json).
+        checkpoint: A .keras checkpoint to evaluate; default the newest readable one in
+            model_dir. Unless model_dir is set, its run folder (the one above its
+            checkpoints/ folder) gives the data set and the normalisation.
         protocol: Evaluation protocol: 'linear' (fast probe on cached features of centre crops),
             'linear_official' (the paper's: frozen encoder, classifier trained on random-resized
             crops and flips), 'knn' or 'finetune' (docs/algorithm.md §6).
@@ -58,12 +62,13 @@ class EvalConfig:
             train, the official code's run).
         saved_model: Evaluate an exported SavedModel, not a checkpoint; without model_dir it
             needs dataset.
-        output: Results JSON; default <model_dir, else the --saved_model folder>/
-            eval_<protocol>.json.
+        output: Results JSON; default <model_dir, else the --saved_model or --checkpoint
+            folder>/eval_<protocol>.json.
         explicit: the names of the fields that the command line or a flagfile set.
     """
 
     model_dir: str | None = option(EVALUATION, _train_default("model_dir"))
+    checkpoint: str | None = option(EVALUATION, None, path=True)
     protocol: str = option(EVALUATION, "knn", choices=PROTOCOLS)
     label_fraction: float = option(EVALUATION, 1.0, valid=FRACTION)
     dataset: str | None = option(EVALUATION, None, flag_default=_train_default("dataset"))
@@ -84,9 +89,29 @@ class EvalConfig:
         if self.saved_model and "model_dir" not in self.explicit:
             # --saved_model alone evaluates the export, without the default training run folder.
             object.__setattr__(self, "model_dir", None)
+        if self.checkpoint and "model_dir" not in self.explicit:
+            object.__setattr__(self, "model_dir", _run_folder_of(self.checkpoint))
         check_fields(self)
-        if not (self.model_dir or self.saved_model):
-            raise ValueError("pass --model_dir (a training run) or --saved_model (an export)")
+        if not (self.model_dir or self.saved_model or self.checkpoint):
+            raise ValueError(
+                "pass --model_dir (a training run), --checkpoint (a .keras checkpoint) or "
+                "--saved_model (an export)"
+            )
+        if self.checkpoint and self.saved_model:
+            raise ValueError(
+                f"--checkpoint={self.checkpoint} and --saved_model={self.saved_model}: pass one "
+                "encoder to evaluate"
+            )
+        if self.checkpoint and os.path.isdir(self.checkpoint):
+            raise ValueError(
+                f"--checkpoint={self.checkpoint} is a folder; expected a .keras checkpoint file "
+                "(for the newest checkpoint of a run folder, pass --model_dir)"
+            )
+        if self.checkpoint and not (self.model_dir or self.dataset):
+            raise ValueError(
+                f"--checkpoint={self.checkpoint} is not in a run folder's checkpoints/: pass "
+                "--model_dir (its run, for the data set and normalisation) or --dataset"
+            )
         if self.protocol == "finetune" and self.saved_model:
             raise ValueError(
                 "--protocol=finetune needs a checkpoint: pass --model_dir, not --saved_model"
@@ -98,6 +123,12 @@ class EvalConfig:
                 "labelled data to evaluate on ('demo', a tensorflow-datasets name or an image "
                 "folder); or pass --model_dir to take it from the training run"
             )
+
+
+def _run_folder_of(checkpoint):
+    """The run folder of `<run>/checkpoints/ckpt-N.keras`, or None for a checkpoint elsewhere."""
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    return os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,14 @@ import shutil
 
 import pytest
 from absl.testing import flagsaver
-from helpers import UNSCORABLE_FOLDERS, a_file, class_folder, evaluate_error, one_line
+from helpers import (
+    UNSCORABLE_FOLDERS,
+    a_file,
+    class_folder,
+    evaluate_error,
+    one_line,
+    tiny_checkpoint_run,
+)
 
 import evaluate
 
@@ -100,3 +107,73 @@ def test_evaluate_on_a_dataset_that_is_a_file(tiny_export, tmp_path):
     path = a_file(tmp_path)
     message = evaluate_error(saved_model=tiny_export, dataset=str(path))
     assert f"Data source {path} is a file, not a folder" in message
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A run folder of a tiny checkpoint on the demo set (8×8 images), nothing evaluated."""
+    folder = tmp_path / "tiny_run"
+    folder.mkdir()
+    tiny_checkpoint_run(folder, dataset="demo", image_size=8, mean=[0.3] * 3, std=[0.3] * 3)
+    return str(folder)
+
+
+def _not_evaluated(monkeypatch):
+    """Makes the evaluation itself a failure: a refusal must come before it."""
+    from byol_tf.cli import evaluate as program
+
+    def evaluation_ran(opts):
+        raise AssertionError("the evaluation ran before the refusal")
+
+    monkeypatch.setattr(program, "evaluate", evaluation_ran)
+
+
+def _read_only(folder, monkeypatch):
+    """`folder` read-only: by its mode, and for a user who may write anywhere (root) by
+    `os.access`, which is what the programs ask."""
+    os.chmod(folder, 0o500)
+    real = os.access
+    inside = os.path.abspath(folder)
+
+    def access(path, mode, **kwargs):
+        if mode & os.W_OK and os.path.abspath(path).startswith(inside):
+            return False
+        return real(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize("kind", ["folder", "under_a_file", "read_only_folder"])
+def test_evaluate_checks_output_before_evaluating(tiny_run, tmp_path, monkeypatch, kind):
+    _not_evaluated(monkeypatch)
+    if kind == "folder":
+        output, why = tmp_path, "is a folder; expected the path of a JSON file to write"
+    elif kind == "under_a_file":
+        blocker = a_file(tmp_path)
+        output, why = blocker / "eval.json", f"cannot be written: {blocker} is a file, not a folder"
+    else:
+        (tmp_path / "ro").mkdir()
+        output, why = tmp_path / "ro" / "eval.json", f"cannot be written: {tmp_path / 'ro'} is not"
+    try:
+        if kind == "read_only_folder":
+            _read_only(tmp_path / "ro", monkeypatch)
+        message = evaluate_error(model_dir=tiny_run, output=str(output))
+    finally:
+        if kind == "read_only_folder":
+            os.chmod(tmp_path / "ro", 0o700)
+    assert f"--output={output} {why}" in message
+    assert not os.path.exists(os.path.join(tiny_run, "eval_knn.json"))
+
+
+def test_evaluate_checks_a_read_only_model_dir_before_evaluating(tiny_run, monkeypatch):
+    _not_evaluated(monkeypatch)
+    try:
+        _read_only(tiny_run, monkeypatch)
+        message = evaluate_error(model_dir=tiny_run)
+    finally:
+        os.chmod(tiny_run, 0o700)
+    output = os.path.join(tiny_run, "eval_knn.json")
+    assert message.endswith(
+        f"The results file {output} (in --model_dir={tiny_run}) cannot be written: {tiny_run} "
+        "is not writable; pass --output"
+    )

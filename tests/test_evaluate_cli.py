@@ -4,10 +4,11 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
-from helpers import tiny_checkpoint_run
+from helpers import class_folder, tiny_checkpoint_run
 
 import evaluate
 from byol_tf import checkpoints, evaluation, export
@@ -147,3 +148,58 @@ def test_user_mistakes_exit_with_one_line(run_dir, tmp_path, overrides, message)
     text = str(raised.value.code)
     assert text.startswith("evaluate.py: error: ") and "\n" not in text
     assert re.search(message, text), text
+
+
+def test_checkpoint_and_its_export_score_alike_on_another_data_set(run_dir, tmp_path, monkeypatch):
+    """The encoder gets its own training normalisation (the demo's, not ImageNet's) on a folder
+    it never trained on, from its checkpoint as from its export."""
+    root = _two_class_folder(str(tmp_path / "folder"))
+    saved = export.export_checkpoint(str(run_dir), str(tmp_path / "export"))
+    features, extract = [], evaluation.extract_features
+
+    def recording(encoder, dataset):
+        found = extract(encoder, dataset)
+        features.append(found[0])
+        return found
+
+    monkeypatch.setattr(evaluation, "extract_features", recording)
+    scores = []
+    for source in ({"model_dir": str(run_dir)}, {"saved_model": saved}):
+        output = str(tmp_path / f"{len(scores)}.json")
+        with flagsaver.flagsaver(protocol="knn", dataset=root, output=output, **source):
+            assert evaluate.main(["evaluate.py"]) == 0
+        scores.append(json.loads(open(output).read()))
+    checkpoint_train, checkpoint_test, export_train, export_test = features
+    np.testing.assert_allclose(checkpoint_train, export_train, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(checkpoint_test, export_test, rtol=1e-5, atol=1e-6)
+    assert scores[0]["top1"] == scores[1]["top1"] and scores[0]["top5"] == scores[1]["top5"]
+
+
+def _two_class_folder(root):
+    for split in ("train", "test"):
+        class_folder(os.path.join(root, split), ["a", "b"], per_class=6)
+    return root
+
+
+def test_knn_names_the_k_it_uses_on_a_small_train_split(run_dir, tmp_path, capsys):
+    root = _two_class_folder(str(tmp_path / "folder"))
+    with flagsaver.flagsaver(model_dir=str(run_dir), protocol="knn", dataset=root):
+        assert evaluate.main(["evaluate.py"]) == 0
+    assert json.loads((run_dir / "eval_knn.json").read_text())["k"] == 12
+    out = capsys.readouterr().out
+    assert f"kNN (k=12, T=0.1; k=200 clipped to the 12 train examples) on {root}/test" in out
+
+
+def test_evaluate_a_checkpoint_file_of_a_run(run_dir, tmp_path, capsys):
+    path = checkpoints.latest_checkpoint(str(run_dir))
+    with flagsaver.flagsaver(checkpoint=path, protocol="knn"):  # the run's data set
+        assert evaluate.main(["evaluate.py"]) == 0
+    results = json.loads((run_dir / "eval_knn.json").read_text())
+    assert (results["encoder"], results["dataset"], results["num_test"]) == (path, "demo", 1000)
+    with flagsaver.flagsaver(checkpoint=str(run_dir), protocol="knn"):
+        with pytest.raises(SystemExit) as error:
+            evaluate.main(["evaluate.py"])
+    assert str(error.value.code) == (
+        f"evaluate.py: error: --checkpoint={run_dir} is a folder; expected a .keras checkpoint "
+        "file (for the newest checkpoint of a run folder, pass --model_dir)"
+    )

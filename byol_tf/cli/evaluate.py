@@ -19,6 +19,9 @@ _NAMES = {
 _CROPPING = ("finetune",)
 
 
+_note = functools.partial(print, file=sys.stderr)
+
+
 def _run_config(model_dir):
     return (run_dir.read_run_config(model_dir) if model_dir else None) or {}
 
@@ -31,7 +34,7 @@ def _load_encoder(f):
         encode, metadata = export.load_exported(f.saved_model)
         return encode, int(metadata["image_size"]), f.saved_model, metadata
     # A damaged newest checkpoint is named on stderr and the newest readable one used.
-    path = checkpoints.latest_readable(f.model_dir, functools.partial(print, file=sys.stderr))
+    path = f.checkpoint or checkpoints.latest_readable(f.model_dir, _note)
     if path is None:
         raise ValueError(f"No checkpoint found in {f.model_dir}/checkpoints (train first?)")
     model = checkpoints.load_checkpoint(path, compile=False)
@@ -81,7 +84,14 @@ def _datasets(f, run_config, image_size, metadata):
     from byol_tf import data, image_ops
 
     dataset, test_split, data_dir, manual_dir = _data(f, run_config)
-    stats = metadata or (run_config if f.dataset in (None, run_config.get("dataset")) else {})
+    # The encoder's own normalisation, whatever data it is scored on: the export's, else the
+    # run's (the statistics of its training data), as the export of that checkpoint applies.
+    stats = metadata or run_config
+    if not stats.get("mean"):
+        _note(
+            f"No {run_dir.RUN_CONFIG} beside the checkpoint to take the encoder's normalisation "
+            f"from: normalising with {dataset}'s statistics."
+        )
     kwargs = {"data_dir": data_dir, "mean": stats.get("mean"), "std": stats.get("std")}
     if metadata:  # the export's own centre-crop, so features match what it serves
         kwargs["crop_fraction"] = metadata.get("crop_fraction")
@@ -167,23 +177,67 @@ def main(argv):
     cli.check_no_arguments(argv)
     try:
         opts = config.from_flags(FLAGS, program_settings.EvalConfig)
+        output = _output(opts)  # checked before the evaluation, which may take hours
         results = evaluate(opts)
+        _write(output, results)
     except (ValueError, FileNotFoundError) as error:
         cli.fail(argv, error)
     except Exception as error:  # a corrupt image file met by the input pipeline
         cli.exit_if_unreadable_image(argv, error)
         raise
-    # Beside what was evaluated: the run folder, else the export (never the current directory).
-    folder = opts.model_dir or opts.saved_model
-    output = opts.output or os.path.join(folder, f"eval_{opts.protocol}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(
-        f"{_NAMES[opts.protocol]} on {results['dataset']}/{results['test_split']}: "
-        f"top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%} -> {output}"
-    )
+    print(f"{_description(opts.protocol, results)} on {results['dataset']}/"
+          f"{results['test_split']}: top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%} "
+          f"-> {output}")  # fmt: skip
     return 0
+
+
+def _description(protocol, results):
+    """The protocol's name; kNN's with the k it used (at most the train examples there are)."""
+    if protocol != "knn":
+        return _NAMES[protocol]
+    k, default = results["k"], protocols.KNN_NEIGHBOURS
+    description = protocols.knn_description(k, results["temperature"])
+    if k < default:
+        clipped = f"; k={default} clipped to the {results['num_train']} train examples)"
+        description = description[:-1] + clipped
+    return description
+
+
+def _output(opts):
+    """The results file: --output, else beside what is evaluated (the run folder, else the
+    export or checkpoint; never the current directory), checked to be writable."""
+    if opts.output:
+        return _check_writable(opts.output, f"--output={opts.output}")
+    folder = opts.model_dir or opts.saved_model or os.path.dirname(opts.checkpoint)
+    output = os.path.join(folder, f"eval_{opts.protocol}.json")
+    flag = "--model_dir" if opts.model_dir else "--saved_model" if opts.saved_model else ""
+    where = f"{flag}={folder}" if flag else f"the folder of --checkpoint={opts.checkpoint}"
+    return _check_writable(output, f"The results file {output} (in {where})", "; pass --output")
+
+
+def _check_writable(path, name, advice=""):
+    """`path` when a file can be written there (nothing is created now); else ValueError."""
+    if os.path.isdir(path):
+        raise ValueError(f"{name} is a folder; expected the path of a JSON file to write{advice}")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # written with its missing folders
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name} cannot be written: {folder} is a file, not a folder{advice}")
+    target = path if os.path.exists(path) else folder
+    if not os.access(target, os.W_OK):
+        raise ValueError(f"{name} cannot be written: {target} is not writable{advice}")
+    return path
+
+
+def _write(output, results):
+    """Writes the results JSON, creating its folder."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "w") as handle:
+            json.dump(results, handle, indent=2)
+    except OSError as error:  # lost between the check and now (disk full, permission)
+        raise ValueError(f"Cannot write {output}: {run_dir.reason(error)}") from None
 
 
 def run(program="byol-evaluate"):
