@@ -40,41 +40,71 @@ def _encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
-def _reconstruct_jax_array(fun, args, arr_state, aval_state=None):
-    """Stand-in for `jax._src.array._reconstruct_array`: the NumPy array, on no device."""
-    del aval_state
-    array = fun(*args)
-    array.__setstate__(arr_state)
+# NumPy's array builders, taken from NumPy's own reductions: no module is imported by name, so
+# NumPy 1.x files (`numpy.core.*`) and NumPy 2 files (`numpy._core.*`) read under either.
+_RECONSTRUCT = np.zeros(()).__reduce__()[0]
+_SCALAR = np.float32(0).__reduce__()[0]
+_MULTIARRAY = (
+    "numpy.core.multiarray",
+    "numpy._core.multiarray",
+    "numpy.core._multiarray_umath",
+    "numpy._core._multiarray_umath",
+)
+_NUMPY = {
+    **{(module, "_reconstruct"): _RECONSTRUCT for module in _MULTIARRAY},
+    **{(module, "scalar"): _SCALAR for module in _MULTIARRAY},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+def _array(builder, args, state, *unused):
+    """Stand-in for dill's `_create_array` (and JAX's `_reconstruct_array`): the NumPy array
+    that `builder(*args)` and `__setstate__(state)` make, when `builder` is NumPy's."""
+    del unused  # an array subclass's `__dict__` (dill) or its device layout (JAX)
+    if builder is not _RECONSTRUCT:
+        raise pickle.UnpicklingError("an array not built by numpy's _reconstruct")
+    array = builder(*args)
+    array.__setstate__(state)
     return array
 
 
-_ExperimentState = collections.namedtuple("_ByolExperimentState", _STATE_FIELDS)
-
-
 class _Record(tuple):
-    """Stand-in for an optimiser-state named tuple: its fields, as a tuple (never used)."""
+    """Stand-in for a named tuple (the experiment state, the optimiser's states): its fields,
+    as a tuple; the subclasses `_namedtuple` makes carry the field names in `_fields`."""
+
+    _fields = ()
 
     def __new__(cls, *fields):
         return super().__new__(cls, fields)
 
 
 def _namedtuple(name, fields, *unused):
-    """Stand-in for dill's `_create_namedtuple`: a new, inert named tuple class."""
+    """Stand-in for dill's `_create_namedtuple(name, fields, module[, defaults])`: an inert
+    record class with those field names; nothing is imported."""
     del unused
-    return collections.namedtuple(re.sub(r"\W", "_", str(name)) or "record", list(fields))
+    if not isinstance(name, str) or not all(isinstance(f, str) for f in fields):
+        raise pickle.UnpicklingError("a named tuple without a name and field names")
+    return type(re.sub(r"\W", "_", name) or "record", (_Record,), {"_fields": tuple(fields)})
+
+
+_ExperimentState = _namedtuple("_ByolExperimentState", _STATE_FIELDS)
+
+
+class _Module(str):
+    """What dill's `_import_module(name)` stands for: the module's name; nothing imported."""
+
+
+# The only attributes `dill._get_attr(module, name)` resolves (dill up to 0.3.5 saves
+# NumPy's builders and `_codecs.encode` that way), and the modules they come from.
+_ATTRIBUTES = {**_NUMPY, ("_codecs", "encode"): _encode}
+_MODULES = frozenset(module for module, _ in _ATTRIBUTES)
 
 
 # Every global an official checkpoint may name, and what stands in for it. Anything else is
 # refused before it is looked up: unpickling a foreign global can run arbitrary code.
-_NUMPY = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-}
 _ALLOWED = {
+    **_NUMPY,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "dict"): dict,
     ("builtins", "list"): list,
@@ -85,32 +115,55 @@ _ALLOWED = {
     ("haiku._src.data_structures", "FlatMap"): _mapping,
     ("byol.byol_experiment", "_ByolExperimentState"): _ExperimentState,
     ("byol.utils.optimizers", "LarsState"): _Record,
+    ("byol.utils.optimizers", "ScaleByLarsState"): _Record,
+    ("byol.utils.optimizers", "AddWeightDecayState"): _Record,
     ("optax._src.base", "EmptyState"): _Record,
+    ("optax._src.transform", "ScaleState"): _Record,
     ("optax._src.transform", "TraceState"): _Record,
     ("optax._src.transform", "ScaleByScheduleState"): _Record,
-    ("jax._src.array", "_reconstruct_array"): _reconstruct_jax_array,
-    ("dill._dill", "_create_namedtuple"): _namedtuple,
+    ("jax._src.array", "_reconstruct_array"): _array,
 }
+# dill's own helpers, under the module name of every release: `dill.dill` up to 0.2.7,
+# `dill._dill` from 0.2.8. `_import_module` and `_get_attr` are bound per file (they refuse in
+# its name).
+_DILL_HELPERS = {"_create_namedtuple": _namedtuple, "_create_array": _array}
+_DILL_MODULES = ("dill.dill", "dill._dill")
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals of `_ALLOWED` and NumPy's array builders."""
+    """An unpickler that resolves only the globals of `_ALLOWED` and dill's helpers, each to
+    an inert stand-in."""
 
     def __init__(self, handle, path):
         super().__init__(handle, encoding="latin1")
         self._path = path
 
-    def find_class(self, module, name):
-        key = (module, name)
-        if key in _NUMPY:
-            # NumPy's own reconstruction functions build arrays and dtypes only.
-            return super().find_class(module, name)
-        if key in _ALLOWED:
-            return _ALLOWED[key]
-        raise CheckpointFormatError(
-            f"{self._path}: refused to load {module}.{name}, which is not part of "
+    def _refuse(self, name):
+        return CheckpointFormatError(
+            f"{self._path}: refused to load {name}, which is not part of "
             f"{EXPECTED_FORMAT}; it was not run (loading foreign pickles can run code)"
         )
+
+    def _import_module(self, name, *unused):
+        if name not in _MODULES:
+            raise self._refuse(f"module {name}")
+        return _Module(name)
+
+    def _get_attr(self, module, name):
+        if not isinstance(module, _Module) or (module, name) not in _ATTRIBUTES:
+            raise self._refuse(f"{module}.{name}")
+        return _ATTRIBUTES[(module, name)]
+
+    def find_class(self, module, name):
+        key = (module, name)
+        if key in _ALLOWED:
+            return _ALLOWED[key]
+        if module in _DILL_MODULES:
+            if name in _DILL_HELPERS:
+                return _DILL_HELPERS[name]
+            if name in ("_import_module", "_get_attr"):
+                return getattr(self, name)
+        raise self._refuse(f"{module}.{name}")
 
 
 def load_official(path):
@@ -149,10 +202,15 @@ def load_official(path):
 def _experiment_state(content, path):
     """The four parameter and state trees of a loaded checkpoint, checked."""
     state = content.get("experiment_state") if isinstance(content, dict) else None
-    if isinstance(state, tuple) and not hasattr(state, "_fields") and len(state) == 5:
-        state = _ExperimentState(*state)
     if isinstance(state, dict):
         state = _ExperimentState(*(state.get(field) for field in _STATE_FIELDS))
+    # dill re-creates every named tuple class from its name and fields: the experiment state is
+    # the tuple with the five fields of the official `_ByolExperimentState`.
+    fields = getattr(state, "_fields", None)
+    if isinstance(state, tuple) and fields is None and len(state) == 5:
+        state = _ExperimentState(*state)
+    elif isinstance(state, tuple) and tuple(fields) == _STATE_FIELDS:
+        state = _ExperimentState(*state)
     if not isinstance(state, _ExperimentState):
         found = sorted(content)[:6] if isinstance(content, dict) else type(content).__name__
         raise CheckpointFormatError(
@@ -160,8 +218,7 @@ def _experiment_state(content, path):
             f"expected {EXPECTED_FORMAT}"
         )
     trees = {}
-    for field in _STATE_FIELDS[:4]:
-        tree = getattr(state, field)
+    for field, tree in zip(_STATE_FIELDS[:4], state, strict=False):
         if not isinstance(tree, dict) or not all(
             isinstance(v, dict) and all(isinstance(a, np.ndarray) for a in v.values())
             for v in tree.values()

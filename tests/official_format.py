@@ -1,20 +1,30 @@
 """Writes files in the official BYOL checkpoint format (deepmind-research byol/), for tests.
 
-The official code pickles (with dill, protocol 2) `dict(experiment_state=_ByolExperimentState(
-online_params, target_params, online_state, target_state, opt_state), step, rng)`, where the
-named tuple is `byol.byol_experiment._ByolExperimentState` and Haiku 0.0.x mappings are
-`haiku._src.data_structures.frozendict`. Neither package exists here: stand-in classes carry
-those paths, and a pickler names them as the real classes would be named in the file.
+The official code (`byol/utils/checkpointing.py`) writes `dill.dump(dict(experiment_state=
+_ByolExperimentState(online_params, target_params, online_state, target_state, opt_state),
+step=step, rng=rng), protocol=2)`. `write` does the same with dill itself, with stand-in classes
+at the module paths the 2020 files name: `byol.byol_experiment._ByolExperimentState`, Haiku's
+mappings `haiku._src.data_structures.frozendict` (Haiku 0.0.2, reduced to `frozendict(dict)`) or
+`FlatMapping` (later Haiku, reduced to `FlatMapping(dict)`), and the optimiser state of
+`byol/utils/optimizers.py`'s LARS chain, `(AddWeightDecayState(), ScaleByLarsState(mu),
+ScaleState())`, the last from `optax._src.transform`. Which dill writes depends on the
+environment: 0.3.2 (the release of August 2020) in the pinned and parity legs, today's in the
+newest leg.
 """
 
 import collections
+import contextlib
 import json
 import os
-import pickle
+import sys
+import types
 
+import dill
 import numpy as np
 
 NAMES_FILE = os.path.join(os.path.dirname(__file__), "data", "official_res50x1_names.json")
+_MISSING = object()
+STATE_FIELDS = "online_params target_params online_state target_state opt_state"
 
 
 def official_names():
@@ -24,53 +34,99 @@ def official_names():
     return recorded["params"], recorded["state"]
 
 
-class ExperimentState(
-    collections.namedtuple(
-        "_ByolExperimentState",
-        "online_params target_params online_state target_state opt_state",
-    )
-):
-    official_path = ("byol.byol_experiment", "_ByolExperimentState")
+def _placed(cls, module, name):
+    """`cls` named as `module.name`, the path a 2020 file names it by."""
+    cls.__module__, cls.__name__, cls.__qualname__ = module, name, name
+    return cls
 
 
-class FrozenDict(dict):
-    """Haiku 0.0.x's `frozendict`, which pickles as `frozendict(plain_dict)`."""
-
-    official_path = ("haiku._src.data_structures", "frozendict")
+class _HaikuMapping(dict):
+    """Haiku's immutable mappings reduce to `type(plain_dict)`."""
 
     def __reduce__(self):
         return type(self), (dict(self),)
 
 
-class _Pickler(pickle._Pickler):  # the Python pickler: its save can be overridden
-    """Names the stand-in classes by their `official_path` (whatever dispatch table dill may
-    have installed in the Python pickler)."""
+FrozenDict = _placed(type("frozendict", (_HaikuMapping,), {}), "haiku._src.data_structures",
+                     "frozendict")  # fmt: skip
+FlatMapping = _placed(type("FlatMapping", (_HaikuMapping,), {}), "haiku._src.data_structures",
+                      "FlatMapping")  # fmt: skip
+MAPPINGS = {"frozendict": FrozenDict, "FlatMapping": FlatMapping, "dict": dict}
+ExperimentState = _placed(
+    collections.namedtuple("_ByolExperimentState", STATE_FIELDS), "byol.byol_experiment",
+    "_ByolExperimentState",
+)  # fmt: skip
+AddWeightDecayState = _placed(
+    collections.namedtuple("AddWeightDecayState", ""), "byol.utils.optimizers",
+    "AddWeightDecayState",
+)  # fmt: skip
+ScaleByLarsState = _placed(
+    collections.namedtuple("ScaleByLarsState", "mu"), "byol.utils.optimizers", "ScaleByLarsState"
+)
+ScaleState = _placed(collections.namedtuple("ScaleState", ""), "optax._src.transform", "ScaleState")
 
-    def save(self, obj, save_persistent_id=True):
-        path = obj.__dict__.get("official_path") if isinstance(obj, type) else None
-        if path is None:
-            return super().save(obj, save_persistent_id)
-        memo = self.memo.get(id(obj))
-        if memo is not None:
-            self.write(self.get(memo[0]))
-            return None
-        self.write(pickle.GLOBAL + f"{path[0]}\n{path[1]}\n".encode())
-        self.memoize(obj)
-        return None
+
+@contextlib.contextmanager
+def _classes_in_place(*classes):
+    """Makes each class importable at its module path while the file is written (dill writes
+    a class by reference only when it finds it there), then undoes it. Modules that do not
+    exist (`byol`, `optax`, and `haiku` outside the parity leg) are made empty for the time."""
+    added, replaced = [], []
+
+    def put(owner, name, value):
+        replaced.append((owner, name, getattr(owner, name, _MISSING)))
+        setattr(owner, name, value)
+
+    for cls in classes:
+        parts = cls.__module__.split(".")
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            if name not in sys.modules:
+                sys.modules[name] = types.ModuleType(name)
+                added.append(name)
+            parent = sys.modules[".".join(parts[: i - 1])] if i > 1 else None
+            if parent is not None and getattr(parent, parts[i - 1], None) is not sys.modules[name]:
+                put(parent, parts[i - 1], sys.modules[name])
+        put(sys.modules[cls.__module__], cls.__name__, cls)
+    try:
+        yield
+    finally:
+        for owner, name, value in reversed(replaced):
+            if value is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+        for name in added:
+            del sys.modules[name]
 
 
-def write(path, online_params, target_params, online_state, target_state, step=1000, frozen=True):
-    """Writes the trees (`{module: {name: array}}`) as an official checkpoint at `path`."""
-    wrap = (lambda tree: FrozenDict({k: FrozenDict(v) for k, v in tree.items()})) if frozen else (
-        lambda tree: tree
-    )
+def write(
+    path, online_params, target_params, online_state, target_state, step=1000, frozen=True,
+    mapping=None,
+):  # fmt: skip
+    """Writes the trees (`{module: {name: array}}`) as an official checkpoint at `path`, with
+    dill, as `byol/utils/checkpointing.py` does.
+
+    `mapping` is Haiku's mapping class: "frozendict", "FlatMapping" or "dict" (Haiku since
+    2021); by default "frozendict", or "dict" when `frozen` is False.
+    """
+    cls = MAPPINGS[mapping or ("frozendict" if frozen else "dict")]
+
+    def wrap(tree):
+        return cls({k: cls({n: np.asarray(a) for n, a in v.items()}) for k, v in tree.items()})
+
+    momentum = wrap({k: {n: np.zeros_like(a) for n, a in v.items()}
+                     for k, v in online_params.items()})  # fmt: skip
+    opt_state = (AddWeightDecayState(), ScaleByLarsState(momentum), ScaleState())
     state = ExperimentState(
-        wrap(online_params), wrap(target_params), wrap(online_state), wrap(target_state),
-        (wrap({"momentum": {"w": np.zeros(2, np.float32)}}),),
-    )  # fmt: skip
-    content = {"experiment_state": state, "step": step, "rng": np.array([0, 42], np.uint32)}
-    with open(path, "wb") as handle:
-        _Pickler(handle, protocol=2).dump(content)
+        wrap(online_params), wrap(target_params), wrap(online_state), wrap(target_state), opt_state
+    )
+    rng = np.array([0, 42], np.uint32)  # jax.random.PRNGKey, as the official loop passes it
+    content = dict(experiment_state=state, step=step, rng=rng)
+    placed = [c for c in (cls, ExperimentState, AddWeightDecayState, ScaleByLarsState, ScaleState)
+              if c is not dict]  # fmt: skip
+    with _classes_in_place(*placed), open(path, "wb") as handle:
+        dill.dump(content, handle, protocol=2)
 
 
 def random_trees(params_shapes, state_shapes, seed=0, scale=None):
