@@ -13,7 +13,6 @@ from byol_tf.fields import (
     FRACTION,
     IMAGE_SIZE,
     IMPORT,
-    NON_NEGATIVE_INT,
     POSITIVE_INT,
     check,
     check_fields,
@@ -102,11 +101,8 @@ class EvalConfig:
                 f"--checkpoint={self.checkpoint} and --saved_model={self.saved_model}: pass one "
                 "encoder to evaluate"
             )
-        if self.checkpoint and os.path.isdir(self.checkpoint):
-            raise ValueError(
-                f"--checkpoint={self.checkpoint} is a folder; expected a .keras checkpoint file "
-                "(for the newest checkpoint of a run folder, pass --model_dir)"
-            )
+        if self.checkpoint:
+            _check_checkpoint_file(self.checkpoint)
         if self.checkpoint and not (self.model_dir or self.dataset):
             raise ValueError(
                 f"--checkpoint={self.checkpoint} is not in a run folder's checkpoints/: pass "
@@ -125,6 +121,15 @@ class EvalConfig:
             )
 
 
+def _check_checkpoint_file(path):
+    """Refuses a folder as --checkpoint, in one line (a missing file is the loader's to name)."""
+    if os.path.isdir(path):
+        raise ValueError(
+            f"--checkpoint={path} is a folder; expected a .keras checkpoint file (for the newest "
+            "checkpoint of a run folder, pass --model_dir)"
+        )
+
+
 def _run_folder_of(checkpoint):
     """The run folder of `<run>/checkpoints/ckpt-N.keras`, or None for a checkpoint elsewhere."""
     folder = os.path.dirname(os.path.abspath(checkpoint))
@@ -136,10 +141,11 @@ class ExportConfig:
     """The settings of the export program; `from_flags` builds them from its flags.
 
     Attributes:
-        model_dir: Training run folder (checkpoints, run_config.json).
+        model_dir: Training run folder (checkpoints, run_config.json); default the run
+            folder of --checkpoint (the one above its checkpoints/ folder).
         checkpoint: A .keras checkpoint; default the newest one.
         export_dir: Export base folder; versions go in numbered folders.
-        version: Export version; default the next free number.
+        version: Export version (1, 2, ...); default the next free number.
         mean: Normalisation mean, if model_dir has no run_config.json.
         std: Normalisation std, if model_dir has no run_config.json.
         explicit: the names of the fields that the command line or a flagfile set.
@@ -148,7 +154,7 @@ class ExportConfig:
     model_dir: str | None = option(EXPORT, None)
     checkpoint: str | None = option(EXPORT, None)
     export_dir: str | None = option(EXPORT, None, required=True)
-    version: int | None = option(EXPORT, None, valid=NON_NEGATIVE_INT)
+    version: int | None = option(EXPORT, None, valid=POSITIVE_INT)
     mean: tuple | None = option(EXPORT, None)
     std: tuple | None = option(EXPORT, None)
     explicit: tuple = explicit_field()
@@ -162,6 +168,16 @@ class ExportConfig:
             object.__setattr__(self, name, floats(name, values) if values else None)
         std = ",".join(map(str, self.std or ()))
         check(all(v > 0 for v in self.std or ()), "std", std, "positive (each channel)")
+        if self.checkpoint:
+            _check_checkpoint_file(self.checkpoint)
+        if self.checkpoint and not self.model_dir:
+            object.__setattr__(self, "model_dir", _run_folder_of(self.checkpoint))
+        if not self.model_dir and not (self.mean and self.std):
+            raise ValueError(
+                f"--checkpoint={self.checkpoint} is not in a run folder's checkpoints/: pass "
+                "--model_dir (the run, whose run_config.json records the normalisation), or "
+                "--mean and --std (3 comma-separated numbers each, in [0, 1] pixel units)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """Bad inputs to the export program and to the exported SavedModel's serving signature."""
 
+import json
+
 import pytest
 import tensorflow as tf
-from helpers import a_file, run_program
+from helpers import a_file, run_program, tiny_checkpoint_run
 
-from byol_tf import export
+from byol_tf import export, program_settings
 
 
 def test_export_program_checks_export_dir_before_loading(finished_run, tmp_path):
@@ -42,3 +44,36 @@ def test_served_model_refuses_float_images(served):
 def test_served_model_refuses_a_wrong_rank(served):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[\?,\?,\?,3\]"):
         served(images=tf.zeros([8, 8, 3], tf.uint8))
+
+
+@pytest.mark.parametrize("version", [0, -1])
+def test_export_program_refuses_a_version_below_one_up_front(tmp_path, version):
+    with pytest.raises(ValueError, match=rf"--version must be a positive int\. .*={version}"):
+        program_settings.ExportConfig(model_dir=str(tmp_path), export_dir="e", version=version)
+
+
+def test_export_program_takes_the_run_of_a_checkpoint_or_asks_for_its_normalisation(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny_checkpoint_run(run, dataset="demo", image_size=8, mean=[0.3] * 3, std=[0.2] * 3)
+    (path,) = (run / "checkpoints").iterdir()
+    settings = program_settings.ExportConfig(checkpoint=str(path), export_dir="e")
+    assert settings.model_dir == str(run)
+    alone = tmp_path / "ckpt-1.keras"
+    alone.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError) as error:
+        program_settings.ExportConfig(checkpoint=str(alone), export_dir="e")
+    assert str(error.value) == (
+        f"--checkpoint={alone} is not in a run folder's checkpoints/: pass --model_dir (the run, "
+        "whose run_config.json records the normalisation), or --mean and --std (3 "
+        "comma-separated numbers each, in [0, 1] pixel units)"
+    )
+    assert "None" not in str(error.value)
+    with pytest.raises(ValueError, match=f"--checkpoint={run} is a folder; expected a .keras"):
+        program_settings.ExportConfig(checkpoint=str(run), export_dir="e")
+    result = run_program(
+        ["-m", "byol_tf.export", f"--checkpoint={path}", f"--export_dir={tmp_path / 'export'}"]
+    )
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((tmp_path / "export" / "1" / "byol_tf_export.json").read_text())
+    assert (metadata["mean"], metadata["std"]) == ([0.3] * 3, [0.2] * 3)
