@@ -5,7 +5,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from byol_tf import losses, target_network, view_passes
+from byol_tf import losses, networks, target_network, view_passes
 from byol_tf.batches import (
     image_shape_of,
     unpack_views,  # noqa: F401  (byol_tf.model.unpack_views, as before)
@@ -64,6 +64,9 @@ class BYOL(keras.Model):
             official heads have none: False; docs/algorithm.md §1).
         augmentation: a `byol_tf.device_augment.ViewAugmentation` that turns crop batches
             into views in the train step, or None (batches must then hold views).
+        head_kernel_initializer: the heads' and the probe's dense kernels: None (Keras's
+            Glorot uniform) or "haiku" (`hk.Linear`'s, the official network's;
+            `networks.make_dense_initializer`).
         **kwargs: `keras.Model` arguments (name, ...).
     """
 
@@ -81,6 +84,7 @@ class BYOL(keras.Model):
         head_batch_norm=True,
         head_output_bias=True,
         augmentation=None,
+        head_kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -100,6 +104,8 @@ class BYOL(keras.Model):
         self.head_batch_norm = bool(head_batch_norm)
         self.head_output_bias = bool(head_output_bias)
         self.augmentation = augmentation
+        self.head_kernel_initializer = head_kernel_initializer
+        networks.make_dense_initializer(head_kernel_initializer)  # checks the name
         self.image_shape = self._resolve_image_shape(encoder, image_shape)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.std_tracker = keras.metrics.Mean(name="embedding_std")
@@ -143,7 +149,7 @@ class BYOL(keras.Model):
             with keras.name_scope(name):
                 return mlp_head(
                     input_dim, self.hidden_dim, self.projection_dim, self.synchronized_bn, name,
-                    self.head_batch_norm, self.head_output_bias,
+                    self.head_batch_norm, self.head_output_bias, self.head_kernel_initializer,
                 )  # fmt: skip
 
         self.projector = head(feature_dim, "projector")
@@ -151,7 +157,11 @@ class BYOL(keras.Model):
         self.target_encoder = target_network.clone(self.encoder, shape)
         self.target_projector = head(feature_dim, "target_projector")
         if self.num_classes:
-            self.probe = keras.layers.Dense(self.num_classes, name="online_probe")
+            self.probe = keras.layers.Dense(
+                self.num_classes,
+                kernel_initializer=networks.make_dense_initializer(self.head_kernel_initializer),
+                name="online_probe",
+            )
             self.probe.build((None, feature_dim))
         self._ema_pairs = target_network.pair_variables(
             ((self.target_encoder, self.encoder), (self.target_projector, self.projector))
@@ -357,6 +367,7 @@ class BYOL(keras.Model):
                 "head_batch_norm": self.head_batch_norm,
                 "head_output_bias": self.head_output_bias,
                 "augmentation": keras.saving.serialize_keras_object(self.augmentation),
+                "head_kernel_initializer": self.head_kernel_initializer,
             }
         )
         return config

@@ -1,6 +1,7 @@
 """Encoders (ResNet v1, optionally with the CIFAR stem) and the MLP heads of BYOL."""
 
 import contextlib
+import math
 import threading
 
 import keras
@@ -24,15 +25,61 @@ STAGES = {
 }
 
 
+# A standard normal truncated to [-2, 2] has this std (Haiku's TruncatedNormal does not correct it).
+TRUNCATED_STD = 0.87962566103423978
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class HaikuTruncatedNormal(keras.initializers.TruncatedNormal):
+    """Haiku's default weight initialisation, that of the official BYOL network.
+
+    `hk.Conv2D` and `hk.Linear` without `w_init` draw `TruncatedNormal(stddev=1/sqrt(fan_in))`:
+    `stddev` times a standard normal truncated to [-2, 2] (values beyond are redrawn), so the
+    weights' std is `TRUNCATED_STD / sqrt(fan_in)` ≈ 0.88 / sqrt(fan_in), and none exceeds
+    `2 / sqrt(fan_in)`. `fan_in` is the product of all the kernel's dimensions but the last
+    (kernel height × width × input channels of a convolution, the input size of a dense
+    layer), as Haiku computes it. Unlike Keras's `VarianceScaling(1, "fan_in",
+    "truncated_normal")`, the std is not corrected for the truncation. Biases stay zero, as
+    Haiku's.
+
+    Args:
+        seed: an int or `keras.random.SeedGenerator` (as Keras's initializers); None: random.
+    """
+
+    def __init__(self, seed=None):
+        super().__init__(mean=0.0, stddev=1.0, seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        fan_in = math.prod(shape[:-1]) if len(shape) > 1 else 1
+        return keras.random.truncated_normal(
+            shape, mean=0.0, stddev=1.0 / math.sqrt(fan_in), dtype=dtype, seed=self.seed
+        )
+
+    def get_config(self):
+        return {"seed": super().get_config()["seed"]}
+
+
 def make_initializer(name):
-    """The Keras initializer for one of `KERNEL_INITIALIZERS`."""
+    """The Keras kernel initializer for one of `KERNEL_INITIALIZERS` (a new one per call).
+
+    "haiku": `HaikuTruncatedNormal`; "he_normal": Keras's He normal.
+    """
     if name == "haiku":
-        return keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+        return HaikuTruncatedNormal()
     if name == "he_normal":
         return "he_normal"
     raise ValueError(
         f"kernel_initializer must be one of {KERNEL_INITIALIZERS}. Received: {name!r}"
     )
+
+
+def make_dense_initializer(name):
+    """The kernel initializer of the heads' and the probe's dense layers for a run whose
+    encoder takes `name`: Haiku's (as `hk.Linear`) for "haiku", else Keras's Dense default
+    (Glorot uniform), byol_tf's own choice; None is Keras's default too."""
+    if name is None or name == "he_normal":
+        return "glorot_uniform"
+    return make_initializer(name)
 
 
 _GROUPS = threading.local()
@@ -267,8 +314,8 @@ def resnet(
         zero_init_residual: start the γ of the last BatchNorm of every residual block at 0,
             so that each block starts as its shortcut (the official Haiku ResNet's choice;
             docs/algorithm.md §1). False: γ = 1 everywhere.
-        kernel_initializer: "he_normal" or "haiku" (the official code's truncated normal of
-            std 1/sqrt(fan_in)).
+        kernel_initializer: "he_normal" or "haiku" (`HaikuTruncatedNormal`: the official
+            network's 1/sqrt(fan_in) times a standard normal truncated to [-2, 2]).
 
     Returns:
         A functional `keras.Model` from `[batch, H, W, C]` images to `[batch, features]`, with
@@ -316,6 +363,7 @@ def mlp_head(
     name="mlp",
     batch_norm=True,
     output_bias=True,
+    kernel_initializer=None,
 ):
     """The projector / predictor MLP: Dense(hidden) → BatchNorm → ReLU → Dense(output).
 
@@ -327,6 +375,9 @@ def mlp_head(
         name: model name.
         batch_norm: include the BatchNorm (the paper's heads do; an ablation may not).
         output_bias: give the output Dense a bias (the official heads have none: False).
+        kernel_initializer: of both Dense layers, one of `KERNEL_INITIALIZERS` or None:
+            "haiku" is `hk.Linear`'s default (the official heads'), None and "he_normal"
+            Keras's Glorot uniform (`make_dense_initializer`). Biases start at 0.
 
     Returns:
         A functional `keras.Model` from `[batch, input_dim]` to `[batch, output_dim]`.
@@ -338,10 +389,18 @@ def mlp_head(
     ):
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
+    make_dense_initializer(kernel_initializer)  # checks the name before anything is built
     inputs = keras.Input(shape=(input_dim,), name="features")
-    x = layers.Dense(hidden_dim, name="hidden")(inputs)
+    x = layers.Dense(
+        hidden_dim, kernel_initializer=make_dense_initializer(kernel_initializer), name="hidden"
+    )(inputs)
     if batch_norm:
         x = _batch_norm(synchronized_bn, "hidden_bn")(x)
     x = layers.ReLU(name="hidden_relu")(x)
-    outputs = layers.Dense(output_dim, use_bias=output_bias, name="output")(x)
+    outputs = layers.Dense(
+        output_dim,
+        use_bias=output_bias,
+        kernel_initializer=make_dense_initializer(kernel_initializer),
+        name="output",
+    )(x)
     return keras.Model(inputs, outputs, name=name)

@@ -1,9 +1,9 @@
 """Optimisation recipes chosen by budget: the paper's presets, the small-data one, a short one.
 
 A recipe fixes what the budget decides: the optimiser and its learning-rate schedule, weight
-decay, the target decay τ and its schedule, and the paper-parity choices (zero-initialised
-residual γ, bias-free head outputs, the official crop sampler). `select` names the recipe for
-a run; `for_budget` builds what `BYOL.compile` and `fit` take:
+decay, the target decay τ and its schedule, and the paper-parity choices (residual γ, bias-free
+head outputs, the official crop sampler, initialisation and blur padding). `select` names the
+recipe for a run; `for_budget` builds what `BYOL.compile` and `fit` take:
 
     plan = byol_tf.recipes.for_budget(total_steps=1_000, batch_size=64, num_examples=6_000)
     model.compile(optimizer=plan.optimizer)
@@ -12,10 +12,15 @@ a run; `for_budget` builds what `BYOL.compile` and `fit` take:
 Recipes (docs/algorithm.md §4 gives their sources and docs/recipes.md the measurements behind
 `auto`):
 
-* `paper`: the official presets by number of epochs (`byol/configs/byol.py` of the official
-  code, ImageNet, batch 4096): LARS with η 1e-3, 10 warm-up epochs, cosine decay, τ from the
-  preset to 1 (cosine), zero-initialised residual γ, no bias on the heads' last layer, the
-  official one-draw crop sampler.
+* `paper`: the paper's setting, with the official presets by number of epochs
+  (`byol/configs/byol.py` of the official code, ImageNet, batch 4096): LARS with η 1e-3, 10
+  warm-up epochs, cosine decay, τ from the preset to 1 (cosine), γ = 1 in every BatchNorm (the
+  official README's "Note on batch normalization": the paper's results were obtained so), no
+  bias on the heads' last layer, Haiku's initialisation (`networks.HaikuTruncatedNormal`, heads
+  and probe included), the official one-draw crop sampler and zero-padded blur.
+* `official_code`: `paper` with the official code's default instead: the γ of the last BatchNorm
+  of each residual block starts at 0 (Goyal et al.'s initialisation, which the official README
+  says trains more stably and slightly harms the largest networks).
 * `small_data`: the CIFAR-10 ResNet-18 recipe (solo-learn's BYOL config): LARS lr 1.0, weight
   decay 1e-5, η 0.02, 10 warm-up epochs, τ 0.99 → 1.
 * `short`: for runs of a few thousand steps or fewer: AdamW at a constant rate with a constant
@@ -48,7 +53,7 @@ class Recipe:
     """The settings a recipe fixes; the fields are train.py's flags of the same names.
 
     Attributes:
-        name: the recipe (`paper`, `small_data` or `short`).
+        name: the recipe (`paper`, `official_code`, `small_data` or `short`).
         source: where its numbers come from, in a few words.
         optimizer: `lars` or `adamw`.
         learning_rate: LARS: base rate per 256 images (the peak rate is `learning_rate × batch /
@@ -66,7 +71,8 @@ class Recipe:
         predictor_lr_multiplier: the predictor's learning rate relative to the rest (the
             paper: 1).
         kernel_initializer: the encoder's convolution initialisation, `he_normal` or `haiku`
-            (the official code's).
+            (the official code's, which also initialises the heads' and the probe's dense
+            layers as `hk.Linear`; with `he_normal` they keep Keras's Glorot uniform).
         blur_padding: how the blur pads, `reflect` or `zero` (the official code's).
     """
 
@@ -132,18 +138,22 @@ class Recipe:
 SETTINGS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "source"))
 
 
-def paper(epochs):
-    """The official preset for the number of epochs nearest to `epochs` (on a log scale).
+def paper(epochs, zero_init_residual=False):
+    """The paper's recipe with the official preset for the number of epochs nearest to
+    `epochs` (on a log scale).
 
     Args:
         epochs: the run's length in epochs (> 0).
+        zero_init_residual: False (the paper: γ = 1 in every BatchNorm, official README "Note
+            on batch normalization"); True gives `official_code`, the official code's default
+            zero-initialised γ of the last BatchNorm of each residual block.
     """
     if not epochs > 0:
         raise ValueError(f"epochs must be positive. Received: epochs={epochs}")
     preset = min(PAPER_PRESETS, key=lambda e: abs(math.log(e) - math.log(epochs)))
     learning_rate, weight_decay, base_tau = PAPER_PRESETS[preset]
     return Recipe(
-        name="paper",
+        name="official_code" if zero_init_residual else "paper",
         source=f"official {preset}-epoch preset",
         optimizer="lars",
         learning_rate=learning_rate,
@@ -154,14 +164,20 @@ def paper(epochs):
         eta=1e-3,
         base_tau=base_tau,
         tau_schedule="cosine",
-        zero_init_residual=True,
+        zero_init_residual=bool(zero_init_residual),
         head_output_bias=False,
         crop_sampler="clamped",
-        # The official network's initialisation and blur; neither was measured against
-        # byol_tf's own at short budgets, which the other recipes keep (docs/recipes.md).
+        # The official network's initialisation (hk.Conv2D's and hk.Linear's default) and blur;
+        # neither was measured against byol_tf's own at short budgets, which the other recipes
+        # keep (docs/recipes.md).
         kernel_initializer="haiku",
         blur_padding="zero",
     )
+
+
+def official_code(epochs):
+    """`paper(epochs)` with the official code's zero-initialised residual γ (`official_code`)."""
+    return paper(epochs, zero_init_residual=True)
 
 
 SMALL_DATA = Recipe(
@@ -228,8 +244,8 @@ def select(name="auto", *, total_steps, steps_per_epoch, num_examples):
             name = "paper"
         else:
             name = "small_data"
-    if name == "paper":
-        return paper(total_steps / steps_per_epoch)
+    if name in ("paper", "official_code"):
+        return paper(total_steps / steps_per_epoch, zero_init_residual=name == "official_code")
     return SMALL_DATA if name == "small_data" else SHORT
 
 

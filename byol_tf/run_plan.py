@@ -211,6 +211,8 @@ def build_model(plan, strategy):
             joint_views=cfg.joint_views,
             head_output_bias=cfg.head_output_bias,
             augmentation=view_augmentation(plan),
+            # "haiku" initialises the heads and the probe as hk.Linear; else Keras's default.
+            head_kernel_initializer="haiku" if cfg.kernel_initializer == "haiku" else None,
         )
         accumulation = {}
         if cfg.accumulation_steps > 1:

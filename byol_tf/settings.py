@@ -130,10 +130,11 @@ class TrainConfig:
         joint_views: Forward both views as one batch (BN statistics over both; faster, not the
             paper's setting).
         zero_init_residual: Start the gamma of the last BatchNorm of each residual block at 0 (the
-            official ResNet); default: from --recipe.
+            official code's default; the paper's results used 1); default: from --recipe.
         kernel_initializer: Initialisation of the encoder's convolutions: 'he_normal' or
-            'haiku' (a truncated normal of std 1/sqrt(fan_in), the official code's); default:
-            from --recipe.
+            'haiku' (Haiku's default, the official network's: 1/sqrt(fan_in) times a normal
+            truncated to [-2, 2]; the heads' and probe's dense layers too); default: from
+            --recipe.
         head_output_bias: A bias in the last Dense of projector and predictor (the official
             heads have none); default: from --recipe.
         batch_size: Global batch size (all replicas together).
@@ -142,10 +143,11 @@ class TrainConfig:
         accumulation_steps: Micro-batches per optimiser step: --batch_size is the effective batch,
             each micro-batch has batch_size/accumulation_steps images (BN statistics per
             micro-batch).
-        recipe: Optimisation recipe for the unset settings below: 'paper' (the official presets
-            by epochs), 'small_data' (CIFAR-10 ResNet-18), 'short' (AdamW, constant rate and tau,
-            for a few thousand steps) or 'auto' (chosen from steps and data-set size; see
-            docs/recipes.md). Flags set explicitly always win.
+        recipe: Optimisation recipe for the unset settings below: 'paper' (the paper: the
+            official presets by epochs, gamma 1), 'official_code' (the same with the official
+            code's zero-initialised residual gamma), 'small_data' (CIFAR-10 ResNet-18), 'short'
+            (AdamW, constant rate and tau, for a few thousand steps) or 'auto' (chosen from steps
+            and data-set size; see docs/recipes.md). Flags set explicitly always win.
         optimizer: 'lars' (the paper's) or 'adamw' (decoupled weight decay; suits runs of a few
             thousand steps). Biases and BatchNorm parameters are excluded from weight decay in
             both. Default: from --recipe.

@@ -111,10 +111,10 @@ def test_haiku_initialisation_is_a_truncated_normal_of_std_one_over_sqrt_fan_in(
     model = networks.resnet(50, 0.25, kernel_initializer="haiku")
     kernel = model.get_layer("stage3_block1_conv2").kernel.numpy()  # [3, 3, 64, 64]
     fan_in = 3 * 3 * 64
-    # Haiku's VarianceScaling(1, fan_in, truncated_normal): the normal's std is corrected by
-    # 1/0.87962566 so that, truncated at two of its stds, the std is 1/sqrt(fan_in).
-    assert abs(kernel.std() / (1 / np.sqrt(fan_in)) - 1) < 0.05  # 36,864 draws: ~0.4 % noise
-    assert np.abs(kernel).max() <= 2 / np.sqrt(fan_in) / 0.87962566 + 1e-6
+    # Haiku's TruncatedNormal(1/sqrt(fan_in)): 1/sqrt(fan_in) times a standard normal
+    # truncated to [-2, 2], whose std is 0.87962566 (tests/test_paper_init.py has the details).
+    assert abs(kernel.std() / (0.87962566 / np.sqrt(fan_in)) - 1) < 0.05  # 36,864 draws
+    assert np.abs(kernel).max() <= 2 / np.sqrt(fan_in) + 1e-6
     he = networks.resnet(50, 0.25).get_layer("stage3_block1_conv2").kernel.numpy()
     assert abs(he.std() / np.sqrt(2 / fan_in) - 1) < 0.05  # He normal: sqrt(2) larger
     with pytest.raises(ValueError, match="kernel_initializer must be one of"):

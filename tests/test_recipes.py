@@ -32,11 +32,15 @@ def test_paper_recipe_is_the_official_preset_for_its_epochs(epochs, expected):
         "cosine",
         "cosine",
     )
-    # The official network and views: zero-initialised residual γ, bias-free head outputs, the
-    # one-draw crop sampler.
-    assert recipe.zero_init_residual and not recipe.head_output_bias
+    # The paper's network and the official views: γ = 1 (official README, "Note on batch
+    # normalization"), bias-free head outputs, the one-draw crop sampler; official_code is the
+    # same with the official code's zero-initialised residual γ.
+    assert not recipe.zero_init_residual and not recipe.head_output_bias
     assert recipe.crop_sampler == "clamped"
     assert f"official {epochs}-epoch preset" in recipe.describe()
+    assert recipes.official_code(epochs) == dataclasses.replace(
+        recipe, name="official_code", zero_init_residual=True
+    )
 
 
 @pytest.mark.parametrize("epochs, preset", [(10, 40), (60, 40), (70, 100), (200, 300), (600, 1000)])
@@ -95,7 +99,7 @@ def test_resolve_fills_only_the_unset_settings():
     assert recipe == recipes.paper(300)
     assert resolved.learning_rate == 0.7 and resolved.head_output_bias is True  # explicit wins
     assert (resolved.weight_decay, resolved.base_tau, resolved.eta) == (1e-6, 0.99, 1e-3)
-    assert resolved.zero_init_residual is True and resolved.crop_sampler == "clamped"
+    assert resolved.zero_init_residual is False and resolved.crop_sampler == "clamped"
     assert recipes.overridden(resolved, recipe) == {"learning_rate": 0.7, "head_output_bias": True}
     again, _ = recipes.resolve(resolved, 3000, 10, 1)
     assert again == resolved  # idempotent
@@ -147,8 +151,9 @@ def test_short_plan_is_adamw_at_a_constant_rate_without_decay_on_biases_and_batc
     np.testing.assert_array_equal(variables[1].numpy(), np.ones(3))
 
 
-def test_train_builds_the_paper_networks_from_the_recipe(tmp_path):
-    model, _ = planned_model(tmp_path, 100, recipe="paper")
+@pytest.mark.parametrize("recipe, last_gamma", [("paper", 1.0), ("official_code", 0.0)])
+def test_train_builds_the_paper_networks_from_the_recipe(tmp_path, recipe, last_gamma):
+    model, _ = planned_model(tmp_path, 100, recipe=recipe)
     assert isinstance(model.optimizer, byol_tf.LARS)
     assert isinstance(model.optimizer._learning_rate, byol_tf.WarmupCosine)
     last_gammas = [
@@ -156,9 +161,13 @@ def test_train_builds_the_paper_networks_from_the_recipe(tmp_path):
         for layer in model.encoder.layers
         if isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("_bn2")
     ]
-    assert last_gammas and all(not g.any() for g in last_gammas)  # zero-initialised γ
+    # paper: γ = 1 everywhere; official_code: the last γ of each block starts at 0.
+    assert last_gammas and all(np.all(g == last_gamma) for g in last_gammas)
     for head in (model.projector, model.predictor):
         assert not head.get_layer("output").use_bias
+        for name in ("hidden", "output"):  # hk.Linear's initialisation, as the official heads
+            initializer = head.get_layer(name).kernel_initializer
+            assert isinstance(initializer, byol_tf.networks.HaikuTruncatedNormal)
 
 
 def test_recipe_line_names_the_choice_and_the_overrides():
