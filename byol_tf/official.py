@@ -23,21 +23,70 @@ _DEPTHS = (50, 101, 152, 200)
 
 
 class Architecture(collections.namedtuple(
-    "Architecture", "encoder depth width_multiplier projection_dim hidden_dim num_classes"
+    "Architecture",
+    "encoder depth width_multiplier projection_dim hidden_dim num_classes stem_width",
+    defaults=(None,),
 )):  # fmt: skip
     """What an official checkpoint holds: `resnet<depth>` at a width, heads and classifier.
 
-    `encoder` is the Haiku module name of the ResNet (`res_net50`); `num_classes` is None
-    when the checkpoint has no classifier.
+    `encoder` is the Haiku module name of the ResNet (`res_net50`); `width_multiplier` is the
+    blocks' (their output channels over 256, 512, 1024, 2048); `stem_width` the stem's
+    channels when they are not 64 × the multiplier (the official code before its fix of
+    2020-08-17 kept a 64-channel stem at every width), else None; `num_classes` is None when
+    the checkpoint has no classifier.
     """
 
 
-def architecture(params, path="checkpoint"):
-    """Infers depth, width and head sizes from the online parameters of an official checkpoint.
+# Module names that occur once in the official network: a re-created Haiku module of that name
+# is written with a numeric suffix (`initial_conv_1`), which stands for the name itself.
+_SINGLE = (
+    r"initial_conv|initial_batchnorm|shortcut_conv|shortcut_batchnorm|batch_norm|"
+    r"projector|predictor|classifier|res_net\d+"
+)
+# Indexed module names (`block_3`, `conv_1`): a suffix after the index is a re-created one.
+_INDEXED = r"block_group_\d+|block_\d+|conv_\d+|batchnorm_\d+"
+_RECREATED = re.compile(rf"^({_SINGLE}|{_INDEXED})_\d+$")
+
+
+def _base_name(module):
+    """`module` without the suffix Haiku gives a re-created module, part by part."""
+    return "/".join(_RECREATED.sub(r"\1", part) for part in module.split("/"))
+
+
+def canonical_names(trees, path="checkpoint"):
+    """`trees` (what `load_official` returns) with every re-created module named as the module
+    itself: `res_net50/initial_conv_1` becomes `res_net50/initial_conv`.
 
     Raises:
-        CheckpointFormatError: naming `path`, if the parameters are not those of the official
-            ResNet v1 with projector and predictor.
+        CheckpointFormatError: naming `path` and both modules, when a module and a re-created
+            one of the same name both hold parameters.
+    """
+    renamed = dict(trees)
+    for field in ("online_params", "target_params", "online_state", "target_state"):
+        tree = {}
+        for module, values in trees[field].items():
+            base = _base_name(module)
+            if base in tree:
+                first = next(m for m in trees[field] if _base_name(m) == base)
+                raise CheckpointFormatError(
+                    f"{path}: both {first} and {module} in its {field}; one network has one {base}"
+                )
+            tree[base] = values
+        renamed[field] = tree
+    return renamed
+
+
+def _channels(params, module):
+    return int(params[module]["w"].shape[-1])
+
+
+def architecture(params, path="checkpoint"):
+    """Infers depth, widths and head sizes from the online parameters of an official checkpoint
+    (named as `canonical_names` names them).
+
+    Raises:
+        CheckpointFormatError: one line naming `path` and the first module that does not fit
+            the official ResNet v1 with projector and predictor.
     """
     encoders = sorted({n.split("/")[0] for n in params if re.match(r"res_net\d+/", n)})
     if len(encoders) != 1 or f"{encoders[0]}/initial_conv" not in params:
@@ -51,32 +100,64 @@ def architecture(params, path="checkpoint"):
     blocks = []
     for group in range(4):
         prefix = f"{encoder}/block_group_{group}/block_"
-        blocks.append(len({n[len(prefix):].split("/")[0] for n in params if n.startswith(prefix)}))
+        blocks.append(len({n[len(prefix) :].split("/")[0] for n in params if n.startswith(prefix)}))
     depth = next((d for d in _DEPTHS if STAGES[d] == tuple(blocks)), None)
-    stem = params[f"{encoder}/initial_conv"]["w"].shape[-1]
+    if depth is None:
+        group = next((g for g in range(4) if blocks[g] not in {STAGES[d][g] for d in _DEPTHS}), 3)
+        raise CheckpointFormatError(
+            f"{path}: {encoder}/block_group_{group} has {blocks[group]} blocks (blocks per group "
+            f"{tuple(blocks)}), which fits no official ResNet (ResNet-50 3-4-6-3, ResNet-101 "
+            "3-4-23-3, ResNet-152 3-8-36-3, ResNet-200 3-24-36-3)"
+        )
     try:
+        first_block = f"{encoder}/block_group_0/block_0/conv_2"
+        width = _channels(params, first_block) / 256
+        stem = _channels(params, f"{encoder}/initial_conv")
         projector = params["projector/linear"]["w"].shape
-        projection_dim = params["projector/linear_1"]["w"].shape[-1]
-        predictor_hidden = params["predictor/linear"]["w"].shape[-1]
+        projection_dim = _channels(params, "projector/linear_1")
+        predictor_hidden = _channels(params, "predictor/linear")
     except KeyError as error:
         raise CheckpointFormatError(
             f"{path}: no {error.args[0]} among its parameters; expected {EXPECTED_FORMAT}"
         ) from None
-    if depth is None or projector[-1] != predictor_hidden:
+    if projector[-1] != predictor_hidden:
         raise CheckpointFormatError(
-            f"{path}: blocks per group {tuple(blocks)} and heads {projector[-1]}/"
-            f"{predictor_hidden} are not an official BYOL network (ResNet-50/101/152/200 with "
-            "projector and predictor of one hidden width)"
+            f"{path}: predictor/linear has {predictor_hidden} outputs, projector/linear "
+            f"{projector[-1]}; the official heads have one hidden width"
         )
     classifier = params.get("classifier", {}).get("w")
     return Architecture(
         encoder,
         depth,
-        stem / 64,
-        int(projection_dim),
+        width,
+        projection_dim,
         int(projector[-1]),
         None if classifier is None else int(classifier.shape[-1]),
+        None if stem == max(int(round(64 * width)), 1) else stem,
     )
+
+
+def read_checkpoint(path):
+    """Reads an official checkpoint and the architecture it holds.
+
+    Returns:
+        `(trees, arch)`: what `load_official` returns, with the names of `canonical_names`,
+        and what `architecture` infers.
+
+    Raises:
+        CheckpointFormatError: one line naming `path`: not an official checkpoint, or one
+            with a module that fits no official network (the module is named).
+    """
+    trees = canonical_names(load_official(path), path)
+    arch = architecture(trees["online_params"], path)
+    names = expected_names(arch)
+    unknown = sorted(set(trees["online_params"]) - set(names))
+    if unknown:
+        raise CheckpointFormatError(
+            f"{path}: {unknown[0]} is no module of the official ResNet-{arch.depth} with "
+            f"projector, predictor and classifier ({len(unknown)} such module(s))"
+        )
+    return trees, arch
 
 
 def expected_names(arch):
@@ -152,11 +233,31 @@ def network_weights(trees, arch, path="checkpoint", target=False):
     return weights
 
 
-def build_model(arch, image_size=224):
+def encoder_channels(params, arch):
+    """`{Keras convolution: output channels}` of the encoder, as the file's kernels have them.
+
+    Every width is read from the file: a stem narrower than the blocks, or a block group whose
+    width does not follow the multiplier, is built as the file has it.
+    """
+    return {
+        layer: _channels(params, module)
+        for module, (network, layer) in expected_names(arch).items()
+        if network == "encoder" and module in params and "w" in params[module]
+    }
+
+
+def build_model(arch, image_size=224, channels=None):
     """An uncompiled `BYOL` model with the official network's architecture.
 
     Haiku's initialisation, the official heads (no output bias) and a probe of
     `arch.num_classes`; weights are then set by `assign`.
+
+    Args:
+        arch: what `architecture` returned.
+        image_size: the encoder's input side.
+        channels: `{convolution layer: output channels}` that differ from what
+            `networks.resnet` builds at `arch.width_multiplier` (`encoder_channels` of the
+            file); None: the stem of `arch.stem_width`, the rest as `networks.resnet` builds.
     """
     from byol_tf import networks
     from byol_tf.model import BYOL
@@ -169,6 +270,9 @@ def build_model(arch, image_size=224):
         kernel_initializer="haiku",
         name="encoder",
     )
+    if not channels:
+        channels = {"stem_conv": arch.stem_width} if arch.stem_width else {}
+    encoder = _with_channels(encoder, channels)
     return BYOL(
         encoder,
         arch.projection_dim,
@@ -178,6 +282,22 @@ def build_model(arch, image_size=224):
         num_classes=arch.num_classes,
         head_output_bias=False,
     )
+
+
+def _with_channels(encoder, channels):
+    """`encoder` rebuilt with the output channels of `channels` (`{conv layer: count}`)."""
+    changed = {n: c for n, c in channels.items() if encoder.get_layer(n).filters != c}
+    if not changed:
+        return encoder
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in changed:
+            config["filters"] = changed[layer.name]
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(encoder, clone_function=clone)
 
 
 def _network(model, name, target):
@@ -202,6 +322,7 @@ def assign(model, trees, arch, path="checkpoint", probe=True):
         CheckpointFormatError: naming `path`, when a module is missing or its shape differs
             from the layer's.
     """
+    modules = {keras: haiku for haiku, keras in expected_names(arch).items()}
     for target in (False, True):
         for (network, layer), values in network_weights(trees, arch, path, target).items():
             if network == "probe" and not probe:
@@ -211,8 +332,9 @@ def assign(model, trees, arch, path="checkpoint", probe=True):
             shapes = [tuple(w.shape) for w in keras_layer.weights]
             if shapes != [tuple(v.shape) for v in values]:
                 raise CheckpointFormatError(
-                    f"{path}: {network}/{layer} has shapes {[v.shape for v in values]} in the "
-                    f"checkpoint, {shapes} in the network built for it"
+                    f"{path}: {modules[(network, layer)]} has shapes "
+                    f"{[tuple(v.shape) for v in values]}, which do not fit the official "
+                    f"ResNet-{arch.depth} read from the file ({network}/{layer}: {shapes})"
                 )
             keras_layer.set_weights([np.asarray(v, np.float32) for v in values])
 
@@ -262,14 +384,13 @@ def import_checkpoint(
             )
     if export_dir:
         run_dir.prepare_folder(export_dir, "--export_dir")
-    trees = load_official(checkpoint)
-    arch = architecture(trees["online_params"], checkpoint)
+    trees, arch = read_checkpoint(checkpoint)
     log(
         f"{checkpoint}: ResNet-{arch.depth} ×{arch.width_multiplier:g} at step {trees['step']}, "
         f"heads {arch.hidden_dim}→{arch.projection_dim}, classifier of "
         f"{arch.num_classes or 'no'} classes."
     )
-    model = build_model(arch, image_size)
+    model = build_model(arch, image_size, encoder_channels(trees["online_params"], arch))
     assign(model, trees, arch, checkpoint)
     result = {"architecture": arch._asdict(), "step": trees["step"], "checkpoint": None}
     if model_dir:
@@ -348,8 +469,7 @@ def initialize_from(model, source, log=print):
                 raise ValueError(f"{mismatch} ({name} differs)")
             mine.set_weights(theirs.get_weights())
     else:
-        trees = load_official(source)
-        arch = architecture(trees["online_params"], source)
+        trees, arch = read_checkpoint(source)
         try:
             assign(model, trees, arch, source, probe=False)
         except (CheckpointFormatError, ValueError) as error:
