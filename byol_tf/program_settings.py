@@ -212,3 +212,9 @@ class ImportConfig:
         check_fields(self)
         if not (self.model_dir or self.export_dir):
             raise ValueError("pass --model_dir, --export_dir or both: where the import goes")
+        if os.path.isdir(self.checkpoint):
+            raise ValueError(
+                f"--checkpoint={self.checkpoint} is a folder; expected an official BYOL "
+                "checkpoint file (pretrain_res50x1.pkl, pretrain_res200x2.pkl, or another .pkl "
+                "that deepmind-research byol/ wrote)"
+            )
