@@ -1,6 +1,7 @@
 """Atomic, self-contained checkpoints of a BYOL run (`.keras` files in `model_dir/checkpoints`)."""
 
 import contextlib
+import json
 import os
 import re
 import warnings
@@ -132,6 +133,43 @@ def latest_readable(model_dir, log=print):
     return None
 
 
+def saved_class(path):
+    """The class of the model a `.keras` file holds, by its registered name (`byol_tf>BYOL`).
+
+    Reads only the file's `config.json`; `damage(path)` should be None.
+
+    Returns:
+        The name, or None when `config.json` names none.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    if not isinstance(config, dict):
+        return None
+    name = config.get("registered_name") or config.get("class_name")
+    return name if isinstance(name, str) else None
+
+
+def check_is_checkpoint(path, flag):
+    """Refuses a `.keras` file that is damaged or holds another model than a `BYOL` run's.
+
+    Raises:
+        ValueError: one line naming `flag`, the file and what it holds.
+    """
+    why = damage(path)
+    if why:
+        raise ValueError(f"{flag}={path} is damaged: {why}.")
+    name = saved_class(path)
+    if name not in ("byol_tf>BYOL", "BYOL"):
+        raise ValueError(
+            f"{flag}={path} holds {'a ' + name if name else 'no model'}, not a byol_tf BYOL "
+            "checkpoint (a run's checkpoints/ckpt-<step>.keras, as train.py writes); pass one "
+            "of those, a run folder or an official .pkl checkpoint."
+        )
+
+
 def load_checkpoint(path, compile=True):
     """Loads a checkpoint written by `save_checkpoint` (Keras safe mode stays on).
 
@@ -172,8 +210,9 @@ def restore(model, path):
         raise ValueError(
             f"Cannot resume from {path}: its weights do not fit the model these flags build; it "
             "was trained with another --encoder, --width_multiplier, --cifar_stem, "
-            "--projection_dim, --hidden_dim, --image_size or --optimizer: pass the original "
-            "flags or another --model_dir. The checkpoint was not modified."
+            "--projection_dim, --hidden_dim, --image_size or --optimizer, or on a --dataset of "
+            "another number of classes (its online probe's): pass the original flags and "
+            "--dataset, or another --model_dir. The checkpoint was not modified."
         ) from None
 
 

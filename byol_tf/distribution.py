@@ -20,9 +20,11 @@ def make_strategy(name, tpu=None):
         tpu: TPU name or `grpc://` address, for `tpu`.
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name; for `multi_worker`, one line when `TF_CONFIG` is
+            unset, not JSON or describes no cluster (`cluster_config`).
     """
     if name == "multi_worker":
+        cluster_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
@@ -41,6 +43,44 @@ def make_strategy(name, tpu=None):
     )
 
 
+def cluster_config():
+    """The cluster `--strategy=multi_worker` trains on: `TF_CONFIG`, checked.
+
+    Returns:
+        `TF_CONFIG` parsed: a dict with a non-empty `cluster` and this process's `task`.
+
+    Raises:
+        ValueError: one line naming `TF_CONFIG` and what is wrong with it (unset, not JSON,
+            without a cluster or a task); without it TensorFlow would train alone or fail later.
+    """
+    text = os.environ.get("TF_CONFIG")
+    usage = (
+        'set it to {"cluster": {"worker": ["host0:port", ...]}, "task": {"type": "worker", '
+        '"index": i}} on every machine (README "Several machines")'
+    )
+    if not text:
+        raise ValueError(
+            f"--strategy=multi_worker needs the cluster in the TF_CONFIG environment variable, "
+            f"which is not set: {usage}."
+        )
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise ValueError(
+            f"TF_CONFIG is not JSON ({str(error).splitlines()[0]}); --strategy=multi_worker "
+            f"reads the cluster from it: {usage}."
+        ) from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        raise ValueError(
+            f"TF_CONFIG={json.dumps(config)} describes no cluster and task for "
+            "--strategy=multi_worker: "
+            f"{usage}."
+        )
+    return config
+
+
 def ignored_cluster_note(name):
     """The line to print when `TF_CONFIG` describes a cluster that strategy `name` leaves
     unused (all but `multi_worker` and `tpu`), else None.
@@ -49,9 +89,12 @@ def ignored_cluster_note(name):
     """
     if name in ("multi_worker", "tpu"):
         return None
+    text = os.environ.get("TF_CONFIG") or "{}"
     try:
-        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster")
-    except (ValueError, AttributeError):  # not JSON, or not a JSON object
+        cluster = json.loads(text).get("cluster")
+    except ValueError:
+        return f"Note: TF_CONFIG is not JSON; --strategy={name} ignores it and trains alone."
+    except AttributeError:  # not a JSON object
         return None
     if not isinstance(cluster, dict) or not cluster:
         return None

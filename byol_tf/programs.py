@@ -22,6 +22,7 @@ def start(name, program):
         name: the program's module in `byol_tf.cli` (`"train"`, `"evaluate"`, ...).
         program: the name of the program in its messages (`"train.py"`, `"byol-train"`, ...).
     """
+    end_on_sigterm(program)
     try:
         module = importlib.import_module(f"byol_tf.cli.{name}")
     except KeyboardInterrupt:
@@ -42,6 +43,27 @@ def interrupted(argv, advice=""):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"{os.path.basename(argv[0])}: interrupted (Ctrl-C){advice}.", file=sys.stderr)
     raise SystemExit(128 + signal.SIGINT)
+
+
+def end_on_sigterm(program):
+    """Makes SIGTERM end the program with one line and status 143 (128 + SIGTERM), at any moment.
+
+    The handler raises `SystemExit` in the main thread, so that what is being done unwinds as
+    after any error: the run folder's lock is released, a half-written checkpoint removed.
+    While training, `byol_tf.callbacks.GracefulStop` takes SIGTERM over to checkpoint first.
+    SIGTERM is ignored once the first one is handled, so that a second cannot interrupt the exit.
+
+    Args:
+        program: the name of the program in its line (`"train.py"`, `"byol-train"`, ...).
+    """
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"{program}: terminated (SIGTERM).", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
+        signal.signal(signal.SIGTERM, terminate)
 
 
 def train():

@@ -16,6 +16,8 @@ SUMMARY = "summary.json"
 SCHEDULE_CHANGES = "schedule_changes.json"
 FLAGS_FILE = "flags.txt"
 FLAGS_HISTORY = "flags_history.txt"
+# The folders a run writes in model_dir (byol_tf.checkpoints, the TensorBoard logs).
+SUBFOLDERS = ("checkpoints", "tensorboard")
 # Keys every version of the training program wrote to run_config.json, and what evaluation and
 # export read from it: a file without one of them is damaged (or not ours), and resuming from it
 # would skip the checks it exists for.
@@ -131,8 +133,33 @@ def write_dir(model_dir, chief, log=print):
     if not chief:
         return tempfile.mkdtemp(prefix="byol_tf_worker_")
     _make_folder(model_dir, "--model_dir")
+    for name in SUBFOLDERS:  # else refused only when training first writes there
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(
+                f"--model_dir={model_dir} holds a file {path} where the run's {name} folder "
+                "goes; move it away or pass another --model_dir."
+            )
     lock_model_dir(model_dir, log)
     return model_dir
+
+
+def new_folders(path):
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_empty(folders):
+    """Removes those of `folders` (from `new_folders`) that are empty once their own empty
+    subfolders are: a run refused or stopped before it wrote anything leaves no folder of its
+    own behind."""
+    for folder in sorted(set(folders), key=len, reverse=True):  # subfolders first
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only an empty folder
 
 
 def remove_write_dir(path, model_dir):
@@ -295,7 +322,8 @@ def read_run_config(model_dir):
 
     Raises:
         ValueError: one line naming the file, if it is not a JSON object holding the `REQUIRED`
-            settings (damaged, or not written by this program).
+            settings (damaged, or not written by this program), or one of its values has the
+            wrong type or is out of range (naming the key).
     """
     path = os.path.join(model_dir, RUN_CONFIG)
     saved = read_json(path)
@@ -306,13 +334,157 @@ def read_run_config(model_dir):
         what = f"a JSON {kind}, not the run's settings"
     else:
         what = ", ".join(key for key in REQUIRED if key not in saved)
-        what = what and f"without {what}"
+        what = (what and f"without {what}") or _wrong_value(saved)
     if what:
+        raise _damaged(path, what)
+    return saved
+
+
+def _damaged(path, what):
+    return ValueError(
+        f"{path} is damaged ({what}); restore it, or delete it to resume without checking "
+        "the flags against the run's."
+    )
+
+
+# Keys run_config.json gained after its first version, each with the value a run written
+# before it had (the setting's default when it was added, which kept the earlier behaviour):
+# a resume reads a missing one as that value, with a note. None: no one value (the setting
+# came with the recipes and presets that choose it), so a missing one is not compared.
+ADDED_LATER = {
+    "accumulation_steps": 1,
+    "augment": [],
+    "optimizer": "lars",
+    "lr_schedule": "cosine",
+    "tau_schedule": "cosine",
+    "predictor_lr_multiplier": 1.0,
+    "augment_on": "host",
+    "recipe": None,
+    "crop_sampler": None,
+    "blur_padding": None,
+    "zero_init_residual": None,
+    "head_output_bias": None,
+    "kernel_initializer": None,
+}
+# What a resume compares besides the settings (`check_resume`, `schedule_changes`): the
+# probe's classes and the run's length.
+_RESUMED = ("num_classes", "steps_per_epoch", "total_steps")
+
+
+def resume_config(model_dir, log=print):
+    """The `run_config.json` of the run `model_dir` resumes, checked for what a resume compares.
+
+    Every setting a resume compares (`ARCHITECTURE`, `SCHEDULE`) must be recorded: a missing
+    one would let the resume change it unnoticed. A key of `ADDED_LATER` that a file of an
+    earlier version lacks is read as its value there, with one note through `log`.
+
+    Returns:
+        The settings (missing `ADDED_LATER` keys filled in), or {} when there is no
+        run_config.json (the resume then compares nothing but the checkpoint's weights).
+
+    Raises:
+        ValueError: one line naming the file and the missing keys (or the wrong value), or
+            saying the folder holds an imported official checkpoint.
+    """
+    saved = read_run_config(model_dir)
+    if saved is None:
+        return {}
+    path = os.path.join(model_dir, RUN_CONFIG)
+    if "imported_from" in saved:
         raise ValueError(
-            f"{path} is damaged ({what}); restore it, or delete it to resume without checking "
-            "the flags against the run's."
+            f"--model_dir={model_dir} holds an official checkpoint imported from "
+            f"{saved['imported_from']}, not a run to resume; pass --init_from={model_dir} with "
+            "a new --model_dir to train from it."
+        )
+    compared = ARCHITECTURE + SCHEDULE + _RESUMED
+    missing = [key for key in compared if key not in saved and key not in ADDED_LATER]
+    if missing:
+        raise _damaged(path, f"without {', '.join(missing)}")
+    older = sorted(key for key in ADDED_LATER if key in compared and key not in saved)
+    if older:
+        known = [key for key in older if ADDED_LATER[key] is not None]
+        saved = dict(saved, **{key: ADDED_LATER[key] for key in known})
+        read = ", ".join(f"--{key}={json.dumps(saved[key])}" for key in known)
+        unknown = ", ".join(f"--{key}" for key in older if ADDED_LATER[key] is None)
+        log(
+            f"Note: {path} is from an earlier version: "
+            + "; ".join(
+                text
+                for text in (
+                    read and f"read {read} (as that version trained)",
+                    unknown and f"{unknown} not recorded, not compared",
+                )
+                if text
+            )
+            + "."
         )
     return saved
+
+
+def _json_type(annotation):
+    """`(what, test)` of a `TrainConfig` field's annotation, for a value read from JSON."""
+    args = getattr(annotation, "__args__", None)
+    if args:  # `X | None`
+        inner = _json_type(next(a for a in args if a is not type(None)))
+        return f"{inner[0]} or null", lambda v: v is None or inner[1](v)
+    return {
+        bool: ("true or false", lambda v: isinstance(v, bool)),
+        int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+        str: ("a string", lambda v: isinstance(v, str)),
+        tuple: ("a list of strings", lambda v: isinstance(v, list) and _strings(v)),
+    }[annotation]
+
+
+def _strings(values):
+    return all(isinstance(v, str) for v in values)
+
+
+def _three_numbers(values):
+    return (
+        isinstance(values, list)
+        and len(values) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        and all(abs(v) < float("inf") for v in values)
+    )
+
+
+# The keys run_config.json holds besides the settings: `(what, test)`.
+_DERIVED = {
+    "mean": ("a list of 3 numbers", _three_numbers),
+    "std": ("a list of 3 positive numbers", lambda v: _three_numbers(v) and min(v) > 0),
+    "num_classes": ("an integer >= 0 or null", lambda v: v is None or _count(v, 0)),
+    "steps_per_epoch": ("a positive integer", lambda v: _count(v, 1)),
+    "total_steps": ("a positive integer", lambda v: _count(v, 1)),
+    "recipe_chosen": ("a string", lambda v: isinstance(v, str)),
+    "recipe_overrides": ("a list of strings", lambda v: isinstance(v, list) and _strings(v)),
+    "imported_from": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def _count(value, least):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _wrong_value(saved):
+    """`key is <value>, expected <what>` for the first value of `saved` of the wrong type or
+    out of its setting's range, else ''."""
+    expected = {field.name: field for field in fields.flag_fields(settings.TrainConfig)}
+    for key, value in saved.items():
+        if key in _DERIVED:
+            what, ok = _DERIVED[key]
+        elif key in expected:
+            what, ok = _json_type(expected[key].type)
+            meta = expected[key].metadata
+            if ok(value) and value is not None and meta["choices"]:
+                what, ok = f"one of {', '.join(meta['choices'])}", meta["choices"].__contains__
+            elif ok(value) and value is not None and meta["valid"]:
+                what, ok = meta["valid"][0], meta["valid"][1]
+        else:
+            continue  # a key of another version or program: not read
+        if not ok(value):
+            return f"{key} is {json.dumps(value)}, expected {what}"
+    return ""
 
 
 def read_summary(folder):

@@ -75,24 +75,31 @@ def _acquire(path, record, model_dir, log):
 
 @contextlib.contextmanager
 def _ctrl_c_held_back():
-    """Holds Ctrl-C (SIGINT) back until the block ends, then acts on it as it would have.
+    """Holds Ctrl-C (SIGINT) and SIGTERM back until the block ends, then acts on them as they
+    would have.
 
     Python runs signal handlers in the main thread only; elsewhere this does nothing.
     """
-    received = []
+    received, previous = [], {}
     try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *args: received.append(args))
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if received and callable(previous):
-            previous(signal.SIGINT, received[0])  # Python's default raises KeyboardInterrupt
-        elif received and previous == signal.SIG_DFL:
-            raise KeyboardInterrupt
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum, frame in received:
+            handler = previous[signum]
+            if callable(handler):  # Python's default for SIGINT raises KeyboardInterrupt
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)  # ends the process, as it would have
 
 
 def unlock_model_dir(model_dir):

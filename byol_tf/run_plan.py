@@ -6,6 +6,7 @@ to resume from and where the augmentation runs, prints what it chose, and return
 """
 
 import dataclasses
+import os
 
 import keras
 import tensorflow as tf
@@ -13,7 +14,7 @@ import tensorflow as tf
 from byol_tf import checkpoints, data, hardware, monitoring, networks, recipes, sources
 from byol_tf.device_augment import default_augment_on
 from byol_tf.model import BYOL
-from byol_tf.run_dir import check_resume, read_run_config
+from byol_tf.run_dir import check_resume, resume_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +75,16 @@ def make_plan(cfg, strategy, log):
             folder; for a resume whose architecture differs from the run's.
     """
     _check_replicas(cfg, strategy)
+    check_head_memory(cfg)
     source = sources.resolve(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.manual_dir)
     num_examples = source.info.num_examples
-    steps_per_epoch = cfg.steps_per_epoch or num_examples // cfg.batch_size
-    if steps_per_epoch < 1:
+    if num_examples is not None and cfg.batch_size > num_examples:  # else no batch, ever
         raise ValueError(
-            f"--batch_size={cfg.batch_size} exceeds the {num_examples} "
-            f"examples of --dataset={cfg.dataset}."
+            f"--batch_size={cfg.batch_size} exceeds the {num_examples} examples of "
+            f"--dataset={cfg.dataset} (--train_split={cfg.train_split}): pass a --batch_size "
+            f"of at most {num_examples}."
         )
+    steps_per_epoch = cfg.steps_per_epoch or num_examples // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch
     cfg, recipe = recipes.resolve(cfg, total_steps, steps_per_epoch, num_examples)
     log(recipe_line(cfg, recipe, total_steps, num_examples))
@@ -90,14 +93,128 @@ def make_plan(cfg, strategy, log):
         log(warning)
     knn = monitoring.knn_plan(cfg, source, log)
     resume_from = checkpoints.latest_readable(cfg.model_dir, log)  # names damaged ones
-    saved = (read_run_config(cfg.model_dir) or {}) if resume_from else {}
+    saved = resume_config(cfg.model_dir, log) if resume_from else {}
     if resume_from:
         check_resume(cfg, cfg.model_dir, saved)
+        _check_classes(cfg, saved, source.info.num_classes)
+        if cfg.init_from:
+            log(_init_from_note(cfg, saved.get("init_from")))
+    elif cfg.init_from:
+        check_init_from(cfg.init_from, log)
     cfg, line = resolve_augment_on(cfg, saved, strategy)
     log(line)
     cfg, line = resolve_jit_compile(cfg, strategy)
     log(line)
     return RunPlan(cfg, recipe, source, steps_per_epoch, total_steps, knn, resume_from, saved)
+
+
+def _probe_outputs(num_classes):
+    """The online probe's outputs for a split of `num_classes` (None: no probe)."""
+    return num_classes if (num_classes or 0) >= 2 else None
+
+
+def _check_classes(cfg, saved, num_classes):
+    """Refuses to resume on a data set whose classes do not fit the run's online probe."""
+    if "num_classes" not in saved:
+        return
+    before, now = _probe_outputs(saved["num_classes"]), _probe_outputs(num_classes)
+    if before != now:
+
+        def classes(count):
+            return f"{count} classes" if count else "no labels (no online probe)"
+
+        raise ValueError(
+            f"--dataset={cfg.dataset} has {classes(now)}, but the run in {cfg.model_dir} was "
+            f"trained on --dataset={saved.get('dataset')} with {classes(before)}: its online "
+            "probe cannot be resumed on it. Pass the run's --dataset, or another --model_dir "
+            "to start a run on this one. The checkpoint was not modified."
+        )
+
+
+def _init_from_note(cfg, started_from):
+    """The note that `--init_from` is ignored by a resumed run."""
+    origin = f"--init_from={started_from}" if started_from else "random initialisation"
+    return (
+        f"Note: --init_from={cfg.init_from} is ignored: {cfg.model_dir} resumes from its own "
+        f"checkpoint (the run started from {origin}, which run_config.json keeps)."
+    )
+
+
+def check_init_from(source, log=print):
+    """Refuses an `--init_from` that does not exist or holds no BYOL networks, before any work.
+
+    A run folder gives its newest readable checkpoint; a `.keras` file must hold a `BYOL`
+    model (`checkpoints.check_is_checkpoint`); other files are official checkpoints, which
+    `byol_tf.official` reads.
+
+    Raises:
+        ValueError: one line naming `--init_from`.
+    """
+    if not os.path.exists(source):
+        raise ValueError(f"--init_from={source} not found.")
+    if os.path.isdir(source):
+        path = checkpoints.latest_readable(source, log)
+        if path is None:
+            raise ValueError(f"--init_from={source}: no checkpoint in {source}/checkpoints")
+        source = path
+    if source.endswith(".keras"):
+        checkpoints.check_is_checkpoint(source, "--init_from")
+
+
+def head_parameters(cfg):
+    """`(trainable, target)`: the parameters of the online projector and predictor, and of the
+    target projector, that `cfg` builds.
+
+    The encoder's features are 512·w wide (ResNet-18/34) or 2048·w (50 and deeper).
+    """
+    features = max(int(round(64 * cfg.width_multiplier * 8)), 1) * (4 if cfg.depth >= 50 else 1)
+    hidden, output = cfg.hidden_dim, cfg.projection_dim
+
+    def mlp(inputs):  # Dense → BatchNorm (4 vectors) → Dense, with biases
+        return inputs * hidden + 5 * hidden + (hidden + 1) * output
+
+    return mlp(features) + mlp(output), mlp(features)
+
+
+def memory_bytes():
+    """This machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_head_memory(cfg, available=None):
+    """Refuses `--hidden_dim`/`--projection_dim` whose heads alone exceed this machine's memory.
+
+    A lower bound of what training needs: 4 bytes (float32) per head weight, online and
+    target, and per trainable one its gradient and one optimiser slot (LARS keeps one, AdamW
+    two); the encoder and activations come on top. It catches a mistyped width before the
+    model is built, where it would end in an out-of-memory error.
+
+    Args:
+        cfg: the `TrainConfig`.
+        available: the memory in bytes (default: `memory_bytes()`).
+
+    Raises:
+        ValueError: one line naming both flags, the estimate and the memory.
+    """
+    available = available or memory_bytes()
+    trainable, target = head_parameters(cfg)
+    needed = 4 * (3 * trainable + target)
+    if available and needed > available:
+        raise ValueError(
+            f"--hidden_dim={cfg.hidden_dim} and --projection_dim={cfg.projection_dim} make heads "
+            f"of {trainable + target:,} parameters, which need at least {_size(needed)} to "
+            "train (4 bytes per weight; per trainable one, its gradient and an optimiser slot); "
+            f"this machine has {_size(available)}. The paper's heads: --hidden_dim=4096 "
+            "--projection_dim=256."
+        )
+
+
+def _size(count):
+    """A byte count in GiB (or MiB below one GiB), for a message."""
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
 
 
 def _check_replicas(cfg, strategy):

@@ -283,6 +283,20 @@ class TrainConfig:
             self.batch_size,
             f"divisible by --accumulation_steps={self.accumulation_steps}",
         )
+        # BatchNorm normalises a batch by its own mean and variance: one example becomes 0
+        # and the encoder cannot learn. Several replicas synchronise their statistics, so the
+        # batch that counts is the global one of each accumulation step.
+        steps = self.accumulation_steps
+        least = "at least 2"
+        if steps > 1:
+            least = f"at least {2 * steps} (2 per --accumulation_steps={steps} micro-batch)"
+        check(
+            self.batch_size // steps >= 2,
+            "batch_size",
+            self.batch_size,
+            f"{least} (BatchNorm normalises each batch by its own "
+            "statistics: a batch of one example becomes 0 and the encoder cannot learn)",
+        )
         check(
             self.strategy != "tpu" or bool(self.tpu),
             "tpu",

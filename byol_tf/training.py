@@ -22,9 +22,11 @@ from byol_tf.distribution import ignored_cluster_note, is_chief, make_strategy
 from byol_tf.run_dir import (
     WriteError,
     check_schedule,
+    new_folders,
     prepare_folder,
     read_summary,
     record_flags,
+    remove_empty,
     remove_write_dir,
     schedule_changes,
     write_dir,
@@ -147,20 +149,26 @@ def train(cfg, log=print, flags_text=None):
     strategy = _setup(cfg, log)
     # Every worker runs the same program; only the chief's files land in model_dir.
     chief = is_chief(strategy)
-    if cfg.export_dir and chief:  # the chief exports there at the end: check it now
-        prepare_folder(cfg.export_dir, "--export_dir")
-    out_dir = write_dir(cfg.model_dir, chief, log)  # the chief locks model_dir
+    # Folders this run creates: removed again if it ends before writing anything there.
+    created = new_folders(cfg.model_dir) + (new_folders(cfg.export_dir) if cfg.export_dir else [])
     try:
-        plan = run_plan.make_plan(cfg, strategy, log)
-        return _train(plan, strategy, out_dir, started, log, flags_text)
-    except WriteError as error:
-        last = checkpoints.latest_checkpoint(cfg.model_dir) or "none yet"
-        raise WriteError(
-            f"{error} The checkpoints already written are intact (newest: {last}); free space "
-            "or restore write access, then run the same command again to resume."
-        ) from error
-    finally:
-        remove_write_dir(out_dir, cfg.model_dir)
+        if cfg.export_dir and chief:  # the chief exports there at the end: check it now
+            prepare_folder(cfg.export_dir, "--export_dir")
+        out_dir = write_dir(cfg.model_dir, chief, log)  # the chief locks model_dir
+        try:
+            plan = run_plan.make_plan(cfg, strategy, log)
+            return _train(plan, strategy, out_dir, started, log, flags_text)
+        except WriteError as error:
+            last = checkpoints.latest_checkpoint(cfg.model_dir) or "none yet"
+            raise WriteError(
+                f"{error} The checkpoints already written are intact (newest: {last}); free "
+                "space or restore write access, then run the same command again to resume."
+            ) from error
+        finally:
+            remove_write_dir(out_dir, cfg.model_dir)
+    except BaseException:  # a refusal, an error, Ctrl-C or SIGTERM
+        remove_empty(created)
+        raise
 
 
 def _train(plan, strategy, out_dir, started, log, flags_text):
@@ -172,6 +180,8 @@ def _train(plan, strategy, out_dir, started, log, flags_text):
         official.initialize_from(model, cfg.init_from, log)
     run_config = plan.run_config()
     if plan.resume_from:
+        # A resumed run keeps the --init_from it started from (run_plan notes a new one).
+        run_config["init_from"] = plan.saved.get("init_from")
         step, changes = optimizer_step(model), schedule_changes(run_config, plan.saved)
         if step >= plan.total_steps:
             log(f"The run in {cfg.model_dir} is already complete at step {step}.")
@@ -218,8 +228,11 @@ def _finished(plan, model, started, out_dir):
         knn = plan.knn.monitor(plan.cfg.image_size) if plan.knn else None
         summary = _summarise(plan, model, {}, knn, started, out_dir)
         write_summary(out_dir, summary)
-    elif plan.cfg.export_dir:
-        summary = dict(summary, export=_export(plan, model, out_dir))
+        return summary
+    # The checkpoint of this folder: summary.json of a copied run folder names the original's.
+    summary = dict(summary, checkpoint=checkpoints.latest_checkpoint(out_dir))
+    if plan.cfg.export_dir:
+        summary["export"] = _export(plan, model, out_dir)
     return summary
 
 

@@ -7,21 +7,24 @@ traceback. A subprocess run confirms that end to end.
 """
 
 import os
+import pathlib
 
 import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 from helpers import (
     a_file,
+    class_folder,
     corrupt_jpeg,
     folder_with,
     one_line,
     run_program,
+    tiny_encoder,
     train_error,
     truncated_png,
 )
 
-from byol_tf import config, training
+from byol_tf import config, run_plan, training
 
 
 def _parse_error(*argv):
@@ -204,3 +207,88 @@ def test_cli_exits_non_zero_with_one_line_on_stderr(args, match, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("train.py")]
     assert errors == [result.stderr.splitlines()[-1]] and match in errors[0]
     assert "Traceback" not in result.stderr
+
+
+# --- bounds before any work ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size, accumulation_steps", [(1, 1), (4, 4)])
+def test_a_batch_of_one_example_for_batch_norm_is_refused(new_dir, batch_size, accumulation_steps):
+    message = train_error(new_dir, batch_size=batch_size, accumulation_steps=accumulation_steps)
+    assert f"--batch_size must be at least {2 * accumulation_steps}" in message
+    assert "BatchNorm" in message and f"Received: --batch_size={batch_size}" in message
+
+
+def test_a_batch_larger_than_the_data_set_is_refused_up_front(new_dir, tmp_path):
+    root = class_folder(str(tmp_path / "images"), ["a", "b"], per_class=8)
+    message = train_error(new_dir, dataset=root, batch_size=32, eval_split="")
+    assert message.endswith(
+        f"--batch_size=32 exceeds the 16 examples of --dataset={root} (--train_split=train): "
+        "pass a --batch_size of at most 16."
+    )
+
+
+def test_heads_too_large_for_the_memory_are_refused_before_the_model_is_built(new_dir, monkeypatch):
+    monkeypatch.setattr(run_plan, "memory_bytes", lambda: 2**20)  # a machine of 1 MiB
+    message = train_error(new_dir, hidden_dim=4096)
+    assert "--hidden_dim=4096 and --projection_dim=16 make heads of 847,920 parameters" in message
+    assert "need at least 7.0 MiB to train" in message and "this machine has 1.0 MiB" in message
+
+
+def test_a_hidden_dim_of_a_billion_is_refused_in_one_line(new_dir):
+    message = train_error(new_dir, hidden_dim=1_000_000_000)
+    assert "--hidden_dim=1000000000 and --projection_dim=16 make heads of " in message
+    assert "GiB to train" in message and "--hidden_dim=4096 --projection_dim=256" in message
+
+
+@pytest.mark.parametrize(
+    "tf_config, match",
+    [
+        (None, "--strategy=multi_worker needs the cluster in the TF_CONFIG environment variable"),
+        ("{not json", "TF_CONFIG is not JSON (Expecting property name"),
+        ('{"cluster": {}}', 'TF_CONFIG={"cluster": {}} describes no cluster and task for'),
+    ],
+    ids=["unset", "not_json", "no_cluster"],
+)
+def test_multi_worker_without_a_usable_tf_config_is_refused(new_dir, monkeypatch, tf_config, match):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if tf_config:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    message = train_error(new_dir, strategy="multi_worker")
+    assert match in message and "README" in message
+
+
+def test_a_file_where_the_checkpoint_folder_goes_is_refused_before_training(new_dir):
+    path = a_file(pathlib.Path(new_dir), "checkpoints")
+    message = train_error(new_dir)
+    assert message.endswith(f"holds a file {path} where the run's checkpoints folder goes; "
+                            "move it away or pass another --model_dir.")  # fmt: skip
+    assert "free space" not in message and path.read_text() == "precious"
+    assert sorted(os.listdir(new_dir)) == ["checkpoints", "notes.txt"]
+
+
+def test_init_from_a_keras_file_of_another_model_is_refused_in_one_line(new_dir, tmp_path):
+    path = str(tmp_path / "encoder.keras")
+    tiny_encoder().save(path)
+    message = train_error(new_dir, init_from=path)
+    assert message.endswith(
+        f"--init_from={path} holds a Functional, not a byol_tf BYOL checkpoint (a run's "
+        "checkpoints/ckpt-<step>.keras, as train.py writes); pass one of those, a run folder "
+        "or an official .pkl checkpoint."
+    )
+
+
+def test_init_from_that_does_not_exist_is_refused_in_one_line(new_dir, tmp_path):
+    path = str(tmp_path / "nope.keras")
+    assert train_error(new_dir, init_from=path).endswith(f"--init_from={path} not found.")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(dataset="cifar_ten"), dict(batch_size=100_000), dict(init_from="/nonexistent.pkl")],
+    ids=["unknown_dataset", "batch_larger_than_the_data", "init_from_missing"],
+)
+def test_a_refused_run_leaves_no_new_folder(tmp_path, overrides):
+    new = tmp_path / "new"
+    train_error(str(new / "runs" / "run"), export_dir=str(new / "export"), **overrides)
+    assert os.listdir(tmp_path) == []

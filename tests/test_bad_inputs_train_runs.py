@@ -105,9 +105,13 @@ def test_a_cluster_in_tf_config_that_the_strategy_ignores_is_noted(
     assert note in out and "--strategy=multi_worker" in out
     for strategy in ("multi_worker", "tpu"):
         assert distribution.ignored_cluster_note(strategy) is None
-    for value in ("", "not json", "[]", '{"cluster": {}}'):
+    for value in ("", "[]", '{"cluster": {}}'):
         monkeypatch.setenv("TF_CONFIG", value)
         assert distribution.ignored_cluster_note("auto") is None
+    monkeypatch.setenv("TF_CONFIG", "not json")
+    assert distribution.ignored_cluster_note("auto") == (
+        "Note: TF_CONFIG is not JSON; --strategy=auto ignores it and trains alone."
+    )
 
 
 def test_rerunning_a_finished_run_without_summary_scores_the_checkpoint(
@@ -231,3 +235,82 @@ def test_disk_full_writing_summary_or_export_fails_in_one_line_and_a_rerun_finis
         assert train.main(["train.py"]) == 0  # nothing to train: writes what was missing
     assert os.path.exists(os.path.join(model_dir, "summary.json"))
     assert checkpoints.latest_checkpoint(model_dir) == last
+
+
+# --- resuming: the run's own state, what it keeps, what it names ----------------------------
+
+
+def _copy(one_step_run, tmp_path, name="copy"):
+    model_dir = str(tmp_path / name)
+    shutil.copytree(one_step_run, model_dir)
+    return model_dir
+
+
+def _edit_run_config(model_dir, **changes):
+    path = os.path.join(model_dir, "run_config.json")
+    with open(path) as handle:
+        content = json.load(handle)
+    for key, value in changes.items():
+        if value is None:
+            del content[key]
+        else:
+            content[key] = value
+    with open(path, "w") as handle:
+        json.dump(content, handle)
+    return path
+
+
+def test_a_resume_refuses_a_run_config_with_a_value_of_the_wrong_type(one_step_run, tmp_path):
+    model_dir = _copy(one_step_run, tmp_path)
+    path = _edit_run_config(model_dir, batch_size="eight")
+    assert train_error(model_dir).startswith(
+        f'train.py: error: {path} is damaged (batch_size is "eight", expected an integer)'
+    )
+
+
+def test_a_resume_refuses_a_run_config_without_the_schedule_it_compares(one_step_run, tmp_path):
+    model_dir = _copy(one_step_run, tmp_path)
+    path = _edit_run_config(model_dir, batch_size=None, epochs=None, learning_rate=None)
+    message = train_error(model_dir, batch_size=16, epochs=3, learning_rate=0.5)
+    assert message.startswith(
+        f"train.py: error: {path} is damaged (without batch_size, epochs, learning_rate)"
+    )
+
+
+def test_init_from_on_a_resume_is_noted_and_run_config_keeps_the_original(
+    one_step_run, tmp_path, capsys
+):
+    model_dir = _copy(one_step_run, tmp_path)
+    capsys.readouterr()
+    overrides = dict(steps_per_epoch=2, allow_schedule_change=True, init_from="/elsewhere.pkl")
+    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir, **overrides)):
+        assert train.main(["train.py"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"Note: --init_from=/elsewhere.pkl is ignored: {model_dir} resumes from its own "
+        "checkpoint (the run started from random initialisation, which run_config.json keeps)."
+    ) in out
+    assert "Resuming from " in out
+    with open(os.path.join(model_dir, "run_config.json")) as handle:
+        assert json.load(handle)["init_from"] is None
+
+
+def test_a_copied_run_folder_reports_its_own_checkpoint(one_step_run, tmp_path, capsys):
+    model_dir = _copy(one_step_run, tmp_path)
+    capsys.readouterr()
+    with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir)):
+        assert train.main(["train.py"]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint: {model_dir}/checkpoints/ckpt-00000001.keras" in out
+    assert one_step_run not in out
+
+
+def test_a_resume_on_a_data_set_of_other_classes_names_the_data_set(finished_run, tmp_path):
+    root = class_folder(str(tmp_path / "two_classes"), ["a", "b"])
+    message = train_error(finished_run, dataset=root, batch_size=8, allow_schedule_change=True)
+    assert message == (
+        f"train.py: error: --dataset={root} has 2 classes, but the run in {finished_run} was "
+        "trained on --dataset=demo with 10 classes: its online probe cannot be resumed on it. "
+        "Pass the run's --dataset, or another --model_dir to start a run on this one. The "
+        "checkpoint was not modified."
+    )

@@ -346,3 +346,37 @@ def test_a_second_train_py_on_a_running_folder_is_refused(tmp_path):
     _interrupt(first, str(tmp_path / "first.log"), times=1)
     history = open(os.path.join(model_dir, "flags_history.txt")).read().splitlines()
     assert len(history) == 2  # its header and the first process's line: the second wrote nothing
+
+
+def _terminate(process, log):
+    """SIGTERMs `process`; returns its exit status and output lines, checked for tracebacks."""
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=300)
+    lines = open(log).read().splitlines()
+    assert not [line for line in lines if "Traceback" in line or "Error" in line], lines
+    return code, lines
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.5, 2.0])
+def test_sigterm_during_start_up_ends_with_143_and_no_lock(tmp_path, delay):
+    # Before Python runs train.py's first lines, SIGTERM ends the process by the signal (no
+    # output, nothing written); from then on, one line and status 143 (128 + SIGTERM).
+    model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
+    process = _start(model_dir, log, "auto")
+    time.sleep(delay)
+    code, lines = _terminate(process, log)
+    if code == -signal.SIGTERM:
+        assert lines == [] and not os.path.exists(model_dir), lines
+    else:
+        assert code == 143, (code, lines)
+        assert lines[-1] == "train.py: terminated (SIGTERM).", lines
+    assert not os.path.exists(os.path.join(model_dir, run_lock.LOCK))
+
+
+def test_sigterm_once_the_folder_is_locked_releases_it_and_leaves_no_new_folder(tmp_path):
+    model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
+    process = _start(model_dir, log, "auto")
+    _wait_for(lambda: os.path.exists(os.path.join(model_dir, run_lock.LOCK)), process)
+    code, lines = _terminate(process, log)
+    assert code == 143 and lines[-1] == "train.py: terminated (SIGTERM).", (code, lines)
+    assert not os.path.exists(model_dir)  # nothing was written in it: removed with its lock

@@ -185,3 +185,138 @@ def test_a_changed_head_output_bias_is_refused_on_resume():
     cfg = settings.TrainConfig(head_output_bias=False)
     with pytest.raises(ValueError, match="--head_output_bias=False does not match"):
         run_dir.check_resume(cfg, "runs/x", {"head_output_bias": True})
+
+
+# --- run_config.json: wrong values, missing keys, keys of later versions ---------------------
+
+
+def _one_step_config(one_step_run):
+    with open(os.path.join(one_step_run, run_dir.RUN_CONFIG)) as handle:
+        return json.load(handle)
+
+
+def _write_config(folder, content):
+    with open(os.path.join(folder, run_dir.RUN_CONFIG), "w") as handle:
+        json.dump(content, handle)
+    return os.path.join(folder, run_dir.RUN_CONFIG)
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("batch_size", "eight", 'batch_size is "eight", expected an integer'),
+        ("batch_size", 8.5, "batch_size is 8.5, expected an integer"),
+        ("batch_size", True, "batch_size is true, expected an integer"),
+        ("batch_size", 0, "batch_size is 0, expected a positive int"),
+        ("learning_rate", "0.1", 'learning_rate is "0.1", expected a number or null'),
+        ("encoder", "vgg", 'encoder is "vgg", expected one of resnet18, '),
+        ("cifar_stem", "no", 'cifar_stem is "no", expected true or false'),
+        ("augment", "crop_area=0.5:1", 'augment is "crop_area=0.5:1", expected a list of'),
+        ("mean", [0.5, 0.5], "mean is [0.5, 0.5], expected a list of 3 numbers"),
+        ("std", [0.2, 0.0, 0.2], "std is [0.2, 0.0, 0.2], expected a list of 3 positive"),
+        ("total_steps", "1", 'total_steps is "1", expected a positive integer'),
+    ],
+)
+def test_a_run_config_value_of_the_wrong_type_is_refused_naming_the_file_and_key(
+    one_step_run, tmp_path, key, value, expected
+):
+    path = _write_config(str(tmp_path), dict(_one_step_config(one_step_run), **{key: value}))
+    with pytest.raises(ValueError) as error:
+        run_dir.read_run_config(str(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path} is damaged ({expected}")
+
+
+def test_a_run_config_without_a_setting_a_resume_compares_is_refused(one_step_run, tmp_path):
+    config = _one_step_config(one_step_run)
+    for key in ("batch_size", "epochs", "learning_rate"):
+        del config[key]
+    path = _write_config(str(tmp_path), config)
+    assert run_dir.read_run_config(str(tmp_path))  # evaluation reads what it needs
+    with pytest.raises(ValueError) as error:
+        run_dir.resume_config(str(tmp_path), log=pytest.fail)
+    assert str(error.value).startswith(
+        f"{path} is damaged (without batch_size, epochs, learning_rate); restore it"
+    )
+
+
+def test_keys_added_in_later_versions_are_read_as_their_earlier_values_with_a_note(
+    one_step_run, tmp_path
+):
+    config = _one_step_config(one_step_run)
+    for key in ("accumulation_steps", "optimizer", "augment_on", "crop_sampler"):
+        del config[key]
+    path = _write_config(str(tmp_path), config)
+    notes = []
+    saved = run_dir.resume_config(str(tmp_path), log=notes.append)
+    assert notes == [
+        f"Note: {path} is from an earlier version: read --accumulation_steps=1, "
+        '--augment_on="host", --optimizer="lars" (as that version trained); --crop_sampler '
+        "not recorded, not compared."
+    ]
+    assert (saved["accumulation_steps"], saved["optimizer"], saved["augment_on"]) == (
+        1,
+        "lars",
+        "host",
+    )
+    assert "crop_sampler" not in saved
+    notes.clear()
+    assert run_dir.resume_config(one_step_run, log=notes.append) and notes == []
+
+
+def test_an_imported_official_checkpoint_is_not_resumed(tmp_path):
+    _write_config(
+        str(tmp_path),
+        {"dataset": "imagenet2012", "image_size": 224, "mean": [0.5] * 3, "std": [0.2] * 3,
+         "imported_from": "/w/pretrain_res50x1.pkl"},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=f"--init_from={tmp_path} with a new --model_dir"):
+        run_dir.resume_config(str(tmp_path))
+
+
+# --- the folders a run creates; files where its folders go -----------------------------------
+
+
+def test_a_file_where_the_checkpoint_folder_goes_is_refused_before_the_lock(tmp_path):
+    (tmp_path / "checkpoints").write_text("precious")
+    with pytest.raises(ValueError) as error:
+        run_dir.write_dir(str(tmp_path), chief=True)
+    assert str(error.value) == (
+        f"--model_dir={tmp_path} holds a file {tmp_path / 'checkpoints'} where the run's "
+        "checkpoints folder goes; move it away or pass another --model_dir."
+    )
+    assert os.listdir(tmp_path) == ["checkpoints"]
+
+
+def test_remove_empty_removes_only_the_new_empty_folders(tmp_path):
+    folders = run_dir.new_folders(str(tmp_path / "a" / "b" / "c"))
+    assert folders == [
+        str(tmp_path / "a" / "b" / "c"),
+        str(tmp_path / "a" / "b"),
+        str(tmp_path / "a"),
+    ]
+    os.makedirs(folders[0])
+    (tmp_path / "a" / "keep.txt").write_text("x")
+    run_dir.remove_empty(folders)
+    assert os.listdir(tmp_path) == ["a"] and os.listdir(tmp_path / "a") == ["keep.txt"]
+
+
+def test_sigterm_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch):
+    from byol_tf import programs
+
+    create = run_lock._create_lock
+
+    def create_then_sigterm(path, record):
+        create(path, record)
+        os.kill(os.getpid(), signal.SIGTERM)  # held back until the lock is whole and registered
+
+    previous = signal.getsignal(signal.SIGTERM)
+    programs.end_on_sigterm("train.py")
+    monkeypatch.setattr(run_lock, "_create_lock", create_then_sigterm)
+    try:
+        with pytest.raises(SystemExit) as error:
+            run_lock.lock_model_dir(str(tmp_path))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert error.value.code == 143
+    assert os.listdir(tmp_path) == []
