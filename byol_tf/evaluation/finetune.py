@@ -14,6 +14,7 @@ from byol_tf.evaluation.features import (
     encoder_input_side,
     fixed_size_pairs,
     subset_by_fraction,
+    topk_hits,
 )
 
 
@@ -132,16 +133,33 @@ def finetune(
         verbose=verbose,
         shuffle=False,
     )
-    test = as_pairs(test_dataset)
-    scores = model.evaluate(test, verbose=verbose, return_dict=True)
+    top1, top5 = _test_scores(model, as_pairs(test_dataset))
     return {
-        "top1": float(scores["top1"]),
-        "top5": float(scores["top5"]),
+        "top1": top1,
+        "top5": top5,
         "label_fraction": float(label_fraction),
         "num_labelled": count,
         "epochs": epochs,
         "learning_rate": float(learning_rate),
     }
+
+
+def _test_scores(model, test):
+    """Top-1 and top-5 accuracy of `model` on the `(images, labels)` batches of `test`.
+
+    One pass to the end of the data, however long (`model.evaluate` on a dataset of unknown
+    length, e.g. an image folder, warns that its input "ran out of data").
+    """
+    logits_of = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    hits = np.zeros(2, np.int64)
+    count = 0
+    for images, labels in test:
+        logits, labels = logits_of(images).numpy(), labels.numpy().reshape(-1)
+        hits += [topk_hits(logits, labels, 1).sum(), topk_hits(logits, labels, 5).sum()]
+        count += len(labels)
+    if count == 0:
+        raise ValueError("test_dataset must yield at least one example. Received an empty one")
+    return float(hits[0] / count), float(hits[1] / count)
 
 
 def _check_arguments(
