@@ -3,6 +3,7 @@
 import dataclasses
 import difflib
 import os
+import re
 
 import numpy as np
 
@@ -186,6 +187,7 @@ def _tfds_base_name(name):
 
 
 def _tfds_builder(name, data_dir, manual_dir):
+    import tensorflow as tf
     import tensorflow_datasets as tfds  # imported lazily: it is slow to import
 
     try:
@@ -200,8 +202,73 @@ def _tfds_builder(name, data_dir, manual_dir):
             f"tensorflow-datasets name{hint}"
         ) from None
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    builder.download_and_prepare(download_config=config)  # a no-op once prepared
+    try:
+        builder.download_and_prepare(download_config=config)  # a no-op once prepared
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as error:
+        # What tensorflow-datasets raises when the files of a manual data set are missing: an
+        # AssertionError about the manual folder, or a file of it not found (ImageNet's).
+        message = _manual_files_missing(builder, name, manual_dir, error)
+        if message is None:
+            raise
+        raise ValueError(message) from None
+    except _download_errors() as error:
+        raise ValueError(_download_failed(builder, name, manual_dir, error)) from None
     return builder
+
+
+def _download_errors():
+    """What a tensorflow-datasets download raises without a network or a reachable server."""
+    import urllib.error
+
+    import requests
+    import tensorflow_datasets as tfds
+
+    return requests.exceptions.RequestException, urllib.error.URLError, tfds.download.DownloadError
+
+
+def _tfds_folders(builder, manual_dir):
+    """`--data_dir=... and --manual_dir=...` as tensorflow-datasets uses them (defaults filled)."""
+    data_dir = os.fspath(builder.data_dir_root)
+    manual = os.path.expanduser(manual_dir or os.path.join(data_dir, "downloads", "manual"))
+    return data_dir, manual
+
+
+def _manual_files_missing(builder, name, manual_dir, error):
+    """The message for `error` if it says files of a manual data set are missing, else None."""
+    if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        return None
+    data_dir, manual = _tfds_folders(builder, manual_dir)
+    text = str(error)
+    missing = re.search(re.escape(os.path.join(manual, "")) + r"([^;\s]+)", text)
+    if not os.path.isdir(manual):
+        state = "does not exist"
+    elif not os.listdir(manual):
+        state = "is empty"
+    elif missing:
+        state = f"has no {missing.group(1)}"
+    elif isinstance(error, AssertionError) and "manual" in text.lower():
+        state = "does not hold them"
+    else:
+        return None
+    expected = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
+    return (
+        f"tensorflow-datasets data set {name!r} is not prepared in --data_dir={data_dir}, and "
+        f"it is prepared from files downloaded by hand: --manual_dir={manual} {state}. "
+        f"Expected there: {expected}"
+    )
+
+
+def _download_failed(builder, name, manual_dir, error):
+    data_dir, manual = _tfds_folders(builder, manual_dir)
+    url = getattr(getattr(error, "request", None), "url", None)
+    reason = f"{type(error).__name__} for {url}" if url else f"{type(error).__name__}: {error}"
+    files = sorted({info.filename for info in (builder.url_infos or {}).values() if info.filename})
+    place = f"put {', '.join(files)} in --manual_dir={manual}, or " if files else ""
+    return (
+        f"Cannot download tensorflow-datasets data set {name!r} into --data_dir={data_dir} "
+        f"(no network? {' '.join(reason.split())}): run once with network access, {place}"
+        "pass the --data_dir where it is already prepared."
+    )
 
 
 def count_examples(builder, split, image_key):
@@ -232,7 +299,9 @@ def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, st
         A `TfdsSource`.
 
     Raises:
-        ValueError: for an unknown name (suggesting close ones) or a dataset without images.
+        ValueError: for an unknown name (suggesting close ones), a dataset without images,
+            one that cannot be downloaded (no network) or a manual one whose files are
+            missing (each naming the data set, data_dir and manual_dir).
     """
     import tensorflow_datasets as tfds
 

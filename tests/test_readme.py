@@ -88,3 +88,19 @@ def test_readme_flags_table_gives_the_settings_defaults():
                 assert float(default) == getattr(TrainConfig(), name), name
                 checked += 1
     assert checked >= 10
+
+
+def test_quick_start_says_how_to_run_with_the_venv():
+    """The Quick start names `.venv`'s Python and its activation, and the command it shows runs
+    with that Python (the shell's own lacks absl)."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        quick_start = handle.read().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert ".venv/bin/python train.py" in quick_start
+    assert "source .venv/bin/activate" in quick_start
+    assert "python -m byol_tf.cli.import_official --help" in quick_start
+    help_run = subprocess.run(
+        [sys.executable, "-m", "byol_tf.cli.import_official", "--help"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert help_run.returncode == 0, help_run.stderr[-2000:]
+    assert "--checkpoint" in help_run.stdout + help_run.stderr

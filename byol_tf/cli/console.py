@@ -1,6 +1,7 @@
 """A clean console for the programs: TensorFlow's native start-up and INFO lines filtered out."""
 
 import atexit
+import logging
 import os
 import re
 import sys
@@ -18,8 +19,17 @@ _NATIVE_NOISE = re.compile(
     rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] (?!byol_tf: )"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|To enable the following instructions: .* rebuild TensorFlow"
-    rb"|.*failed call to cuInit)"
+    rb"|.*failed call to cuInit"
+    # XLA's alarm when a compilation takes minutes (a large network on a CPU): an error line
+    # naming slow_operation_alarm.cc, then the message between two lines of 32 asterisks.
+    rb"|.*slow_operation_alarm\.cc:\d+\]"
+    rb"|\*{32}$"
+    rb"|(\[Compiling module [^\]]*\] ?)?Very slow compile\? If you want to file a bug"
+    rb"|\[Compiling module [^\]]*\]$)"
 )
+
+
+_TFDS = f"{os.sep}tensorflow_datasets{os.sep}"
 
 
 def quiet_tensorflow():
@@ -46,16 +56,25 @@ def _pump(source, target):
     os.close(source)
 
 
+def _no_tfds_info(record):
+    """False for the INFO records of tensorflow-datasets (absl logs them all as "absl")."""
+    return record.levelno >= logging.WARNING or _TFDS not in record.pathname
+
+
 def filter_native_logs():
     """Routes this process's stderr (file descriptor 2) through a filter of native noise.
 
     TensorFlow's C++ code writes some lines whatever `TF_CPP_MIN_LOG_LEVEL` says (XLA's
-    "Compiled cluster using XLA!", absl's initialisation notice, the CUDA probe on a machine
-    without a GPU). Python's own output, errors and tracebacks pass unchanged. The original
+    "Compiled cluster using XLA!" and "Very slow compile?", absl's initialisation notice, the
+    CUDA probe on a machine without a GPU). Python's own output, errors and tracebacks pass
+    unchanged; tensorflow-datasets' INFO records are not logged. The original
     stderr is restored at exit.
     """
     if os.environ.get("BYOL_TF_NATIVE_LOGS") == "1":  # to see everything while debugging
         return
+    # tensorflow-datasets logs INFO lines while it prepares and reads a data set; between its
+    # progress bars they do not start a line, so they are dropped at their source.
+    logging.getLogger("absl").addFilter(_no_tfds_info)
     sys.stderr.flush()
     original = os.dup(2)
     read_end, write_end = os.pipe()
