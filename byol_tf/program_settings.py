@@ -53,12 +53,13 @@ class EvalConfig:
             unless set, linear_official takes --linear_preset's.
         epochs: Unless set: linear 20, linear_official --linear_preset's, finetune 30.
         linear_preset: Budget of linear_official: 'small' (10 epochs at --batch_size, for small
-            data) or 'imagenet' (80 epochs at batch 4096, the official configs/eval.py);
-            --epochs and --batch_size override it (docs/algorithm.md §6).
-        linear_selection: Learning rate of linear_official: 'paper' (5 base rates, each trained
-            on train minus a held-out part of 10 %, at most 10,000 images; the best on it is
-            scored on the test split, appendix C.1) or 'official' (base rate 0.2 on all of
-            train, the official code's run).
+            data) or 'imagenet' (80 epochs at batch 1024, the paper's, or 4096 with
+            --linear_selection=official, the official code's); --epochs and --batch_size
+            override it (docs/algorithm.md §6).
+        linear_selection: Learning rate of linear_official: 'paper' (the paper's 5 base rates
+            0.4, 0.3, 0.2, 0.1, 0.05, each trained on train minus a held-out part of 10 %, at
+            most 10,009 images; the best on it is scored on the test split, appendix C.1) or
+            'official' (base rate 0.2 on all of train, the official code's run).
         saved_model: Evaluate an exported SavedModel, not a checkpoint; without model_dir it
             needs dataset.
         output: Results JSON; default <model_dir, else the --saved_model or --checkpoint

@@ -96,12 +96,17 @@ def test_linear_official_on_checkpoint(run_dir, capsys):
     "flags, expected",
     [
         ({}, {"epochs": 10, "batch_size": 64, "selection": "paper"}),
-        ({"linear_preset": "imagenet"}, {"epochs": 80, "batch_size": 4096, "selection": "paper"}),
+        # The paper's batch of 1024 (appendix C.1); the official code's 4096 under "official".
+        ({"linear_preset": "imagenet"}, {"epochs": 80, "batch_size": 1024, "selection": "paper"}),
         (
-            {"linear_preset": "imagenet", "batch_size": 1024, "linear_selection": "official"},
-            {"epochs": 80, "batch_size": 1024, "selection": "official"},
+            {"linear_preset": "imagenet", "linear_selection": "official"},
+            {"epochs": 80, "batch_size": 4096, "selection": "official"},
         ),
-        ({"linear_preset": "imagenet", "epochs": 3}, {"epochs": 3, "batch_size": 4096}),
+        (
+            {"linear_preset": "imagenet", "batch_size": 512, "linear_selection": "official"},
+            {"epochs": 80, "batch_size": 512, "selection": "official"},
+        ),
+        ({"linear_preset": "imagenet", "epochs": 3}, {"epochs": 3, "batch_size": 1024}),
     ],
 )
 def test_linear_official_preset_selection_and_whole_training_images(

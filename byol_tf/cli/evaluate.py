@@ -126,7 +126,7 @@ def _linear_official(f, encoder, train, test, image_size, info, metadata):
     """linear_official with --linear_preset's budget, unless --epochs / --batch_size are set."""
     from byol_tf.evaluation import linear_official
 
-    preset = linear_official.LINEAR_PRESETS[f.linear_preset]
+    preset = linear_official.preset_budget(f.linear_preset, f.linear_selection)
     epochs = f.epochs or preset["epochs"]  # --epochs is None unless set
     explicit_batch = "batch_size" in f.explicit
     batch_size = f.batch_size if explicit_batch else preset["batch_size"] or f.batch_size

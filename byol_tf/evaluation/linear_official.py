@@ -23,23 +23,58 @@ from byol_tf.evaluation.features import (
 from byol_tf.evaluation.linear import classifier_accuracies
 
 PROTOCOL = "linear_official"
-# Candidate base learning rates per 256 images (peak rate = base · batch / 256, as the official
-# code scales its single rate); the paper trains one classifier per rate and keeps the one with
-# the best held-out top-1.
-LINEAR_OFFICIAL_LEARNING_RATES = (0.05, 0.1, 0.2, 0.4, 0.8)
+# The paper's linear evaluation (Grill et al. 2020, arXiv 2006.07733, appendix C.1): "SGD with
+# Nesterov momentum over 80 epochs, using a batch size of 1024 and a momentum of 0.9", no
+# regularisation, and a sweep "over 5 learning rates {0.4, 0.3, 0.2, 0.1, 0.05} on a local
+# validation set (10009 images from ImageNet train set)"; the accuracy of the best one on that
+# set is reported on the test set (ImageNet's public validation set). The paper does not say
+# whether its rates scale with the batch; they are read here as the official code's base rate
+# per 256 images (peak = base · batch / 256, `byol/utils/schedules.py`), whose 0.2
+# (`byol/configs/eval.py`) is the middle of the grid. Listed in the paper's order: on a tie of
+# held-out top-1 the first is kept.
+LINEAR_OFFICIAL_LEARNING_RATES = (0.4, 0.3, 0.2, 0.1, 0.05)
 OFFICIAL_LEARNING_RATE = 0.2  # the official `byol/configs/eval.py` base rate
 # "paper": one classifier per rate on train minus a held-out part, chosen there (appendix C.1);
-# "official": one rate on all of train, as the official code runs (no held-out part).
+# "official": one rate on all of train, as the official code runs (its `TRAIN_AND_VALID`
+# split: all 1,281,167 ImageNet training images, no held-out part).
 SELECTIONS = ("paper", "official")
-# Budgets by data size, as the official configs' presets: `epochs` and `batch_size` (None:
-# the caller's). "imagenet" is the official `byol/configs/eval.py` (80 epochs, batch 4096 of
-# its main loop); the paper trains 80 epochs at batch 1024.
+# Budgets by data size: `epochs` and, per selection, `batch_size` (None: the caller's).
+# "imagenet": 80 epochs (the paper and `byol/configs/eval.py`) at the paper's batch of 1024
+# (appendix C.1), or under "official" the batch of 4096 the official main loop passes to
+# `eval.py` (`byol/main_loop.py`, --batch_size).
 LINEAR_PRESETS = {
-    "small": {"epochs": 10, "batch_size": None},
-    "imagenet": {"epochs": 80, "batch_size": 4096},
+    "small": {"epochs": 10, "batch_size": {"paper": None, "official": None}},
+    "imagenet": {"epochs": 80, "batch_size": {"paper": 1024, "official": 4096}},
 }
-# The paper holds out 10,000 ImageNet training images; a smaller set holds out a fraction.
-MAX_VALIDATION_EXAMPLES = 10_000
+# The paper's held-out set: 10,009 ImageNet training images (appendix C.1; appendix D.1, Table
+# 10: 1,271,158 train + 10,009 validation; "the last 10009 images of the official tensorflow
+# ImageNet split", whose records tensorflow-datasets stores shuffled); byol_tf draws a seeded,
+# class-balanced set of that size instead, as safe for sources stored in class order. The
+# official code's `VALID` split is the first 10,000 (`byol/utils/dataset.py`). A smaller set holds
+# out `validation_fraction` (default 0.1, as the paper's transfer data sets: CIFAR-10's 5,000 of
+# 50,000, Food-101's 7,575 of 75,750; Table 10).
+MAX_VALIDATION_EXAMPLES = 10_009
+
+
+def preset_budget(preset, selection="paper"):
+    """`{"epochs", "batch_size"}` of a `LINEAR_PRESETS` budget under a selection.
+
+    Args:
+        preset: a key of `LINEAR_PRESETS`.
+        selection: one of `SELECTIONS`.
+
+    Returns:
+        `{"epochs": int, "batch_size": int or None}` (None: the caller's batch size).
+    """
+    if preset not in LINEAR_PRESETS or selection not in SELECTIONS:
+        raise ValueError(
+            f"preset must be one of {tuple(LINEAR_PRESETS)} and selection one of {SELECTIONS}. "
+            f"Received: preset={preset!r}, selection={selection!r}"
+        )
+    budget = LINEAR_PRESETS[preset]
+    return {"epochs": budget["epochs"], "batch_size": budget["batch_size"][selection]}
+
+
 _MOMENTUM = 0.9  # SGD with Nesterov momentum 0.9, no weight decay (paper appendix C.1)
 _CROP_TAG = 3  # seed_pair counter of the training crops
 # The checked settings of a run: the views', the training's and the held-out split's.
@@ -210,7 +245,11 @@ def _scores(features, labels, kernel, bias, num_classes):
 
 def _split(labels, label_fraction, selection, validation_fraction, max_validation, seed):
     """`(labelled, fit, held_out)` indices: the labels used, those the classifiers are trained
-    on and the class-balanced held-out part (none under the official selection)."""
+    on and the class-balanced held-out part (none under the official selection).
+
+    The held-out part has `round(validation_fraction · labelled)` examples, at most
+    `max_validation`, and at least one per class (`subset_by_fraction`): on a small data set it
+    can be a larger share than asked, which the results report (`validation_fraction`)."""
     labelled = subset_by_fraction(labels, label_fraction, seed)
     if selection == "official":
         return labelled, labelled, labelled[:0]
@@ -257,11 +296,12 @@ def linear_eval_official(
     a cosine decay to 0 (`learning_rate`).
 
     `selection="paper"`: a seeded, class-balanced held-out part of the training examples
-    (`validation_fraction` of them, at most `max_validation_examples`: the paper's 10,000 on
-    ImageNet) is set aside; one classifier per base rate is trained on the rest and scored on
-    it; the one with the best held-out top-1 (the first on ties) is scored on `test_dataset`,
-    without training again. `selection="official"`: one classifier at the one rate (default
-    0.2) on all the training examples, scored on `test_dataset` (the official code's run).
+    (`validation_fraction` of them, at most `max_validation_examples`: the paper's 10,009 on
+    ImageNet; at least one per class) is set aside; one classifier per base rate is trained on
+    the rest and scored on it; the one with the best held-out top-1 (the first on ties) is
+    scored on `test_dataset`, without training again. `selection="official"`: one classifier
+    at the one rate (default 0.2) on all the training examples, scored on `test_dataset` (the
+    official code's run).
     Held-out images are centre cropped as `eval_preprocess.center_crop`. Nothing is cached:
     every step runs the encoder on fresh views.
 
@@ -279,10 +319,13 @@ def linear_eval_official(
         std: normalisation std of the views.
         selection: "paper" or "official" (above).
         learning_rates: base rates per 256 images; default `LINEAR_OFFICIAL_LEARNING_RATES`
-            ("paper"), `(OFFICIAL_LEARNING_RATE,)` ("official", which takes one).
+            (the paper's 0.4, 0.3, 0.2, 0.1, 0.05, for "paper"), `(OFFICIAL_LEARNING_RATE,)`
+            ("official", which takes one).
         epochs: passes over the training examples (the paper and the official code: 80).
         batch_size: mini-batch size (the official code: 4096; the paper: 1024).
-        validation_fraction: share of the training examples held out ("paper"), in (0, 1).
+        validation_fraction: share of the training examples held out ("paper"), in (0, 1); the
+            share actually held out (capped, at least one per class) is what the results
+            report, beside this one.
         max_validation_examples: at most this many held out ("paper").
         label_fraction: share of the training labels used, in (0, 1] (class-balanced).
         crop_fraction: centre-crop share of the held-out images' short side; default
@@ -296,7 +339,9 @@ def linear_eval_official(
     Returns:
         {"protocol", "selection", "top1", "top5" (test), "learning_rate" (the base rate
         scored), "peak_learning_rate", "val_top1" (None under "official"),
-        "val_top1_by_learning_rate", "epochs", "batch_size", "validation_fraction",
+        "val_top1_by_learning_rate", "epochs", "batch_size", "validation_fraction" (the share
+        of the labelled examples held out: num_validation / num_train; 0 under "official"),
+        "requested_validation_fraction" (the argument; None under "official"),
         "label_fraction", "image_size", "crop_fraction", "crop_sampler", "num_train"
         (labelled), "num_fit" (trained on), "num_validation", "num_test", "feature_dim"}.
 
@@ -365,7 +410,11 @@ def _evaluate(encoder, train_dataset, test_dataset, num_classes, rates, options)
         },
         "epochs": o.epochs,
         "batch_size": o.batch_size,
-        "validation_fraction": float(o.validation_fraction) if len(held_out) else 0.0,
+        # What was held out, not what was asked (the cap and one per class change it).
+        "validation_fraction": len(held_out) / len(labelled),
+        "requested_validation_fraction": (
+            float(o.validation_fraction) if o.selection == "paper" else None
+        ),
         "label_fraction": float(o.label_fraction),
         "image_size": int(o.image_size),
         "crop_fraction": float(o.crop_fraction),
