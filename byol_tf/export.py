@@ -14,27 +14,53 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from byol_tf import checkpoints, image_ops, run_dir  # noqa: E402
+from byol_tf import checkpoints, eval_preprocess, image_ops, run_dir  # noqa: E402
+from byol_tf.choices import SERVING_PREPROCESSINGS  # noqa: E402
 
 METADATA_FILE = "byol_tf_export.json"
+# What `serving_default` and `classify` do to raw pixels before normalising (docs/serving.md):
+# "resize_center_crop": the short side resized (bicubic, antialiased) to image_size /
+# crop_fraction, then the centre square cut, as `byol_tf.data.eval_dataset` by default (byol_tf's
+# kNN monitor and its linear, knn and finetune protocols); "official_center_crop": the centre
+# square of crop_fraction of the short side cut, then resized bicubic without antialiasing, as
+# the official evaluation (`byol/utils/dataset.py`) and `linear_official`'s test images.
+RESIZE_CENTER_CROP, OFFICIAL_CENTER_CROP = SERVING_PREPROCESSINGS
 
 
 class EncoderModule(tf.Module):
     """The encoder with its preprocessing, as the `tf.Module` that `export_encoder` saves.
 
     `serve(images)`: uint8 `[batch, height, width, 3]` of any size → `{"representation"}`;
-    the short side is resized (bicubic) to `image_size / crop_fraction`, the centre square
-    cropped, and the result normalised with `mean` / `std`: the preprocessing of
-    `byol_tf.data.eval_dataset`. `encode_normalized(images)`: float32, already preprocessed
+    the centre square is taken as `preprocessing` says (`RESIZE_CENTER_CROP`: the short side
+    resized, bicubic with antialiasing, to `image_size / crop_fraction`, then the centre square
+    cut, as `byol_tf.data.eval_dataset`; `OFFICIAL_CENTER_CROP`: the centre square of
+    `crop_fraction` of the short side cut, then resized bicubic without antialiasing, as the
+    official evaluation), scaled to [0, 1] and normalised with `mean` / `std`.
+    `encode_normalized(images)`: float32, already preprocessed
     `[batch, image_size, image_size, 3]` → `{"representation"}`. With a `classifier` (a
     Keras layer on the representation, e.g. the online probe), `classify(images)` takes what
     `serve` takes and returns `{"logits", "classes"}` as well as the representation.
     """
 
-    def __init__(self, encoder, image_size, mean, std, crop_fraction=None, classifier=None):
+    def __init__(
+        self,
+        encoder,
+        image_size,
+        mean,
+        std,
+        crop_fraction=None,
+        classifier=None,
+        preprocessing=RESIZE_CENTER_CROP,
+    ):
         super().__init__(name="byol_encoder")
+        if preprocessing not in SERVING_PREPROCESSINGS:
+            raise ValueError(
+                f"preprocessing must be one of {SERVING_PREPROCESSINGS}. "
+                f"Received: preprocessing={preprocessing!r}"
+            )
         self.encoder = encoder
         self.classifier = classifier
+        self.preprocessing = preprocessing
         self.image_size = int(image_size)
         self.crop_fraction = float(
             crop_fraction or image_ops.default_crop_fraction(self.image_size)
@@ -82,10 +108,13 @@ class EncoderModule(tf.Module):
         # The signature checks only the last dimension; name the rank error clearly here.
         images = tf.ensure_shape(images, [None, None, None, 3], name="images_batch_h_w_3")
         count = tf.shape(images)[0]
-        images = image_ops.center_crop(
-            self._never_empty(images), self.image_size, self.crop_fraction
-        )
-        images = tf.clip_by_value(images / 255.0, 0.0, 1.0)
+        images = self._never_empty(images)
+        if self.preprocessing == OFFICIAL_CENTER_CROP:
+            # Crop, resize without antialiasing, / 255, clip to [0, 1] (eval_preprocess).
+            images = eval_preprocess.center_crop(images, self.image_size, self.crop_fraction)
+        else:
+            images = image_ops.center_crop(images, self.image_size, self.crop_fraction)
+            images = tf.clip_by_value(images / 255.0, 0.0, 1.0)
         return self._encode(image_ops.normalize(images, self.mean, self.std)[:count])
 
 
@@ -109,16 +138,24 @@ def next_version(export_dir):
 
 
 def export_encoder(
-    encoder, export_dir, image_size, mean, std, version=None, crop_fraction=None, classifier=None
+    encoder,
+    export_dir,
+    image_size,
+    mean,
+    std,
+    version=None,
+    crop_fraction=None,
+    classifier=None,
+    preprocessing=RESIZE_CENTER_CROP,
 ):
     """Writes the encoder as a TensorFlow Serving SavedModel in `export_dir/<version>/`.
 
     Signatures: `serving_default` takes `images`, uint8 `[batch, height, width, 3]` (RGB; any
     height and width, one size per request) and returns `{"representation": float32
-    [batch, D]}`, resizing, cropping and normalising inside the graph so clients send raw
-    pixels; `encode_normalized` takes float32 `[batch, image_size, image_size, 3]` images
-    already preprocessed as `byol_tf.data.eval_dataset` does. `byol_tf_export.json` beside
-    the model records image_size, crop_fraction, mean, std, feature_dim and the version of
+    [batch, D]}`, cropping, resizing and normalising inside the graph (as `preprocessing`
+    says) so clients send raw pixels; `encode_normalized` takes float32 `[batch, image_size,
+    image_size, 3]` images already preprocessed. `byol_tf_export.json` beside the model records
+    image_size, preprocessing, crop_fraction, mean, std, feature_dim and the version of
     byol_tf. The version is written under a temporary name and renamed, so a model server
     watching `export_dir` never sees half a model.
 
@@ -132,6 +169,11 @@ def export_encoder(
         crop_fraction: centre-crop fraction; default 0.875 above 64 px, else 1.0.
         classifier: a Keras layer mapping representations to class logits; adds the
             `classify` signature (uint8 images → `{"representation", "logits", "classes"}`).
+        preprocessing: how `serving_default` and `classify` take the centre square:
+            `RESIZE_CENTER_CROP` ("resize_center_crop", default: resize with antialiasing,
+            then crop, as `byol_tf.data.eval_dataset`) or `OFFICIAL_CENTER_CROP`
+            ("official_center_crop": crop, then resize without antialiasing, as the official
+            evaluation; `byol_tf.official` exports imported networks so).
 
     Returns:
         The path of the written version folder.
@@ -152,12 +194,13 @@ def export_encoder(
     path = os.path.join(export_dir, str(int(version)))
     if os.path.exists(path):
         raise ValueError(f"version {version} already exists in {export_dir}; pick another")
-    module = EncoderModule(encoder, image_size, mean, std, crop_fraction, classifier)
+    module = EncoderModule(encoder, image_size, mean, std, crop_fraction, classifier, preprocessing)
     probe = tf.zeros([1, image_size, image_size, 3])
     representation = module.encode_normalized(probe)["representation"]
     feature_dim = int(representation.shape[-1])
     metadata = {
         "image_size": int(image_size),
+        "preprocessing": module.preprocessing,
         "crop_fraction": module.crop_fraction,
         "mean": list(mean),
         "std": list(std),
@@ -265,7 +308,14 @@ def load_exported(path):
 
 
 def export_checkpoint(
-    model_dir, export_dir, checkpoint=None, version=None, mean=None, std=None, log=print
+    model_dir,
+    export_dir,
+    checkpoint=None,
+    version=None,
+    mean=None,
+    std=None,
+    log=print,
+    preprocessing=RESIZE_CENTER_CROP,
 ):
     """Exports the online encoder of a training run's checkpoint (what the CLI does).
 
@@ -278,6 +328,8 @@ def export_checkpoint(
         mean: normalisation mean; default from `run_config.json`.
         std: normalisation std; default from `run_config.json`.
         log: prints a line.
+        preprocessing: the serving crop (`export_encoder`); the default is the one byol_tf's
+            own evaluations use (docs/serving.md).
 
     Returns:
         The path of the written version folder.
@@ -301,4 +353,7 @@ def export_checkpoint(
     model = checkpoints.load_checkpoint(checkpoint, compile=False)
     image_size = int(model.image_shape[0])
     crop = run_config.get("crop_fraction")
-    return export_encoder(model.encoder, export_dir, image_size, mean, std, version, crop)
+    return export_encoder(
+        model.encoder, export_dir, image_size, mean, std, version, crop,
+        preprocessing=preprocessing,
+    )  # fmt: skip

@@ -405,6 +405,7 @@ def import_checkpoint(
         result["export"] = export.export_encoder(
             model.encoder, export_dir, image_size, OFFICIAL_MEAN, OFFICIAL_STD,
             classifier=model.probe if arch.num_classes else None,
+            preprocessing=export.OFFICIAL_CENTER_CROP,  # the official evaluation's crop
         )  # fmt: skip
         log(f"Exported SavedModel to {result['export']}.")
     return result
