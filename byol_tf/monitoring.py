@@ -3,14 +3,19 @@
 `train.py` scores the online encoder by kNN every `--knn_every_epochs` (docs/algorithm.md §6)
 and, at the end, two encoders that cost nothing under the same protocol: the raw pixels and the
 same architecture at random initialisation (`baseline_scores`, which bench/ uses as well).
+With `--knn_labels_per_class=N` the memory bank keeps N labelled images per class, a seeded
+class-balanced draw, and the score is the mean over `FEW_LABEL_DRAWS` draws
+(`FewLabelKNNMonitor`).
 """
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from byol_tf import data, sources, splits
-from byol_tf.protocols import FEATURE_BATCH_SIZE, KNN_TEMPERATURE
+from byol_tf.callbacks import KNNMonitor
+from byol_tf.protocols import FEATURE_BATCH_SIZE, FEW_LABEL_DRAWS, KNN_TEMPERATURE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +29,7 @@ class KNNPlan:
         k: neighbours, `--knn_k` clamped to the bank.
         every_epochs: `--knn_every_epochs`.
         protocol: the protocol in words, for summary.json.
+        labels_per_class: `--knn_labels_per_class` (0: every image of the bank is labelled).
     """
 
     memory: object
@@ -32,6 +38,7 @@ class KNNPlan:
     k: int
     every_epochs: int
     protocol: str
+    labels_per_class: int = 0
 
     def datasets(self, image_size):
         """The memory bank's and the queries' `(image, label)` batches."""
@@ -41,10 +48,73 @@ class KNNPlan:
         return memory, data.eval_dataset(self.queries, None, FEATURE_BATCH_SIZE, image_size)
 
     def monitor(self, image_size):
-        """A `byol_tf.callbacks.KNNMonitor` on this plan's splits."""
-        from byol_tf.callbacks import KNNMonitor
+        """A `byol_tf.callbacks.KNNMonitor` on this plan's splits (a `FewLabelKNNMonitor` with
+        `labels_per_class`)."""
+        datasets = self.datasets(image_size)
+        if self.labels_per_class:
+            return FewLabelKNNMonitor(
+                *datasets, self.every_epochs, self.k, labels_per_class=self.labels_per_class
+            )
+        return KNNMonitor(*datasets, self.every_epochs, self.k)
 
-        return KNNMonitor(*self.datasets(image_size), self.every_epochs, self.k)
+
+def few_label_indices(labels, per_class, seed):
+    """Indices of a seeded class-balanced draw: `per_class` examples of every class (all of a
+    class that has fewer), sorted.
+
+    Args:
+        labels: int [N] class labels.
+        per_class: examples drawn per class, without replacement.
+        seed: seed of the draw; the same labels and seed always give the same indices.
+
+    Returns:
+        Sorted int64 indices into `labels`.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        chosen.append(rng.choice(members, min(per_class, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+class FewLabelKNNMonitor(KNNMonitor):
+    """The kNN monitor with few labels: `labels_per_class` labelled images of every class form
+    the memory bank, and the score is the mean top-1 over `draws` seeded class-balanced draws
+    (`few_label_indices` with seeds 0, 1, ...) from the `memory` images.
+
+    The semi-supervised evaluation of few labels (e.g. 250 labels, 25 per class, on CIFAR-10 in
+    MixMatch and FixMatch), scored by the same weighted kNN (docs/algorithm.md §6).
+
+    Args:
+        memory, queries, every_epochs, k, temperature: as `KNNMonitor`; `k` is clamped to the
+            labelled images of a draw.
+        labels_per_class: labelled images per class in each draw.
+        draws: draws averaged.
+    """
+
+    def __init__(self, *args, labels_per_class, draws=FEW_LABEL_DRAWS, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels_per_class, self.draws = labels_per_class, draws
+
+    def evaluate(self, encoder=None):
+        """Mean kNN top-1 of `encoder` (default: the current online encoder) over the draws."""
+        from byol_tf import evaluation
+
+        encoder = encoder or self.model.encoder
+        bank, bank_labels = evaluation.extract_features(encoder, self.memory)
+        feats, labels = evaluation.extract_features(encoder, self.queries)
+        bank, bank_labels = np.asarray(bank), np.asarray(bank_labels)
+        scores = []
+        for seed in range(self.draws):
+            keep = few_label_indices(bank_labels, self.labels_per_class, seed)
+            result = evaluation.knn_classify(
+                bank[keep], bank_labels[keep], feats, labels,
+                k=min(self.k, len(keep)), temperature=self.temperature,
+            )  # fmt: skip
+            scores.append(float(result["top1"]))
+        return float(np.mean(scores))
 
 
 def bank_size(max_examples):
@@ -77,7 +147,10 @@ def knn_plan(cfg, source, log):
     if problem is not None:
         return _refuse_or_note(cfg, problem, log)
     bank, num_examples = bank_size(cfg.knn_max_examples), source.info.num_examples
-    k = _clamped_k(cfg.knn_k, min(bank, num_examples), log)
+    labelled = min(bank, num_examples)
+    if cfg.knn_labels_per_class:
+        labelled = min(labelled, cfg.knn_labels_per_class * source.info.num_classes)
+    k = _clamped_k(cfg.knn_k, labelled, log)
     return KNNPlan(
         memory=source,
         queries=queries,
@@ -85,6 +158,7 @@ def knn_plan(cfg, source, log):
         k=k,
         every_epochs=cfg.knn_every_epochs,
         protocol=_protocol(cfg, k, bank, num_examples),
+        labels_per_class=cfg.knn_labels_per_class,
     )
 
 
@@ -114,6 +188,11 @@ def _protocol(cfg, k, bank, num_examples):
         sampled = f"all {num_examples} images of"
     else:
         sampled = f"{bank} images spread evenly over"
+    if cfg.knn_labels_per_class:
+        sampled = (
+            f"{cfg.knn_labels_per_class} labelled images per class (mean of {FEW_LABEL_DRAWS} "
+            f"seeded draws) from {sampled}"
+        )
     return (
         f"kNN k={k}, cosine, exp(sim/{KNN_TEMPERATURE}) vote; "
         f"memory: {sampled} {splits.where(cfg.dataset, cfg.train_split)}, "

@@ -8,6 +8,9 @@ that describe the protocol all read them from here (docs/algorithm.md §6).
 # most similar to a query (cosine) vote for their class with weight exp(similarity / T).
 KNN_NEIGHBOURS = 200
 KNN_TEMPERATURE = 0.1
+# The few-label kNN monitor (--knn_labels_per_class): the mean over this many seeded
+# class-balanced draws of the labelled images.
+FEW_LABEL_DRAWS = 5
 # Images per batch when an encoder's features are extracted for a kNN evaluation; the kNN
 # monitor's memory bank is a whole number of such batches.
 FEATURE_BATCH_SIZE = 256

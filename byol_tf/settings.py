@@ -196,6 +196,8 @@ class TrainConfig:
         knn_k: Neighbours of the kNN monitor.
         knn_max_examples: At most this many train examples, spread evenly over the split, form the
             kNN memory bank.
+        knn_labels_per_class: Few-label kNN: keep this many labelled images per class of the
+            bank (the mean over 5 seeded class-balanced draws); 0 = every image of the bank.
         collapse_threshold: Warn when the std of l2-normalised projections (in [0, 1]) falls
             below this.
         collapse_patience: Stop after this many collapsed epochs in a row.
@@ -268,6 +270,7 @@ class TrainConfig:
     knn_every_epochs: int = option(RUN, 1, valid=NON_NEGATIVE_INT, resume=FREE)
     knn_k: int = option(RUN, KNN_NEIGHBOURS, valid=POSITIVE_INT, resume=FREE)
     knn_max_examples: int = option(RUN, 10_000, valid=POSITIVE_INT, resume=FREE)
+    knn_labels_per_class: int = option(RUN, 0, valid=NON_NEGATIVE_INT, resume=FREE)
     collapse_threshold: float = option(RUN, 0.01, valid=UNIT_INTERVAL, resume=FREE)
     collapse_patience: int = option(RUN, 3, valid=POSITIVE_INT, resume=FREE)
     log_every_steps: int = option(RUN, 10, valid=POSITIVE_INT, resume=FREE)
