@@ -1,6 +1,7 @@
 """tf.data pipelines: BYOL view pairs for pretraining and (image, label) batches for evaluation."""
 
 import functools
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -110,6 +111,25 @@ def _finish(ds, seed):
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
+def _warn_if_float_pixels_of_0_255(source):
+    """Warns when an array source holds float images that look like [0, 255] pixels: floats
+    are read as [0, 1] (uint8 as [0, 255]), so their views would clip to white."""
+    if not isinstance(source, (tuple, list, np.ndarray)) or len(source) == 0:
+        return
+    images = source if isinstance(source, np.ndarray) else source[0]
+    if not np.issubdtype(np.asarray(images[:1]).dtype, np.floating):
+        return
+    largest = float(np.max(np.asarray(images[:256], np.float32), initial=0.0))
+    if largest > 2.0:  # [0, 1] pixels, with room for a resize's overshoot
+        warnings.warn(
+            f"pretrain_dataset: the float images of the source reach {largest:g}; float "
+            "images are read as [0, 1] pixels (uint8 ones as [0, 255]), so these views would "
+            "clip to white. Divide them by 255, or pass them as uint8.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def pretrain_dataset(
     source,
     batch_size,
@@ -180,6 +200,7 @@ def pretrain_dataset(
     _check_positive(batch_size=batch_size, image_size=image_size, shuffle_buffer=shuffle_buffer)
     _check_start_step(start_step)
     check_augment_on(augment_on)
+    _warn_if_float_pixels_of_0_255(source)
     src = sources.resolve(source, split, data_dir, manual_dir, mean, std)
     _check_size(src.image_shape, image_size, allow_upscale)
     preset, overrides = _augment_settings(src, image_size, preset, augment_overrides)

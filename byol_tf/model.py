@@ -141,7 +141,7 @@ class BYOL(keras.Model):
         self.image_shape = tuple(shape[1:])
         if not self.encoder.built:
             self.encoder.build(shape)
-        feature_dim = int(self.encoder.compute_output_shape(shape)[-1])
+        feature_dim = _feature_dim(self.encoder, shape)
 
         def head(input_dim, name):
             # Under its own name: the head's variable paths start with it (`.../predictor/...`),
@@ -194,9 +194,12 @@ class BYOL(keras.Model):
         such `fit` of a model raises a `UserWarning` (as Keras warns, through Python's
         `warnings`); silence it with `warnings.filterwarnings` when you call `update_target`
         yourself, or give your own callback that does a true `moves_target` attribute.
+        Views that look like [0, 255] pixels (uint8 ones; float arrays or tensors far above
+        any normalised pixel) raise one `UserWarning` per model as well.
         """
         callbacks = kwargs.get("callbacks", args[4] if len(args) > 4 else None)
         self._warn_without_target_ema(callbacks)
+        self._warn_if_raw_pixels(x)
         self._build_from_data(x)
         if isinstance(x, tf.data.Dataset) and len(args) < 7:  # shuffle is fit's 8th argument
             kwargs.setdefault("shuffle", False)
@@ -214,6 +217,24 @@ class BYOL(keras.Model):
             "initial weights and never moves. Pass callbacks=[byol_tf.TargetEMA(...)] (or "
             "plan.target_ema of byol_tf.recipes), or filter this warning if you call "
             "update_target yourself.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    _warned_raw_pixels = False
+
+    def _warn_if_raw_pixels(self, x):
+        """Warns once per model when the views of `x` look like [0, 255] pixels
+        (`view_passes.raw_pixel_views`): the encoder would train on what it never sees
+        normalised."""
+        if self._warned_raw_pixels or not view_passes.raw_pixel_views(x):
+            return
+        self._warned_raw_pixels = True
+        warnings.warn(
+            "BYOL.fit: the views look like [0, 255] pixels (uint8, or floats far above any "
+            "normalised pixel); BYOL trains on views of [0, 1] pixels normalised with a mean "
+            "and std, as byol_tf.data.pretrain_dataset makes them. Divide by 255 and "
+            "normalise them, or use pretrain_dataset.",
             UserWarning,
             stacklevel=3,
         )
@@ -379,6 +400,30 @@ class BYOL(keras.Model):
         if config.get("augmentation") is not None:
             config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         return cls(**config)
+
+
+def _feature_dim(encoder, input_shape):
+    """The width D of the features `[batch, D]` that `encoder` gives for `input_shape`.
+
+    Raises:
+        ValueError: one line naming the encoder, when it has several outputs or its output is
+            not of rank 2 (a feature map: no global pooling at its end).
+    """
+    output = encoder.compute_output_shape(input_shape)
+    if isinstance(output, dict) or (
+        isinstance(output, (list, tuple)) and any(isinstance(d, (list, tuple)) for d in output)
+    ):
+        raise ValueError(
+            f"encoder {encoder.name!r} has {len(output)} outputs; BYOL needs one, the features "
+            f"[batch, D]. Received output shapes: {output}"
+        )
+    if len(output) != 2 or not isinstance(output[-1], int):
+        raise ValueError(
+            f"encoder {encoder.name!r} outputs shape {tuple(output)} for images of shape "
+            f"{tuple(input_shape)}; BYOL needs features of rank 2, [batch, D] (end the encoder "
+            "with a global pooling, e.g. keras.layers.GlobalAveragePooling2D)"
+        )
+    return output[-1]
 
 
 def _check_arguments(encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views):
