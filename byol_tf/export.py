@@ -73,7 +73,7 @@ class EncoderModule(tf.Module):
         )
         size = self.image_size
         self.encode_normalized = tf.function(
-            self._encode,
+            self._encode_normalized,
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")],
         )
         if classifier is not None:
@@ -87,6 +87,12 @@ class EncoderModule(tf.Module):
         logits = tf.cast(self.classifier(outputs["representation"]), tf.float32)
         classes = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return dict(outputs, logits=logits, classes=classes)
+
+    def _encode_normalized(self, images):
+        # A SavedModel's signature does not check the sides of what it is given: refuse
+        # images of another size here, naming the expected shape.
+        size = self.image_size
+        return self._encode(tf.ensure_shape(images, [None, size, size, 3], name="images"))
 
     def _encode(self, images):
         count = tf.shape(images)[0]
@@ -197,6 +203,12 @@ def export_encoder(
     module = EncoderModule(encoder, image_size, mean, std, crop_fraction, classifier, preprocessing)
     probe = tf.zeros([1, image_size, image_size, 3])
     representation = module.encode_normalized(probe)["representation"]
+    if representation.shape.rank != 2:  # a feature map: the encoder does not pool
+        raise ValueError(
+            f"encoder {encoder.name!r} outputs shape {tuple(representation.shape)} for images "
+            f"of shape {tuple(probe.shape)}; an export serves features of rank 2, [batch, D] "
+            "(end the encoder with a global pooling, e.g. keras.layers.GlobalAveragePooling2D)"
+        )
     feature_dim = int(representation.shape[-1])
     metadata = {
         "image_size": int(image_size),
@@ -264,7 +276,8 @@ def load_exported(path):
 
     Returns:
         `(encode, metadata)`: `encode(images float32 [B, S, S, 3] normalised)` → `[B, D]`
-        features (the `encode_normalized` signature), and the `byol_tf_export.json` dict.
+        features (the `encode_normalized` signature; S is the export's image_size, and
+        images of another shape raise a `ValueError`), and the `byol_tf_export.json` dict.
 
     Raises:
         ValueError: if `path` holds no export, or an incomplete or corrupt one (naming the
@@ -299,9 +312,16 @@ def load_exported(path):
     if "encode_normalized" not in loaded.signatures:
         raise ValueError(f"The SavedModel in {path} has no encode_normalized signature")
     signature = loaded.signatures["encode_normalized"]
+    size = int(metadata.get("image_size", 0))
 
     def encode(images):
-        return signature(images=tf.convert_to_tensor(images, tf.float32))["representation"]
+        images = tf.convert_to_tensor(images, tf.float32)
+        if size and (images.shape.rank != 4 or tuple(images.shape[1:]) != (size, size, 3)):
+            raise ValueError(
+                f"The export in {path} encodes images of shape [batch, {size}, {size}, 3], "
+                f"normalised. Received: shape={images.shape}"
+            )
+        return signature(images=images)["representation"]
 
     encode.saved_model = loaded  # keeps the variables the signature reads alive
     return encode, metadata

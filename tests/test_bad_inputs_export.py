@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import pytest
 import tensorflow as tf
 from helpers import a_file, run_program, tiny_checkpoint_run
@@ -77,3 +78,29 @@ def test_export_program_takes_the_run_of_a_checkpoint_or_asks_for_its_normalisat
     assert result.returncode == 0, result.stderr
     metadata = json.loads((tmp_path / "export" / "1" / "byol_tf_export.json").read_text())
     assert (metadata["mean"], metadata["std"]) == ([0.3] * 3, [0.2] * 3)
+
+
+def test_encode_normalized_refuses_images_of_another_size(tiny_export):
+    signature = tf.saved_model.load(tiny_export).signatures["encode_normalized"]
+    assert signature(images=tf.zeros([2, 8, 8, 3]))["representation"].shape == (2, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[\?,8,8,3\]"):
+        signature(images=tf.zeros([2, 16, 16, 3]))
+    encode, _ = export.load_exported(tiny_export)
+    with pytest.raises(ValueError) as error:
+        encode(tf.zeros([2, 16, 16, 3]))
+    assert str(error.value) == (
+        f"The export in {tiny_export} encodes images of shape [batch, 8, 8, 3], normalised. "
+        "Received: shape=(2, 16, 16, 3)"
+    )
+
+
+def test_export_refuses_an_encoder_without_pooling(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    encoder = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs), name="maps")
+    with pytest.raises(ValueError) as error:
+        export.export_encoder(encoder, str(tmp_path / "export"), 8, (0.5,) * 3, (0.25,) * 3)
+    assert str(error.value).startswith(
+        "encoder 'maps' outputs shape (1, 6, 6, 4) for images of shape (1, 8, 8, 3); an export "
+        "serves features of rank 2, [batch, D]"
+    )
+    assert not (tmp_path / "export").exists()
