@@ -176,7 +176,7 @@ def test_zero_turns_the_checkpoint_interval_and_the_knn_monitor_off():
         (
             program_settings.ExportConfig,
             dict(model_dir="run", export_dir="out", version=-1),
-            "--version must be an int >= 0. Received: --version=-1",
+            "--version must be a positive int. Received: --version=-1",
         ),
         (
             program_settings.ExportConfig,
