@@ -163,11 +163,15 @@ def random_trees(params_shapes, state_shapes, seed=0, scale=None):
     return params, state
 
 
-def official_shapes(depth=50, width=1.0, hidden=4096, projection=256, classes=1000):
+def official_shapes(
+    depth=50, width=1.0, hidden=4096, projection=256, classes=1000, stem=None, stem_suffix=""
+):  # fmt: skip
     """`(params, state)` shapes of the official network, named as Haiku names them.
 
     Written from the official code's structure (byol/utils/networks.py over Haiku's
     ResNet BlockV1), for a width that may be below 1 (every channel count times `width`).
+    `stem`: the stem's channels, when not 64 × `width` (the official code before 2020-08-17);
+    `stem_suffix`: "_1" names the stem as Haiku names a re-created module (`initial_conv_1`).
     """
     blocks = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
     params, state = {}, {}
@@ -181,9 +185,9 @@ def official_shapes(depth=50, width=1.0, hidden=4096, projection=256, classes=10
         for ema in ("mean_ema", "var_ema"):
             state[f"{name}/~/{ema}"] = {"average": shape, "counter": [], "hidden": shape}
 
-    stem = int(64 * width)
-    conv(f"res_net{depth}/~/initial_conv", 7, 3, stem)
-    norm(f"res_net{depth}/~/initial_batchnorm", stem)
+    stem = stem or int(64 * width)
+    conv(f"res_net{depth}/~/initial_conv{stem_suffix}", 7, 3, stem)
+    norm(f"res_net{depth}/~/initial_batchnorm{stem_suffix}", stem)
     cin = stem
     for group, count in enumerate(blocks[depth]):
         channels = int(256 * width) * 2**group
@@ -205,3 +209,28 @@ def official_shapes(depth=50, width=1.0, hidden=4096, projection=256, classes=10
         params[f"{head}/linear_1"] = {"w": [hidden, projection]}
     params["classifier"] = {"b": [classes], "w": [cin, classes]}
     return params, state
+
+
+def tiny_trees():
+    """`(online_params, target_params, online_state, target_state)`: a few modules with
+    distinct float32 and int32 values, for reading files back exactly."""
+
+    def values(offset, *shape):
+        return (np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + offset) / 7
+
+    def params(offset):
+        return {
+            "res_net50/~/initial_conv": {"w": values(offset, 7, 7, 3, 2)},
+            "projector/~/linear": {"w": values(offset + 1, 2, 3), "b": values(offset + 2, 3)},
+        }
+
+    def state(offset):
+        ema = {"average": values(offset, 1, 1, 1, 2), "hidden": values(offset + 1, 1, 1, 1, 2),
+               "counter": np.array(9, np.int32)}  # fmt: skip
+        return {"res_net50/~/initial_batchnorm/~/mean_ema": ema}
+
+    return params(0), params(100), state(10), state(110)
+
+
+if __name__ == "__main__":  # python tests/official_format.py OUT.pkl [frozendict|FlatMapping|dict]
+    write(sys.argv[1], *tiny_trees(), step=1234, mapping=(sys.argv[2:] or ["frozendict"])[0])

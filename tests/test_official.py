@@ -4,12 +4,15 @@ The outputs of an imported network against the official Haiku network itself are
 tests/test_official_parity.py (the `parity` leg, with dm-haiku and jax installed).
 """
 
+import collections
 import json
 import os
 import pickle
+import pickletools
 import subprocess
 import sys
 
+import dill
 import numpy as np
 import official_format
 import pytest
@@ -30,7 +33,7 @@ def test_importer_maps_every_name_of_the_official_network_to_a_layer_of_its_shap
     arch = official.architecture(
         {k: {n: np.zeros(s) for n, s in v.items()} for k, v in params.items()}
     )
-    assert arch == ("res_net50", 50, 1.0, 256, 4096, 1000)
+    assert arch == ("res_net50", 50, 1.0, 256, 4096, 1000, None)
     names = official.expected_names(arch)
     assert set(names) == set(params)
     norms = {m for m, v in params.items() if "scale" in v}
@@ -70,20 +73,18 @@ def imported(tmp_path_factory):
     return dict(result=result, online=online, target=target, path=path, lines=lines)
 
 
-def test_import_writes_every_official_array_into_its_layer(imported):
-    result = imported["result"]
-    assert result["step"] == 1234
-    assert result["checkpoint"].endswith("ckpt-00001234.keras")
-    assert "ResNet-50 ×0.0625 at step 1234" in imported["lines"][0]
+def _assert_every_array_landed(result, online, target):
+    """Each array of the trees is the weight of the layer `expected_names` maps its module to."""
     model = checkpoints.load_checkpoint(result["checkpoint"], compile=False)
     arch = official.Architecture(**result["architecture"])
-    for target, (params, state) in ((False, imported["online"]), (True, imported["target"])):
-        params, state = _canonical(params), _canonical(state)
+    for is_target, (params, state) in ((False, online), (True, target)):
+        params = {official._base_name(k): v for k, v in _canonical(params).items()}
+        state = {official._base_name(k): v for k, v in _canonical(state).items()}
         for module, (network, layer) in official.expected_names(arch).items():
-            if target and network not in ("encoder", "projector"):
+            if is_target and network not in ("encoder", "projector"):
                 continue
             net = model.probe if network == "probe" else getattr(
-                model, f"target_{network}" if target else network
+                model, f"target_{network}" if is_target else network
             )  # fmt: skip
             weights = [w.numpy() for w in (net if layer is None else net.get_layer(layer)).weights]
             source = params[module]
@@ -96,6 +97,14 @@ def test_import_writes_every_official_array_into_its_layer(imported):
             assert len(weights) == len(expected), module
             for got, want in zip(weights, expected, strict=True):
                 np.testing.assert_array_equal(got, np.reshape(want, got.shape), err_msg=module)
+
+
+def test_import_writes_every_official_array_into_its_layer(imported):
+    result = imported["result"]
+    assert result["step"] == 1234
+    assert result["checkpoint"].endswith("ckpt-00001234.keras")
+    assert "ResNet-50 ×0.0625 at step 1234" in imported["lines"][0]
+    _assert_every_array_landed(result, imported["online"], imported["target"])
 
 
 def test_imported_run_config_records_the_official_normalisation_and_architecture(imported):
@@ -141,9 +150,198 @@ def test_batchnorm_statistics_without_average_are_debiased_from_the_hidden_ema()
     )
 
 
+# Files that dill releases wrote with `official_format.write` (`python tests/official_format.py
+# OUT.pkl MAPPING` with that release first on PYTHONPATH), under NumPy 1.26 or 2.4, and the dill
+# helpers each names: every form of the official files, read in every leg.
+_NUMPY1, _NUMPY2 = "numpy.core.multiarray", "numpy._core.multiarray"
+DILL_WRITTEN = {
+    "dill0.2.7.1-numpy1-frozendict.pkl": {"dill.dill _get_attr", "dill.dill _import_module"},
+    "dill0.3.2-numpy1-frozendict.pkl": {"dill._dill _get_attr", "dill._dill _import_module"},
+    "dill0.3.2-numpy1-FlatMapping.pkl": {"dill._dill _get_attr", "dill._dill _import_module"},
+    "dill0.3.5.1-numpy1-FlatMapping.pkl": {"numpy.core.multiarray _reconstruct", "_codecs encode"},
+    "dill0.4.1-numpy1-dict.pkl": {"dill._dill _create_array", "numpy.core.multiarray _reconstruct"},
+    "dill0.4.1-numpy2-dict.pkl": {
+        "dill._dill _create_array",
+        "numpy._core.multiarray _reconstruct",
+    },
+    "dill0.4.1-numpy2-FlatMapping.pkl": {"dill._dill _create_array"},
+}
+
+
+def _globals(path):
+    with open(path, "rb") as handle:
+        return {arg for op, arg, _ in pickletools.genops(handle.read()) if op.name == "GLOBAL"}
+
+
+def _assert_reads_tiny_trees(path):
+    trees = official.load_official(path)
+    assert trees["step"] == 1234
+    fields = ("online_params", "target_params", "online_state", "target_state")
+    for field, expected in zip(fields, official_format.tiny_trees(), strict=True):
+        expected = _canonical(expected)
+        assert set(trees[field]) == set(expected), field
+        for module, values in expected.items():
+            assert set(trees[field][module]) == set(values), module
+            for name, value in values.items():
+                got = trees[field][module][name]
+                assert got.dtype == value.dtype, (module, name)
+                np.testing.assert_array_equal(got, value, err_msg=f"{field} {module} {name}")
+
+
+@pytest.mark.parametrize("name", sorted(DILL_WRITTEN))
+def test_files_written_by_dill_0_2_to_0_4_read_exactly(name):
+    path = os.path.join(os.path.dirname(official_format.NAMES_FILE), "dill_written", name)
+    names = _globals(path)
+    module = "dill.dill" if name.startswith("dill0.2.7") else "dill._dill"
+    # the experiment state is a named tuple dill re-creates from its name and fields
+    assert {f"{module} _create_namedtuple"} | DILL_WRITTEN[name] <= names, names
+    mapping = name.rsplit("-", 1)[1][: -len(".pkl")]
+    haiku = {n for n in names if n.startswith("haiku.")}
+    assert haiku == (set() if mapping == "dict" else {f"haiku._src.data_structures {mapping}"})
+    _assert_reads_tiny_trees(path)
+
+
+def test_the_recorded_dill_files_are_every_one_there():
+    folder = os.path.join(os.path.dirname(official_format.NAMES_FILE), "dill_written")
+    assert sorted(os.listdir(folder)) == sorted(DILL_WRITTEN)
+
+
+@pytest.mark.parametrize("mapping", ["frozendict", "FlatMapping", "dict"])
+def test_a_file_the_installed_dill_writes_reads_exactly(mapping, tmp_path):
+    path = str(tmp_path / "official.pkl")
+    official_format.write(path, *official_format.tiny_trees(), step=1234, mapping=mapping)
+    names = _globals(path)
+    print(f"dill {dill.__version__}, NumPy {np.__version__}: {sorted(names)}")
+    assert "dill._dill _create_namedtuple" in names  # written by dill, not by pickle
+    _assert_reads_tiny_trees(path)
+
+
+def test_the_experiment_state_is_recognised_by_its_field_names_alone(tmp_path):
+    online, target, online_state, target_state = official_format.tiny_trees()
+    for cls_name, fields, readable in (
+        ("AnyName", official_format.STATE_FIELDS, True),
+        ("_ByolExperimentState", "online_params target_params online_state other opt_state", False),
+    ):
+        state = collections.namedtuple(cls_name, fields)(
+            online, target, online_state, target_state, ()
+        )
+        path = str(tmp_path / f"{cls_name}.pkl")
+        with open(path, "wb") as handle:
+            dill.dump(dict(experiment_state=state, step=1234, rng=np.zeros(2, np.uint32)), handle,
+                      protocol=2)  # fmt: skip
+        if readable:
+            _assert_reads_tiny_trees(path)
+        else:
+            with pytest.raises(official.CheckpointFormatError, match="without a BYOL experiment"):
+                official.load_official(path)
+
+
+def _import_small(folder, **shapes):
+    params_shapes, state_shapes = official_format.official_shapes(**{**SMALL, **shapes})
+    online = official_format.random_trees(params_shapes, state_shapes, seed=1)
+    target = official_format.random_trees(params_shapes, state_shapes, seed=2)
+    path = str(folder / "official.pkl")
+    official_format.write(path, online[0], target[0], online[1], target[1], step=1234)
+    result = official.import_checkpoint(path, str(folder / "run"), image_size=32, log=print)
+    return result, online, target
+
+
+def test_a_stem_recreated_by_haiku_as_initial_conv_1_imports(tmp_path):
+    result, online, target = _import_small(tmp_path, stem_suffix="_1")
+    assert "res_net50/~/initial_conv_1" in online[0] and "res_net50/~/initial_conv" not in online[0]
+    assert "res_net50/~/initial_batchnorm_1/~/mean_ema" in online[1]
+    _assert_every_array_landed(result, online, target)
+
+
+def test_a_stem_narrower_than_the_blocks_builds_as_the_file_has_it(tmp_path):
+    # The official code before 2020-08-17 kept 64 stem channels at every width multiplier.
+    result, online, target = _import_small(tmp_path, width=1 / 8, stem=4)
+    arch = official.Architecture(**result["architecture"])
+    assert (arch.width_multiplier, arch.stem_width) == (1 / 8, 4)
+    model = checkpoints.load_checkpoint(result["checkpoint"], compile=False)
+    assert model.encoder.get_layer("stem_conv").kernel.shape == (7, 7, 3, 4)
+    assert model.encoder.get_layer("stage1_block1_conv1").kernel.shape == (1, 1, 4, 8)
+    _assert_every_array_landed(result, online, target)
+
+
+def _write_altered(folder, alter):
+    params, state = official_format.official_shapes(**SMALL)
+    params, state = official_format.random_trees(params, state)
+    alter(params, state)
+    path = str(folder / "altered.pkl")
+    official_format.write(path, params, params, state, state)
+    return path
+
+
+def _block(name):
+    return f"res_net50/~/block_group_2/~/block_5/~/{name}"
+
+
+def _drop_block(params, state):
+    for tree in (params, state):
+        for module in [m for m in tree if m.startswith(_block(""))]:
+            del tree[module]
+
+
+def _extra_module(params, state):
+    params["res_net50/~/logits"] = {"w": np.zeros((128, 10), np.float32)}
+
+
+def _wrong_shape(params, state):
+    params[_block("conv_1")]["w"] = np.zeros((3, 3, 5, 16), np.float32)
+
+
+def _stem_twice(params, state):
+    params["res_net50/~/initial_conv_1"] = params["res_net50/~/initial_conv"]
+
+
+@pytest.mark.parametrize(
+    "alter, message",
+    [
+        (_drop_block, "res_net50/block_group_2 has 5 blocks"),
+        (_extra_module, "res_net50/logits is no module of the official ResNet-50"),
+        (_wrong_shape, "res_net50/block_group_2/block_5/conv_1 has shapes [(3, 3, 5, 16)]"),
+        (_stem_twice, "both res_net50/initial_conv and res_net50/initial_conv_1"),
+    ],
+    ids=["blocks", "extra", "shape", "twice"],
+)
+def test_a_file_that_fits_no_official_network_is_refused_naming_the_module(
+    alter, message, tmp_path
+):
+    path = _write_altered(tmp_path, alter)
+    with pytest.raises(official.CheckpointFormatError) as error:
+        official.import_checkpoint(path, str(tmp_path / "run"), image_size=32, log=print)
+    text = str(error.value)
+    assert message in text and path in text and "\n" not in text, text
+
+
 class _RunsCode:
     def __reduce__(self):
         return (os.system, ("touch should-not-exist",))
+
+
+class _Calls:
+    """Pickles as `function(*args)`: how a hostile file would reach code through dill's
+    helpers (loaded by dill itself, these files would run it)."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __call__(self):
+        raise AssertionError("never called here")
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def _dill_attribute(module, name):
+    return _Calls(dill._dill._get_attr, _Calls(dill._dill._import_module, module), name)
+
+
+def _hostile(folder, name, payload):
+    path = folder / f"{name}.pkl"
+    path.write_bytes(pickle.dumps({"experiment_state": payload, "step": 1}, protocol=2))
+    return str(path)
 
 
 def _bad_files(folder):
@@ -167,10 +365,24 @@ def _bad_files(folder):
     path = folder / "no_resnet.pkl"
     official_format.write(str(path), {"mlp/linear": {"w": np.zeros((2, 2))}}, {}, {}, {})
     files["no_resnet"] = (str(path), "no official ResNet encoder")
+    system = _Calls(_dill_attribute("os", "system"), "touch should-not-exist")
+    files["dill_module"] = (_hostile(folder, "dill_module", system), "refused to load module os")
+    system = _Calls(_dill_attribute("numpy", "load"), "should-not-exist")
+    files["dill_attribute"] = (_hostile(folder, "dill_attribute", system), "numpy.load")
+    encode = _dill_attribute("_codecs", "encode")
+    array = _Calls(dill._dill._create_array, encode, ("x",), None)
+    files["dill_array"] = (_hostile(folder, "dill_array", array), "not built by numpy")
+    path = folder / "dill_function.pkl"
+    path.write_bytes(dill.dumps({"experiment_state": lambda: os.system("touch x")}, protocol=2))
+    files["dill_function"] = (str(path), "refused to load dill._dill._create_function")
     return files
 
 
-@pytest.mark.parametrize("kind", ["missing", "code", "truncated", "text", "foreign", "no_resnet"])
+BAD_FILES = ["missing", "code", "truncated", "text", "foreign", "no_resnet", "dill_module",
+             "dill_attribute", "dill_array", "dill_function"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
 def test_bad_checkpoint_files_get_one_line_naming_the_file(kind, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path, message = _bad_files(tmp_path)[kind]

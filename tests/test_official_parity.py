@@ -5,7 +5,11 @@ byol_experiment.py `_forward`): ImageNet normalisation, Haiku's ResNet v1 torso 
 padding and projection shortcuts in every block group, BatchNorm decay 0.9 and ε 1e-5, MLP heads
 Linear → BatchNorm → ReLU → Linear without bias, and a linear classifier on the embedding. It
 gets random weights and random BatchNorm statistics, is written in the official checkpoint
-format, imported, and both networks run in inference mode on the same images.
+format by dill (`tests/official_format.py`: dill 0.3.2 in this leg, as in August 2020, with
+Haiku's `frozendict` or `FlatMapping` mappings), imported, and both networks run in inference
+mode on the same images. Besides the network of today's official code, a network as the
+official code built it before 2020-08-17 (a 64-channel stem at every width, here a stem
+narrower than the blocks) with the stem re-created (`initial_conv_1`, `initial_batchnorm_1`).
 
 Runs in the `parity` leg (scripts/test.sh --parity), where dm-haiku and jax are installed.
 """
@@ -28,21 +32,29 @@ _BN = dict(decay_rate=0.9, eps=1e-5, create_scale=True, create_offset=True)
 _TOLERANCE = 1e-4
 
 
-def _torso_class(stem_padding):
+def _torso_class(stem_padding, stem=None, recreated_stem=False):
     class Torso(hk.Module):
-        """The official ResNet v1 torso; `stem_padding` only for the mutation check."""
+        """The official ResNet v1 torso; `stem_padding` only for the mutation check. `stem`:
+        its channels when not 64 × width; `recreated_stem`: the stem modules made twice, so
+        that Haiku names the ones in use `initial_conv_1` and `initial_batchnorm_1`."""
 
         def __init__(self, depth, width):
             super().__init__(name=f"res_net{depth}")  # the official module name
-            self.initial_conv = hk.Conv2D(
-                int(64 * width), 7, stride=2, with_bias=False, padding=stem_padding,
-                name="initial_conv",
-            )  # fmt: skip
-            self.initial_batchnorm = hk.BatchNorm(name="initial_batchnorm", **_BN)
+            for _ in range(2 if recreated_stem else 1):
+                self.initial_conv = hk.Conv2D(
+                    stem or int(64 * width), 7, stride=2, with_bias=False, padding=stem_padding,
+                    name="initial_conv",
+                )  # fmt: skip
+                self.initial_batchnorm = hk.BatchNorm(name="initial_batchnorm", **_BN)
             self.groups = [
                 hk.nets.ResNet.BlockGroup(
-                    channels=int(256 * width) * 2**g, num_blocks=n, stride=(1, 2, 2, 2)[g],
-                    bn_config=_BN, resnet_v2=False, bottleneck=True, use_projection=True,
+                    channels=int(256 * width) * 2**g,
+                    num_blocks=n,
+                    stride=(1, 2, 2, 2)[g],
+                    bn_config=_BN,
+                    resnet_v2=False,
+                    bottleneck=True,
+                    use_projection=True,
                     name=f"block_group_{g}",
                 )  # fmt: skip
                 for g, n in enumerate(_BLOCKS[depth])
@@ -65,11 +77,14 @@ def _mlp(name, hidden, output, x, is_training):
         return hk.Linear(output, with_bias=False)(x)
 
 
-def _official_network(depth, width, hidden, projection, classes, stem_padding="SAME"):
+def _official_network(
+    depth, width, hidden, projection, classes, stem_padding="SAME", stem=None, recreated=False
+):  # fmt: skip
     def forward(images, is_training):
         mean = jnp.array(official.OFFICIAL_MEAN).reshape(1, 1, 1, 3)
         std = jnp.array(official.OFFICIAL_STD).reshape(1, 1, 1, 3)
-        embedding = _torso_class(stem_padding)(depth, width)((images - mean) / std, is_training)
+        torso = _torso_class(stem_padding, stem, recreated)(depth, width)
+        embedding = torso((images - mean) / std, is_training)
         proj = _mlp("projector", hidden, projection, embedding, is_training)
         pred = _mlp("predictor", hidden, projection, proj, is_training)
         logits = hk.Linear(classes, name="classifier")(jax.lax.stop_gradient(embedding))
@@ -93,12 +108,29 @@ def _worst(ours, reference):
     }
 
 
-@pytest.fixture(scope="module", params=[(50, 1 / 8), (200, 1 / 16)], ids=["res50", "res200"])
+# (depth, width, image size, hidden, projection, classes, stem, re-created stem, Haiku mapping)
+CASES = [
+    pytest.param((50, 1 / 8, 64, 128, 32, 10, None, False, "frozendict"), id="res50"),
+    pytest.param((200, 1 / 16, 64, 128, 32, 10, None, False, "FlatMapping"), id="res200"),
+    # before the official fix of 2020-08-17: a stem that does not follow the multiplier
+    pytest.param((50, 1 / 8, 64, 128, 32, 10, 4, True, "frozendict"), id="res50_stem_1"),
+    # the published ResNet-50 ×1 at its size (about 1 min)
+    pytest.param(
+        (50, 1, 224, 4096, 256, 1000, None, False, "FlatMapping"),
+        id="res50x1",
+        marks=pytest.mark.slow,
+    ),  # fmt: skip
+]
+
+
+@pytest.fixture(scope="module", params=CASES)
 def case(request, tmp_path_factory):
-    depth, width = request.param
-    size, hidden, projection, classes = 64, 128, 32, 10
-    network = _official_network(depth, width, hidden, projection, classes)
-    images = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    depth, width, size, hidden, projection, classes, stem, recreated, mapping = request.param
+    network = _official_network(
+        depth, width, hidden, projection, classes, stem=stem, recreated=recreated
+    )
+    count = 4 if size < 224 else 2
+    images = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
     unit = (images / 255.0).astype(np.float32)
     params, state = network.init(jax.random.PRNGKey(0), unit, True)
     params, state = _random_like(params, state, seed=depth)
@@ -106,15 +138,28 @@ def case(request, tmp_path_factory):
     official_out, _ = network.apply(params, state, unit, False)
     folder = tmp_path_factory.mktemp(f"res{depth}")
     path = str(folder / f"pretrain_res{depth}.pkl")
-    official_format.write(path, params, target_params, state, target_state, frozen=False)
+    official_format.write(path, params, target_params, state, target_state, mapping=mapping)
     result = official.import_checkpoint(
         path, str(folder / "run"), str(folder / "export"), image_size=size, log=lambda line: None
     )
     return dict(
         depth=depth, width=width, params=params, state=state, target=(target_params, target_state),
         images=images, unit=unit, official=official_out, result=result, folder=folder,
-        sizes=(hidden, projection, classes), network=network,
+        sizes=(hidden, projection, classes), network=network, stem=stem, recreated=recreated,
+        mapping=mapping,
     )  # fmt: skip
+
+
+def test_the_file_holds_the_names_and_mappings_of_the_case(case):
+    names = set(case["params"])
+    stem = f"res_net{case['depth']}/~/initial_conv"
+    assert (f"{stem}_1" in names, stem in names) == (case["recreated"], not case["recreated"])
+    arch = official.Architecture(**case["result"]["architecture"])
+    assert arch.stem_width == case["stem"]
+    with open(case["folder"] / f"pretrain_res{case['depth']}.pkl", "rb") as handle:
+        content = handle.read()
+    assert f"haiku._src.data_structures\n{case['mapping']}".encode() in content
+    assert b"_create_namedtuple" in content  # written by dill
 
 
 def _keras_outputs(model, unit):
@@ -164,8 +209,9 @@ def test_a_symmetric_stem_padding_would_fail_the_comparison(case):
     # (2 before, 3 after at even sizes): the error of the public PyTorch conversion.
     hidden, projection, classes = case["sizes"]
     symmetric = _official_network(
-        case["depth"], case["width"], hidden, projection, classes, [(3, 3), (3, 3)]
-    )
+        case["depth"], case["width"], hidden, projection, classes, [(3, 3), (3, 3)],
+        case["stem"], case["recreated"],
+    )  # fmt: skip
     mutated, _ = symmetric.apply(case["params"], case["state"], case["unit"], False)
     model = checkpoints.load_checkpoint(case["result"]["checkpoint"], compile=False)
     worst = _worst(_keras_outputs(model, case["unit"]), mutated)
@@ -184,10 +230,10 @@ def test_a_transposed_kernel_would_fail_the_comparison(case):
     }
     path = str(case["folder"] / "transposed.pkl")
     target_params, target_state = case["target"]
-    official_format.write(path, params, target_params, case["state"], target_state, frozen=False)
-    trees = official.load_official(path)
-    arch = official.architecture(trees["online_params"], path)
-    model = official.build_model(arch, image_size=case["unit"].shape[1])
+    official_format.write(path, params, target_params, case["state"], target_state)
+    trees, arch = official.read_checkpoint(path)
+    channels = official.encoder_channels(trees["online_params"], arch)
+    model = official.build_model(arch, image_size=case["unit"].shape[1], channels=channels)
     official.assign(model, trees, arch, path)
     worst = _worst(_keras_outputs(model, case["unit"]), case["official"])
     print(f"ResNet-{case['depth']} transposed kernels:", worst)
