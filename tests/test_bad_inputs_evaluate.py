@@ -177,3 +177,14 @@ def test_evaluate_checks_a_read_only_model_dir_before_evaluating(tiny_run, monke
         f"The results file {output} (in --model_dir={tiny_run}) cannot be written: {tiny_run} "
         "is not writable; pass --output"
     )
+
+
+def test_evaluate_calls_a_damaged_checkpoint_file_damaged(tiny_run, tmp_path):
+    (path,) = glob.glob(os.path.join(tiny_run, "checkpoints", "*.keras"))
+    damaged = tmp_path / "damaged.keras"
+    with open(path, "rb") as handle:
+        damaged.write_bytes(handle.read()[:100])
+    message = evaluate_error(checkpoint=str(damaged), dataset="demo")
+    assert message.startswith(
+        f"evaluate.py: error: Cannot read checkpoint {damaged}: it is damaged"
+    )
