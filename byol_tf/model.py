@@ -64,9 +64,8 @@ class BYOL(keras.Model):
             official heads have none: False; docs/algorithm.md §1).
         augmentation: a `byol_tf.device_augment.ViewAugmentation` that turns crop batches
             into views in the train step, or None (batches must then hold views).
-        head_kernel_initializer: the heads' and the probe's dense kernels: None (Keras's
-            Glorot uniform) or "haiku" (`hk.Linear`'s, the official network's;
-            `networks.make_dense_initializer`).
+        head_kernel_initializer: the heads' and probe's dense kernels: None (Glorot uniform)
+            or "haiku" (`hk.Linear`'s, the official network's).
         **kwargs: `keras.Model` arguments (name, ...).
     """
 
@@ -157,10 +156,9 @@ class BYOL(keras.Model):
         self.target_encoder = target_network.clone(self.encoder, shape)
         self.target_projector = head(feature_dim, "target_projector")
         if self.num_classes:
+            init = networks.make_dense_initializer(self.head_kernel_initializer)
             self.probe = keras.layers.Dense(
-                self.num_classes,
-                kernel_initializer=networks.make_dense_initializer(self.head_kernel_initializer),
-                name="online_probe",
+                self.num_classes, kernel_initializer=init, name="online_probe"
             )
             self.probe.build((None, feature_dim))
         self._ema_pairs = target_network.pair_variables(

@@ -25,8 +25,7 @@ STAGES = {
 }
 
 
-# A standard normal truncated to [-2, 2] has this std (Haiku's TruncatedNormal does not correct it).
-TRUNCATED_STD = 0.87962566103423978
+TRUNCATED_STD = 0.87962566103423978  # the std of a standard normal truncated to [-2, 2]
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
@@ -34,13 +33,11 @@ class HaikuTruncatedNormal(keras.initializers.TruncatedNormal):
     """Haiku's default weight initialisation, that of the official BYOL network.
 
     `hk.Conv2D` and `hk.Linear` without `w_init` draw `TruncatedNormal(stddev=1/sqrt(fan_in))`:
-    `stddev` times a standard normal truncated to [-2, 2] (values beyond are redrawn), so the
-    weights' std is `TRUNCATED_STD / sqrt(fan_in)` ≈ 0.88 / sqrt(fan_in), and none exceeds
-    `2 / sqrt(fan_in)`. `fan_in` is the product of all the kernel's dimensions but the last
-    (kernel height × width × input channels of a convolution, the input size of a dense
-    layer), as Haiku computes it. Unlike Keras's `VarianceScaling(1, "fan_in",
-    "truncated_normal")`, the std is not corrected for the truncation. Biases stay zero, as
-    Haiku's.
+    `stddev` times a standard normal truncated to [-2, 2], so the weights' std is
+    `TRUNCATED_STD / sqrt(fan_in)` ≈ 0.88 / sqrt(fan_in) and none exceeds `2 / sqrt(fan_in)`
+    (Keras's `VarianceScaling(1, "fan_in", "truncated_normal")` corrects the std for the
+    truncation; Haiku does not). `fan_in` is the product of the kernel's dimensions but the
+    last (height × width × input channels; a dense layer's input size), as Haiku's.
 
     Args:
         seed: an int or `keras.random.SeedGenerator` (as Keras's initializers); None: random.
@@ -68,15 +65,12 @@ def make_initializer(name):
         return HaikuTruncatedNormal()
     if name == "he_normal":
         return "he_normal"
-    raise ValueError(
-        f"kernel_initializer must be one of {KERNEL_INITIALIZERS}. Received: {name!r}"
-    )
+    raise ValueError(f"kernel_initializer must be one of {KERNEL_INITIALIZERS}. Received: {name!r}")
 
 
 def make_dense_initializer(name):
-    """The kernel initializer of the heads' and the probe's dense layers for a run whose
-    encoder takes `name`: Haiku's (as `hk.Linear`) for "haiku", else Keras's Dense default
-    (Glorot uniform), byol_tf's own choice; None is Keras's default too."""
+    """The heads' and probe's dense kernel initializer for a run whose encoder takes `name`:
+    Haiku's (`hk.Linear`'s) for "haiku", else (or None) Keras's Dense default, Glorot uniform."""
     if name is None or name == "he_normal":
         return "glorot_uniform"
     return make_initializer(name)

@@ -55,8 +55,9 @@ def jpeg_cases(seed=0, count=2):
         files = [
             tf.io.encode_jpeg(
                 rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-                quality=95, chroma_downsampling=False,
-            )  # fmt: skip
+                quality=95,
+                chroma_downsampling=False,
+            )
             for _ in range(count)
         ]
         pixels = np.stack([tf.io.decode_jpeg(f, channels=3).numpy() for f in files])

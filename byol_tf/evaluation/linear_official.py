@@ -1,6 +1,5 @@
-"""The paper's linear evaluation: a linear classifier on the frozen encoder, trained on random
-crops and flips of the whole training images (Grill et al. 2020, appendix C.1; docs/algorithm.md
-§6)."""
+"""The paper's linear evaluation (Grill et al. 2020, appendix C.1; docs/algorithm.md §6): a linear
+classifier on the frozen encoder, trained on random crops and flips of whole training images."""
 
 import collections
 import math
@@ -23,54 +22,29 @@ from byol_tf.evaluation.features import (
 from byol_tf.evaluation.linear import classifier_accuracies
 
 PROTOCOL = "linear_official"
-# The paper's linear evaluation (Grill et al. 2020, arXiv 2006.07733, appendix C.1): "SGD with
-# Nesterov momentum over 80 epochs, using a batch size of 1024 and a momentum of 0.9", no
-# regularisation, and a sweep "over 5 learning rates {0.4, 0.3, 0.2, 0.1, 0.05} on a local
-# validation set (10009 images from ImageNet train set)"; the accuracy of the best one on that
-# set is reported on the test set (ImageNet's public validation set). The paper does not say
-# whether its rates scale with the batch; they are read here as the official code's base rate
-# per 256 images (peak = base · batch / 256, `byol/utils/schedules.py`), whose 0.2
-# (`byol/configs/eval.py`) is the middle of the grid. Listed in the paper's order: on a tie of
-# held-out top-1 the first is kept.
+# The paper's sweep (appendix C.1: "5 learning rates {0.4, 0.3, 0.2, 0.1, 0.05}"), read as the
+# official code's base rates per 256 images (`byol/utils/schedules.py`); on a tie of held-out
+# top-1 the first is kept. Each number's source: docs/algorithm.md §6.
 LINEAR_OFFICIAL_LEARNING_RATES = (0.4, 0.3, 0.2, 0.1, 0.05)
 OFFICIAL_LEARNING_RATE = 0.2  # the official `byol/configs/eval.py` base rate
 # "paper": one classifier per rate on train minus a held-out part, chosen there (appendix C.1);
-# "official": one rate on all of train, as the official code runs (its `TRAIN_AND_VALID`
-# split: all 1,281,167 ImageNet training images, no held-out part).
+# "official": one rate on all of train (the official code's `TRAIN_AND_VALID` split).
 SELECTIONS = ("paper", "official")
-# Budgets by data size: `epochs` and, per selection, `batch_size` (None: the caller's).
-# "imagenet": 80 epochs (the paper and `byol/configs/eval.py`) at the paper's batch of 1024
-# (appendix C.1), or under "official" the batch of 4096 the official main loop passes to
-# `eval.py` (`byol/main_loop.py`, --batch_size).
+# Budgets: epochs, and the batch size per selection (None: the caller's). "imagenet": 80 epochs
+# at the paper's batch of 1024 (appendix C.1), or the official main loop's 4096.
 LINEAR_PRESETS = {
     "small": {"epochs": 10, "batch_size": {"paper": None, "official": None}},
     "imagenet": {"epochs": 80, "batch_size": {"paper": 1024, "official": 4096}},
 }
-# The paper's held-out set: 10,009 ImageNet training images (appendix C.1; appendix D.1, Table
-# 10: 1,271,158 train + 10,009 validation; "the last 10009 images of the official tensorflow
-# ImageNet split", whose records tensorflow-datasets stores shuffled); byol_tf draws a seeded,
-# class-balanced set of that size instead, as safe for sources stored in class order. The
-# official code's `VALID` split is the first 10,000 (`byol/utils/dataset.py`). A smaller set holds
-# out `validation_fraction` (default 0.1, as the paper's transfer data sets: CIFAR-10's 5,000 of
-# 50,000, Food-101's 7,575 of 75,750; Table 10).
+# The paper's held-out set: 10,009 ImageNet training images (appendix C.1, Table 10).
 MAX_VALIDATION_EXAMPLES = 10_009
 
 
 def preset_budget(preset, selection="paper"):
-    """`{"epochs", "batch_size"}` of a `LINEAR_PRESETS` budget under a selection.
-
-    Args:
-        preset: a key of `LINEAR_PRESETS`.
-        selection: one of `SELECTIONS`.
-
-    Returns:
-        `{"epochs": int, "batch_size": int or None}` (None: the caller's batch size).
-    """
-    if preset not in LINEAR_PRESETS or selection not in SELECTIONS:
-        raise ValueError(
-            f"preset must be one of {tuple(LINEAR_PRESETS)} and selection one of {SELECTIONS}. "
-            f"Received: preset={preset!r}, selection={selection!r}"
-        )
+    """`{"epochs", "batch_size"}` of the `LINEAR_PRESETS` budget `preset` under `selection`
+    (`batch_size` None: the caller's)."""
+    _check_choice("preset", preset, tuple(LINEAR_PRESETS))
+    _check_choice("selection", selection, SELECTIONS)
     budget = LINEAR_PRESETS[preset]
     return {"epochs": budget["epochs"], "batch_size": budget["batch_size"][selection]}
 
@@ -78,11 +52,9 @@ def preset_budget(preset, selection="paper"):
 _MOMENTUM = 0.9  # SGD with Nesterov momentum 0.9, no weight decay (paper appendix C.1)
 _CROP_TAG = 3  # seed_pair counter of the training crops
 # The checked settings of a run: the views', the training's and the held-out split's.
-_Options = collections.namedtuple(
-    "_Options",
-    "image_size epochs batch_size crop_sampler shuffle_buffer seed mean std crop_fraction "
-    "selection label_fraction validation_fraction max_validation_examples",
-)
+_Options = collections.namedtuple("_Options", "image_size epochs batch_size crop_sampler "
+    "shuffle_buffer seed mean std crop_fraction selection label_fraction validation_fraction "
+    "max_validation_examples")  # fmt: skip
 
 
 def learning_rate(step, base_rate, batch_size, total_steps):
@@ -110,10 +82,7 @@ def _check_arguments(encoder, datasets, learning_rates, crop_sampler, selection)
     for name, value in zip(("train_dataset", "test_dataset"), datasets, strict=True):
         if not isinstance(value, tf.data.Dataset):
             raise ValueError(f"{name} must be a tf.data.Dataset. Received: {type(value).__name__}")
-    if selection not in SELECTIONS:
-        raise ValueError(
-            f"selection must be one of {SELECTIONS}. Received: selection={selection!r}"
-        )
+    _check_choice("selection", selection, SELECTIONS)
     if learning_rates is None:
         learning_rates = (
             LINEAR_OFFICIAL_LEARNING_RATES if selection == "paper" else (OFFICIAL_LEARNING_RATE,)
@@ -128,12 +97,13 @@ def _check_arguments(encoder, datasets, learning_rates, crop_sampler, selection)
             "selection='official' trains one classifier: pass one learning rate. "
             f"Received: learning_rates={learning_rates}"
         )
-    if crop_sampler not in image_ops.CROP_SAMPLERS:
-        raise ValueError(
-            f"crop_sampler must be one of {image_ops.CROP_SAMPLERS}. "
-            f"Received: crop_sampler={crop_sampler!r}"
-        )
+    _check_choice("crop_sampler", crop_sampler, image_ops.CROP_SAMPLERS)
     return tuple(float(r) for r in rates)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}. Received: {name}={value!r}")
 
 
 def _whole_images(dataset):
@@ -245,11 +215,8 @@ def _scores(features, labels, kernel, bias, num_classes):
 
 def _split(labels, label_fraction, selection, validation_fraction, max_validation, seed):
     """`(labelled, fit, held_out)` indices: the labels used, those the classifiers are trained
-    on and the class-balanced held-out part (none under the official selection).
-
-    The held-out part has `round(validation_fraction · labelled)` examples, at most
-    `max_validation`, and at least one per class (`subset_by_fraction`): on a small data set it
-    can be a larger share than asked, which the results report (`validation_fraction`)."""
+    on and the class-balanced held-out part (none under the official selection; at least one
+    per class, so on a small data set a larger share than asked: the results report it)."""
     labelled = subset_by_fraction(labels, label_fraction, seed)
     if selection == "official":
         return labelled, labelled, labelled[:0]
@@ -300,8 +267,7 @@ def linear_eval_official(
     ImageNet; at least one per class) is set aside; one classifier per base rate is trained on
     the rest and scored on it; the one with the best held-out top-1 (the first on ties) is
     scored on `test_dataset`, without training again. `selection="official"`: one classifier
-    at the one rate (default 0.2) on all the training examples, scored on `test_dataset` (the
-    official code's run).
+    at the one rate (default 0.2) on all the training examples (the official code's run).
     Held-out images are centre cropped as `eval_preprocess.center_crop`. Nothing is cached:
     every step runs the encoder on fresh views.
 
@@ -323,9 +289,7 @@ def linear_eval_official(
             ("official", which takes one).
         epochs: passes over the training examples (the paper and the official code: 80).
         batch_size: mini-batch size (the official code: 4096; the paper: 1024).
-        validation_fraction: share of the training examples held out ("paper"), in (0, 1); the
-            share actually held out (capped, at least one per class) is what the results
-            report, beside this one.
+        validation_fraction: share of the training examples held out ("paper"), in (0, 1).
         max_validation_examples: at most this many held out ("paper").
         label_fraction: share of the training labels used, in (0, 1] (class-balanced).
         crop_fraction: centre-crop share of the held-out images' short side; default
@@ -340,10 +304,9 @@ def linear_eval_official(
         {"protocol", "selection", "top1", "top5" (test), "learning_rate" (the base rate
         scored), "peak_learning_rate", "val_top1" (None under "official"),
         "val_top1_by_learning_rate", "epochs", "batch_size", "validation_fraction" (the share
-        of the labelled examples held out: num_validation / num_train; 0 under "official"),
-        "requested_validation_fraction" (the argument; None under "official"),
-        "label_fraction", "image_size", "crop_fraction", "crop_sampler", "num_train"
-        (labelled), "num_fit" (trained on), "num_validation", "num_test", "feature_dim"}.
+        held out: num_validation / num_train), "requested_validation_fraction", "label_fraction",
+        "image_size", "crop_fraction", "crop_sampler", "num_train" (labelled), "num_fit"
+        (trained on), "num_validation", "num_test", "feature_dim"}.
 
     Raises:
         ValueError: for a bad argument, naming it.
@@ -351,10 +314,10 @@ def linear_eval_official(
     rates = _check_arguments(
         encoder, (train_dataset, test_dataset), learning_rates, crop_sampler, selection
     )
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("shuffle_buffer", shuffle_buffer),
+                        ("max_validation_examples", max_validation_examples)):  # fmt: skip
         check_int(name, value)
-    check_int("shuffle_buffer", shuffle_buffer)
-    check_int("max_validation_examples", max_validation_examples)
     check_int("seed", seed, minimum=0)
     if crop_fraction is not None:
         check_fraction("crop_fraction", crop_fraction)
@@ -412,9 +375,7 @@ def _evaluate(encoder, train_dataset, test_dataset, num_classes, rates, options)
         "batch_size": o.batch_size,
         # What was held out, not what was asked (the cap and one per class change it).
         "validation_fraction": len(held_out) / len(labelled),
-        "requested_validation_fraction": (
-            float(o.validation_fraction) if o.selection == "paper" else None
-        ),
+        "requested_validation_fraction": o.validation_fraction if len(held_out) else None,
         "label_fraction": float(o.label_fraction),
         "image_size": int(o.image_size),
         "crop_fraction": float(o.crop_fraction),
