@@ -4,6 +4,7 @@ import dataclasses
 import difflib
 import os
 import re
+import tarfile
 
 import numpy as np
 
@@ -204,15 +205,22 @@ def _tfds_builder(name, data_dir, manual_dir):
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     try:
         builder.download_and_prepare(download_config=config)  # a no-op once prepared
-    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as error:
-        # What tensorflow-datasets raises when the files of a manual data set are missing: an
-        # AssertionError about the manual folder, or a file of it not found (ImageNet's).
+    except _download_errors() as error:  # before OSError: requests' errors are OSErrors
+        raise ValueError(_download_failed(builder, name, manual_dir, error)) from None
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError, tarfile.TarError) as error:
+        # What tensorflow-datasets raises when the files of a manual data set are missing or
+        # damaged: an AssertionError about the manual folder, a file of it not found
+        # (ImageNet's), a tar file cut short.
         message = _manual_files_missing(builder, name, manual_dir, error)
         if message is None:
             raise
         raise ValueError(message) from None
-    except _download_errors() as error:
-        raise ValueError(_download_failed(builder, name, manual_dir, error)) from None
+    except (OSError, tf.errors.PermissionDeniedError, tf.errors.FailedPreconditionError) as error:
+        # A data_dir that cannot be written: under a file, read-only, a full disk.
+        raise ValueError(
+            f"Cannot prepare tensorflow-datasets data set {name!r} in "
+            f"--data_dir={_tfds_folders(builder, manual_dir)[0]}: {error}"
+        ) from None
     return builder
 
 
@@ -246,6 +254,8 @@ def _manual_files_missing(builder, name, manual_dir, error):
         state = "is empty"
     elif missing:
         state = f"has no {missing.group(1)}"
+    elif isinstance(error, tarfile.TarError):
+        state = f"holds a tar file that cannot be read ({error}; cut short by its download?)"
     elif isinstance(error, AssertionError) and "manual" in text.lower():
         state = "does not hold them"
     else:
@@ -300,8 +310,9 @@ def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, st
 
     Raises:
         ValueError: for an unknown name (suggesting close ones), a dataset without images,
-            one that cannot be downloaded (no network) or a manual one whose files are
-            missing (each naming the data set, data_dir and manual_dir).
+            one that cannot be downloaded (no network), a manual one whose files are
+            missing (each naming the data set, data_dir and manual_dir), or a data_dir that
+            cannot be written.
     """
     import tensorflow_datasets as tfds
 

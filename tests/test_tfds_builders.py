@@ -156,6 +156,30 @@ def test_train_on_imagenet_without_its_tar_files_says_what_manual_dir_needs(tmp_
     assert f"--manual_dir={manual_dir}" in message and MANUAL_FILES in message, message
 
 
+def test_train_on_imagenet_with_a_tar_file_cut_short_says_so(tmp_path):
+    manual_dir = imagenet_manual_dir(str(tmp_path / "manual"))
+    train_tar = os.path.join(manual_dir, "ILSVRC2012_img_train.tar")
+    os.truncate(train_tar, os.path.getsize(train_tar) // 2)
+    message = train_error(
+        str(tmp_path / "run"), dataset="imagenet2012", data_dir=str(tmp_path / "tfds"),
+        manual_dir=manual_dir, eval_split="",
+    )  # fmt: skip
+    assert f"--manual_dir={manual_dir} holds a tar file that cannot be read" in message, message
+    assert MANUAL_FILES in message, message
+
+
+def test_train_with_data_dir_under_a_file_names_it(tmp_path):
+    (tmp_path / "a_file").write_text("precious")
+    data_dir = str(tmp_path / "a_file" / "tfds")
+    message = train_error(
+        str(tmp_path / "run"), dataset="imagenet2012", data_dir=data_dir,
+        manual_dir=imagenet_manual_dir(str(tmp_path / "manual")), eval_split="",
+    )  # fmt: skip
+    refusal = f"Cannot prepare tensorflow-datasets data set 'imagenet2012' in --data_dir={data_dir}"
+    assert refusal in message and "Not a directory" in message, message
+    assert (tmp_path / "a_file").read_text() == "precious"
+
+
 def test_evaluate_on_imagenet_without_its_tar_files_says_what_manual_dir_needs(tmp_path):
     data_dir, manual_dir = str(tmp_path / "tfds"), str(tmp_path / "manual")
     tiny_checkpoint_run(
