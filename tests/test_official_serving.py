@@ -101,7 +101,9 @@ def test_import_exports_with_the_official_crop(tmp_path, monkeypatch):
     official_format.write(path, online[0], online[0], online[1], online[1])
     calls = []
     monkeypatch.setattr(export, "export_encoder", lambda *a, **kw: calls.append(kw) or "done")
-    official.import_checkpoint(path, None, str(tmp_path / "export"), image_size=32, log=print)
+    official.import_checkpoint(
+        path, None, str(tmp_path / "export"), image_size=32, log=lambda _: None
+    )
     assert [kw.get("preprocessing") for kw in calls] == [export.OFFICIAL_CENTER_CROP]
 
 
