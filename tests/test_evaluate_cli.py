@@ -208,3 +208,18 @@ def test_evaluate_a_checkpoint_file_of_a_run(run_dir, tmp_path, capsys):
         f"evaluate.py: error: --checkpoint={run_dir} is a folder; expected a .keras checkpoint "
         "file (for the newest checkpoint of a run folder, pass --model_dir)"
     )
+
+
+def test_a_checkpoint_outside_a_run_is_normalised_as_its_data_set_with_a_note(
+    run_dir, tmp_path, capsys
+):
+    (tmp_path / "other").mkdir()
+    path = tmp_path / "other" / "ckpt.keras"
+    path.write_bytes(open(checkpoints.latest_checkpoint(str(run_dir)), "rb").read())
+    with flagsaver.flagsaver(checkpoint=str(path), dataset="demo", protocol="knn"):
+        assert evaluate.main(["evaluate.py"]) == 0
+    assert (tmp_path / "other" / "eval_knn.json").exists()
+    assert capsys.readouterr().err.strip() == (
+        "No run_config.json beside the checkpoint to take the encoder's normalisation from: "
+        "normalising with demo's statistics."
+    )
