@@ -366,8 +366,9 @@ def export_checkpoint(
     mean, std = mean or run_config.get("mean"), std or run_config.get("std")
     if mean is None or std is None:
         raise ValueError(
-            f"No {run_dir.RUN_CONFIG} with mean/std in {model_dir}; pass --mean and --std "
-            "(3 comma-separated numbers each, in [0, 1] pixel units)"
+            f"No {run_dir.RUN_CONFIG} with mean/std "
+            f"{f'in {model_dir}' if model_dir else 'without a run folder (--model_dir)'}; "
+            "pass --mean and --std (3 comma-separated numbers each, in [0, 1] pixel units)"
         )
     run_dir.prepare_folder(export_dir, "--export_dir")
     model = checkpoints.load_checkpoint(checkpoint, compile=False)

@@ -104,3 +104,14 @@ def test_export_refuses_an_encoder_without_pooling(tmp_path):
         "serves features of rank 2, [batch, D]"
     )
     assert not (tmp_path / "export").exists()
+
+
+def test_export_of_a_checkpoint_alone_asks_for_its_normalisation(tmp_path):
+    tiny_checkpoint_run(tmp_path)
+    (path,) = (tmp_path / "checkpoints").iterdir()
+    with pytest.raises(ValueError) as error:
+        export.export_checkpoint(None, str(tmp_path / "export"), checkpoint=str(path))
+    assert str(error.value) == (
+        "No run_config.json with mean/std without a run folder (--model_dir); pass --mean and "
+        "--std (3 comma-separated numbers each, in [0, 1] pixel units)"
+    )
