@@ -80,7 +80,9 @@ def test_imagenet_recipe_trains_and_evaluates_on_imagenet_prepared_from_its_tar_
     data_dir, model_dir = str(tmp_path / "tfds"), str(tmp_path / "run")
     start = time.perf_counter()
     flags = [f"--data_dir={data_dir}", f"--manual_dir={manual_dir}", f"--model_dir={model_dir}"]
-    done = run_program(["train.py", "--flagfile=configs/imagenet.flags", *flags, *SMALL_IMAGENET])
+    done = run_program(
+        ["train.py", "--flagfile=configs/imagenet.flags", *flags, *SMALL_IMAGENET], timeout=600
+    )
     trained = time.perf_counter()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Finished 2 steps" in done.stdout and "ckpt-00000002.keras" in done.stdout
