@@ -43,6 +43,7 @@ _INTERNAL_MODULES = (
     "eval_preprocess",
     "fields",
     "image_ops",
+    "model_checks",
     "official_pickle",
     "programs",
     "protocols",

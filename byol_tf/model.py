@@ -5,7 +5,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from byol_tf import losses, networks, target_network, view_passes
+from byol_tf import losses, model_checks, networks, target_network, view_passes
 from byol_tf.batches import (
     image_shape_of,
     unpack_views,  # noqa: F401  (byol_tf.model.unpack_views, as before)
@@ -87,7 +87,7 @@ class BYOL(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_arguments(
+        model_checks.check_arguments(
             encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views
         )
         if synchronized_bn is None:
@@ -140,7 +140,7 @@ class BYOL(keras.Model):
         self.image_shape = tuple(shape[1:])
         if not self.encoder.built:
             self.encoder.build(shape)
-        feature_dim = _feature_dim(self.encoder, shape)
+        feature_dim = model_checks.feature_dim(self.encoder, shape)
 
         def head(input_dim, name):
             # Under its own name: the head's variable paths start with it (`.../predictor/...`),
@@ -222,20 +222,9 @@ class BYOL(keras.Model):
     _warned_raw_pixels = False
 
     def _warn_if_raw_pixels(self, x):
-        """Warns once per model when the views of `x` look like [0, 255] pixels
-        (`view_passes.raw_pixel_views`): the encoder would train on what it never sees
-        normalised."""
-        if self._warned_raw_pixels or not view_passes.raw_pixel_views(x):
-            return
-        self._warned_raw_pixels = True
-        warnings.warn(
-            "BYOL.fit: the views look like [0, 255] pixels (uint8, or floats far above any "
-            "normalised pixel); BYOL trains on views of [0, 1] pixels normalised with a mean "
-            "and std, as byol_tf.data.pretrain_dataset makes them. Divide by 255 and "
-            "normalise them, or use pretrain_dataset.",
-            UserWarning,
-            stacklevel=3,
-        )
+        """Warns once per model when the views of `x` look like [0, 255] pixels."""
+        if not self._warned_raw_pixels:
+            self._warned_raw_pixels = model_checks.warn_if_raw_pixels(x, stacklevel=4)
 
     def evaluate(self, x=None, *args, **kwargs):
         """`keras.Model.evaluate`; builds the model from `x`'s image shape first if needed."""
@@ -398,51 +387,3 @@ class BYOL(keras.Model):
         if config.get("augmentation") is not None:
             config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         return cls(**config)
-
-
-def _feature_dim(encoder, input_shape):
-    """The width D of the features `[batch, D]` that `encoder` gives for `input_shape`.
-
-    Raises:
-        ValueError: one line naming the encoder, when it has several outputs or its output is
-            not of rank 2 (a feature map: no global pooling at its end).
-    """
-    output = encoder.compute_output_shape(input_shape)
-    if isinstance(output, dict) or (
-        isinstance(output, (list, tuple)) and any(isinstance(d, (list, tuple)) for d in output)
-    ):
-        raise ValueError(
-            f"encoder {encoder.name!r} has {len(output)} outputs; BYOL needs one, the features "
-            f"[batch, D]. Received output shapes: {output}"
-        )
-    if len(output) != 2 or not isinstance(output[-1], int):
-        raise ValueError(
-            f"encoder {encoder.name!r} outputs shape {tuple(output)} for images of shape "
-            f"{tuple(input_shape)}; BYOL needs features of rank 2, [batch, D] (end the encoder "
-            "with a global pooling, e.g. keras.layers.GlobalAveragePooling2D)"
-        )
-    return output[-1]
-
-
-def _check_arguments(encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views):
-    """Raises a one-line `ValueError` naming the first of `BYOL`'s arguments out of its range."""
-    if not isinstance(encoder, keras.Model):
-        raise ValueError(
-            "encoder must be a keras.Model mapping images to vectors. "
-            f"Received: encoder={type(encoder).__name__}"
-        )
-    for arg, value in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{arg} must be a positive int. Received: {arg}={value!r}")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-        raise ValueError(f"num_classes must be an int >= 2. Received: num_classes={num_classes}")
-    if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
-        raise ValueError(
-            "augmentation must be a keras layer mapping (crops, seeds) to two views, such "
-            "as byol_tf.data.view_augmentation(...). "
-            f"Received: augmentation={type(augmentation).__name__}"
-        )
-    if grouped_views not in (True, False, "auto"):
-        raise ValueError(
-            f"grouped_views must be True, False or 'auto'. Received: {grouped_views!r}"
-        )

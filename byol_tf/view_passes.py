@@ -1,6 +1,5 @@
 """Internal: the two views of a training batch and their passes through BYOL's networks."""
 
-import numpy as np
 import tensorflow as tf
 
 from byol_tf import networks
@@ -98,42 +97,3 @@ def forward_views(view1, view2, nets, groups=None):
             x = net(x, training=True)
             outputs[f"{name}_view{i}"] = x
     return outputs
-
-
-# Views are normalised [0, 1] pixels: within ±1/std of 0, about ±5 for ImageNet's statistics.
-# Views of [0, 255] pixels reach tens to hundreds.
-_NORMALISED_LIMIT = 20.0
-
-
-def _first_view(data):
-    """The first view of a batch of view pairs (or its `TensorSpec`), else None (crops too)."""
-    if isinstance(data, dict):
-        return None if CROPS in data else data.get("view1")
-    if isinstance(data, (tuple, list)) and len(data) >= 2:
-        return data[0]
-    return None
-
-
-def raw_pixel_views(data):
-    """Whether the views of `data` look like [0, 255] pixels rather than normalised ones.
-
-    Uint8 views do; float views do when their largest magnitude exceeds any normalised
-    pixel's. A `tf.data.Dataset` is judged by its element spec alone (reading a batch may
-    fill a shuffle buffer), so only uint8 views count there.
-
-    Args:
-        data: `fit`'s `x`: view pairs as arrays or tensors, or a `tf.data.Dataset` of them.
-    """
-    if isinstance(data, tf.data.Dataset):
-        view = _first_view(data.element_spec)
-        return isinstance(view, tf.TensorSpec) and view.dtype == tf.uint8
-    view = _first_view(data)
-    if view is None or not hasattr(view, "dtype"):
-        return False
-    dtype = tf.as_dtype(view.dtype)
-    if dtype == tf.uint8:
-        return True
-    if not dtype.is_floating:
-        return False
-    sample = np.abs(np.asarray(view[:256], np.float32))  # a few images say enough
-    return sample.size > 0 and float(sample.max()) > _NORMALISED_LIMIT
