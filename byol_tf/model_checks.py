@@ -100,6 +100,10 @@ def warn_if_raw_pixels(data, stacklevel=2):
     """Warns when the views of `data` look like [0, 255] pixels (`raw_pixel_views`): the
     encoder would train on inputs it never sees normalised.
 
+    Args:
+        data: `fit`'s `x`.
+        stacklevel: `warnings.warn`'s, counted from this function (2: its caller).
+
     Returns:
         Whether it warned.
     """
@@ -111,6 +115,6 @@ def warn_if_raw_pixels(data, stacklevel=2):
         "std, as byol_tf.data.pretrain_dataset makes them. Divide by 255 and normalise them, "
         "or use pretrain_dataset.",
         UserWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=stacklevel,
     )
     return True

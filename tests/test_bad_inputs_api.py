@@ -41,7 +41,9 @@ def _fit_warnings(x, fits=1):
         warnings.simplefilter("always")
         for _ in range(fits):
             model.fit(x, epochs=1, verbose=0, callbacks=[byol_tf.TargetEMA(0.99)])
-    return [str(w.message) for w in caught if "[0, 255] pixels" in str(w.message)]
+    found = [w for w in caught if "[0, 255] pixels" in str(w.message)]
+    assert all(w.filename == __file__ for w in found)  # the line that called fit
+    return [str(w.message) for w in found]
 
 
 _PIXELS = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
@@ -84,6 +86,7 @@ def test_pretrain_dataset_warns_on_float_images_of_0_255(images, warned, monkeyp
         with pytest.raises(CheckedError):
             data.pretrain_dataset((images,), 2, 8, **FAST)
     found = [str(w.message) for w in caught if "clip to white" in str(w.message)]
+    assert all(w.filename == __file__ for w in caught if "clip to white" in str(w.message))
     assert found == (
         ["pretrain_dataset: the float images of the source reach 255; float images are read as "
          "[0, 1] pixels (uint8 ones as [0, 255]), so these views would clip to white. Divide "
