@@ -85,4 +85,7 @@ def run(program="byol-import"):
 
 
 if __name__ == "__main__":
+    from byol_tf import programs
+
+    programs.end_on_sigterm("python -m byol_tf.cli.import_official")  # as the console script
     run("python -m byol_tf.cli.import_official")
