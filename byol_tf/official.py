@@ -386,9 +386,10 @@ def import_checkpoint(
         run_dir.prepare_folder(export_dir, "--export_dir")
     trees, arch = read_checkpoint(checkpoint)
     log(
-        f"{checkpoint}: ResNet-{arch.depth} ×{arch.width_multiplier:g} at step {trees['step']}, "
-        f"heads {arch.hidden_dim}→{arch.projection_dim}, classifier of "
-        f"{arch.num_classes or 'no'} classes."
+        f"{checkpoint}: ResNet-{arch.depth} ×{arch.width_multiplier:g}"
+        + (f" (a stem of {arch.stem_width} channels)" if arch.stem_width else "")
+        + f" at step {trees['step']}, heads {arch.hidden_dim}→{arch.projection_dim}, "
+        f"classifier of {arch.num_classes or 'no'} classes."
     )
     model = build_model(arch, image_size, encoder_channels(trees["online_params"], arch))
     assign(model, trees, arch, checkpoint)

@@ -236,13 +236,13 @@ def test_the_experiment_state_is_recognised_by_its_field_names_alone(tmp_path):
                 official.load_official(path)
 
 
-def _import_small(folder, **shapes):
+def _import_small(folder, log=print, **shapes):
     params_shapes, state_shapes = official_format.official_shapes(**{**SMALL, **shapes})
     online = official_format.random_trees(params_shapes, state_shapes, seed=1)
     target = official_format.random_trees(params_shapes, state_shapes, seed=2)
     path = str(folder / "official.pkl")
     official_format.write(path, online[0], target[0], online[1], target[1], step=1234)
-    result = official.import_checkpoint(path, str(folder / "run"), image_size=32, log=print)
+    result = official.import_checkpoint(path, str(folder / "run"), image_size=32, log=log)
     return result, online, target
 
 
@@ -255,9 +255,11 @@ def test_a_stem_recreated_by_haiku_as_initial_conv_1_imports(tmp_path):
 
 def test_a_stem_narrower_than_the_blocks_builds_as_the_file_has_it(tmp_path):
     # The official code before 2020-08-17 kept 64 stem channels at every width multiplier.
-    result, online, target = _import_small(tmp_path, width=1 / 8, stem=4)
+    lines = []
+    result, online, target = _import_small(tmp_path, lines.append, width=1 / 8, stem=4)
     arch = official.Architecture(**result["architecture"])
     assert (arch.width_multiplier, arch.stem_width) == (1 / 8, 4)
+    assert "ResNet-50 ×0.125 (a stem of 4 channels) at step 1234" in lines[0]
     model = checkpoints.load_checkpoint(result["checkpoint"], compile=False)
     assert model.encoder.get_layer("stem_conv").kernel.shape == (7, 7, 3, 4)
     assert model.encoder.get_layer("stage1_block1_conv1").kernel.shape == (1, 1, 4, 8)
