@@ -30,9 +30,9 @@ def test_defaults_are_the_offline_demo():
     }
     assert cfg.recipe == "auto" and cfg.learning_rate is None  # the recipe decides
     # demo.flags spells the defaults out; its additions are the export folder and a kNN
-    # monitor every 5 epochs.
-    assert demo.knn_every_epochs == 5
-    added = dict(export_dir=None, preset=None, knn_every_epochs=1)
+    # monitor every 5 epochs with 25 labelled images per class.
+    assert demo.knn_every_epochs == 5 and demo.knn_labels_per_class == 25
+    added = dict(export_dir=None, preset=None, knn_every_epochs=1, knn_labels_per_class=0)
     assert dataclasses.replace(demo, **added) == cfg
 
 

@@ -79,3 +79,20 @@ def test_resumed_run_equals_uninterrupted_run_with_deterministic_ops(tmp_path):
     got = _weights(checkpoints.latest_checkpoint(broken))
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow  # about 30 s of CPU (3 minutes on a loaded 2-core machine)
+def test_the_few_label_knn_scores_every_encoder_under_one_protocol(tmp_path, capsys):
+    """--knn_labels_per_class (the demo's protocol): the trained encoder, the pixels and the
+    random encoder are all scored with the same few labels, and the protocol line says so."""
+    summary = _train(
+        str(tmp_path / "run"), epochs=1, steps_per_epoch=1, knn_every_epochs=1,
+        knn_labels_per_class=3,
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    protocol = "memory: 3 labelled images per class (mean of 5 seeded draws) from 256 images"
+    assert protocol in summary["knn_protocol"] and protocol in out
+    assert "Note: --knn_k=20 exceeds the kNN memory bank (30 examples)" not in out
+    # 30 labelled images: a pixel kNN is far below its 256-image figure (about 0.70)
+    assert 0.0 < summary["knn_top1_raw_pixels"] < 0.65
+    assert "knn_top1_random_init" in summary and "knn_top1_raw_pixels_unit" in summary
