@@ -8,12 +8,14 @@ the raw pixels (normalised as the encoder sees them, and in [0, 1]). Protocols: 
 several seeds averaged), and the linear probe of `byol_tf.evaluation.linear_eval` on the same
 label sets. Prints one JSON line per protocol.
 
-    python bench/demo_protocols.py --model_dir runs/demo
+    python bench/demo_protocols.py --model_dir runs/demo --per_class 10 25 100 0 --linear
 """
 
 import argparse
 import json
 import os
+
+import harness  # noqa: F401  (puts the repository's byol_tf first on sys.path)
 
 
 def _parse(argv):
