@@ -320,3 +320,16 @@ def test_sigterm_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch):
         signal.signal(signal.SIGTERM, previous)
     assert error.value.code == 143
     assert os.listdir(tmp_path) == []
+
+
+def test_a_new_setting_a_resume_compares_is_added_to_added_later():
+    # The settings the first run_config.json held: a file without one is damaged. A setting
+    # added since, and compared on resume, must say in ADDED_LATER how older files read it.
+    first_version = {
+        "batch_size", "base_tau", "cifar_stem", "dataset", "encoder", "epochs", "eta",
+        "hidden_dim", "image_size", "joint_views", "learning_rate", "mixed_precision",
+        "momentum", "preset", "projection_dim", "seed", "steps_per_epoch", "train_split",
+        "warmup_epochs", "weight_decay", "width_multiplier",
+    }  # fmt: skip
+    compared = set(run_dir.ARCHITECTURE + run_dir.SCHEDULE)
+    assert compared - set(run_dir.ADDED_LATER) == first_version
