@@ -13,7 +13,9 @@ def main(argv):
 
     Ctrl-C or SIGTERM while training: the step finishes, a checkpoint is written and the
     program stops; Ctrl-C at any other moment, or a second one, stops at once (an interrupted
-    checkpoint write removes its temporary file). Each ends with one line, never a traceback.
+    checkpoint write removes its temporary file), and so does SIGTERM when the program runs
+    from `byol_tf.programs` (status 143). Each ends with one line, never a traceback, and
+    releases `model_dir`'s lock.
 
     Returns:
         The exit status: 0, or 128 + the number of the signal that stopped training.
