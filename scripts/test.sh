@@ -7,7 +7,8 @@
 #   scripts/test.sh --no-onednn      the numerics tests (against NumPy references) with
 #                                    TensorFlow's oneDNN kernels off, on the pinned versions
 #   scripts/test.sh --parity         the tests marked parity (comparisons with the official
-#                                    JAX/Haiku implementation), in .venv-parity
+#                                    JAX/Haiku implementation), in .venv-parity; with --slow,
+#                                    the slow ones among them (ResNet-50 x1 at full width)
 #   scripts/test.sh --ci             every leg above in turn, a timing line each (what CI runs)
 #   scripts/test.sh --slow           only the tests marked slow
 #   scripts/test.sh -k lars          any further arguments go to pytest
@@ -85,8 +86,10 @@ case "$leg" in
     # The parity tests skip themselves without Haiku: here it must be there, or the leg would
     # pass without comparing anything.
     "$venv/bin/python" -c "import dill, haiku, jax; print(f'JAX {jax.__version__}, Haiku {haiku.__version__}, dill {dill.__version__}')"
+    marker="parity and not slow"
+    if [ "$slow" = 1 ]; then marker="parity and slow"; fi
     status=0
-    "$venv/bin/python" -m pytest -m parity ${args[@]+"${args[@]}"} || status=$?
+    "$venv/bin/python" -m pytest -m "$marker" ${args[@]+"${args[@]}"} || status=$?
     if [ "$status" = 5 ]; then
       # pytest's 5: no test was collected. That is a failure only once parity tests exist.
       if grep -rlq "mark\.parity" tests; then
