@@ -4,6 +4,7 @@ Helpers that tests import live in tests/helpers.py, not here.
 """
 
 import os
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,6 +36,17 @@ def views():
     view2 = (view1 + 0.3 * rng.normal(size=view1.shape)).astype("float32")
     labels = rng.integers(0, 3, size=8).astype("int32")
     return {"view1": view1, "view2": view2, "label": labels}
+
+
+@pytest.fixture(autouse=True)
+def _own_signal_handlers():
+    """Restores SIGINT and SIGTERM handling after each test: a program's exit path run in-process
+    (`byol_tf.programs.interrupted` ignores Ctrl-C from then on) must not reach later tests of
+    the same worker, whichever order they run in."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture(autouse=True)
