@@ -18,7 +18,15 @@ import official_format
 import pytest
 import tensorflow as tf
 
-from byol_tf import checkpoints, export, networks, official, official_pickle, run_dir
+from byol_tf import (
+    checkpoints,
+    export,
+    networks,
+    official,
+    official_architecture,
+    official_pickle,
+    run_dir,
+)
 
 SMALL = dict(depth=50, width=1 / 16, hidden=64, projection=32, classes=10)
 
@@ -78,8 +86,8 @@ def _assert_every_array_landed(result, online, target):
     model = checkpoints.load_checkpoint(result["checkpoint"], compile=False)
     arch = official.Architecture(**result["architecture"])
     for is_target, (params, state) in ((False, online), (True, target)):
-        params = {official._base_name(k): v for k, v in _canonical(params).items()}
-        state = {official._base_name(k): v for k, v in _canonical(state).items()}
+        params = {official_architecture._base_name(k): v for k, v in _canonical(params).items()}
+        state = {official_architecture._base_name(k): v for k, v in _canonical(state).items()}
         for module, (network, layer) in official.expected_names(arch).items():
             if is_target and network not in ("encoder", "projector"):
                 continue
