@@ -138,6 +138,7 @@ def test_knn_monitor_asked_for_on_such_a_folder_is_refused_before_training(new_d
     assert message.endswith("--knn_every_epochs=0.")
 
 
+@pytest.mark.slow  # a whole run; the refusal of a kNN monitor without classes is tested fast
 def test_one_class_folder_pretrains_with_the_default_knn_monitor_off(tmp_path, capsys):
     root = class_folder(str(tmp_path / "one_class"), ["a"])
     model_dir = str(tmp_path / "run")

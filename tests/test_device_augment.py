@@ -222,6 +222,7 @@ def test_device_mode_trains_under_mixed_precision_with_float32_views():
     assert np.isfinite(history.history["loss"]).all()
 
 
+@pytest.mark.slow  # test_distribution's two-replica equality stays in the default suite
 def test_two_replicas_augment_their_own_shards_and_match_one_replica():
     """As tests/test_distribution.py (same network and shapes), on crop batches."""
     ds, layer = _crop_batches()

@@ -272,6 +272,13 @@ def test_ctrl_c_in_the_first_moments_never_prints_a_traceback(tmp_path, delay):
     process.send_signal(signal.SIGINT)
     code = process.wait(timeout=300)
     lines = open(log).read().splitlines()
+    if lines[:1] == ["Fatal Python error: init_import_site: Failed to import the site module"]:
+        # On a loaded machine the signal can land while Python itself still starts up (its
+        # `site` module runs the environment's .pth files): CPython reports that in its own
+        # words, before any line of train.py runs. Nothing of the program may be in it.
+        assert code == 1 and lines[-1] == "KeyboardInterrupt", (code, lines)
+        assert not [line for line in lines if "train.py" in line or "byol_tf" in line], lines
+        return
     assert not [line for line in lines if "Traceback" in line or "Error" in line], lines
     if code == -signal.SIGINT:
         assert lines == [], lines

@@ -227,6 +227,7 @@ def _assert_workers_match(chief, kept, single, steps):
             _assert_close(a, b)
 
 
+@pytest.mark.slow  # two processes of TensorFlow; the cluster reading is tested fast above
 def test_two_workers_resume_one_process_checkpoint_equal_it_and_only_the_chief_writes(tmp_path):
     """Two workers resuming a one-process run's step-2 checkpoint end where that run ends.
 
