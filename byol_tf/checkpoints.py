@@ -133,6 +133,20 @@ def latest_readable(model_dir, log=print):
     return None
 
 
+def source_checkpoint(source, flag, log=print):
+    """The checkpoint a flag names: a run folder's newest readable one, or `source` itself.
+
+    Raises:
+        ValueError: one line naming `flag`, when a run folder holds no checkpoint.
+    """
+    if not os.path.isdir(source):
+        return source
+    path = latest_readable(source, log)
+    if path is None:
+        raise ValueError(f"{flag}={source}: no checkpoint in {source}/checkpoints")
+    return path
+
+
 def saved_class(path):
     """The class of the model a `.keras` file holds, by its registered name (`byol_tf>BYOL`).
 

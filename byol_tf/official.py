@@ -283,11 +283,7 @@ def initialize_from(model, source, log=print):
         "--encoder, --width_multiplier, --hidden_dim, --projection_dim and --head_output_bias "
         "to the source's"
     )
-    if os.path.isdir(source):
-        path = checkpoints.latest_readable(source, log)
-        if path is None:
-            raise ValueError(f"--init_from={source}: no checkpoint in {source}/checkpoints")
-        source = path
+    source = checkpoints.source_checkpoint(source, "--init_from", log)
     if source.endswith(".keras"):
         pretrained = checkpoints.load_checkpoint(source, compile=False)
         for name in _NETWORKS:

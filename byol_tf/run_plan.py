@@ -152,11 +152,7 @@ def check_init_from(source, log=print):
     """
     if not os.path.exists(source):
         raise ValueError(f"--init_from={source} not found.")
-    if os.path.isdir(source):
-        path = checkpoints.latest_readable(source, log)
-        if path is None:
-            raise ValueError(f"--init_from={source}: no checkpoint in {source}/checkpoints")
-        source = path
+    source = checkpoints.source_checkpoint(source, "--init_from", log)
     if source.endswith(".keras"):
         checkpoints.check_is_checkpoint(source, "--init_from")
 
