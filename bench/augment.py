@@ -9,7 +9,7 @@ medians over `--repeats` interleaved rounds. Sources are 32 px images for the 32
 256 px images for the 224 px views.
 
 Part 2 — does the input pipeline keep up with training? The step time of `byol_tf.BYOL` with a
-CIFAR ResNet-18 fed by `byol_tf.data.pretrain_dataset` against the step time on one cached
+CIFAR ResNet-18 fed by `byol_tf.data.pipelines.pretrain_dataset` against the step time on one cached
 batch. Source: the CIFAR-10 JPEG folder from `--data_root`/cifar10-jpg (extracted to a temporary
 folder) when present, else the demo set.
 
@@ -53,7 +53,7 @@ def build_tf(contender, size, batch, calls, threads):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from byol_tf import augment
+    from byol_tf.views import augment
 
     preset = "small" if size <= 64 else "imagenet"
     images = tf.constant(_images(size, batch))
@@ -150,11 +150,12 @@ def build_pipeline(**options):
 
     def run():
         import byol_tf
-        from byol_tf import data
+        from byol_tf.core import networks
+        from byol_tf.data import pipelines
 
         folder = _extract_cifar(args.data_root, args.cifar_per_class)
         try:
-            return _compare_steps(args, byol_tf, data, folder or "demo")
+            return _compare_steps(args, byol_tf, networks, pipelines, folder or "demo")
         finally:
             if folder:
                 shutil.rmtree(folder.split(os.sep + "train")[0])  # the temporary extraction
@@ -162,13 +163,13 @@ def build_pipeline(**options):
     return run
 
 
-def _compare_steps(args, byol_tf, data, source):
+def _compare_steps(args, byol_tf, networks, pipelines, source):
     """Step times on one cached batch and fed by the pipeline, interleaved, best of two."""
     import keras
     import tensorflow as tf
 
-    ds = data.pretrain_dataset(source, args.train_batch, 32, seed=0, with_labels=False)
-    encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+    ds = pipelines.pretrain_dataset(source, args.train_batch, 32, seed=0, with_labels=False)
+    encoder = networks.resnet(18, cifar_stem=True)
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3))
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     cached = tf.data.Dataset.from_tensors(next(iter(ds))).repeat()

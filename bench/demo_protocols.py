@@ -47,14 +47,18 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from byol_tf import checkpoints, data, evaluation, monitoring, networks
+    from byol_tf import evaluation
+    from byol_tf.core import networks
+    from byol_tf.data import pipelines
+    from byol_tf.runs import checkpoints
+    from byol_tf.training import monitoring
 
     with open(os.path.join(args.model_dir, "run_config.json")) as f:
         run = json.load(f)
     size = run["image_size"]
-    memory = data.eval_dataset("demo", "train", 256, size)
-    queries = data.eval_dataset("demo", "test", 256, size)
-    info = data.source_info("demo")
+    memory = pipelines.eval_dataset("demo", "train", 256, size)
+    queries = pipelines.eval_dataset("demo", "test", 256, size)
+    info = pipelines.source_info("demo")
     model = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(args.model_dir), False)
     keras.utils.set_random_seed(run.get("seed", 0))
     random_init = networks.resnet(

@@ -81,6 +81,6 @@ def device_name(tf, gpus):
         command = nvidia_smi_command()
         sample = query_gpu(command) if command else None
         return name or (sample[2] if sample else "GPU")
-    from byol_tf import hardware
+    from byol_tf.training import hardware
 
     return f"CPU: {hardware.cpu_model()}"

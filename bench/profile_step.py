@@ -21,7 +21,7 @@ VARIANTS = {
     "xla-keras-bn": (True, True),
     "graph-keras-bn": (False, True),
 }
-# A BatchNorm layer's name scope in byol_tf.networks: stem_bn, stage1_block1_bn2, hidden_bn, ...
+# A BatchNorm layer's name scope in byol_tf.core.networks: stem_bn, stage1_block1_bn2, hidden_bn, ...
 _BN_SCOPE = re.compile(r"(^|/)\w*_bn\d*(_\d+)?/")
 _HLO_COMPUTATION = re.compile(r"(?:ENTRY )?%([\w.\-]+) \(.*\{\s*$")
 _HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = ")
@@ -165,7 +165,7 @@ def _build(variant, batch_size, precision="float32"):
     jit_compile, keras_bn = VARIANTS[variant]
     if keras_bn:
         use_keras_batch_norm()
-    encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+    encoder = byol_tf.core.networks.resnet(18, cifar_stem=True)
     model = byol_tf.BYOL(
         encoder,
         projection_dim=PROJECTION_DIM,

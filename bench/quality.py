@@ -64,11 +64,11 @@ def _run_flags(parser):
 def _byol_tf_flags(parser):
     parser.add_argument(
         "--tf_recipe", default="auto", choices=["auto", "paper", "small_data", "short"],
-        help="byol_tf recipe (byol_tf.recipes): 'auto' chooses by budget, as train.py does",
+        help="byol_tf recipe (byol_tf.training.recipes): 'auto' chooses by budget, as train.py does",
     )  # fmt: skip
     parser.add_argument(
         "--tf_override", action="append", default=[], metavar="NAME=VALUE",
-        help="byol_tf recipe setting to override (a byol_tf.recipes.Recipe field, e.g. "
+        help="byol_tf recipe setting to override (a byol_tf.training.recipes.Recipe field, e.g. "
         "learning_rate=3e-4 or tau_schedule=cosine); repeat the flag for several",
     )  # fmt: skip
     parser.add_argument(
@@ -113,7 +113,7 @@ def tf_overrides(args):
     Raises:
         SystemExit: with a one-line message for a malformed or out-of-range entry.
     """
-    from byol_tf.settings import checked_augment
+    from byol_tf.settings.train_config import checked_augment
 
     overrides = {"crop_area": (args.tf_crop_area, 1.0)}
     try:
@@ -129,7 +129,7 @@ def tf_recipe(args, steps_per_epoch):
     Raises:
         SystemExit: for an override that is not `name=value` of a recipe setting.
     """
-    from byol_tf import recipes
+    from byol_tf.training import recipes
 
     recipe = recipes.select(
         args.tf_recipe,

@@ -72,7 +72,7 @@ def _per_batch_draws():
     image 0's seeds for the rest (a measurement of that lever, not a library option)."""
     import tensorflow as tf
 
-    from byol_tf import augment, image_ops
+    from byol_tf.views import augment, image_ops
 
     boxes, seeds = image_ops.sample_crop_boxes, augment.view_seeds
 
@@ -89,13 +89,13 @@ def _per_batch_draws():
 def _byol_tf_dataset(images, args, data, recipe):
     """byol_tf's own pipeline: in-memory images, "small" preset (no blur), per-image draws
     (per-batch with `--tf_per_batch_draws`)."""
-    import byol_tf.data
+    import byol_tf.data.pipelines
 
     if args.tf_per_batch_draws:
         _per_batch_draws()
 
     overrides = dict(args.tf_overrides, crop_sampler=recipe.crop_sampler)
-    return byol_tf.data.pretrain_dataset(
+    return byol_tf.data.pipelines.pretrain_dataset(
         (images,), args.batch_size, 32, seed=args.seed, preset="small",
         mean=data.mean, std=data.std, with_labels=False, augment_overrides=overrides,
     )  # fmt: skip
@@ -115,7 +115,7 @@ def _knn_monitor(monitor):
 def pretrain_byol_tf(data, args, monitor=None):
     """byol_tf's BYOL model, its per-image "small" augmentation and the recipe for the budget.
 
-    The recipe is `byol_tf.recipes.select(--tf_recipe)` for this run's steps and images (what
+    The recipe is `byol_tf.training.recipes.select(--tf_recipe)` for this run's steps and images (what
     train.py would choose), with `--tf_override` applied; it also decides the paper-parity
     choices (zero-initialised residual γ, bias-free head outputs, crop sampler).
 
@@ -135,12 +135,12 @@ def pretrain_byol_tf(data, args, monitor=None):
     steps = len(data.train_x) // args.batch_size
     total = steps * args.epochs
     recipe = args.recipe
-    encoder = byol_tf.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True,
+    encoder = byol_tf.core.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True,
                                       zero_init_residual=recipe.zero_init_residual)  # fmt: skip
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3),
                          joint_views=args.tf_joint_views,
                          head_output_bias=recipe.head_output_bias)  # fmt: skip
-    plan = byol_tf.recipes.build(recipe, total, steps, args.batch_size)
+    plan = byol_tf.training.recipes.build(recipe, total, steps, args.batch_size)
     model.compile(optimizer=plan.optimizer, jit_compile=True)
     model.fit(
         _byol_tf_dataset(data.train_x, args, data, recipe),
@@ -198,7 +198,7 @@ def _random_encoder(library, args):
         import byol_tf
 
         keras.utils.set_random_seed(args.seed)
-        encoder = byol_tf.networks.resnet(
+        encoder = byol_tf.core.networks.resnet(
             18, width_multiplier=args.width_multiplier, cifar_stem=True,
             zero_init_residual=args.recipe.zero_init_residual,
         )  # fmt: skip

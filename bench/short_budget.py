@@ -3,7 +3,7 @@
 One run = one setting: pretrain on the demo set (Fashion-MNIST subset shipped in the package)
 for a few epochs, score kNN (k = 200, cosine, exp(sim/0.1) votes; docs/algorithm.md §6) after
 every `--knn_every` epochs, and print one JSON line with the trajectory, the baselines under the
-same protocol (`byol_tf.monitoring.baseline_scores`: `raw_pixels`, the pixels normalised as the
+same protocol (`byol_tf.training.monitoring.baseline_scores`: `raw_pixels`, the pixels normalised as the
 encoder sees them; `raw_pixels_unit`, the pixels in [0, 1]; `random_init`) and the pretraining
 wall time; the same, with the machine it ran on, is written to bench/results/ (`--json_out`).
 Pin each run to `--threads` threads to run several side by side.
@@ -87,7 +87,7 @@ def _optimizer(args, steps, total):
     """The optimiser of the run: LARS (rate per 256 images) or AdamW, on the chosen schedule,
     the predictor's rate multiplied by `--predictor_lr_multiplier`."""
     import byol_tf
-    from byol_tf import optimizers
+    from byol_tf.core import optimizers
 
     warmup = min(int(round(args.warmup_epochs * steps)), total)
     lars = args.optimizer == "lars"
@@ -111,7 +111,7 @@ def _optimizer(args, steps, total):
 
 def _encoder_factory(args):
     """A function building the run's (seeded by the global seed) encoder."""
-    from byol_tf import networks
+    from byol_tf.core import networks
 
     depth = int(args.encoder.removeprefix("resnet"))
     shape = (args.image_size, args.image_size, 3)
@@ -128,11 +128,12 @@ def _encoder_factory(args):
 def _pretrain(args, encoder, steps, score):
     """Pretrains BYOL on the views of `--dataset`; the kNN trajectory and the training time."""
     import byol_tf
-    from byol_tf import data, settings
+    from byol_tf.data import pipelines
+    from byol_tf.settings import train_config
 
     total = steps * args.epochs
-    overrides = settings.parse_augment(args.augment, "--augment")
-    views = data.pretrain_dataset(
+    overrides = train_config.parse_augment(args.augment, "--augment")
+    views = pipelines.pretrain_dataset(
         args.dataset, args.batch_size, args.image_size, seed=args.seed,
         augment_overrides=overrides, with_labels=False,
     )  # fmt: skip
@@ -154,21 +155,22 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
 
-    from byol_tf import data, monitoring
+    from byol_tf.data import pipelines
+    from byol_tf.training import monitoring
 
     keras.utils.set_random_seed(args.seed)
-    memory = data.eval_dataset(args.dataset, "train", 256, args.image_size)
-    queries = data.eval_dataset(args.dataset, "test", 256, args.image_size)
+    memory = pipelines.eval_dataset(args.dataset, "train", 256, args.image_size)
+    queries = pipelines.eval_dataset(args.dataset, "test", 256, args.image_size)
 
     def score(encoder):
         return _knn(encoder, memory, queries)
 
-    info = data.source_info(args.dataset)
+    info = pipelines.source_info(args.dataset)
     encoder = _encoder_factory(args)
     # raw_pixels, raw_pixels_unit, random_init: the same protocol on encoders that cost nothing
     baselines = monitoring.baseline_scores(score, info.mean, info.std, encoder)
     keras.utils.set_random_seed(args.seed)
-    steps = data.steps_per_epoch(args.dataset, args.batch_size)
+    steps = pipelines.steps_per_epoch(args.dataset, args.batch_size)
     trajectory, train_time = _pretrain(args, encoder, steps, score)
     result = {
         "tag": args.tag, "settings": vars(args), **baselines, "trajectory": trajectory,

@@ -10,7 +10,7 @@ _STAGE_BLOCKS = (2, 2, 2, 2)
 
 
 def stage_widths(width_multiplier=1.0):
-    """Channel counts of the four ResNet-18 stages, rounded as `byol_tf.networks.resnet` does.
+    """Channel counts of the four ResNet-18 stages, rounded as `byol_tf.core.networks.resnet` does.
 
     Args:
         width_multiplier: multiplies every layer's channel count (1.0 is the standard network).

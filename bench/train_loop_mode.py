@@ -47,7 +47,8 @@ def step_clock(keras, warmup_steps, steps, monitor):
 
 def _model(args, recipe, augmentation):
     """The paper's BYOL model for `args` (ResNet of `--encoder_depth`, heads 4096 → 256)."""
-    from byol_tf import BYOL, networks
+    from byol_tf import BYOL
+    from byol_tf.core import networks
 
     size = args.image_size
     encoder = networks.resnet(
@@ -72,7 +73,8 @@ def build(**options):
     import keras
     import tensorflow as tf
 
-    from byol_tf import data, recipes
+    from byol_tf.data import pipelines
+    from byol_tf.training import recipes
 
     gpus = tf.config.list_physical_devices("GPU")
     mixed = bool(gpus) if args.mixed_precision is None else args.mixed_precision
@@ -81,13 +83,13 @@ def build(**options):
     keras.mixed_precision.set_global_policy(policy)
     recipe = recipes.paper(PAPER_EPOCHS)
     overrides = {"crop_sampler": recipe.crop_sampler}
-    dataset = data.pretrain_dataset(
+    dataset = pipelines.pretrain_dataset(
         args.folder, args.batch_size, args.image_size, seed=0, augment_overrides=overrides,
         augment_on=args.mode,
     )  # fmt: skip
     augmentation = None
     if args.mode == "device":
-        augmentation = data.view_augmentation(
+        augmentation = pipelines.train_step_augmentation(
             args.folder, args.image_size, augment_overrides=overrides
         )
     model = _model(args, recipe, augmentation)

@@ -101,7 +101,7 @@ def build_byol_tf(
 
     if keras_bn:
         use_keras_batch_norm()
-    encoder = byol_tf.networks.resnet(18, cifar_stem=True)
+    encoder = byol_tf.core.networks.resnet(18, cifar_stem=True)
     model = byol_tf.BYOL(
         encoder, projection_dim=PROJECTION_DIM, hidden_dim=HIDDEN_DIM,
         image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), grouped_views=grouped,

@@ -1,83 +1,98 @@
-"""BYOL (Bootstrap Your Own Latent) self-supervised pretraining for TensorFlow 2 / Keras 3."""
+"""BYOL (Bootstrap Your Own Latent) self-supervised pretraining for TensorFlow 2 / Keras 3.
+
+The package is built in floors; each may import only the floors below it (tests/test_package.py
+checks this on every import, at module level or inside a function):
+
+1. `settings`: what a run is asked to do, as plain data (no TensorFlow).
+2. `views`: image operations and BYOL's two view distributions.
+3. `core`: the BYOL model, networks, loss, target network, optimisers and schedules.
+4. `data`: data sources and tf.data pipelines.
+5. `runs`: a run's folder, its only owner: lock, run_config.json, checkpoints, paths.
+6. `serving`: SavedModel export and loading.
+7. `evaluation`: features, kNN, the linear probes, fine-tuning, `evaluate(cfg)`.
+8. `official`: DeepMind's official checkpoints.
+9. `training`: a whole pretraining run, `train(cfg)`.
+10. `cli`: the programs and their flags.
+
+docs/layout.md says what each module holds.
+"""
 
 import importlib
+import warnings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# The public API: these modules and the classes below, reachable from the package
-# (`byol_tf.BYOL`, `byol_tf.data.pretrain_dataset`) and imported on first use: `import byol_tf`
-# alone does not import TensorFlow, so the programs (byol_tf.cli) can set TensorFlow's logging
-# before it loads, and `python -m byol_tf.<module>` runs a module that is not yet imported.
-_PUBLIC_MODULES = (
-    "augment",  # the two views (`two_views`) and their halves
-    "callbacks",  # TargetEMA, checkpoints, kNN monitor, guards, TensorBoard
-    "checkpoints",  # checkpoint files of a run
-    "data",  # the tf.data pipelines
-    "device_augment",  # `ViewAugmentation`: the views drawn in the train step
-    "evaluation",  # features, kNN, linear evaluations, fine-tuning
-    "export",  # SavedModel export and loading
-    "hardware",  # the CPU's model and features
-    "losses",
-    "model",  # `BYOL`
-    "monitoring",  # the kNN monitor's plan, the baselines that cost nothing
-    "networks",  # ResNet encoders, MLP heads
-    "official",  # the official checkpoints: import, `--init_from`
-    "optimizers",  # LARS, AdamW
-    "program_settings",  # the settings of evaluate, export and import
-    "recipes",  # the optimisation recipes
-    "run_plan",  # a run's plan, built once
-    "schedules",  # learning-rate and τ schedules
-    "settings",  # `TrainConfig`
-    "sources",  # resolving a data source
-    "training",  # a whole run, `train`
-    "view_presets",  # `ViewConfig` and the view presets
+# The floors, lowest first (tests/test_package.py reads this order).
+FLOORS = (
+    "settings",
+    "views",
+    "core",
+    "data",
+    "runs",
+    "serving",
+    "evaluation",
+    "official",
+    "training",
+    "cli",
 )
-# Internals: importable (`byol_tf.rng`) for tests and tools, but not part of the API; each
-# says so in the first line of its docstring, and may change without notice.
-_INTERNAL_MODULES = (
-    "batches",
-    "choices",
-    "config",
-    "decoding",
-    "distribution",
-    "eval_preprocess",
-    "fields",
-    "image_ops",
-    "model_checks",
-    "official_architecture",
-    "official_pickle",
-    "programs",
-    "protocols",
-    "rng",
-    "run_config",
-    "run_dir",
-    "run_lock",
-    "source_kinds",
-    "splits",
-    "target_network",
-    "view_passes",
-)
-_MODULES = _PUBLIC_MODULES + _INTERNAL_MODULES
-_CLASSES = {
-    "BYOL": "model",
-    "LARS": "optimizers",
-    "TargetEMA": "callbacks",
-    "WarmupConstant": "schedules",
-    "WarmupCosine": "schedules",
-    "cosine_tau": "schedules",
+# The names the README leads with, reachable from the package and imported on first use:
+# `import byol_tf` alone does not import TensorFlow, so the programs can set TensorFlow's logging
+# before it loads.
+_NAMES = {
+    "BYOL": "core.model",
+    "LARS": "core.optimizers",
+    "AdamW": "core.optimizers",
+    "TargetEMA": "training.callbacks",
+    "WarmupConstant": "core.schedules",
+    "WarmupCosine": "core.schedules",
+    "cosine_tau": "core.schedules",
+    "TrainConfig": "settings.train_config",
+    "train": "training.train_run",
+    "evaluate": "evaluation.evaluate_run",
+}
+# Modules of the flat layout of version 0.1, by their new place: `byol_tf.networks` still
+# works, with a DeprecationWarning naming the new module.
+_MOVED = {
+    "augment": "views.augment",
+    "callbacks": "training.callbacks",
+    "checkpoints": "runs.checkpoints",
+    "device_augment": "views.device_augment",
+    "distribution": "training.distribution",
+    "export": "serving.export",
+    "hardware": "training.hardware",
+    "losses": "core.losses",
+    "model": "core.model",
+    "monitoring": "training.monitoring",
+    "networks": "core.networks",
+    "optimizers": "core.optimizers",
+    "program_settings": "settings.program_configs",
+    "recipes": "training.recipes",
+    "run_dir": "runs.run_folder",
+    "run_plan": "training.run_plan",
+    "schedules": "core.schedules",
+    "sources": "data.sources",
+    "splits": "data.splits",
+    "view_presets": "settings.view_presets",
 }
 
 
-def __getattr__(name):
-    if name in _MODULES:
+def __getattr__(name: str):
+    if name in FLOORS:
         return importlib.import_module(f"byol_tf.{name}")
-    if name in _CLASSES:
-        return getattr(importlib.import_module(f"byol_tf.{_CLASSES[name]}"), name)
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"byol_tf.{_NAMES[name]}"), name)
+    if name in _MOVED:
+        warnings.warn(
+            f"byol_tf.{name} is now byol_tf.{_MOVED[name]} (docs/layout.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module(f"byol_tf.{_MOVED[name]}")
     raise AttributeError(f"module 'byol_tf' has no attribute {name!r}")
 
 
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC_MODULES) | set(_CLASSES))
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(FLOORS) | set(_NAMES))
 
 
-__all__ = [*_CLASSES, *_PUBLIC_MODULES]
+__all__ = [*_NAMES, *FLOORS]

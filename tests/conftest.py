@@ -41,7 +41,7 @@ def views():
 @pytest.fixture(autouse=True)
 def _own_signal_handlers():
     """Restores SIGINT and SIGTERM handling after each test: a program's exit path run in-process
-    (`byol_tf.programs.interrupted` ignores Ctrl-C from then on) must not reach later tests of
+    (`byol_tf.cli.programs.interrupted` ignores Ctrl-C from then on) must not reach later tests of
     the same worker, whichever order they run in."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
@@ -83,7 +83,7 @@ def finished_run(one_step_run, tmp_path):
 
     from helpers import snapshot
 
-    from byol_tf import checkpoints
+    from byol_tf.runs import checkpoints
 
     model_dir = str(tmp_path / "run")
     shutil.copytree(one_step_run, model_dir)
@@ -99,7 +99,7 @@ def finished_run(one_step_run, tmp_path):
 @pytest.fixture
 def new_dir(tmp_path):
     """A fresh model_dir holding one unrelated file, which must survive untouched."""
-    from byol_tf import checkpoints
+    from byol_tf.runs import checkpoints
 
     model_dir = tmp_path / "new_run"
     model_dir.mkdir()
@@ -114,7 +114,7 @@ def tiny_export(tmp_path_factory):
     """The version folder of a tiny encoder's export (8×8 images, 4 features)."""
     from helpers import tiny_encoder
 
-    from byol_tf import export
+    from byol_tf.serving import export
 
     folder = str(tmp_path_factory.mktemp("tiny_export"))
     keras.utils.set_random_seed(0)

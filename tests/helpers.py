@@ -58,8 +58,8 @@ def tiny_checkpoint_run(model_dir, step=1, **run_config):
     Returns:
         The `BYOL` model saved.
     """
-    from byol_tf import checkpoints
-    from byol_tf.model import BYOL
+    from byol_tf.core.model import BYOL
+    from byol_tf.runs import checkpoints
 
     model = BYOL(tiny_encoder(8), projection_dim=4, hidden_dim=8)
     model.compile(optimizer="sgd")

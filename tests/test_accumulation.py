@@ -31,7 +31,7 @@ def test_accumulated_micro_batches_equal_one_big_batch(accumulation):
     big = _model(byol_tf.LARS(schedule, weight_decay=1e-4, eta=0.02))
     small = _model(
         byol_tf.LARS(
-            byol_tf.schedules.PerUpdate(schedule, accumulation),
+            byol_tf.core.schedules.PerUpdate(schedule, accumulation),
             weight_decay=1e-4,
             eta=0.02,
             gradient_accumulation_steps=accumulation,
@@ -53,11 +53,11 @@ def test_accumulated_micro_batches_equal_one_big_batch(accumulation):
 
 
 def test_per_update_schedule_counts_optimizer_steps_and_round_trips():
-    schedule = byol_tf.schedules.PerUpdate(byol_tf.WarmupCosine(1.0, 10, 4), 4)
+    schedule = byol_tf.core.schedules.PerUpdate(byol_tf.WarmupCosine(1.0, 10, 4), 4)
     assert [float(schedule(s)) for s in (0, 3, 4, 8, 15)] == pytest.approx(
         [0.0, 0.0, 0.25, 0.5, 0.75]
     )
     clone = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
     assert float(clone(8)) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="accumulation_steps"):
-        byol_tf.schedules.PerUpdate(schedule, 0)
+        byol_tf.core.schedules.PerUpdate(schedule, 0)

@@ -1,4 +1,4 @@
-"""Tests for byol_tf.augment and image_ops: per-image randomness, seeding, probabilities, crops."""
+"""Tests for byol_tf.views.augment and image_ops: per-image randomness, seeding, probabilities, crops."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import augment, image_ops, rng
+from byol_tf.views import augment, image_ops, rng
 
 # Frequencies are checked within 4 standard errors: a false failure about once in 16,000 runs.
 N_DRAWS = 4000
@@ -365,7 +365,7 @@ def test_zero_blur_padding_darkens_the_borders_where_reflection_keeps_them():
     zero, _ = augment.two_views(white, 3, blur_padding="zero", **only_blur)
     np.testing.assert_allclose(reflect.numpy(), 1.0, atol=1e-5)
     # A 5-tap radius at σ 2: the corner keeps the weight of the in-image taps only.
-    taps = np.exp(-np.arange(-2, 3) ** 2 / 8.0)
+    taps = np.exp(-(np.arange(-2, 3) ** 2) / 8.0)
     corner = (taps[2:].sum() / taps.sum()) ** 2
     np.testing.assert_allclose(zero.numpy()[:, 0, 0], corner, atol=1e-4)
     np.testing.assert_allclose(zero.numpy()[:, 20, 20], 1.0, atol=1e-5)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from helpers import FAST
 
 import byol_tf
-from byol_tf import data
+from byol_tf.data import pipelines
 
 
 def _conv(name, pool, two_outputs=False):
@@ -80,11 +80,11 @@ def test_pretrain_dataset_warns_on_float_images_of_0_255(images, warned, monkeyp
     def resolve(*args):
         raise CheckedError
 
-    monkeypatch.setattr(data.sources, "resolve", resolve)
+    monkeypatch.setattr(pipelines.sources, "resolve_source", resolve)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(CheckedError):
-            data.pretrain_dataset((images,), 2, 8, **FAST)
+            pipelines.pretrain_dataset((images,), 2, 8, **FAST)
     found = [str(w.message) for w in caught if "clip to white" in str(w.message)]
     assert all(w.filename == __file__ for w in caught if "clip to white" in str(w.message))
     assert found == (

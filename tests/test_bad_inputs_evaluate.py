@@ -120,12 +120,12 @@ def tiny_run(tmp_path):
 
 def _not_evaluated(monkeypatch):
     """Makes the evaluation itself a failure: a refusal must come before it."""
-    from byol_tf.cli import evaluate as program
+    from byol_tf.evaluation import evaluate_run
 
     def evaluation_ran(opts):
         raise AssertionError("the evaluation ran before the refusal")
 
-    monkeypatch.setattr(program, "evaluate", evaluation_ran)
+    monkeypatch.setattr(evaluate_run, "evaluate", evaluation_ran)
 
 
 def _read_only(folder, monkeypatch):

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from helpers import a_file, run_program, tiny_checkpoint_run
 
-from byol_tf import export, program_settings
+from byol_tf.serving import export
+from byol_tf.settings import program_configs
 
 
 def test_export_program_checks_export_dir_before_loading(finished_run, tmp_path):
@@ -15,11 +16,11 @@ def test_export_program_checks_export_dir_before_loading(finished_run, tmp_path)
     with pytest.raises(ValueError, match=r"--export_dir=.*/a_file/sub is not writable"):
         export.export_checkpoint(finished_run, str(path / "sub"))
     result = run_program(
-        ["-m", "byol_tf.export", f"--model_dir={finished_run}", f"--export_dir={path}"]
+        ["-m", "byol_tf.serving.export", f"--model_dir={finished_run}", f"--export_dir={path}"]
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
-        f"python -m byol_tf.export: error: --export_dir={path} is a file; expected a folder."
+        f"python -m byol_tf.cli.export: error: --export_dir={path} is a file; expected a folder."
     )
     assert path.read_text() == "precious"
 
@@ -50,7 +51,7 @@ def test_served_model_refuses_a_wrong_rank(served):
 @pytest.mark.parametrize("version", [0, -1])
 def test_export_program_refuses_a_version_below_one_up_front(tmp_path, version):
     with pytest.raises(ValueError, match=rf"--version must be a positive int\. .*={version}"):
-        program_settings.ExportConfig(model_dir=str(tmp_path), export_dir="e", version=version)
+        program_configs.ExportConfig(model_dir=str(tmp_path), export_dir="e", version=version)
 
 
 def test_export_program_takes_the_run_of_a_checkpoint_or_asks_for_its_normalisation(tmp_path):
@@ -58,12 +59,12 @@ def test_export_program_takes_the_run_of_a_checkpoint_or_asks_for_its_normalisat
     run.mkdir()
     tiny_checkpoint_run(run, dataset="demo", image_size=8, mean=[0.3] * 3, std=[0.2] * 3)
     (path,) = (run / "checkpoints").iterdir()
-    settings = program_settings.ExportConfig(checkpoint=str(path), export_dir="e")
+    settings = program_configs.ExportConfig(checkpoint=str(path), export_dir="e")
     assert settings.model_dir == str(run)
     alone = tmp_path / "ckpt-1.keras"
     alone.write_bytes(path.read_bytes())
     with pytest.raises(ValueError) as error:
-        program_settings.ExportConfig(checkpoint=str(alone), export_dir="e")
+        program_configs.ExportConfig(checkpoint=str(alone), export_dir="e")
     assert str(error.value) == (
         f"--checkpoint={alone} is not in a run folder's checkpoints/: pass --model_dir (the run, "
         "whose run_config.json records the normalisation), or --mean and --std (3 "
@@ -71,9 +72,14 @@ def test_export_program_takes_the_run_of_a_checkpoint_or_asks_for_its_normalisat
     )
     assert "None" not in str(error.value)
     with pytest.raises(ValueError, match=f"--checkpoint={run} is a folder; expected a .keras"):
-        program_settings.ExportConfig(checkpoint=str(run), export_dir="e")
+        program_configs.ExportConfig(checkpoint=str(run), export_dir="e")
     result = run_program(
-        ["-m", "byol_tf.export", f"--checkpoint={path}", f"--export_dir={tmp_path / 'export'}"]
+        [
+            "-m",
+            "byol_tf.serving.export",
+            f"--checkpoint={path}",
+            f"--export_dir={tmp_path / 'export'}",
+        ]
     )
     assert result.returncode == 0, result.stderr
     metadata = json.loads((tmp_path / "export" / "1" / "byol_tf_export.json").read_text())

@@ -24,14 +24,15 @@ from helpers import (
     truncated_png,
 )
 
-from byol_tf import config, run_plan, training
+from byol_tf.cli import flag_definitions
+from byol_tf.training import run_plan, train_run
 
 
 def _parse_error(*argv):
     """The one-line error of train.py's flags parser for `argv`."""
     with flagsaver.flagsaver():
         with pytest.raises(SystemExit) as error:
-            config.flags_parser("train.py")(["train.py", *argv])
+            flag_definitions.flags_parser("train.py")(["train.py", *argv])
     return one_line(error, "train.py")
 
 
@@ -129,7 +130,7 @@ def test_invalid_flag_values(finished_run, overrides, match):
 
 def test_batch_size_not_divisible_by_replicas(finished_run, monkeypatch):
     two_cpus = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    monkeypatch.setattr(training, "make_strategy", lambda *args, **kwargs: two_cpus)
+    monkeypatch.setattr(train_run, "make_strategy", lambda *args, **kwargs: two_cpus)
     message = train_error(finished_run, batch_size=33, strategy="mirrored")
     assert "--batch_size=33" in message and "number of replicas (2)" in message
 

@@ -16,8 +16,9 @@ from absl.testing import flagsaver
 from helpers import QUICK, UNSCORABLE_FOLDERS, class_folder, train_error
 
 import train
-from byol_tf import checkpoints, distribution, training
-from byol_tf.model import BYOL
+from byol_tf.core.model import BYOL
+from byol_tf.runs import checkpoints
+from byol_tf.training import distribution, train_run
 
 KNN = dict(QUICK, knn_every_epochs=1, knn_k=100_000)  # k far above the 256-image memory bank
 
@@ -282,7 +283,7 @@ def test_init_from_on_a_resume_is_noted_and_run_config_keeps_the_original(
     one_step_run, tmp_path, capsys, monkeypatch
 ):
     model_dir = _copy(one_step_run, tmp_path)
-    monkeypatch.setattr(training, "_fit", lambda *args: {})  # the resume, without its step
+    monkeypatch.setattr(train_run, "_fit", lambda *args: {})  # the resume, without its step
     capsys.readouterr()
     overrides = dict(steps_per_epoch=2, allow_schedule_change=True, init_from="/elsewhere.pkl")
     with flagsaver.flagsaver(**dict(QUICK, model_dir=model_dir, **overrides)):

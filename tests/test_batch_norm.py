@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import networks
+from byol_tf.core import networks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPSILON = 1e-5
@@ -57,9 +57,11 @@ def _train_call(layer, x, upstream):
 
 
 def _ops(layer, x):
-    graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(
-        tf.TensorSpec(x.shape, x.dtype)
-    ).graph
+    graph = (
+        tf.function(lambda t: layer(t, training=True))
+        .get_concrete_function(tf.TensorSpec(x.shape, x.dtype))
+        .graph
+    )
     return {(op.type, op.get_attr("T").name) for op in graph.get_operations()
             if op.type.startswith("FusedBatchNorm")}  # fmt: skip
 
@@ -113,9 +115,7 @@ def test_bfloat16_inputs_reach_the_fused_kernel_as_they_are_on_a_cpu():
         np.testing.assert_allclose(tf.cast(grad, tf.float32).numpy(), want, atol=2**-7 * scale)
 
 
-@pytest.mark.parametrize(
-    "case", ["float64", "synchronized", "rank3", "inference", "two_groups"]
-)
+@pytest.mark.parametrize("case", ["float64", "synchronized", "rank3", "inference", "two_groups"])
 def test_other_calls_keep_the_keras_code_path(case):
     shape = (4, 3, 6) if case == "rank3" else (4, 4, 4, 6)
     layer = networks.GroupedBatchNormalization(

@@ -12,7 +12,7 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import callbacks
+from byol_tf.training import callbacks
 
 
 class _RecordTau(keras.callbacks.Callback):

@@ -14,8 +14,9 @@ from helpers import TINY, tiny_encoder
 import byol_tf
 import evaluate
 import train
-from byol_tf import checkpoints, export
-from byol_tf.model import BYOL
+from byol_tf.core.model import BYOL
+from byol_tf.runs import checkpoints
+from byol_tf.serving import export
 
 TWO_STEPS = dict(TINY, epochs=1, knn_every_epochs=0, demo_baseline=False)  # 2 checkpoints
 

@@ -7,8 +7,7 @@ import os
 import threading
 from unittest import mock
 
-from byol_tf import programs
-from byol_tf.cli import console
+from byol_tf.cli import console, programs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +20,7 @@ def test_console_scripts_run_the_programs_under_their_names():
     assert set(scripts) == {"byol-train", "byol-evaluate", "byol-export", "byol-import"}
     for name, target in scripts.items():
         module, function = target.split(":")
-        assert module == "byol_tf.programs"  # loads the program with Ctrl-C handled
+        assert module == "byol_tf.cli.programs"  # loads the program with Ctrl-C handled
         with mock.patch.object(programs, "start") as start:
             getattr(programs, function)()
         [(program_module, program_name)] = [call.args for call in start.call_args_list]

@@ -8,20 +8,21 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from byol_tf import config, fields, program_settings, settings
+from byol_tf.cli import flag_definitions
+from byol_tf.settings import fields, program_configs, train_config
 
 FLAGS = flags.FLAGS
-config.define_flags()
+flag_definitions.define_flags()
 FLAGS.mark_as_parsed()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_defaults_are_the_offline_demo():
     with flagsaver.flagsaver():
-        cfg = config.from_flags(FLAGS)
+        cfg = flag_definitions.from_flags(FLAGS)
     with flagsaver.flagsaver():
         FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', 'demo.flags')}"])
-        demo = config.from_flags(FLAGS)
+        demo = flag_definitions.from_flags(FLAGS)
     assert cfg.dataset == "demo" and cfg.depth == 18 and not cfg.cifar_stem
     assert cfg.augment_overrides() == {
         "crop_area": (0.5, 1.0),
@@ -40,7 +41,7 @@ def test_defaults_are_the_offline_demo():
 def test_recipes_do_not_inherit_the_demo_augmentation(name):
     with flagsaver.flagsaver():
         FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', f'{name}.flags')}"])
-        cfg = config.from_flags(FLAGS)
+        cfg = flag_definitions.from_flags(FLAGS)
     assert cfg.augment == () and cfg.augment_overrides() == {}
 
 
@@ -49,14 +50,14 @@ def test_every_recipe_parses_into_a_valid_config(name):
     path = os.path.join(ROOT, "configs", f"{name}.flags")
     with flagsaver.flagsaver():
         FLAGS(["train.py", f"--flagfile={path}"])
-        cfg = config.from_flags(FLAGS)
+        cfg = flag_definitions.from_flags(FLAGS)
     assert cfg.model_dir.endswith(name)
 
 
 def test_imagenet_recipe_is_the_official_300_epoch_preset():
     with flagsaver.flagsaver():
         FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', 'imagenet.flags')}"])
-        cfg = config.from_flags(FLAGS)
+        cfg = flag_definitions.from_flags(FLAGS)
     assert (cfg.dataset, cfg.encoder, cfg.batch_size, cfg.epochs) == (
         "imagenet2012",
         "resnet50",
@@ -65,9 +66,9 @@ def test_imagenet_recipe_is_the_official_300_epoch_preset():
     )
     # configs/byol.py of the official code: 300 epochs -> lr 0.3, wd 1e-6, tau 0.99 (0.2,
     # 1.5e-6 and 0.996 are its 1000-epoch values), chosen by --recipe=paper, not the flagfile.
-    from byol_tf import recipes
+    from byol_tf.training import recipes
 
-    cfg, _ = recipes.resolve(cfg, 300 * 312, 312, 1_281_167)
+    cfg, _ = recipes.resolve_recipe(cfg, 300 * 312, 312, 1_281_167)
     assert (cfg.learning_rate, cfg.weight_decay, cfg.eta, cfg.base_tau) == (
         0.3,
         1e-6,
@@ -81,7 +82,7 @@ def test_later_flags_override_the_flagfile():
     with flagsaver.flagsaver():
         path = os.path.join(ROOT, "configs", "cifar10.flags")
         FLAGS(["train.py", f"--flagfile={path}", "--epochs=3"])
-        assert config.from_flags(FLAGS).epochs == 3
+        assert flag_definitions.from_flags(FLAGS).epochs == 3
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,7 @@ def test_later_flags_override_the_flagfile():
 def test_invalid_values_name_the_flag(flag, value, match):
     with flagsaver.flagsaver(**{flag: value}):
         with pytest.raises(ValueError, match=match) as info:
-            config.from_flags(FLAGS)
+            flag_definitions.from_flags(FLAGS)
     assert "\n" not in str(info.value)
 
 
@@ -108,7 +109,7 @@ def test_invalid_values_name_the_flag(flag, value, match):
 )
 def test_unknown_optimizer_or_schedule_names_the_flag(field, value):
     with pytest.raises(ValueError, match=f"--{field} must be one of") as info:
-        settings.TrainConfig(**{field: value})
+        train_config.TrainConfig(**{field: value})
     assert "\n" not in str(info.value)
 
 
@@ -122,22 +123,22 @@ def test_unknown_optimizer_or_schedule_names_the_flag(field, value):
 )
 def test_out_of_range_augment_entries_fail_when_the_config_is_built(entries, match):
     with pytest.raises(ValueError, match=match) as info:
-        settings.TrainConfig(augment=tuple(entries))
+        train_config.TrainConfig(augment=tuple(entries))
     assert "\n" not in str(info.value)
 
 
 def test_parse_augment_reads_numbers_and_ranges_and_names_the_given_flag():
-    assert settings.parse_augment([" jitter_prob=0.3", "crop_area=0.2:1"]) == {
+    assert train_config.parse_augment([" jitter_prob=0.3", "crop_area=0.2:1"]) == {
         "jitter_prob": 0.3,
         "crop_area": (0.2, 1.0),
     }
     for entry in ["jitter_prob", "=0.3", "jitter_prob=high"]:
         with pytest.raises(ValueError, match=r"--tf_augment entries must look like") as info:
-            settings.parse_augment([entry], flag="--tf_augment")
+            train_config.parse_augment([entry], flag="--tf_augment")
         assert info.value.args[0].endswith(f"Received: --tf_augment={entry}")
-    assert settings.checked_augment(["view2_solarize_prob=0"]) == {"view2_solarize_prob": 0.0}
+    assert train_config.checked_augment(["view2_solarize_prob=0"]) == {"view2_solarize_prob": 0.0}
     with pytest.raises(ValueError, match=r"^--tf_augment: Augmentation option jitter_prob"):
-        settings.checked_augment(["jitter_prob=2"], "small", flag="--tf_augment")
+        train_config.checked_augment(["jitter_prob=2"], "small", flag="--tf_augment")
 
 
 @pytest.mark.parametrize(
@@ -160,31 +161,31 @@ def test_parse_augment_reads_numbers_and_ranges_and_names_the_given_flag():
 def test_each_range_is_checked_when_the_settings_are_built(flag, value, expected):
     with flagsaver.flagsaver(**{flag: value}):
         with pytest.raises(ValueError) as info:
-            config.from_flags(FLAGS)
+            flag_definitions.from_flags(FLAGS)
     assert str(info.value) == f"--{flag} must be {expected}. Received: --{flag}={value}"
 
 
 def test_zero_turns_the_checkpoint_interval_and_the_knn_monitor_off():
-    cfg = settings.TrainConfig(checkpoint_every_steps=0, knn_every_epochs=0, image_size=4096)
+    cfg = train_config.TrainConfig(checkpoint_every_steps=0, knn_every_epochs=0, image_size=4096)
     assert (cfg.checkpoint_every_steps, cfg.knn_every_epochs) == (0, 0)
 
 
 @pytest.mark.parametrize(
     "config_class, kwargs, message",
     [
-        (program_settings.EvalConfig, dict(batch_size=0), "--batch_size must be a positive int"),
+        (program_configs.EvalConfig, dict(batch_size=0), "--batch_size must be a positive int"),
         (
-            program_settings.ExportConfig,
+            program_configs.ExportConfig,
             dict(model_dir="run", export_dir="out", version=-1),
             "--version must be a positive int. Received: --version=-1",
         ),
         (
-            program_settings.ExportConfig,
+            program_configs.ExportConfig,
             dict(model_dir="run", export_dir="out", std=("0.5", "0")),
             "--std must be positive (each channel). Received: --std=0.5,0.0",
         ),
         (
-            program_settings.ImportConfig,
+            program_configs.ImportConfig,
             dict(checkpoint="a.pkl", model_dir="run", image_size=5000),
             "--image_size must be a positive int <= 4096",
         ),
@@ -198,15 +199,15 @@ def test_other_programs_check_their_ranges_too(config_class, kwargs, message):
 def test_tpu_strategy_needs_a_tpu_address():
     with flagsaver.flagsaver(strategy="tpu"):
         with pytest.raises(ValueError, match="--tpu"):
-            config.from_flags(FLAGS)
+            flag_definitions.from_flags(FLAGS)
 
 
 @pytest.mark.parametrize(
     "config_class",
-    [settings.TrainConfig, program_settings.EvalConfig, program_settings.ExportConfig],
+    [train_config.TrainConfig, program_configs.EvalConfig, program_configs.ExportConfig],
 )
 def test_every_setting_is_a_flag_with_help_and_its_default(config_class):
-    config.define_flags(config_class)
+    flag_definitions.define_flags(config_class)
     flags = fields.flag_fields(config_class)
     assert len(flags) == len(dataclasses.fields(config_class)) - 1  # all but `explicit`
     for field in flags:
@@ -214,7 +215,7 @@ def test_every_setting_is_a_flag_with_help_and_its_default(config_class):
         assert flag.help and "\n" not in flag.help, field.name
         if field.metadata["choices"]:
             assert tuple(flag.parser.enum_values) == field.metadata["choices"]
-        if config_class is settings.TrainConfig:
+        if config_class is train_config.TrainConfig:
             default = list(field.default) if isinstance(field.default, tuple) else field.default
             assert flag.default == default, field.name
 
@@ -223,18 +224,18 @@ def test_from_flags_records_the_flags_that_were_set():
     path = os.path.join(ROOT, "configs", "cifar10.flags")
     with flagsaver.flagsaver():
         FLAGS(["train.py", f"--flagfile={path}", "--epochs=3", "--model_dir=~/run"])
-        cfg = config.from_flags(FLAGS)
+        cfg = flag_definitions.from_flags(FLAGS)
     assert {"dataset", "epochs", "augment", "model_dir"} <= set(cfg.explicit)
     assert "seed" not in cfg.explicit and "explicit" not in cfg.to_json()
     assert cfg.model_dir == os.path.expanduser("~/run") and cfg.augment == ()
     with flagsaver.flagsaver():
-        assert config.from_flags(FLAGS).explicit == ()
+        assert flag_definitions.from_flags(FLAGS).explicit == ()
 
 
 def test_preset_names_are_those_of_the_augment_module():
-    from byol_tf import augment
+    from byol_tf.views import augment
 
-    assert set(settings.PRESETS) == set(augment.PRESETS)
+    assert set(train_config.PRESETS) == set(augment.PRESETS)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-?"], ["--helpfull"], ["--epochs=3", "--help"]])
@@ -243,19 +244,19 @@ def test_asking_for_help_exits_0(argv, capsys):
 
     app.define_help_flags()
     with flagsaver.flagsaver(), pytest.raises(SystemExit) as info:
-        config.flags_parser("train.py")(["train.py", *argv])
+        flag_definitions.flags_parser("train.py")(["train.py", *argv])
     assert info.value.code == 0 and capsys.readouterr().out  # the help, on stdout
 
 
 def test_a_bad_flag_still_exits_with_one_line():
     with flagsaver.flagsaver(), pytest.raises(SystemExit) as info:
-        config.flags_parser("train.py")(["train.py", "--epochs=x"])
+        flag_definitions.flags_parser("train.py")(["train.py", "--epochs=x"])
     assert str(info.value.code).startswith("train.py: error: ")
 
 
 @pytest.mark.parametrize("name", ["cifar10", "demo", "imagenet", "stl10"])
 def test_a_flagfile_names_its_recipe_and_sets_only_what_it_changes(name):
-    from byol_tf import recipes
+    from byol_tf.training import recipes
 
     with open(os.path.join(ROOT, "configs", f"{name}.flags")) as handle:
         values = dict(

@@ -1,4 +1,4 @@
-"""Tests for byol_tf.decoding: whole images and decode-time crops of each format, corrupt files
+"""Tests for byol_tf.data.decoding: whole images and decode-time crops of each format, corrupt files
 named or skipped, unsupported formats reported."""
 
 import logging
@@ -18,9 +18,9 @@ from helpers import (
     write_images,
 )
 
-from byol_tf import data, decoding
-from byol_tf.augment import ViewConfig
 from byol_tf.cli import console
+from byol_tf.data import decoding, pipelines
+from byol_tf.views.augment import ViewConfig
 
 WHOLE = ViewConfig(crop_area=(1.0, 1.0), crop_aspect=(1.0, 1.0), resize_method="bilinear")
 
@@ -163,14 +163,14 @@ def test_note_unsupported_logs_each_new_file_once(tmp_path, caplog):
     assert f"(1 .heic; e.g. {os.path.join(folder, 'd.heic')}); readable formats: .jpg (" in lines[1]
     skipped = decoding.skipped_files()
     assert all(path in skipped for path in [*first, os.path.join(folder, "d.heic")])
-    assert data.skipped_files() == skipped  # the name data re-exports
+    assert pipelines.skipped_files() == skipped  # the name data re-exports
 
 
 # --- through the pretraining pipeline ----------------------------------------------------------
 
 
 def _one_pass(root, **kwargs):
-    ds = data.pretrain_dataset(root, 4, 28, repeat=False, jit_compile=False, **kwargs)
+    ds = pipelines.pretrain_dataset(root, 4, 28, repeat=False, jit_compile=False, **kwargs)
     batches = list(ds)
     assert all(b["view1"].shape == (4, 28, 28, 3) for b in batches)
     assert all(np.isfinite(b["view1"].numpy()).all() for b in batches)
@@ -180,7 +180,7 @@ def _one_pass(root, **kwargs):
 def test_corrupt_jpeg_with_skip_corrupt_is_skipped_and_reported(tmp_path):
     root = folder_with(tmp_path, "bad.jpg", corrupt_jpeg)
     assert _one_pass(root, skip_corrupt=True) == 16
-    assert os.path.join(root, "b", "bad.jpg") in data.skipped_files()
+    assert os.path.join(root, "b", "bad.jpg") in pipelines.skipped_files()
 
 
 def test_unsupported_image_formats_are_skipped_counted_and_reported(tmp_path, caplog):
@@ -196,8 +196,10 @@ def test_unsupported_image_formats_are_skipped_counted_and_reported(tmp_path, ca
         f"byol_tf: skipping 2 image file(s) of unsupported formats in {root}"
     )
     assert "(1 .tif, 1 .tiff; e.g." in lines[1] and "readable formats: .jpg, .jpeg" in lines[1]
-    assert {os.path.join(root, n) for n in ("a/x.webp", "b/y.TIFF")} <= set(data.skipped_files())
-    assert os.path.join(root, "b", "notes.txt") not in data.skipped_files()
+    assert {os.path.join(root, n) for n in ("a/x.webp", "b/y.TIFF")} <= set(
+        pipelines.skipped_files()
+    )
+    assert os.path.join(root, "b", "notes.txt") not in pipelines.skipped_files()
     absl_line = b"W1203 23:22:48.434898 1402 decoding.py:90] " + lines[0].encode()
     assert console._NATIVE_NOISE.match(absl_line) is None  # train.py's console shows it
 
@@ -216,7 +218,7 @@ def test_greyscale_rgba_and_small_images_just_work(tmp_path, shape, ext):
 def test_corrupt_file_error_names_the_file_and_skip_corrupt_skips_it(tmp_path):
     mixed_image_folder(str(tmp_path))
     with pytest.raises(tf.errors.InvalidArgumentError, match="broken.jpg"):
-        take(data.pretrain_dataset(str(tmp_path), 5, 16, **FAST), 1)
-    batches = take(data.pretrain_dataset(str(tmp_path), 4, 16, skip_corrupt=True, **FAST), 3)
+        take(pipelines.pretrain_dataset(str(tmp_path), 5, 16, **FAST), 1)
+    batches = take(pipelines.pretrain_dataset(str(tmp_path), 4, 16, skip_corrupt=True, **FAST), 3)
     assert all(sorted(b["label"]) == [0, 0, 1, 1] for b in batches)
-    assert any(p.endswith("broken.jpg") for p in data.skipped_files())
+    assert any(p.endswith("broken.jpg") for p in pipelines.skipped_files())

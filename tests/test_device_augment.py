@@ -14,7 +14,11 @@ from absl.testing import flagsaver
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import augment, checkpoints, data, networks, run_plan
+from byol_tf.core import networks
+from byol_tf.data import pipelines
+from byol_tf.runs import checkpoints
+from byol_tf.training import run_plan
+from byol_tf.views import augment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -31,14 +35,14 @@ N = 4000  # frequencies within 4 standard errors: a false failure about once in 
 
 def _batch(source, size, seed, augment_on, overrides=None, batch=None):
     """The first batch of `pretrain_dataset` on `source` as host mode or device mode yields it,
-    with the views drawn (device mode: by `view_augmentation`, as the train step does)."""
+    with the views drawn (device mode: by `train_step_augmentation`, as the train step does)."""
     options = dict(augment_overrides=overrides, **IDENTITY)
-    ds = data.pretrain_dataset(
+    ds = pipelines.pretrain_dataset(
         source, batch or len(source[0]), size, seed, augment_on=augment_on, **options, **FAST
     )
     element = next(iter(ds))
     if augment_on == "device":
-        layer = data.view_augmentation(source, size, **options)
+        layer = pipelines.train_step_augmentation(source, size, **options)
         element["view1"], element["view2"] = layer(element["crops"], element["seeds"])
     return element
 
@@ -171,7 +175,7 @@ def test_an_images_views_do_not_depend_on_the_rest_of_its_batch():
     """What lets each replica augment its own shard: the views of images 4..7 alone are
     their views in the whole batch."""
     element = _batch((_colour(8, 12),), 12, 0, "device")
-    layer = data.view_augmentation((_colour(8, 12),), 12, **IDENTITY)
+    layer = pipelines.train_step_augmentation((_colour(8, 12),), 12, **IDENTITY)
     shard = layer(element["crops"][4:], element["seeds"][4:])
     for whole, part in zip((element["view1"], element["view2"]), shard, strict=True):
         np.testing.assert_array_equal(whole.numpy()[4:], part.numpy())
@@ -180,7 +184,7 @@ def test_an_images_views_do_not_depend_on_the_rest_of_its_batch():
 def test_xla_compiled_device_augmentation_equals_eager():
     element = _batch((_colour(8, 32),), 24, 1, "device")
     # The imagenet preset: blur in both views, solarisation in view 2.
-    layer = byol_tf.device_augment.ViewAugmentation("imagenet")
+    layer = byol_tf.views.device_augment.ViewAugmentation("imagenet")
     eager = layer(element["crops"], element["seeds"])
     compiled = tf.function(layer, jit_compile=True)(element["crops"], element["seeds"])
     for e, c in zip(eager, compiled, strict=True):
@@ -189,8 +193,8 @@ def test_xla_compiled_device_augmentation_equals_eager():
 
 def _crop_batches(batch=8):
     x = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3), dtype=np.uint8)
-    ds = data.pretrain_dataset((x,), batch, 8, 0, augment_on="device", **FAST)
-    return ds, data.view_augmentation((x,), 8)
+    ds = pipelines.pretrain_dataset((x,), batch, 8, 0, augment_on="device", **FAST)
+    return ds, pipelines.train_step_augmentation((x,), 8)
 
 
 def _fit(model, steps, ds, jit=False, **compile_args):
@@ -252,10 +256,12 @@ def test_crop_batches_without_an_augmentation_get_a_clear_error():
     ds, _ = _crop_batches()
     model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
     model.compile(optimizer=byol_tf.LARS(0.1))
-    with pytest.raises(ValueError, match="pass augmentation=byol_tf.data.view_augmentation"):
+    with pytest.raises(
+        ValueError, match="pass augmentation=byol_tf.data.pipelines.train_step_augmentation"
+    ):
         model.train_on_batch(next(iter(ds)))
     with pytest.raises(ValueError, match="augment_on must be one of host, device"):
-        data.pretrain_dataset("demo", 8, 8, augment_on="gpu")
+        pipelines.pretrain_dataset("demo", 8, 8, augment_on="gpu")
 
 
 def test_view_augmentation_survives_saving_with_the_model(tmp_path):
@@ -324,8 +330,8 @@ def test_device_mode_run_resumes_exactly_keeps_its_choice_and_refuses_a_switch(
 
 def test_augment_on_defaults_to_the_host_without_an_accelerator():
     assert not tf.config.list_logical_devices("GPU")
-    assert byol_tf.device_augment.default_augment_on() == "host"
-    cfg = byol_tf.settings.TrainConfig()
+    assert byol_tf.views.device_augment.default_augment_on() == "host"
+    cfg = byol_tf.settings.train_config.TrainConfig()
     resolved, line = run_plan.resolve_augment_on(cfg, {}, tf.distribute.get_strategy())
     assert resolved.augment_on == "host"
     assert line == "Augmentation on the host (--augment_on=host: no GPU or TPU is visible)."

@@ -11,7 +11,7 @@ from helpers import TINY
 
 import evaluate
 import train
-from byol_tf import checkpoints
+from byol_tf.runs import checkpoints
 
 
 def _train(model_dir, **overrides):

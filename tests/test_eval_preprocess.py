@@ -1,11 +1,12 @@
-"""Tests of the official linear evaluation's inputs (`byol_tf.eval_preprocess`) against the
+"""Tests of the official linear evaluation's inputs (`byol_tf.views.eval_crops`) against the
 official code's closed forms, and of the data pipelines that use them."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import data, eval_preprocess, image_ops, rng
+from byol_tf.data import pipelines
+from byol_tf.views import eval_crops, image_ops, rng
 
 # (height, width) of ImageNet-like images: landscape, portrait, square, odd sides, small.
 SHAPES = [(375, 500), (500, 333), (256, 256), (481, 359), (99, 1001), (32, 32)]
@@ -19,7 +20,7 @@ def official_center_window(height, width, size=224):
 
 @pytest.mark.parametrize("height, width", SHAPES)
 def test_center_crop_window_is_the_official_closed_form(height, width):
-    window = eval_preprocess.center_crop_window(tf.constant(height), tf.constant(width), 224 / 256)
+    window = eval_crops.center_crop_window(tf.constant(height), tf.constant(width), 224 / 256)
     assert tuple(int(v) for v in window) == official_center_window(height, width)
 
 
@@ -29,11 +30,11 @@ def test_center_crop_crops_then_resizes_without_antialiasing():
     window = image[top : top + side, left : left + side]
     reference = tf.image.resize(window, [224, 224], tf.image.ResizeMethod.BICUBIC)
     reference = np.clip(reference.numpy() / 255.0, 0.0, 1.0)
-    got = eval_preprocess.center_crop(tf.constant(image), 224, 0.875).numpy()
+    got = eval_crops.official_center_crop(tf.constant(image), 224, 0.875).numpy()
     np.testing.assert_allclose(got, reference, atol=1e-6)
     # The other protocols' centre crop (antialiased resize of the whole image, then the
     # centre square) gives another image.
-    antialiased = image_ops.center_crop(tf.constant(image), 224, 0.875).numpy() / 255.0
+    antialiased = image_ops.resize_center_crop(tf.constant(image), 224, 0.875).numpy() / 255.0
     assert np.abs(np.clip(antialiased, 0, 1) - reference).mean() > 0.01
 
 
@@ -43,13 +44,13 @@ def test_eval_dataset_official_crop_is_the_official_preprocessing_normalised():
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
     kwargs = {"mean": mean, "std": std, "crop_fraction": 0.875}
     got, _ = next(
-        iter(data.eval_dataset((images, labels), "train", 4, 70, official_crop=True, **kwargs))
+        iter(pipelines.eval_dataset((images, labels), "train", 4, 70, official_crop=True, **kwargs))
     )
     top, left, side = official_center_window(90, 120, size=224)  # same fraction: 224 / 256
     window = images[:, top : top + side, left : left + side]
     reference = np.clip(tf.image.resize(window, [70, 70], "bicubic").numpy() / 255.0, 0, 1)
     np.testing.assert_allclose(got, (reference - mean) / np.float32(std), atol=1e-5)
-    default, _ = next(iter(data.eval_dataset((images, labels), "train", 4, 70, **kwargs)))
+    default, _ = next(iter(pipelines.eval_dataset((images, labels), "train", 4, 70, **kwargs)))
     assert not np.allclose(default, got, atol=1e-3)  # the other protocols keep theirs
 
 
@@ -66,7 +67,7 @@ def official_crop_sizes(height, width, count, seed=0):
 def byol_tf_windows(height, width, count, seed=0):
     """`random_crop_window` for `count` seeds: int [count, 4] (top, left, h, w)."""
     seeds = rng.fold_in(rng.as_seed(seed), tf.range(count))
-    one = lambda s: eval_preprocess.random_crop_window(s, height, width)  # noqa: E731
+    one = lambda s: eval_crops.random_crop_window(s, height, width)  # noqa: E731
     return tf.function(lambda: tf.map_fn(one, seeds, fn_output_signature=tf.int32))().numpy()
 
 
@@ -94,10 +95,10 @@ def test_random_crop_is_a_resized_window_flipped_about_half_the_time():
     flips = 0
     for i in range(40):
         seed = rng.fold_in(rng.as_seed(5), i)
-        top, left, h, w = eval_preprocess.random_crop_window(seed, 60, 90).numpy()
+        top, left, h, w = eval_crops.random_crop_window(seed, 60, 90).numpy()
         window = image[top : top + h, left : left + w]
         reference = np.clip(tf.image.resize(window, [32, 32], "bicubic").numpy() / 255, 0, 1)
-        got = eval_preprocess.random_crop(tf.constant(image), seed, 32).numpy()
+        got = eval_crops.random_crop(tf.constant(image), seed, 32).numpy()
         flipped = not np.allclose(got, reference, atol=1e-6)
         np.testing.assert_allclose(got, reference[:, ::-1] if flipped else reference, atol=1e-6)
         flips += flipped
@@ -110,6 +111,6 @@ def test_whole_images_yields_each_image_of_a_folder_at_its_own_size(tmp_path):
         (tmp_path / "train" / label).mkdir(parents=True)
         pixels = np.full((height, width, 3), 100, np.uint8)
         (tmp_path / "train" / label / "x.png").write_bytes(tf.io.encode_png(pixels).numpy())
-    images, info = data.whole_images(str(tmp_path), "train")
+    images, info = pipelines.whole_images(str(tmp_path), "train")
     got = [(x.shape, int(y)) for x, y in images.as_numpy_iterator()]
     assert got == [((30, 50, 3), 0), ((44, 20, 3), 1)] and info.num_classes == 2

@@ -11,7 +11,9 @@ from absl.testing import flagsaver
 from helpers import class_folder, tiny_checkpoint_run
 
 import evaluate
-from byol_tf import checkpoints, evaluation, export
+from byol_tf import evaluation
+from byol_tf.runs import checkpoints
+from byol_tf.serving import export
 
 FLAGS = flags.FLAGS
 DEMO_STATS = {"mean": [0.286] * 3, "std": [0.353] * 3}

@@ -1,4 +1,4 @@
-"""Tests of byol_tf.export: SavedModel signatures, TF Serving layout and requests, the CLI."""
+"""Tests of byol_tf.serving.export: SavedModel signatures, TF Serving layout and requests, the CLI."""
 
 import os
 import subprocess
@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 from helpers import run_program, tiny_checkpoint_run, tiny_encoder
 
-from byol_tf import export, image_ops
+from byol_tf.serving import export
+from byol_tf.views import image_ops
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -26,8 +27,8 @@ def exported(tmp_path_factory):
 
 
 def _preprocess(images, size=8):
-    """What `byol_tf.data.eval_dataset` does to uint8 images of an array source."""
-    unit = tf.clip_by_value(image_ops.center_crop(images, size, 1.0) / 255.0, 0.0, 1.0)
+    """What `byol_tf.data.pipelines.eval_dataset` does to uint8 images of an array source."""
+    unit = tf.clip_by_value(image_ops.resize_center_crop(images, size, 1.0) / 255.0, 0.0, 1.0)
     return (unit - np.array(MEAN, "float32")) / np.array(STD, "float32")
 
 
@@ -163,12 +164,12 @@ def test_export_checkpoint_without_run_config_needs_mean_and_std(tmp_path):
 @pytest.mark.slow  # two fresh Python processes importing TensorFlow: ~25 s on 2 cores
 def test_export_command_line(tmp_path):
     _training_run(tmp_path / "run", run_config=False)
-    command = ["-m", "byol_tf.export", f"--model_dir={tmp_path / 'run'}"]
+    command = ["-m", "byol_tf.serving.export", f"--model_dir={tmp_path / 'run'}"]
     command.append(f"--export_dir={tmp_path / 'export'}")
     failed = run_program(command, timeout=120)
     assert failed.returncode == 1
     last_line = failed.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("python -m byol_tf.export: error: No run_config.json")
+    assert last_line.startswith("python -m byol_tf.cli.export: error: No run_config.json")
     assert "Traceback" not in failed.stderr
     command += ["--mean=0.5,0.4,0.3", "--std=0.2,0.25,0.3", "--version=3"]
     done = run_program(command, timeout=120)

@@ -20,7 +20,7 @@ from test_end_to_end import TINY
 
 import byol_tf
 import train
-from byol_tf import checkpoints, run_dir, run_lock
+from byol_tf.runs import checkpoints, run_folder, writer_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, STEPS = 3, 4
@@ -222,7 +222,7 @@ def _snapshot(folder):
 
 def test_train_on_a_folder_another_process_holds_exits_in_one_line_writing_nothing(tmp_path):
     model_dir = str(tmp_path / "run")
-    holder = run_dir.write_dir(model_dir, chief=True)  # as a running train.py would
+    holder = run_folder.write_dir(model_dir, chief=True)  # as a running train.py would
     before = _snapshot(model_dir)
     with flagsaver.flagsaver(**dict(TINY, model_dir=model_dir)):
         with pytest.raises(SystemExit) as error:
@@ -232,7 +232,7 @@ def test_train_on_a_folder_another_process_holds_exits_in_one_line_writing_nothi
     assert message.startswith(f"train.py: error: --model_dir={model_dir} is in use by another ")
     assert f"(pid {os.getpid()} on " in message
     assert _snapshot(model_dir) == before
-    run_dir.remove_write_dir(holder, model_dir)
+    run_folder.remove_write_dir(holder, model_dir)
 
 
 def _wait_for(predicate, process, timeout=300):
@@ -294,7 +294,7 @@ import os, runpy, sys, time
 marker = sys.argv[1]
 class HoldUp:
     def find_spec(self, name, path=None, target=None):
-        if name == "byol_tf.programs":
+        if name == "byol_tf.cli.programs":
             open(marker, "w").close()
             time.sleep(60)
         return None
@@ -318,13 +318,13 @@ def test_ctrl_c_while_the_program_imports_its_entry_point_ends_in_one_line(tmp_p
 def test_ctrl_c_twice_during_start_up_ends_in_one_line_and_releases_the_folder(tmp_path):
     model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
     process = _start(model_dir, log, "auto")
-    _wait_for(lambda: os.path.exists(os.path.join(model_dir, run_lock.LOCK)), process)
+    _wait_for(lambda: os.path.exists(os.path.join(model_dir, writer_lock.LOCK)), process)
     lines = _interrupt(process, log, times=2)
     assert lines[-1] == (
         f"train.py: interrupted (Ctrl-C); run the same command again to resume in {model_dir}."
     )
     assert not [line for line in lines[:-1] if "interrupted" in line]
-    assert not os.path.exists(os.path.join(model_dir, run_lock.LOCK))
+    assert not os.path.exists(os.path.join(model_dir, writer_lock.LOCK))
 
 
 @pytest.mark.slow
@@ -336,7 +336,7 @@ def test_ctrl_c_twice_during_training_leaves_no_half_written_checkpoint(tmp_path
     stops = [line for line in lines if "interrupted" in line or line.startswith("Stopped by")]
     assert 1 <= len(stops) <= 2 and stops[-1] == lines[-1], lines
     assert not _writing(model_dir)
-    assert not os.path.exists(os.path.join(model_dir, run_lock.LOCK))
+    assert not os.path.exists(os.path.join(model_dir, writer_lock.LOCK))
     checkpoints.load_checkpoint(checkpoints.latest_checkpoint(model_dir))
 
 
@@ -383,13 +383,13 @@ def test_sigterm_during_start_up_ends_with_143_and_no_lock(tmp_path, delay):
     time.sleep(delay)
     code, lines = _terminate(process, log)
     assert code == 143 and lines[-1] == "train.py: terminated (SIGTERM).", (code, lines)
-    assert not os.path.exists(os.path.join(model_dir, run_lock.LOCK))
+    assert not os.path.exists(os.path.join(model_dir, writer_lock.LOCK))
 
 
 def test_sigterm_once_the_folder_is_locked_releases_it_and_leaves_no_new_folder(tmp_path):
     model_dir, log = str(tmp_path / "run"), str(tmp_path / "log")
     process = _start(model_dir, log, "auto")
-    _wait_for(lambda: os.path.exists(os.path.join(model_dir, run_lock.LOCK)), process)
+    _wait_for(lambda: os.path.exists(os.path.join(model_dir, writer_lock.LOCK)), process)
     code, lines = _terminate(process, log)
     assert code == 143 and lines[-1] == "train.py: terminated (SIGTERM).", (code, lines)
     assert not os.path.exists(model_dir)  # nothing was written in it: removed with its lock

@@ -11,7 +11,7 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import networks
+from byol_tf.core import networks
 
 
 def _close(a, b, tol=1e-5):
@@ -141,7 +141,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 import byol_tf
-from byol_tf import networks
+from byol_tf.core import networks
 
 rng = np.random.default_rng(0)
 view1 = rng.normal(size=(8, 8, 8, 3)).astype("float32")

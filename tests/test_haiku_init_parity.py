@@ -16,7 +16,9 @@ import math
 import numpy as np
 import pytest
 
-from byol_tf import networks, official, recipes
+from byol_tf.core import networks
+from byol_tf.official import importer
+from byol_tf.training import recipes
 
 pytestmark = pytest.mark.parity
 hk = pytest.importorskip("haiku")
@@ -91,7 +93,7 @@ def official_init():
     hidden, projection, classes = 512, 64, 10
     network = parity._official_network(50, 1 / 4, hidden, projection, classes)
     params, state = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), True)
-    # Module names as `official.load_official` gives them: without Haiku's `~` scope markers.
+    # Module names as `importer.load_official` gives them: without Haiku's `~` scope markers.
     trees = {
         field: {
             "/".join(p for p in module.split("/") if p != "~"): {
@@ -101,8 +103,8 @@ def official_init():
         }
         for field, tree in (("online_params", params), ("online_state", state))
     }
-    arch = official.architecture(trees["online_params"])
-    return official.network_weights(trees, arch), arch
+    arch = importer.architecture(trees["online_params"])
+    return importer.network_weights(trees, arch), arch
 
 
 def _ours(arch, zero_init_residual):

@@ -1,10 +1,10 @@
-"""byol_tf.hardware: CPU model and feature flags read from /proc/cpuinfo samples."""
+"""byol_tf.training.hardware: CPU model and feature flags read from /proc/cpuinfo samples."""
 
 import sys
 
 import pytest
 
-from byol_tf import hardware
+from byol_tf.training import hardware
 
 # Abridged /proc/cpuinfo of real machines: two logical processors each, every line as the
 # kernel writes it (tab before the colon), the flags lists cut to a representative part.

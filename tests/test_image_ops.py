@@ -1,10 +1,10 @@
-"""Tests of `byol_tf.image_ops` numerics against NumPy references."""
+"""Tests of `byol_tf.views.image_ops` numerics against NumPy references."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import image_ops
+from byol_tf.views import image_ops
 
 
 def numpy_blur(image, sigma, radius, mode):
@@ -40,5 +40,5 @@ def test_zero_padded_blur_darkens_the_border_of_a_constant_image():
 
 def test_center_crop_takes_the_central_square():
     image = tf.reshape(tf.range(8 * 12 * 3, dtype=tf.float32), [8, 12, 3])
-    out = image_ops.center_crop(image, 8, 1.0)
+    out = image_ops.resize_center_crop(image, 8, 1.0)
     np.testing.assert_allclose(out.numpy(), image[:, 2:10].numpy(), atol=1e-3)

@@ -6,7 +6,7 @@ import official_format
 import pytest
 from helpers import run_program
 
-from byol_tf import program_settings
+from byol_tf.settings import program_configs
 
 SMALL = dict(depth=50, width=1 / 16, hidden=64, projection=32, classes=10)
 
@@ -46,7 +46,7 @@ def test_import_refuses_an_unknown_dataset_before_writing(official_file, tmp_pat
 
 def test_import_names_a_folder_given_as_checkpoint(tmp_path):
     with pytest.raises(ValueError) as error:
-        program_settings.ImportConfig(checkpoint=str(tmp_path), model_dir=str(tmp_path / "run"))
+        program_configs.ImportConfig(checkpoint=str(tmp_path), model_dir=str(tmp_path / "run"))
     assert str(error.value).startswith(
         f"--checkpoint={tmp_path} is a folder; expected an official BYOL checkpoint file"
     )
@@ -67,19 +67,19 @@ def test_refused_import_leaves_no_new_folder(tmp_path):
 
 _INTERRUPTED = """
 import os, sys
-from byol_tf import run_dir
+from byol_tf.runs import run_folder
 from byol_tf.cli import import_official
 
-write_run_config = run_dir.write_run_config
+write_run_config = run_folder.write_run_config
 def interrupt(*args):  # Ctrl-C once the checkpoint is written
     raise KeyboardInterrupt
-run_dir.write_run_config = interrupt
+run_folder.write_run_config = interrupt
 sys.argv = ["byol-import", *sys.argv[1:]]
 try:
     import_official.run("byol-import")
 except SystemExit as stop:
     print("interrupted:", stop.code, sorted(os.listdir(sys.argv[-1].partition("=")[2])))
-run_dir.write_run_config = write_run_config
+run_folder.write_run_config = write_run_config
 import_official.main(sys.argv[:1])  # the same command again (its flags are parsed)
 """
 

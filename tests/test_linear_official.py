@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 from helpers import tiny_encoder
 
-from byol_tf import augment, evaluation
+from byol_tf import evaluation
 from byol_tf.evaluation import linear_official
+from byol_tf.views import augment
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

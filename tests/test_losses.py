@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from byol_tf import losses
+from byol_tf.core import losses
 
 
 def _np_loss(p, z):

@@ -177,7 +177,7 @@ def test_online_probe_trains_only_on_labelled_batches_without_touching_encoder(v
 
 def test_bad_batch_structure_gets_a_clear_error():
     with pytest.raises(ValueError, match="view1"):
-        byol_tf.model.unpack_views({"image": 1})
+        byol_tf.core.model.unpack_views({"image": 1})
 
 
 @pytest.mark.parametrize(
@@ -291,7 +291,7 @@ def test_mixed_precision_trains_with_float32_loss(views, policy):
 def test_byol_without_image_shape_builds_itself_from_the_first_batch(views):
     # Under MirroredStrategy: tests/test_distribution.py (one process must not mix two
     # two-replica strategies whose collective ops differ in shape).
-    encoder = byol_tf.networks.resnet(18, width_multiplier=0.125, cifar_stem=True)
+    encoder = byol_tf.core.networks.resnet(18, width_multiplier=0.125, cifar_stem=True)
     model = byol_tf.BYOL(encoder, projection_dim=8, hidden_dim=16)
     assert not model.built
     model.compile(optimizer=keras.optimizers.SGD(0.1))
@@ -303,7 +303,7 @@ def test_byol_without_image_shape_builds_itself_from_the_first_batch(views):
 
 
 def test_byol_that_cannot_see_the_image_shape_says_what_to_pass(views):
-    encoder = byol_tf.networks.resnet(18, width_multiplier=0.125, cifar_stem=True)
+    encoder = byol_tf.core.networks.resnet(18, width_multiplier=0.125, cifar_stem=True)
     model = byol_tf.BYOL(encoder, projection_dim=8, hidden_dim=16)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
 

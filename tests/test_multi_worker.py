@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from byol_tf import checkpoints, distribution
+from byol_tf.runs import checkpoints
+from byol_tf.training import distribution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -60,7 +61,7 @@ def _tiny_encoder(
     """
     import keras
 
-    from byol_tf import networks
+    from byol_tf.core import networks
 
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(
@@ -84,7 +85,7 @@ def _main():
     import runpy
 
     sys.path.insert(0, ROOT)
-    from byol_tf import run_plan, training
+    from byol_tf.training import run_plan, train_run
 
     run_plan.networks.resnet = _tiny_encoder
     run_plan.BYOL = functools.partial(run_plan.BYOL, synchronized_bn=True)
@@ -92,14 +93,14 @@ def _main():
     run_plan.data.pretrain_dataset = functools.partial(
         run_plan.data.pretrain_dataset, jit_compile=False
     )
-    remove = training.remove_write_dir
+    remove = train_run.remove_write_dir
 
     def keep_then_remove(path, model_dir):
         if os.environ.get(KEEP) and os.path.abspath(path) != os.path.abspath(model_dir):
             shutil.copytree(path, os.environ[KEEP])
         remove(path, model_dir)
 
-    training.remove_write_dir = keep_then_remove
+    train_run.remove_write_dir = keep_then_remove
     sys.argv[0] = os.path.join(ROOT, "train.py")
     runpy.run_path(sys.argv[0], run_name="__main__")
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from byol_tf import networks
+from byol_tf.core import networks
 
 
 def _trainable_count(model):

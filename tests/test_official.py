@@ -18,31 +18,26 @@ import official_format
 import pytest
 import tensorflow as tf
 
-from byol_tf import (
-    checkpoints,
-    export,
-    networks,
-    official,
-    official_architecture,
-    official_pickle,
-    run_dir,
-)
+from byol_tf.core import networks
+from byol_tf.official import importer, reader, structure
+from byol_tf.runs import checkpoints, run_folder
+from byol_tf.serving import export
 
 SMALL = dict(depth=50, width=1 / 16, hidden=64, projection=32, classes=10)
 
 
 def _canonical(tree):
-    return {official_pickle._canonical(k): v for k, v in tree.items()}
+    return {reader._canonical(k): v for k, v in tree.items()}
 
 
 def test_importer_maps_every_name_of_the_official_network_to_a_layer_of_its_shape():
     params, state = official_format.official_names()  # recorded from the official code
     params, state = _canonical(params), _canonical(state)
-    arch = official.architecture(
+    arch = importer.architecture(
         {k: {n: np.zeros(s) for n, s in v.items()} for k, v in params.items()}
     )
     assert arch == ("res_net50", 50, 1.0, 256, 4096, 1000, None)
-    names = official.expected_names(arch)
+    names = importer.expected_names(arch)
     assert set(names) == set(params)
     norms = {m for m, v in params.items() if "scale" in v}
     assert {f"{m}/{e}" for m in norms for e in ("mean_ema", "var_ema")} == set(state)
@@ -75,7 +70,7 @@ def imported(tmp_path_factory):
     path = str(folder / "pretrain_small.pkl")
     official_format.write(path, online[0], target[0], online[1], target[1], step=1234)
     lines = []
-    result = official.import_checkpoint(
+    result = importer.import_checkpoint(
         path, str(folder / "run"), str(folder / "export"), image_size=32, log=lines.append
     )
     return dict(result=result, online=online, target=target, path=path, lines=lines)
@@ -84,11 +79,11 @@ def imported(tmp_path_factory):
 def _assert_every_array_landed(result, online, target):
     """Each array of the trees is the weight of the layer `expected_names` maps its module to."""
     model = checkpoints.load_checkpoint(result["checkpoint"], compile=False)
-    arch = official.Architecture(**result["architecture"])
+    arch = importer.Architecture(**result["architecture"])
     for is_target, (params, state) in ((False, online), (True, target)):
-        params = {official_architecture._base_name(k): v for k, v in _canonical(params).items()}
-        state = {official_architecture._base_name(k): v for k, v in _canonical(state).items()}
-        for module, (network, layer) in official.expected_names(arch).items():
+        params = {structure._base_name(k): v for k, v in _canonical(params).items()}
+        state = {structure._base_name(k): v for k, v in _canonical(state).items()}
+        for module, (network, layer) in importer.expected_names(arch).items():
             if is_target and network not in ("encoder", "projector"):
                 continue
             net = model.probe if network == "probe" else getattr(
@@ -117,9 +112,9 @@ def test_import_writes_every_official_array_into_its_layer(imported):
 
 def test_imported_run_config_records_the_official_normalisation_and_architecture(imported):
     run = os.path.dirname(os.path.dirname(imported["result"]["checkpoint"]))
-    config = run_dir.read_run_config(run)
-    assert config["mean"] == list(official.OFFICIAL_MEAN)
-    assert config["std"] == list(official.OFFICIAL_STD)
+    config = run_folder.read_run_config(run)
+    assert config["mean"] == list(importer.OFFICIAL_MEAN)
+    assert config["std"] == list(importer.OFFICIAL_STD)
     assert (config["encoder"], config["width_multiplier"]) == ("resnet50", 1 / 16)
     assert (config["hidden_dim"], config["projection_dim"], config["num_classes"]) == (64, 32, 10)
     assert config["head_output_bias"] is False and config["dataset"] == "imagenet2012"
@@ -130,7 +125,7 @@ def test_imported_export_serves_embedding_and_classifier_logits(imported):
     loaded = tf.saved_model.load(imported["result"]["export"])
     assert {"serving_default", "classify", "encode_normalized"} <= set(loaded.signatures)
     images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    normalized = (images / 255.0 - official.OFFICIAL_MEAN) / official.OFFICIAL_STD
+    normalized = (images / 255.0 - importer.OFFICIAL_MEAN) / importer.OFFICIAL_STD
     embedding = model.encoder(normalized.astype(np.float32), training=False).numpy()
     logits = model.probe(embedding).numpy()
     served = loaded.signatures["serving_default"](images=tf.constant(images))
@@ -141,20 +136,20 @@ def test_imported_export_serves_embedding_and_classifier_logits(imported):
     np.testing.assert_allclose(classified["logits"], logits, atol=1e-5 * np.abs(logits).max())
     np.testing.assert_array_equal(classified["classes"], np.argmax(classified["logits"], -1))
     _, metadata = export.load_exported(imported["result"]["export"])
-    assert metadata["num_classes"] == 10 and metadata["mean"] == list(official.OFFICIAL_MEAN)
+    assert metadata["num_classes"] == 10 and metadata["mean"] == list(importer.OFFICIAL_MEAN)
 
 
 def test_import_refuses_a_folder_that_holds_a_run(imported, tmp_path):
     run = os.path.dirname(os.path.dirname(imported["result"]["checkpoint"]))
     with pytest.raises(ValueError, match="already holds a run's checkpoints"):
-        official.import_checkpoint(imported["path"], run)
+        importer.import_checkpoint(imported["path"], run)
 
 
 def test_batchnorm_statistics_without_average_are_debiased_from_the_hidden_ema():
     hidden = np.array([[0.5, -1.0]], np.float32)
     state = {"bn/mean_ema": {"hidden": hidden, "counter": np.array(3, np.int32)}}
     np.testing.assert_allclose(
-        official._ema_average(state, "bn/mean_ema", "x"), hidden[0] / (1 - 0.9**3), rtol=1e-6
+        importer._ema_average(state, "bn/mean_ema", "x"), hidden[0] / (1 - 0.9**3), rtol=1e-6
     )
 
 
@@ -182,7 +177,7 @@ def _globals(path):
 
 
 def _assert_reads_tiny_trees(path):
-    trees = official.load_official(path)
+    trees = importer.load_official(path)
     assert trees["step"] == 1234
     fields = ("online_params", "target_params", "online_state", "target_state")
     for field, expected in zip(fields, official_format.tiny_trees(), strict=True):
@@ -216,7 +211,7 @@ def test_the_recorded_dill_files_are_every_one_there():
 
 @pytest.mark.parametrize("mapping", ["frozendict", "FlatMapping", "dict"])
 def test_a_file_the_installed_dill_writes_reads_exactly(mapping, tmp_path):
-    path = str(tmp_path / "official.pkl")
+    path = str(tmp_path / "importer.pkl")
     official_format.write(path, *official_format.tiny_trees(), step=1234, mapping=mapping)
     names = _globals(path)
     print(f"dill {dill.__version__}, NumPy {np.__version__}: {sorted(names)}")
@@ -240,17 +235,17 @@ def test_the_experiment_state_is_recognised_by_its_field_names_alone(tmp_path):
         if readable:
             _assert_reads_tiny_trees(path)
         else:
-            with pytest.raises(official.CheckpointFormatError, match="without a BYOL experiment"):
-                official.load_official(path)
+            with pytest.raises(importer.CheckpointFormatError, match="without a BYOL experiment"):
+                importer.load_official(path)
 
 
 def _import_small(folder, log=print, **shapes):
     params_shapes, state_shapes = official_format.official_shapes(**{**SMALL, **shapes})
     online = official_format.random_trees(params_shapes, state_shapes, seed=1)
     target = official_format.random_trees(params_shapes, state_shapes, seed=2)
-    path = str(folder / "official.pkl")
+    path = str(folder / "importer.pkl")
     official_format.write(path, online[0], target[0], online[1], target[1], step=1234)
-    result = official.import_checkpoint(path, str(folder / "run"), image_size=32, log=log)
+    result = importer.import_checkpoint(path, str(folder / "run"), image_size=32, log=log)
     return result, online, target
 
 
@@ -265,7 +260,7 @@ def test_a_stem_narrower_than_the_blocks_builds_as_the_file_has_it(tmp_path):
     # The official code before 2020-08-17 kept 64 stem channels at every width multiplier.
     lines = []
     result, online, target = _import_small(tmp_path, lines.append, width=1 / 8, stem=4)
-    arch = official.Architecture(**result["architecture"])
+    arch = importer.Architecture(**result["architecture"])
     assert (arch.width_multiplier, arch.stem_width) == (1 / 8, 4)
     assert "ResNet-50 ×0.125 (a stem of 4 channels) at step 1234" in lines[0]
     model = checkpoints.load_checkpoint(result["checkpoint"], compile=False)
@@ -319,8 +314,8 @@ def test_a_file_that_fits_no_official_network_is_refused_naming_the_module(
     alter, message, tmp_path
 ):
     path = _write_altered(tmp_path, alter)
-    with pytest.raises(official.CheckpointFormatError) as error:
-        official.import_checkpoint(path, str(tmp_path / "run"), image_size=32, log=print)
+    with pytest.raises(importer.CheckpointFormatError) as error:
+        importer.import_checkpoint(path, str(tmp_path / "run"), image_size=32, log=print)
     text = str(error.value)
     assert message in text and path in text and "\n" not in text, text
 
@@ -396,8 +391,8 @@ BAD_FILES = ["missing", "code", "truncated", "text", "foreign", "no_resnet", "di
 def test_bad_checkpoint_files_get_one_line_naming_the_file(kind, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path, message = _bad_files(tmp_path)[kind]
-    with pytest.raises(official.CheckpointFormatError) as error:
-        official.import_checkpoint(path, str(tmp_path / "run"))
+    with pytest.raises(importer.CheckpointFormatError) as error:
+        importer.import_checkpoint(path, str(tmp_path / "run"))
     text = str(error.value)
     assert message in text and path in text and "\n" not in text
     assert not os.path.exists(tmp_path / "should-not-exist")  # the pickle's code never ran
@@ -420,10 +415,10 @@ def test_import_program_prints_one_line_for_a_bad_file(tmp_path):
 
 def test_init_from_copies_the_official_networks_but_not_the_probe(imported):
     source = checkpoints.load_checkpoint(imported["result"]["checkpoint"], compile=False)
-    arch = official.Architecture(**imported["result"]["architecture"])
-    fresh = official.build_model(arch._replace(num_classes=3), image_size=32)
+    arch = importer.Architecture(**imported["result"]["architecture"])
+    fresh = importer.build_official_model(arch._replace(num_classes=3), image_size=32)
     lines = []
-    official.initialize_from(fresh, imported["path"], lines.append)
+    importer.initialize_from(fresh, imported["path"], lines.append)
     assert lines == [f"Initialised the online and target networks from {imported['path']}."]
     for name in ("encoder", "projector", "predictor", "target_encoder", "target_projector"):
         for got, want in zip(
@@ -435,17 +430,17 @@ def test_init_from_copies_the_official_networks_but_not_the_probe(imported):
 
 def test_init_from_a_run_folder_and_a_mismatch_is_one_line(imported):
     run = os.path.dirname(os.path.dirname(imported["result"]["checkpoint"]))
-    arch = official.Architecture(**imported["result"]["architecture"])
-    fresh = official.build_model(arch, image_size=32)
-    official.initialize_from(fresh, run, lambda line: None)
+    arch = importer.Architecture(**imported["result"]["architecture"])
+    fresh = importer.build_official_model(arch, image_size=32)
+    importer.initialize_from(fresh, run, lambda line: None)
     source = checkpoints.load_checkpoint(imported["result"]["checkpoint"], compile=False)
     np.testing.assert_array_equal(
         fresh.target_encoder.weights[0].numpy(), source.target_encoder.weights[0].numpy()
     )
-    wider = official.build_model(arch._replace(hidden_dim=128), image_size=32)
+    wider = importer.build_official_model(arch._replace(hidden_dim=128), image_size=32)
     for source_path in (imported["path"], run):
         with pytest.raises(ValueError, match="do not fit") as error:
-            official.initialize_from(wider, source_path, lambda line: None)
+            importer.initialize_from(wider, source_path, lambda line: None)
         assert "\n" not in str(error.value) and "--hidden_dim" in str(error.value)
 
 
@@ -467,7 +462,7 @@ def test_train_and_evaluate_programs_take_an_imported_checkpoint(imported, tmp_p
         **arch,
     ):  # fmt: skip
         assert train.main(["train.py"]) == 0
-    config = run_dir.read_run_config(run)
+    config = run_folder.read_run_config(run)
     assert config["init_from"] == imported["path"]
     imported_run = os.path.dirname(os.path.dirname(imported["result"]["checkpoint"]))
     with flagsaver.flagsaver(

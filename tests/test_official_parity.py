@@ -19,7 +19,8 @@ import official_format
 import pytest
 import tensorflow as tf
 
-from byol_tf import checkpoints, official
+from byol_tf.official import importer
+from byol_tf.runs import checkpoints
 
 pytestmark = pytest.mark.parity
 hk = pytest.importorskip("haiku")
@@ -81,8 +82,8 @@ def _official_network(
     depth, width, hidden, projection, classes, stem_padding="SAME", stem=None, recreated=False
 ):  # fmt: skip
     def forward(images, is_training):
-        mean = jnp.array(official.OFFICIAL_MEAN).reshape(1, 1, 1, 3)
-        std = jnp.array(official.OFFICIAL_STD).reshape(1, 1, 1, 3)
+        mean = jnp.array(importer.OFFICIAL_MEAN).reshape(1, 1, 1, 3)
+        std = jnp.array(importer.OFFICIAL_STD).reshape(1, 1, 1, 3)
         torso = _torso_class(stem_padding, stem, recreated)(depth, width)
         embedding = torso((images - mean) / std, is_training)
         proj = _mlp("projector", hidden, projection, embedding, is_training)
@@ -139,7 +140,7 @@ def case(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"res{depth}")
     path = str(folder / f"pretrain_res{depth}.pkl")
     official_format.write(path, params, target_params, state, target_state, mapping=mapping)
-    result = official.import_checkpoint(
+    result = importer.import_checkpoint(
         path, str(folder / "run"), str(folder / "export"), image_size=size, log=lambda line: None
     )
     return dict(
@@ -154,7 +155,7 @@ def test_the_file_holds_the_names_and_mappings_of_the_case(case):
     names = set(case["params"])
     stem = f"res_net{case['depth']}/~/initial_conv"
     assert (f"{stem}_1" in names, stem in names) == (case["recreated"], not case["recreated"])
-    arch = official.Architecture(**case["result"]["architecture"])
+    arch = importer.Architecture(**case["result"]["architecture"])
     assert arch.stem_width == case["stem"]
     with open(case["folder"] / f"pretrain_res{case['depth']}.pkl", "rb") as handle:
         content = handle.read()
@@ -163,7 +164,7 @@ def test_the_file_holds_the_names_and_mappings_of_the_case(case):
 
 
 def _keras_outputs(model, unit):
-    normalized = (unit - np.array(official.OFFICIAL_MEAN)) / np.array(official.OFFICIAL_STD)
+    normalized = (unit - np.array(importer.OFFICIAL_MEAN)) / np.array(importer.OFFICIAL_STD)
     embedding = model.encoder(normalized.astype(np.float32), training=False)
     projection = model.projector(embedding, training=False)
     return {
@@ -185,7 +186,7 @@ def test_imported_target_network_equals_the_official_target(case):
     model = checkpoints.load_checkpoint(case["result"]["checkpoint"], compile=False)
     target_params, target_state = case["target"]
     official_target, _ = case["network"].apply(target_params, target_state, case["unit"], False)
-    normalized = (case["unit"] - np.array(official.OFFICIAL_MEAN)) / np.array(official.OFFICIAL_STD)
+    normalized = (case["unit"] - np.array(importer.OFFICIAL_MEAN)) / np.array(importer.OFFICIAL_STD)
     embedding = model.target_encoder(normalized.astype(np.float32), training=False)
     ours = {"embedding": embedding, "projection": model.target_projector(embedding, training=False)}
     reference = {k: official_target[k] for k in ours}
@@ -206,7 +207,7 @@ def _official_eval_images(images, size, crop_fraction):
 
 
 def test_exported_signatures_equal_the_official_network(case):
-    from byol_tf import export
+    from byol_tf.serving import export
 
     loaded = tf.saved_model.load(case["result"]["export"])
     _, metadata = export.load_exported(case["result"]["export"])
@@ -254,10 +255,10 @@ def test_a_transposed_kernel_would_fail_the_comparison(case):
     path = str(case["folder"] / "transposed.pkl")
     target_params, target_state = case["target"]
     official_format.write(path, params, target_params, case["state"], target_state)
-    trees, arch = official.read_checkpoint(path)
-    channels = official.encoder_channels(trees["online_params"], arch)
-    model = official.build_model(arch, image_size=case["unit"].shape[1], channels=channels)
-    official.assign(model, trees, arch, path)
+    trees, arch = importer.read_checkpoint(path)
+    channels = importer.encoder_channels(trees["online_params"], arch)
+    model = importer.build_official_model(arch, image_size=case["unit"].shape[1], channels=channels)
+    importer.assign(model, trees, arch, path)
     worst = _worst(_keras_outputs(model, case["unit"]), case["official"])
     print(f"ResNet-{case['depth']} transposed kernels:", worst)
     assert worst["embedding"] > 100 * _TOLERANCE

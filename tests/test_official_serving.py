@@ -17,7 +17,9 @@ import official_format
 import pytest
 import tensorflow as tf
 
-from byol_tf import checkpoints, export, official
+from byol_tf.official import importer
+from byol_tf.runs import checkpoints
+from byol_tf.serving import export
 
 SIZE = 224  # the official evaluation's side, written into its preprocessing
 SMALL = dict(depth=50, width=1 / 16, hidden=64, projection=32, classes=10)
@@ -67,7 +69,7 @@ def jpeg_cases(seed=0, count=2):
 
 
 def _normalize(unit):
-    return ((unit - np.array(official.OFFICIAL_MEAN)) / np.array(official.OFFICIAL_STD)).astype(
+    return ((unit - np.array(importer.OFFICIAL_MEAN)) / np.array(importer.OFFICIAL_STD)).astype(
         np.float32
     )
 
@@ -86,7 +88,7 @@ def imported(tmp_path_factory):
     target = official_format.random_trees(params_shapes, state_shapes, seed=6)
     path = str(folder / "pretrain_small.pkl")
     official_format.write(path, online[0], target[0], online[1], target[1])
-    result = official.import_checkpoint(
+    result = importer.import_checkpoint(
         path, str(folder / "run"), str(folder / "export"), image_size=SIZE, log=lambda _: None
     )
     model = checkpoints.load_checkpoint(result["checkpoint"], compile=False)
@@ -101,7 +103,7 @@ def test_import_exports_with_the_official_crop(tmp_path, monkeypatch):
     official_format.write(path, online[0], online[0], online[1], online[1])
     calls = []
     monkeypatch.setattr(export, "export_encoder", lambda *a, **kw: calls.append(kw) or "done")
-    official.import_checkpoint(
+    importer.import_checkpoint(
         path, None, str(tmp_path / "export"), image_size=32, log=lambda _: None
     )
     assert [kw.get("preprocessing") for kw in calls] == [export.OFFICIAL_CENTER_CROP]
@@ -137,7 +139,7 @@ def test_the_resize_then_crop_pipeline_would_fail_the_comparison(imported):
     # centre square): on non-square images it is far outside the tolerance above.
     encoder = imported["model"].encoder
     module = export.EncoderModule(
-        encoder, SIZE, official.OFFICIAL_MEAN, official.OFFICIAL_STD,
+        encoder, SIZE, importer.OFFICIAL_MEAN, importer.OFFICIAL_STD,
         preprocessing=export.RESIZE_CENTER_CROP,
     )  # fmt: skip
     for pixels, reference in jpeg_cases(count=1):
@@ -171,7 +173,7 @@ def own(tmp_path_factory):
 def test_own_exports_keep_byol_tf_evaluation_crop_by_default(own):
     _, metadata = export.load_exported(own["default"])
     assert metadata["preprocessing"] == export.RESIZE_CENTER_CROP == "resize_center_crop"
-    # ... which is byol_tf.data.eval_dataset's default: the antialiased short-side resize, then
+    # ... which is byol_tf.data.pipelines.eval_dataset's default: the antialiased short-side resize, then
     # the centre square (the existing contract of tests/test_export.py).
     pixels, _ = jpeg_cases(count=1)[0]
     scale = SIZE / (224 / 256) / min(pixels.shape[1:3])
@@ -225,7 +227,7 @@ def test_imported_export_equals_the_haiku_network_on_non_square_images(tmp_path)
     target_params, target_state = parity._random_like(params, state, seed=12)
     path = str(tmp_path / "pretrain_res50.pkl")
     official_format.write(path, params, target_params, state, target_state, frozen=False)
-    result = official.import_checkpoint(
+    result = importer.import_checkpoint(
         path, None, str(tmp_path / "export"), image_size=SIZE, log=lambda _: None
     )
     signatures = tf.saved_model.load(result["export"]).signatures

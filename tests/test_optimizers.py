@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from byol_tf.optimizers import LARS, AdamW
+from byol_tf.core.optimizers import LARS, AdamW
 
 
 def _np_lars(w, grads, lr, momentum, wd, eta, decay, adapt):

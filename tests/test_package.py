@@ -1,41 +1,46 @@
-"""The package's public face: every public module is reachable from `import byol_tf`."""
+"""The package's shape: its floors and the import graph between them, the names the README
+uses, no unpickling, and the size of modules and functions."""
 
+import ast
+import importlib
 import os
 import subprocess
 import sys
+
+import import_graph
 
 import byol_tf
 
 PACKAGE = os.path.dirname(os.path.abspath(byol_tf.__file__))
 
 
-def _public_modules():
-    names = set()
-    for entry in os.listdir(PACKAGE):
-        name, ext = os.path.splitext(entry)
-        if entry.startswith(("_", ".")) or entry in ("cli", "data_files"):
-            continue
-        if ext == ".py" or os.path.isfile(os.path.join(PACKAGE, entry, "__init__.py")):
-            names.add(name)
-    return names
+def _modules():
+    """`{module name: path}` of every module of the package."""
+    paths = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for entry in files:
+            if entry.endswith(".py"):
+                path = os.path.join(folder, entry)
+                relative = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3]
+                paths[relative.replace(os.sep, ".").removesuffix(".__init__")] = path
+    return paths
 
 
-def test_every_module_is_declared_public_or_internal():
-    modules = _public_modules()
-    assert {"data", "augment", "evaluation", "export", "model", "callbacks"} <= modules
-    public, internal = set(byol_tf._PUBLIC_MODULES), set(byol_tf._INTERNAL_MODULES)
-    assert not public & internal
-    assert modules == public | internal
-    for name in modules:
-        assert (name in byol_tf.__all__) == (name in public), name
-        module = getattr(byol_tf, name)
-        assert module.__name__ == f"byol_tf.{name}"
-        first_line = module.__doc__.strip().splitlines()[0]
-        assert first_line.startswith("Internal") == (name in internal), (name, first_line)
+def test_every_module_lives_on_a_floor_whose_docstring_says_what_it_owns_and_may_import():
+    parts = {name.split(".")[1] for name in _modules() if name.count(".") >= 1}
+    assert parts == set(byol_tf.FLOORS) | {"data_files"}  # no module left at the top
+    assert _modules()["byol_tf.data_files"].endswith("__init__.py")  # data only: no code
+    assert len([m for m in _modules() if m.startswith("byol_tf.data_files.")]) == 0
+    for floor in byol_tf.FLOORS:
+        doc = importlib.import_module(f"byol_tf.{floor}").__doc__
+        assert doc and ("May import" in doc or "floor" in doc), floor
+    for name in _modules():
+        module_doc = ast.get_docstring(ast.parse(open(_modules()[name]).read()))
+        assert module_doc, f"{name} has no docstring"
 
 
 def test_import_byol_tf_then_attribute_access_works_in_a_fresh_process():
-    code = "import byol_tf; byol_tf.data, byol_tf.augment, byol_tf.evaluation, byol_tf.export"
+    code = "import byol_tf; byol_tf.data.pipelines, byol_tf.views.augment, byol_tf.evaluation, byol_tf.serving.export"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
@@ -52,61 +57,48 @@ def test_unknown_attribute_is_an_attribute_error():
         raise AssertionError("byol_tf.no_such_module did not raise AttributeError")
 
 
-def _imports_of(path, package_modules):
-    """The byol_tf modules that the module at `path` imports, at top level or inside
-    functions; an `if __name__ == "__main__":` block is the program's entry point, run as
-    `__main__` and never when the module is imported, so its imports are not the module's."""
-    import ast
-
-    tree = ast.parse(open(path).read())
-    main_blocks = [
-        node for node in tree.body
-        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
-    ]  # fmt: skip
-    skipped = {id(n) for block in main_blocks for n in ast.walk(block)}
-    found = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names)
-    return {name for name in found if name in package_modules}
-
-
 def _module_graph():
-    """`{module: modules it imports}` over the package's own modules."""
-    paths = {}
-    for folder, _, files in os.walk(PACKAGE):
-        for entry in files:
-            if entry.endswith(".py"):
-                path = os.path.join(folder, entry)
-                relative = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3]
-                paths[relative.replace(os.sep, ".").removesuffix(".__init__")] = path
-    return {m: _imports_of(p, set(paths)) - {m, "byol_tf"} for m, p in paths.items()}
+    return import_graph.module_graph(_modules())
 
 
-def test_the_package_has_no_import_cycle():
+def test_the_package_has_no_import_cycle_and_no_import_from_a_lower_floor_into_a_higher_one():
     graph = _module_graph()
-    assert {"byol_tf.run_plan", "byol_tf.callbacks"} <= set(graph["byol_tf.training"])
-    assert "byol_tf.model" in graph["byol_tf.run_plan"]
-    cycles = []
+    assert {"byol_tf.training.run_plan", "byol_tf.training.callbacks"} <= set(
+        graph["byol_tf.training.train_run"]
+    )
+    assert "byol_tf.core.model" in graph["byol_tf.training.run_plan"]
+    assert not import_graph.cycles(graph), import_graph.cycles(graph)
+    assert not import_graph.upward_imports(graph, byol_tf.FLOORS)
 
-    def visit(module, path):
-        for imported in sorted(graph[module]):
-            if imported in path:
-                cycles.append(path[path.index(imported) :] + [imported])
-            elif imported not in done:
-                visit(imported, path + [imported])
-        done.add(module)
 
-    done = set()
-    for module in sorted(graph):
-        if module not in done:
-            visit(module, [module])
-    assert not cycles, "import cycles: " + "; ".join(" → ".join(c) for c in cycles)
+def test_the_graph_checks_find_a_circle_and_an_upward_import():
+    """The checks above, on graphs built to fail them: each must be found."""
+    graph = {"byol_tf.core.a": {"byol_tf.core.b"}, "byol_tf.core.b": {"byol_tf.core.a"}}
+    assert import_graph.cycles(graph) == [["byol_tf.core.a", "byol_tf.core.b", "byol_tf.core.a"]]
+    upward = {"byol_tf.views.x": {"byol_tf.core.model"}, "byol_tf.core.model": set()}
+    assert import_graph.upward_imports(upward, byol_tf.FLOORS) == [
+        "byol_tf.views.x (floor 2, views) imports byol_tf.core.model (floor 3, core)"
+    ]
+    lazy = "def f():\n    from byol_tf.training import train_run\n"
+    main = 'if __name__ == "__main__":\n    from byol_tf.cli import programs\n'
+    names = {"byol_tf.training.train_run", "byol_tf.cli.programs"}
+    assert import_graph.imports_of_source(lazy, "byol_tf.core.m", names) == {
+        "byol_tf.training.train_run"
+    }  # an import inside a function counts
+    assert import_graph.imports_of_source(main, "byol_tf.core.m", names) == set()
+    relative = "from ..training import train_run\n"
+    assert import_graph.imports_of_source(relative, "byol_tf.core.m", names) == {
+        "byol_tf.training.train_run"
+    }
+
+
+def test_the_layout_figures(capsys):
+    """Prints the figures of the layout (parts, floors, edges, the longest parameter list)."""
+    figures = import_graph.figures(_modules(), byol_tf.FLOORS)
+    with capsys.disabled():
+        print("\nlayout:", figures)
+    assert figures["top-level parts"] == len(byol_tf.FLOORS) + 1  # + data_files
+    assert figures["import layers"] <= len(byol_tf.FLOORS)
 
 
 def test_nothing_in_the_project_unpickles_files():
@@ -119,7 +111,7 @@ def test_nothing_in_the_project_unpickles_files():
         with open(path) as handle:
             text = handle.read()
         unsafe_uses = ["import pickle", "allow_pickle=True", "safe_mode=False", "dill", "joblib"]
-        if path.endswith(os.path.join("byol_tf", "official_pickle.py")):
+        if path.endswith(os.path.join("byol_tf", "official", "reader.py")):
             # The official checkpoints are pickles: read only through an unpickler whose
             # find_class resolves an allow-list (tests/test_official.py refuses code in them).
             assert "class _SafeUnpickler(pickle.Unpickler)" in text and "def find_class" in text
@@ -162,6 +154,6 @@ def test_no_module_over_400_lines_and_no_function_over_60_lines_of_code():
                     if _code_lines(node, lines) > 60:
                         too_long.append(f"{path}:{node.lineno} {node.name}")
     # The run's orchestration stays small: the plan, the monitor and the settings live elsewhere.
-    with open(os.path.join(PACKAGE, "training.py")) as handle:
+    with open(os.path.join(PACKAGE, "training", "train_run.py")) as handle:
         assert len(handle.read().splitlines()) <= 300
     assert not too_long, too_long

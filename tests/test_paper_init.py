@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import byol_tf
-from byol_tf import networks, recipes
+from byol_tf.core import networks
+from byol_tf.training import recipes
 
 # sqrt(1 - 2·2·φ(2) / (Φ(2) - Φ(-2))): the std of a standard normal truncated to [-2, 2].
 _PHI2 = math.exp(-2.0) / math.sqrt(2 * math.pi)

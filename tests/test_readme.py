@@ -74,7 +74,7 @@ def test_readme_example_imports_quietly(tmp_path):
 
 
 def test_readme_flags_table_gives_the_settings_defaults():
-    from byol_tf.settings import TrainConfig
+    from byol_tf.settings.train_config import TrainConfig
 
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
         rows = [line for line in handle if line.startswith("| `--")]

@@ -10,7 +10,8 @@ from helpers import tiny_encoder
 from test_training import planned_model
 
 import byol_tf
-from byol_tf import recipes, run_plan, settings
+from byol_tf.settings import train_config
+from byol_tf.training import recipes, run_plan
 
 
 @pytest.mark.parametrize(
@@ -88,12 +89,12 @@ def test_unknown_recipe_names_the_choices():
     with pytest.raises(ValueError, match="recipe must be one of auto, paper"):
         recipes.select("fast", total_steps=10, steps_per_epoch=1, num_examples=10)
     with pytest.raises(ValueError, match="--recipe must be one of auto"):
-        settings.TrainConfig(recipe="fast")
+        train_config.TrainConfig(recipe="fast")
 
 
 def test_resolve_fills_only_the_unset_settings():
-    cfg = settings.TrainConfig(recipe="paper", learning_rate=0.7, head_output_bias=True)
-    resolved, recipe = recipes.resolve(
+    cfg = train_config.TrainConfig(recipe="paper", learning_rate=0.7, head_output_bias=True)
+    resolved, recipe = recipes.resolve_recipe(
         cfg, total_steps=300 * 10, steps_per_epoch=10, num_examples=1
     )
     assert recipe == recipes.paper(300)
@@ -101,13 +102,13 @@ def test_resolve_fills_only_the_unset_settings():
     assert (resolved.weight_decay, resolved.base_tau, resolved.eta) == (1e-6, 0.99, 1e-3)
     assert resolved.zero_init_residual is False and resolved.crop_sampler == "clamped"
     assert recipes.overridden(resolved, recipe) == {"learning_rate": 0.7, "head_output_bias": True}
-    again, _ = recipes.resolve(resolved, 3000, 10, 1)
+    again, _ = recipes.resolve_recipe(resolved, 3000, 10, 1)
     assert again == resolved  # idempotent
     assert resolved.augment_overrides()["crop_sampler"] == "clamped"
 
 
 def test_every_recipe_setting_is_a_train_flag_left_unset_by_default():
-    fields = {f.name: f for f in dataclasses.fields(settings.TrainConfig)}
+    fields = {f.name: f for f in dataclasses.fields(train_config.TrainConfig)}
     for name in recipes.SETTINGS:
         assert name in fields and fields[name].default is None, name
 
@@ -167,12 +168,12 @@ def test_train_builds_the_paper_networks_from_the_recipe(tmp_path, recipe, last_
         assert not head.get_layer("output").use_bias
         for name in ("hidden", "output"):  # hk.Linear's initialisation, as the official heads
             initializer = head.get_layer(name).kernel_initializer
-            assert isinstance(initializer, byol_tf.networks.HaikuTruncatedNormal)
+            assert isinstance(initializer, byol_tf.core.networks.HaikuTruncatedNormal)
 
 
 def test_recipe_line_names_the_choice_and_the_overrides():
-    cfg = settings.TrainConfig(learning_rate=2e-3)
-    resolved, recipe = recipes.resolve(cfg, total_steps=1116, steps_per_epoch=93, num_examples=6000)
+    cfg = train_config.TrainConfig(learning_rate=2e-3)
+    resolved, recipe = recipes.resolve_recipe(cfg, total_steps=1116, steps_per_epoch=93, num_examples=6000)
     line = run_plan.recipe_line(resolved, recipe, 1116, 6000)
     assert line.startswith("Recipe (--recipe=auto, 1,116 steps, 6,000 images): short (")
     assert line.endswith("overridden by --learning_rate=0.002.")
@@ -201,15 +202,15 @@ def test_configs_spell_out_their_recipe_without_overriding_it(name, num_examples
 
     from absl.testing import flagsaver
 
-    from byol_tf import config
+    from byol_tf.cli import flag_definitions
 
-    config.define_flags(settings.TrainConfig)
+    flag_definitions.define_flags(train_config.TrainConfig)
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", f"{name}.flags")
     with flagsaver.flagsaver():
-        config.FLAGS(["train.py", f"--flagfile={path}"])
-        cfg = config.from_flags(config.FLAGS)
+        flag_definitions.FLAGS(["train.py", f"--flagfile={path}"])
+        cfg = flag_definitions.from_flags(flag_definitions.FLAGS)
     steps_per_epoch = num_examples // cfg.batch_size
-    resolved, recipe = recipes.resolve(
+    resolved, recipe = recipes.resolve_recipe(
         cfg, steps_per_epoch * cfg.epochs, steps_per_epoch, num_examples
     )
     assert recipe.name == ("paper" if name == "imagenet" else "small_data")
@@ -222,7 +223,7 @@ def test_paper_recipe_takes_the_official_initialisation_and_blur_padding_and_fla
     assert "Haiku initialisation" in recipe.describe() and "zero-padded blur" in recipe.describe()
     for other in (recipes.SMALL_DATA, recipes.SHORT):
         assert (other.kernel_initializer, other.blur_padding) == ("he_normal", "reflect")
-    cfg = settings.TrainConfig(recipe="paper", epochs=300, blur_padding="reflect")
-    resolved, _ = recipes.resolve(cfg, 300 * 10, 10, 2560)
+    cfg = train_config.TrainConfig(recipe="paper", epochs=300, blur_padding="reflect")
+    resolved, _ = recipes.resolve_recipe(cfg, 300 * 10, 10, 2560)
     assert resolved.kernel_initializer == "haiku" and resolved.blur_padding == "reflect"
     assert resolved.augment_overrides()["blur_padding"] == "reflect"

@@ -1,11 +1,11 @@
-"""Tests for byol_tf.rng: seeds, and the counter hash against a NumPy reference, with and
+"""Tests for byol_tf.views.rng: seeds, and the counter hash against a NumPy reference, with and
 without XLA."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import rng
+from byol_tf.views import rng
 
 M32 = 0xFFFFFFFF
 

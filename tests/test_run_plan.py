@@ -2,8 +2,8 @@
 
 import pytest
 
-from byol_tf import recipes, run_plan
-from byol_tf.settings import TrainConfig
+from byol_tf.settings.train_config import TrainConfig
+from byol_tf.training import recipes, run_plan
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ def test_a_warmup_as_long_as_the_run_warns(overrides, expected):
     cfg = TrainConfig(**overrides)
     steps_per_epoch = 10
     total = cfg.epochs * steps_per_epoch
-    resolved, _ = recipes.resolve(cfg, total, steps_per_epoch, 640)
+    resolved, _ = recipes.resolve_recipe(cfg, total, steps_per_epoch, 640)
     warning = run_plan.warmup_warning(resolved, steps_per_epoch, total)
     if expected is None:
         assert warning is None
@@ -72,7 +72,7 @@ def test_the_plan_resolves_the_run_once_and_records_what_it_chose(tmp_path):
 def test_an_unset_jit_compile_takes_the_faster_exact_path_on_a_cpu(explicit, expected):
     import tensorflow as tf
 
-    from byol_tf import hardware
+    from byol_tf.training import hardware
 
     assert not tf.config.list_logical_devices("GPU")
     cfg = TrainConfig(jit_compile=explicit)

@@ -1,4 +1,4 @@
-"""Tests for byol_tf.source_kinds: record streams (a permutation per epoch, resumable at any
+"""Tests for byol_tf.data.source_kinds: record streams (a permutation per epoch, resumable at any
 element), pretraining batches and evaluation batches of arrays, folders and tfds splits."""
 
 import dataclasses
@@ -10,8 +10,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from helpers import FAST, assert_same_batches, corrupt_jpeg, mixed_image_folder, take
 
-from byol_tf import data, sources
-from byol_tf.augment import ViewConfig
+from byol_tf.data import pipelines, sources
+from byol_tf.views.augment import ViewConfig
 
 COLOURS = {"cat": 200, "dog": 50}  # each class a flat grey of its own
 
@@ -120,33 +120,33 @@ def test_folder_eval_batches_decode_prepare_and_skip_corrupt_files(tmp_path):
 
 def test_folder_source_decodes_greyscale_rgba_png_and_large_jpeg(tmp_path):
     mixed_image_folder(str(tmp_path), corrupt=False)
-    info = data.source_info(str(tmp_path))
+    info = pipelines.source_info(str(tmp_path))
     assert (info.num_examples, info.class_names) == (4, ("cat", "dog"))
-    batches = take(data.pretrain_dataset(str(tmp_path), 4, 24, **FAST), 2)
+    batches = take(pipelines.pretrain_dataset(str(tmp_path), 4, 24, **FAST), 2)
     for batch in batches:
         assert batch["view1"].shape == (4, 24, 24, 3) and np.isfinite(batch["view1"]).all()
         assert sorted(batch["label"]) == [0, 0, 1, 1]
-    images, labels = next(iter(data.eval_dataset(str(tmp_path), "train", 8, 24)))
+    images, labels = next(iter(pipelines.eval_dataset(str(tmp_path), "train", 8, 24)))
     assert images.shape == (4, 24, 24, 3) and list(labels.numpy()) == [0, 0, 1, 1]
-    again = take(data.pretrain_dataset(str(tmp_path), 4, 24, **FAST), 2)
+    again = take(pipelines.pretrain_dataset(str(tmp_path), 4, 24, **FAST), 2)
     assert_same_batches(batches, again)
 
 
 def test_tfds_sources_through_mock_data():
     with tfds.testing.mock_data(num_examples=24):
-        info = data.source_info("cifar10")
+        info = pipelines.source_info("cifar10")
         assert (info.num_examples, info.num_classes) == (24, 10)
         assert info.mean == (0.4914, 0.4822, 0.4465)
-        a = take(data.pretrain_dataset("cifar10", 8, 32, seed=2, **FAST), 4)
-        b = take(data.pretrain_dataset("cifar10", 8, 32, seed=2, start_step=2, **FAST), 2)
+        a = take(pipelines.pretrain_dataset("cifar10", 8, 32, seed=2, **FAST), 4)
+        b = take(pipelines.pretrain_dataset("cifar10", 8, 32, seed=2, start_step=2, **FAST), 2)
         assert a[0]["view1"].shape == (8, 32, 32, 3) and a[0]["label"].dtype == np.int32
         assert_same_batches(a[2:], b)
-        images, labels = next(iter(data.eval_dataset("cifar10", "test", 32, 32)))
+        images, labels = next(iter(pipelines.eval_dataset("cifar10", "test", 32, 32)))
         assert images.shape == (24, 32, 32, 3) and labels.dtype == tf.int32
 
 
 @pytest.mark.slow
 def test_stl10_unlabelled_split_through_mock_data():
     with tfds.testing.mock_data(num_examples=12):
-        (batch,) = take(data.pretrain_dataset("stl10", 4, 48, split="unlabelled", **FAST), 1)
+        (batch,) = take(pipelines.pretrain_dataset("stl10", 4, 48, split="unlabelled", **FAST), 1)
         assert batch["view1"].shape == (4, 48, 48, 3)

@@ -1,4 +1,4 @@
-"""Tests for byol_tf.sources: arrays, the demo set, image folders and tfds names resolved into
+"""Tests for byol_tf.data.sources: arrays, the demo set, image folders and tfds names resolved into
 sources with exact counts, classes and normalisation statistics."""
 
 import os
@@ -9,8 +9,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from helpers import FAST, take, write_images
 
-from byol_tf import data, sources
-from byol_tf.source_kinds import ArraySource, FolderSource, TfdsSource
+from byol_tf.data import pipelines, sources
+from byol_tf.data.source_kinds import ArraySource, FolderSource, TfdsSource
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 FASHION_MNIST = (
@@ -133,11 +133,11 @@ def test_flat_folder_has_no_labels(tmp_path):
     for i in range(3):
         image = np.full((10, 10, 3), 40 * i, np.uint8)
         tf.io.write_file(str(tmp_path / f"{i}.png"), tf.io.encode_png(image))
-    assert data.source_info(str(tmp_path)).num_classes is None
-    (batch,) = take(data.pretrain_dataset(str(tmp_path), 3, 8, **FAST), 1)
+    assert pipelines.source_info(str(tmp_path)).num_classes is None
+    (batch,) = take(pipelines.pretrain_dataset(str(tmp_path), 3, 8, **FAST), 1)
     assert set(batch) == {"view1", "view2"}
     with pytest.raises(ValueError, match="needs labels"):
-        data.eval_dataset(str(tmp_path), "train", 2, 8)
+        pipelines.eval_dataset(str(tmp_path), "train", 2, 8)
 
 
 def test_from_folder_refuses_a_missing_folder_a_file_and_a_folder_without_images(tmp_path):
@@ -163,27 +163,27 @@ def test_from_folder_refuses_a_missing_folder_a_file_and_a_folder_without_images
 def test_resolve_dispatches_on_the_kind_of_source(tmp_path, monkeypatch):
     x = np.zeros((4, 8, 8, 3), np.uint8)
     for arrays in ((x, [0, 1, 0, 1]), [x, [0, 1, 0, 1]]):
-        assert sources.resolve(arrays).info.num_classes == 2
-    assert sources.resolve(x).labels is None
-    assert sources.resolve("demo", "test").info.num_examples == 1000
+        assert sources.resolve_source(arrays).info.num_classes == 2
+    assert sources.resolve_source(x).labels is None
+    assert sources.resolve_source("demo", "test").info.num_examples == 1000
     write_images(str(tmp_path / "imgs" / "a"), 2, (6, 6, 3), "png")
-    folder = sources.resolve(tmp_path / "imgs")  # a PathLike
+    folder = sources.resolve_source(tmp_path / "imgs")  # a PathLike
     assert isinstance(folder, FolderSource) and folder.info.num_examples == 2
     monkeypatch.setenv("HOME", str(tmp_path))
-    home = sources.resolve("~/imgs")
+    home = sources.resolve_source("~/imgs")
     assert home.paths[0] == str(tmp_path / "imgs" / "a" / "0.png")
 
 
 def test_resolve_refuses_what_is_no_source():
     with pytest.raises(ValueError) as info:
-        sources.resolve(3)
+        sources.resolve_source(3)
     assert str(info.value).endswith("tensorflow-datasets name. Received: source=3")
 
 
 def test_a_resolved_source_is_handed_on_with_the_statistics_given():
     demo = sources.demo("test")
-    assert sources.resolve(demo) is demo and sources.with_stats(demo) is demo
-    other = sources.resolve(demo, mean=[0.5, 0.5, 0.5])
+    assert sources.resolve_source(demo) is demo and sources.with_stats(demo) is demo
+    other = sources.resolve_source(demo, mean=[0.5, 0.5, 0.5])
     assert other.info.mean == (0.5,) * 3 and other.info.std == demo.info.std
     assert other.images is demo.images and demo.info.mean == (0.2860,) * 3  # a copy, not a change
     only_std = sources.with_stats(demo, std=(1.0, 2.0, 3.0))
@@ -206,13 +206,13 @@ def test_is_folder_name(tmp_path, monkeypatch, name, expected):
 
 def test_unknown_tfds_name_suggests_close_names():
     with pytest.raises(ValueError, match="did you mean.*cifar10") as raised:
-        data.pretrain_dataset("cifar1O", 4, 32)
+        pipelines.pretrain_dataset("cifar1O", 4, 32)
     assert "\n" not in str(raised.value)
 
 
 def test_from_tfds_reads_the_features_and_known_statistics():
     with tfds.testing.mock_data(num_examples=12):
-        source = sources.resolve("cifar10", "test")
+        source = sources.resolve_source("cifar10", "test")
         assert isinstance(source, TfdsSource)
         assert (source.image_key, source.label_key, source.split) == ("image", "label", "test")
         assert source.fixed_shape == (32, 32, 3) and source.image_shape == (32, 32)
@@ -220,5 +220,5 @@ def test_from_tfds_reads_the_features_and_known_statistics():
         assert info.num_classes == 10 and len(info.class_names) == 10  # mock names: "0"...
         assert info.mean == (0.4914, 0.4822, 0.4465) and info.std == (0.2470, 0.2435, 0.2616)
         assert sources.count_examples(source.builder, "test", "image") == info.num_examples
-        unknown = sources.resolve("mnist", mean=(0.1,) * 3)  # no known statistics: ImageNet's
+        unknown = sources.resolve_source("mnist", mean=(0.1,) * 3)  # no known statistics: ImageNet's
         assert unknown.info.mean == (0.1,) * 3 and unknown.info.std == IMAGENET[1]

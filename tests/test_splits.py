@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from byol_tf import splits
+from byol_tf.data import splits
 
 
 def _images(folder, count=2):

@@ -207,7 +207,7 @@ def test_console_drops_tfds_info_records_and_keeps_its_warnings():
     record.levelno = logging.WARNING
     assert console._no_tfds_info(record)
     ours = logging.getLogger("absl").makeRecord(
-        "absl", logging.INFO, "/x/byol_tf/data.py", 1, "byol_tf: x", (), None
+        "absl", logging.INFO, "/x/byol_tf/data/pipelines.py", 1, "byol_tf: x", (), None
     )
     assert console._no_tfds_info(ours)
 

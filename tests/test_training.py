@@ -10,15 +10,17 @@ import tensorflow as tf
 from helpers import tiny_encoder
 
 import byol_tf
-from byol_tf import checkpoints, recipes, run_plan, settings, training
-from byol_tf.callbacks import Checkpointer, CollapseGuard, NaNGuard
-from byol_tf.run_dir import prepare_model_dir
+from byol_tf.runs import checkpoints
+from byol_tf.runs.run_folder import prepare_model_dir
+from byol_tf.settings import train_config
+from byol_tf.training import recipes, run_plan, train_run
+from byol_tf.training.callbacks import Checkpointer, CollapseGuard, NaNGuard
 
 
 def planned_model(model_dir, total_steps, steps_per_epoch=10, **values):
     """The model (and `TargetEMA`) `train` would build for a tiny run on the demo data of
     `total_steps` optimiser steps, from the `TrainConfig` fields `values`."""
-    cfg = settings.TrainConfig(
+    cfg = train_config.TrainConfig(
         dataset="demo",
         image_size=16,
         width_multiplier=0.125,
@@ -46,7 +48,7 @@ def planned_model(model_dir, total_steps, steps_per_epoch=10, **values):
 )
 def test_resume_segments_finish_the_run_exactly(start, expected):
     # A full-epoch segment runs fit from its epoch to the last one; a partial one, one epoch.
-    segments = list(training._segments(start, 5, 3))
+    segments = list(train_run._segments(start, 5, 3))
     assert segments == expected
     covered = sum((3 - epoch) * 5 if steps == 5 else steps for epoch, steps in segments)
     assert start + covered == 15
@@ -177,7 +179,7 @@ def test_collapse_guard_warns_then_stops_after_patience():
 
 def test_collapsed_network_has_near_zero_embedding_std():
     z = np.ones((16, 8), "float32") + 1e-9
-    assert math.isclose(float(byol_tf.losses.embedding_std(z)), 0.0, abs_tol=1e-6)
+    assert math.isclose(float(byol_tf.core.losses.embedding_std(z)), 0.0, abs_tol=1e-6)
 
 
 def _tiny_resnet(depth, width_multiplier, cifar_stem, input_shape, name=None, **_):
@@ -191,7 +193,9 @@ def test_a_run_resolves_each_split_once_builds_one_target_ema_and_keeps_its_conf
     """One `train` call, kNN monitor and baselines on: the plan is built once."""
     import sys
 
-    from byol_tf import callbacks, networks, sources
+    from byol_tf.core import networks
+    from byol_tf.data import sources
+    from byol_tf.training import callbacks
 
     monkeypatch.setattr(networks, "resnet", _tiny_resnet)
     resolved, emas = [], []
@@ -213,19 +217,19 @@ def test_a_run_resolves_each_split_once_builds_one_target_ema_and_keeps_its_conf
         module = frame.f_globals.get("__name__", "")
         if event == "call" and module.startswith("byol_tf"):
             if any(
-                isinstance(v, (settings.TrainConfig, run_plan.RunPlan))
+                isinstance(v, (train_config.TrainConfig, run_plan.RunPlan))
                 for v in frame.f_locals.values()
             ):
                 reached.add(module)
 
-    cfg = settings.TrainConfig(
+    cfg = train_config.TrainConfig(
         dataset="demo", image_size=8, projection_dim=8, hidden_dim=16, batch_size=16, epochs=2,
         steps_per_epoch=2, knn_every_epochs=1, knn_max_examples=256, demo_baseline=True,
         model_dir=str(tmp_path / "run"),
     )  # fmt: skip
     sys.setprofile(profile)
     try:
-        summary = training.train(cfg, log=lambda line: None)
+        summary = train_run.train(cfg, log=lambda line: None)
     finally:
         sys.setprofile(None)
     assert summary["steps"] == 4 and "knn_top1_random_init" in summary
@@ -233,4 +237,4 @@ def test_a_run_resolves_each_split_once_builds_one_target_ema_and_keeps_its_conf
     assert len(emas) == 1
     print("config reaches", len(reached), "modules:", sorted(reached))
     assert len(reached) <= 12, sorted(reached)
-    assert {"byol_tf.training", "byol_tf.run_plan"} <= reached
+    assert {"byol_tf.training.train_run", "byol_tf.training.run_plan"} <= reached

@@ -12,7 +12,7 @@ contenders the same way, and only ratios within one run are figures:
   contender alike. With `fresh_process_per_round` each round gets a new process (for
   contenders that keep working while idle, as tf.data's prefetching does).
 - The load average is read before and after every round, the CPU's model and feature flags
-  (`byol_tf.hardware`), the versions and the environment variables that change kernels are
+  (`byol_tf.training.hardware`), the versions and the environment variables that change kernels are
   recorded, and the report, every round included, is written as JSON into bench/results/.
 
 A contender is a `Contender`: the name of a function ("module:function", importable from

@@ -155,7 +155,7 @@ def environment():
         packages), variables (`KERNEL_VARIABLES`, None when unset), load_average, time (UTC)
         and the repository's commit.
     """
-    from byol_tf import hardware
+    from byol_tf.training import hardware
 
     features = hardware.cpu_features()
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None

@@ -1,55 +1,8 @@
-"""What the train, evaluate and export programs share: absl's entry point and one-line errors."""
+"""The programs: train, evaluate, export and import (`byol-train`, ..., `train.py`,
+`evaluate.py`), their absl flags generated from the settings classes, their entry points that
+handle Ctrl-C from the first line (`programs`), the shared absl entry point and one-line errors
+(`runner`), and a console without TensorFlow's start-up noise.
 
-import os
-import sys
-
-from byol_tf.cli import console
-
-console.quiet_tensorflow()  # before anything imports TensorFlow
-
-from absl import app  # noqa: E402
-
-from byol_tf import config  # noqa: E402
-from byol_tf.programs import interrupted  # noqa: E402
-
-
-def run(main, program, config_class):
-    """Parses the flags of `config_class` and runs `main`, as absl's `app.run` does.
-
-    A bad flag exits with `<program>: error: <message>` (see `config.flags_parser`); `--help`
-    prints the docstring of `__main__` (for a console script, which has none, that of `main`'s
-    module) and lists the flags of `config_class`.
-
-    Args:
-        main: the program's `main(argv)`; what it returns is the exit status.
-        program: the name of the program in its messages (`train.py`, `byol-train`, ...).
-        config_class: the settings class of the program (`settings.TrainConfig`, ...).
-    """
-    try:
-        config.list_in_help(config_class)
-        console.filter_native_logs()
-        script = sys.modules["__main__"]
-        script.__doc__ = script.__doc__ or sys.modules[main.__module__].__doc__
-        app.run(main, flags_parser=config.flags_parser(program))
-    except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads, or in a program without its own
-        interrupted([program])
-
-
-def fail(argv, message):
-    """Exits with `<program>: error: <message>` on stderr and status 1 (`argv[0]` names it)."""
-    raise SystemExit(f"{os.path.basename(argv[0])}: error: {message}")
-
-
-def check_no_arguments(argv):
-    """Fails on arguments that are not flags."""
-    if len(argv) > 1:
-        fail(argv, f"Unexpected arguments: {' '.join(argv[1:])}")
-
-
-def exit_if_unreadable_image(argv, error, advice=""):
-    """Fails naming the file if `error` is the input pipeline's on a corrupt image file."""
-    from byol_tf import decoding
-
-    path = decoding.unreadable_file(error)
-    if path:
-        fail(argv, f"Cannot decode image file {path}{advice}")
+The top floor: may import everything; nothing in byol_tf imports it. This file imports nothing,
+so that `byol_tf.cli.programs` starts with only the standard library loaded.
+"""

@@ -11,14 +11,15 @@ import os
 import shutil
 import signal
 
-from byol_tf import cli, config, program_settings
+from byol_tf.cli import flag_definitions, runner
+from byol_tf.settings import program_configs
 
-config.define_flags(program_settings.ImportConfig)
+flag_definitions.define_flags(program_configs.ImportConfig)
 
 
 def _check_dataset(name):
     """Refuses a `--dataset` that is not 'demo', a folder or a tensorflow-datasets name."""
-    from byol_tf import sources
+    from byol_tf.data import sources
 
     if name == "demo" or sources.is_folder_name(name):
         return
@@ -62,30 +63,31 @@ def _removed_on_failure(folders):
 
 def main(argv):
     """Imports the checkpoint the flags name and prints where its parts went."""
-    cli.check_no_arguments(argv)
-    from byol_tf import official, run_dir
+    runner.check_no_arguments(argv)
+    from byol_tf.official import importer
+    from byol_tf.runs import run_folder
 
     try:
-        f = config.from_flags(config_class=program_settings.ImportConfig)
+        f = flag_definitions.from_flags(config_class=program_configs.ImportConfig)
         if "dataset" in f.explicit:
             _check_dataset(f.dataset)
         with _removed_on_failure([path for path in (f.model_dir, f.export_dir) if path]):
-            official.import_checkpoint(
+            importer.import_checkpoint(
                 f.checkpoint, f.model_dir, f.export_dir, f.image_size, f.dataset,
                 manual_dir=f.manual_dir,
             )  # fmt: skip
-    except (ValueError, run_dir.WriteError) as error:
-        cli.fail(argv, error)
+    except (ValueError, run_folder.WriteError) as error:
+        runner.fail(argv, error)
     return 0
 
 
 def run(program="byol-import"):
     """The `byol-import` console script (`python -m byol_tf.cli.import_official` too)."""
-    cli.run(main, program, program_settings.ImportConfig)
+    runner.run(main, program, program_configs.ImportConfig)
 
 
 if __name__ == "__main__":
-    from byol_tf import programs
+    from byol_tf.cli import programs
 
     programs.end_on_sigterm("python -m byol_tf.cli.import_official")  # as the console script
     run("python -m byol_tf.cli.import_official")

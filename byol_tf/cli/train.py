@@ -2,10 +2,11 @@
 
 import signal
 
-from byol_tf import cli, config, settings
+from byol_tf.cli import flag_definitions, runner
+from byol_tf.settings import train_config
 
-config.define_flags(settings.TrainConfig)
-FLAGS = config.FLAGS
+flag_definitions.define_flags(train_config.TrainConfig)
+FLAGS = flag_definitions.FLAGS
 
 
 def main(argv):
@@ -14,26 +15,27 @@ def main(argv):
     Ctrl-C or SIGTERM while training: the step finishes, a checkpoint is written and the
     program stops; Ctrl-C at any other moment, or a second one, stops at once (an interrupted
     checkpoint write removes its temporary file), and so does SIGTERM when the program runs
-    from `byol_tf.programs` (status 143). Each ends with one line, never a traceback, and
+    from `byol_tf.cli.programs` (status 143). Each ends with one line, never a traceback, and
     releases `model_dir`'s lock.
 
     Returns:
         The exit status: 0, or 128 + the number of the signal that stopped training.
     """
-    cli.check_no_arguments(argv)
+    runner.check_no_arguments(argv)
     import tensorflow as tf
 
-    from byol_tf import run_dir, training
+    from byol_tf.runs import run_folder
+    from byol_tf.training import train_run
 
     try:
-        cfg = config.from_flags(FLAGS)
-        summary = training.train(cfg, flags_text=config.flags_text())
-    except (ValueError, FileNotFoundError, training.TrainingError, run_dir.WriteError) as error:
-        cli.fail(argv, error)
+        cfg = flag_definitions.from_flags(FLAGS)
+        summary = train_run.train(cfg, flags_text=flag_definitions.flags_text())
+    except (ValueError, FileNotFoundError, train_run.TrainingError, run_folder.WriteError) as error:
+        runner.fail(argv, error)
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second one
-        cli.interrupted(argv, f"; run the same command again to resume in {FLAGS.model_dir}")
+        runner.interrupted(argv, f"; run the same command again to resume in {FLAGS.model_dir}")
     except tf.errors.InvalidArgumentError as error:
-        cli.exit_if_unreadable_image(
+        runner.exit_if_unreadable_image(
             argv,
             error,
             " (corrupt or unsupported); remove it or pass --skip_corrupt to skip such files.",
@@ -70,4 +72,4 @@ def _report(summary):
 
 def run(program="byol-train"):
     """The `byol-train` console script; `python train.py` runs it as `train.py`."""
-    cli.run(main, program, settings.TrainConfig)
+    runner.run(main, program, train_config.TrainConfig)

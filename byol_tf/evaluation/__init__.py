@@ -1,5 +1,10 @@
-"""Evaluation protocols: feature extraction, kNN, the linear probes (fast and the paper's) and
-semi-supervised fine-tuning."""
+"""Evaluation of a pretrained encoder: feature extraction, weighted kNN, the linear probes (fast
+and the paper's, appendix C.1), semi-supervised fine-tuning, and a whole evaluation from an
+`EvalConfig` (`evaluate_run.evaluate`, what `byol-evaluate` runs).
+
+May import `settings`, `views`, `core`, `data`, `runs` and `serving` (the encoder to evaluate
+comes from a run's checkpoint or an export).
+"""
 
 from byol_tf.evaluation.features import extract_features, subset_by_fraction
 from byol_tf.evaluation.finetune import finetune

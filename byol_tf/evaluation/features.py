@@ -111,7 +111,7 @@ def extract_features(encoder, dataset):
         encoder: a `keras.Model` (called with `training=False`, so BatchNorm uses its moving
             statistics) or any callable mapping an image batch to `[B, D]` features.
         dataset: an iterable of `(images [B, H, W, C], labels [B])` batches (a batched
-            `tf.data.Dataset` such as `byol_tf.data.eval_dataset`), or of {"image", "label"}.
+            `tf.data.Dataset` such as `byol_tf.data.pipelines.eval_dataset`), or of {"image", "label"}.
 
     Returns:
         `(features float32 [N, D], labels int64 [N])`.

@@ -6,7 +6,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import augment, rng
 from byol_tf.evaluation.features import (
     as_pairs,
     check_fraction,
@@ -16,6 +15,7 @@ from byol_tf.evaluation.features import (
     subset_by_fraction,
     topk_hits,
 )
+from byol_tf.views import augment, rng
 
 
 def _labelled_subset(dataset, fraction, batch_size, seed):
@@ -23,7 +23,7 @@ def _labelled_subset(dataset, fraction, batch_size, seed):
     (reshuffled each pass).
 
     One pass reads the labels; the chosen examples are then kept by position, so `dataset`
-    must yield the same order every time (as `byol_tf.data.eval_dataset` does).
+    must yield the same order every time (as `byol_tf.data.pipelines.eval_dataset` does).
     """
     elements = dataset.unbatch()
     labels = np.fromiter(
@@ -82,7 +82,7 @@ def finetune(
     are trained with SGD + Nesterov momentum and a cosine learning-rate decay, BatchNorm in
     training mode, on random-resized crops (area U[0.08, 1], aspect log-U[3/4, 4/3], resized to
     the encoder's input side) with random horizontal flips, drawn per image and step by
-    `byol_tf.augment.crop_and_flip`, the training input of the linear protocol
+    `byol_tf.views.augment.crop_and_flip`, the training input of the linear protocol
     `linear_eval_official` too. `encoder` itself is left untouched.
 
     Args:

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from byol_tf.evaluation.features import check_int, check_splits, resolve_num_classes, topk_hits
-from byol_tf.protocols import KNN_NEIGHBOURS, KNN_TEMPERATURE
+from byol_tf.settings.protocols import KNN_NEIGHBOURS, KNN_TEMPERATURE
 
 
 def _l2_normalize(x):

@@ -2,6 +2,7 @@
 classifier on the frozen encoder, trained on random crops and flips of whole training images."""
 
 import collections
+import functools
 import math
 import numbers
 
@@ -9,7 +10,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf import eval_preprocess, image_ops, rng
 from byol_tf.evaluation.features import (
     as_pairs,
     check_fraction,
@@ -20,6 +20,8 @@ from byol_tf.evaluation.features import (
     subset_by_fraction,
 )
 from byol_tf.evaluation.linear import classifier_accuracies
+from byol_tf.settings.choices import CROP_SAMPLERS
+from byol_tf.views import eval_crops, image_ops, rng
 
 PROTOCOL = "linear_official"
 # The paper's sweep (appendix C.1: "5 learning rates {0.4, 0.3, 0.2, 0.1, 0.05}"), read as the
@@ -97,7 +99,7 @@ def _check_arguments(encoder, datasets, learning_rates, crop_sampler, selection)
             "selection='official' trains one classifier: pass one learning rate. "
             f"Received: learning_rates={learning_rates}"
         )
-    _check_choice("crop_sampler", crop_sampler, image_ops.CROP_SAMPLERS)
+    _check_choice("crop_sampler", crop_sampler, CROP_SAMPLERS)
     return tuple(float(r) for r in rates)
 
 
@@ -138,7 +140,7 @@ def _forward(encoder):
 def _training_views(examples, count, options):
     """Mini-batches of per-image random crops and flips of `examples`, over all the epochs.
 
-    Each image's crop is a window of the *whole* image (`eval_preprocess.random_crop`), drawn
+    Each image's crop is a window of the *whole* image (`eval_crops.random_crop`), drawn
     from a seed of its position in the run, resized to the views' side and normalised; the
     examples are reshuffled every epoch. As the official code's repeated stream, batches run
     on across epoch ends: `epochs · count // batch` of them.
@@ -148,7 +150,7 @@ def _training_views(examples, count, options):
 
     def view(position, image, label):
         seed = rng.fold_in(crop_seed, position)
-        crop = eval_preprocess.random_crop(image, seed, o.image_size, sampler=o.crop_sampler)
+        crop = eval_crops.random_crop(image, seed, o.image_size, sampler=o.crop_sampler)
         return image_ops.normalize(crop, o.mean, o.std), label
 
     data = examples.shuffle(
@@ -268,17 +270,17 @@ def linear_eval_official(
     the rest and scored on it; the one with the best held-out top-1 (the first on ties) is
     scored on `test_dataset`, without training again. `selection="official"`: one classifier
     at the one rate (default 0.2) on all the training examples (the official code's run).
-    Held-out images are centre cropped as `eval_preprocess.center_crop`. Nothing is cached:
+    Held-out images are centre cropped as `eval_crops.official_center_crop`. Nothing is cached:
     every step runs the encoder on fresh views.
 
     Args:
         encoder: a `keras.Model` mapping normalised images to `[B, D]` features, or any such
-            callable (e.g. the function `byol_tf.export.load_exported` returns).
+            callable (e.g. the function `byol_tf.serving.export.load_exported` returns).
         train_dataset: `tf.data.Dataset` of `(image, label)` or {"image", "label"} in a fixed
             order: whole images, not normalised (uint8 in [0, 255] or float in [0, 1]), one by
-            one ([H, W, C], sizes may vary, e.g. `byol_tf.data.whole_images`) or in batches.
+            one ([H, W, C], sizes may vary, e.g. `byol_tf.data.pipelines.whole_images`) or in batches.
         test_dataset: batched `tf.data.Dataset` of `(images, labels)` prepared for evaluation
-            (e.g. `byol_tf.data.eval_dataset(..., official_crop=True)`).
+            (e.g. `byol_tf.data.pipelines.eval_dataset(..., official_crop=True)`).
         num_classes: number of classes; default the largest label + 1.
         image_size: side of the views; default the encoder's input side.
         mean: normalisation mean of the views (the test images' own).
@@ -295,7 +297,7 @@ def linear_eval_official(
         crop_fraction: centre-crop share of the held-out images' short side; default
             `image_ops.default_crop_fraction(image_size)` (0.875 above 64 px, else 1).
         crop_sampler: "clamped" (the official code's one draw clamped to the image) or
-            "rejection" (see `byol_tf.image_ops.sample_crop_boxes`).
+            "rejection" (see `byol_tf.views.image_ops.sample_crop_boxes`).
         shuffle_buffer: shuffle buffer of the training examples (a full shuffle up to it).
         seed: seed of the subsets, the initialisation, the shuffling and the crops; the same
             seed and data give the same result.
@@ -392,9 +394,8 @@ def _held_out_scores(encoder, examples, kernel, bias, num_classes, options):
     """(top1, top5) of each classifier on the held-out `(image, label)` examples, centre
     cropped and normalised as the test images."""
     o = options
-    images = examples.map(
-        lambda x, y: (eval_preprocess.center_crop(x, o.image_size, o.crop_fraction), y)
-    )
+    crop = functools.partial(eval_crops.official_center_crop, size=o.image_size)
+    images = examples.map(lambda x, y: (crop(x, crop_fraction=o.crop_fraction), y))
     images = images.map(lambda x, y: (image_ops.normalize(x, o.mean, o.std), y))
     features, labels = extract_features(encoder, images.batch(o.batch_size))
     return _scores(features, labels, kernel, bias, num_classes)

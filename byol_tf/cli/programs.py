@@ -1,0 +1,86 @@
+"""Internal: the programs' entry points, which load a program with Ctrl-C already handled.
+
+A program's module (`byol_tf.cli.train`, ...) imports absl and the package's settings before it
+can catch anything; Ctrl-C in that moment would end in Python's `KeyboardInterrupt` traceback.
+The console scripts (`byol-train`, ...) and `train.py`, `evaluate.py` and
+`python -m byol_tf.cli.export` start here instead, where only the standard library is loaded, and
+end such an interrupt with the programs' one line and status 130 (`interrupted`, which the
+programs use for every Ctrl-C they do not turn into a checkpoint).
+"""
+
+import contextlib
+import importlib
+import os
+import signal
+import sys
+
+
+def start(name, program):
+    """Imports `byol_tf.cli.<name>` and runs it as `program`; exits with its status.
+
+    Args:
+        name: the program's module in `byol_tf.cli` (`"train"`, `"evaluate"`, ...).
+        program: the name of the program in its messages (`"train.py"`, `"byol-train"`, ...).
+    """
+    end_on_sigterm(program)
+    try:
+        module = importlib.import_module(f"byol_tf.cli.{name}")
+    except KeyboardInterrupt:
+        interrupted([program])
+    module.run(program)
+
+
+def interrupted(argv, advice=""):
+    """Exits with status 130 (128 + SIGINT) and one line on stderr, after Ctrl-C.
+
+    Ctrl-C is ignored from here on, so that a second one cannot interrupt the exit in turn.
+
+    Args:
+        argv: the program's arguments (`argv[0]` names it).
+        advice: what to do next, appended to the line (`"; run the same command again"`).
+    """
+    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"{os.path.basename(argv[0])}: interrupted (Ctrl-C){advice}.", file=sys.stderr)
+    raise SystemExit(128 + signal.SIGINT)
+
+
+def end_on_sigterm(program):
+    """Makes SIGTERM end the program with one line and status 143 (128 + SIGTERM), at any moment.
+
+    The handler raises `SystemExit` in the main thread, so that what is being done unwinds as
+    after any error: the run folder's lock is released, a half-written checkpoint removed.
+    While training, `byol_tf.training.callbacks.GracefulStop` takes SIGTERM over to checkpoint first.
+    SIGTERM is ignored once the first one is handled, so that a second cannot interrupt the exit.
+
+    Args:
+        program: the name of the program in its line (`"train.py"`, `"byol-train"`, ...).
+    """
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"{program}: terminated (SIGTERM).", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
+        signal.signal(signal.SIGTERM, terminate)
+
+
+def train():
+    """The `byol-train` console script."""
+    start("train", "byol-train")
+
+
+def evaluate():
+    """The `byol-evaluate` console script."""
+    start("evaluate", "byol-evaluate")
+
+
+def export():
+    """The `byol-export` console script."""
+    start("export", "byol-export")
+
+
+def import_official():
+    """The `byol-import` console script."""
+    start("import_official", "byol-import")

@@ -1,0 +1,11 @@
+"""A whole BYOL pretraining run: its plan resolved once from a `TrainConfig`, the optimisation
+recipes, the distribution strategy, the callbacks (target EMA, checkpoints, guards, TensorBoard,
+the kNN monitor), the monitor's baselines, the host's CPU, and `train(cfg)` itself.
+
+May import every floor below it: `settings`, `views`, `core`, `data`, `runs`, `serving`,
+`evaluation`, `official`.
+"""
+
+from byol_tf.training.train_run import TrainingError, train
+
+__all__ = ["TrainingError", "train"]
