@@ -20,7 +20,7 @@ from byol_tf.evaluation.features import (
     subset_by_fraction,
 )
 from byol_tf.evaluation.linear import classifier_accuracies
-from byol_tf.settings.choices import CROP_SAMPLERS
+from byol_tf.settings.choices import CROP_SAMPLERS, LINEAR_SELECTIONS
 from byol_tf.views import eval_crops, image_ops, rng
 
 PROTOCOL = "linear_official"
@@ -29,9 +29,6 @@ PROTOCOL = "linear_official"
 # top-1 the first is kept. Each number's source: docs/algorithm.md §6.
 LINEAR_OFFICIAL_LEARNING_RATES = (0.4, 0.3, 0.2, 0.1, 0.05)
 OFFICIAL_LEARNING_RATE = 0.2  # the official `byol/configs/eval.py` base rate
-# "paper": one classifier per rate on train minus a held-out part, chosen there (appendix C.1);
-# "official": one rate on all of train (the official code's `TRAIN_AND_VALID` split).
-SELECTIONS = ("paper", "official")
 # Budgets: epochs, and the batch size per selection (None: the caller's). "imagenet": 80 epochs
 # at the paper's batch of 1024 (appendix C.1), or the official main loop's 4096.
 LINEAR_PRESETS = {
@@ -46,7 +43,7 @@ def preset_budget(preset, selection="paper"):
     """`{"epochs", "batch_size"}` of the `LINEAR_PRESETS` budget `preset` under `selection`
     (`batch_size` None: the caller's)."""
     _check_choice("preset", preset, tuple(LINEAR_PRESETS))
-    _check_choice("selection", selection, SELECTIONS)
+    _check_choice("selection", selection, LINEAR_SELECTIONS)
     budget = LINEAR_PRESETS[preset]
     return {"epochs": budget["epochs"], "batch_size": budget["batch_size"][selection]}
 
@@ -84,7 +81,7 @@ def _check_arguments(encoder, datasets, learning_rates, crop_sampler, selection)
     for name, value in zip(("train_dataset", "test_dataset"), datasets, strict=True):
         if not isinstance(value, tf.data.Dataset):
             raise ValueError(f"{name} must be a tf.data.Dataset. Received: {type(value).__name__}")
-    _check_choice("selection", selection, SELECTIONS)
+    _check_choice("selection", selection, LINEAR_SELECTIONS)
     if learning_rates is None:
         learning_rates = (
             LINEAR_OFFICIAL_LEARNING_RATES if selection == "paper" else (OFFICIAL_LEARNING_RATE,)

@@ -23,6 +23,8 @@ BLUR_PADDINGS = ("reflect", "zero")
 # a truncated normal of std 1/sqrt(fan_in)).
 KERNEL_INITIALIZERS = ("he_normal", "haiku")
 # The linear_official protocol's budgets (byol_tf.evaluation.linear_official.LINEAR_PRESETS) and
-# ways of choosing its learning rate.
+# ways of choosing its learning rate: "paper", one classifier per rate on train minus a held-out
+# part, chosen there (appendix C.1); "official", one rate on all of train (the official code's
+# `TRAIN_AND_VALID` split).
 LINEAR_PRESETS = ("small", "imagenet")
 LINEAR_SELECTIONS = ("paper", "official")
