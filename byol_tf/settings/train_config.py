@@ -7,6 +7,8 @@ other programs' settings are in `byol_tf.settings.program_configs`, the field ma
 
 import dataclasses
 
+from byol_tf.settings import view_presets
+
 # The allowed values of the enumerated settings (the flags of these are enums), each owned by
 # byol_tf.settings.choices.
 from byol_tf.settings.choices import (
@@ -46,7 +48,6 @@ from byol_tf.settings.fields import (
     flag_fields,
     option,
 )
-from byol_tf.settings import view_presets
 from byol_tf.settings.protocols import KNN_NEIGHBOURS
 
 
