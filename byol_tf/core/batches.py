@@ -3,8 +3,11 @@ optional."""
 
 import tensorflow as tf
 
+# The keys of a view batch (`pretrain_dataset()`): the two views of each image, and its label
+# (-1 where there is none) when the source has labels.
+VIEW1, VIEW2, LABEL = "view1", "view2", "label"
 # The keys of a crop batch (`pretrain_dataset(augment_on="device")`): crop pairs and the
-# per-image, per-view seeds of the augmentation the train step does.
+# per-image, per-view seeds of the augmentation the train step does (plus LABEL).
 CROPS, SEEDS = "crops", "seeds"
 
 
@@ -40,13 +43,13 @@ def unpack_views(data):
         ValueError: for any other structure.
     """
     if isinstance(data, dict):
-        missing = {"view1", "view2"} - set(data)
+        missing = {VIEW1, VIEW2} - set(data)
         if missing:
             raise ValueError(
                 "A BYOL training batch dict needs the keys 'view1' and 'view2' (and optionally "
                 f"'label'). Received keys: {sorted(data)}"
             )
-        return data["view1"], data["view2"], data.get("label")
+        return data[VIEW1], data[VIEW2], data.get(LABEL)
     if isinstance(data, (tuple, list)):
         # train_on_batch(x) packs (x, None, None): drop the empty y / sample_weight slots.
         data = tuple(data)

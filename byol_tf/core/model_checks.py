@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from byol_tf.core.batches import CROPS
+from byol_tf.core.batches import CROPS, VIEW1
 
 
 def check_arguments(encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views):
@@ -65,7 +65,7 @@ _NORMALISED_LIMIT = 20.0
 def _first_view(data):
     """The first view of a batch of view pairs (or its `TensorSpec`), else None (crops too)."""
     if isinstance(data, dict):
-        return None if CROPS in data else data.get("view1")
+        return None if CROPS in data else data.get(VIEW1)
     if isinstance(data, (tuple, list)) and len(data) >= 2:
         return data[0]
     return None

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from byol_tf.core import networks
-from byol_tf.core.batches import CROPS, SEEDS, crop_batch, unpack_views
+from byol_tf.core.batches import CROPS, LABEL, SEEDS, VIEW1, crop_batch, unpack_views
 
 
 def view_shape(input_shape):
@@ -13,7 +13,7 @@ def view_shape(input_shape):
         crops = tuple(input_shape[CROPS])  # [B, 2, H, W, C]
         input_shape = (crops[0], *crops[2:])
     elif isinstance(input_shape, dict):
-        input_shape = input_shape["view1"]
+        input_shape = input_shape[VIEW1]
     if isinstance(input_shape, (tuple, list)) and isinstance(input_shape[0], (tuple, list)):
         input_shape = input_shape[0]
     return tuple(input_shape)
@@ -41,7 +41,7 @@ def views_of(data, augmentation):
             "(...) to BYOL(...), with the pretrain_dataset's source, image_size and options."
         )
     view1, view2 = augmentation(crops[CROPS], crops[SEEDS])
-    return view1, view2, crops.get("label")
+    return view1, view2, crops.get(LABEL)
 
 
 def grouped(grouped_views, nets):

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from byol_tf.core.batches import CROPS, SEEDS
+from byol_tf.core.batches import CROPS, LABEL, SEEDS, VIEW1, VIEW2
 from byol_tf.data import sources
 from byol_tf.data.decoding import skipped_files  # noqa: F401  (re-exported)
 from byol_tf.data.source_kinds import SourceInfo  # noqa: F401  (re-exported)
@@ -89,11 +89,11 @@ def _views_from_batches(batches, start_step, seed, augment_fn, device):
     """Adds the stateless per-step seed (seed, step) and applies the XLA augmentation per batch
     (with `device`, the crops and seeds of `augment_fn`)."""
     steps = tf.data.Dataset.counter(start_step)
-    keys = (CROPS, SEEDS) if device else ("view1", "view2")
+    keys = (CROPS, SEEDS) if device else (VIEW1, VIEW2)
 
     def views(step, images, labels):
         first, second = augment_fn(images, rng.seed_pair(seed, step))
-        return {keys[0]: first, keys[1]: second, "label": labels}
+        return {keys[0]: first, keys[1]: second, LABEL: labels}
 
     return tf.data.Dataset.zip(steps, batches).map(
         lambda step, batch: views(step, *batch), num_parallel_calls=AUTOTUNE
@@ -219,7 +219,7 @@ def pretrain_dataset(
     )  # fmt: skip
     ds = _views_from_batches(batches, start_step, run_seed, augment_fn, device)
     if not (with_labels and src.info.num_classes):
-        ds = ds.map(lambda e: {key: value for key, value in e.items() if key != "label"})
+        ds = ds.map(lambda e: {key: value for key, value in e.items() if key != LABEL})
     return _finish(ds, seed)
 
 

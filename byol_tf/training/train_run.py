@@ -7,7 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
-from byol_tf.core.batches import CROPS, SEEDS
+from byol_tf.core.batches import CROPS, SEEDS, VIEW1, VIEW2
 from byol_tf.official import importer
 from byol_tf.runs import checkpoints
 from byol_tf.runs.run_folder import (
@@ -63,8 +63,8 @@ def _callbacks(plan, model, target_ema, sample, log, out_dir):
     knn = plan.knn.monitor(cfg.image_size) if plan.knn else None
     if CROPS in sample:  # --augment_on=device: the views the train step will draw
         view1, view2 = model.augmentation(sample[CROPS], sample[SEEDS])
-        sample = {"view1": view1, "view2": view2}
-    views = (sample["view1"].numpy(), sample["view2"].numpy(), plan.info.mean, plan.info.std)
+        sample = {VIEW1: view1, VIEW2: view2}
+    views = (sample[VIEW1].numpy(), sample[VIEW2].numpy(), plan.info.mean, plan.info.std)
     tensorboard = os.path.join(out_dir, "tensorboard")
     callbacks = [
         target_ema,
