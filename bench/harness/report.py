@@ -171,7 +171,7 @@ def environment():
         "versions": _versions(),
         "variables": {name: os.environ.get(name) for name in KERNEL_VARIABLES},
         "load_average": load_average(),
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": _git_commit(),
     }
 
@@ -190,7 +190,7 @@ def describe_environment(env):
 
 def default_path(name):
     """bench/results/<name>-<UTC date>-<time>.json: a new file for every run."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     return RESULTS_DIR / f"{name}-{stamp}.json"
 
 
