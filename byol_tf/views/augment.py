@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-# The view distributions are data (byol_tf.settings.view_presets); their names stay importable from here.
+# The view distributions are data (byol_tf.settings.view_presets); their names stay importable
+# from here.
 from byol_tf.settings.view_presets import PRESETS, ViewConfig, default_preset, view_configs  # noqa: F401
 from byol_tf.views import image_ops, rng
 from byol_tf.views.image_ops import IMAGENET_MEAN, IMAGENET_STD
@@ -22,7 +23,7 @@ _FLIP, _GREYSCALE, _BLUR, _SOLARIZE, _SIGMA = range(5)
 _AUGMENT_TAG = 2  # fold_in tag of a batch seed's per-image seeds (0 and 1 seed the crops)
 
 
-def view_seeds(seed, batch):
+def view_seeds(seed, batch) -> tf.Tensor:
     """The per-image, per-view seeds of everything after the crop.
 
     Image i's seeds depend on the batch seed and i alone, so its flip, jitter, greyscale, blur
@@ -101,7 +102,7 @@ def crop_and_flip(
     flip_prob=0.5,
     crop_sampler="clamped",
     resize_method="bicubic",
-):
+) -> tf.Tensor:
     """Random-resized crop and horizontal flip of every image: the training input of the linear
     and fine-tuning evaluations (docs/algorithm.md §6).
 
@@ -152,7 +153,7 @@ def crop_and_flip(
     return tf.transpose(tf.clip_by_value(crops, low, high), [0, 2, 3, 1])
 
 
-def augment_view(images, seed, config, flip=True):
+def augment_view(images, seed, config, flip=True) -> tf.Tensor:
     """Everything after the crop, per image: flip → colour jitter → greyscale → blur → solarise.
 
     Args:
@@ -204,7 +205,9 @@ def _output_size(image_size, images):
 
 
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
-def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
+def two_views(
+    images, seed, preset="imagenet", image_size=None, **overrides
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Draws the two BYOL views of every image of a batch, each image with its own randomness.
 
     The crops are drawn from `seed`; everything after them from `view_seeds(seed, B)`, so the
@@ -240,7 +243,7 @@ def two_views(images, seed, preset="imagenet", image_size=None, **overrides):
 
 
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
-def two_crops(images, seed, preset="imagenet", image_size=None, **overrides):
+def two_crops(images, seed, preset="imagenet", image_size=None, **overrides) -> tf.Tensor:
     """The random-resized crops of both views, not flipped, as uint8: the host's share of the
     work when the rest of the augmentation runs on the device (`augment_crops`).
 
@@ -278,7 +281,7 @@ def _views_from_crops(crops, seeds, configs, mean, std):
 
 
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
-def augment_crops(crops, seeds, preset="imagenet", **overrides):
+def augment_crops(crops, seeds, preset="imagenet", **overrides) -> tuple[tf.Tensor, tf.Tensor]:
     """The two views from crop pairs and their per-image seeds: flip onwards, then normalised.
 
     What `BYOL` runs inside its train step with `augment_on="device"`
@@ -310,7 +313,9 @@ def augment_crops(crops, seeds, preset="imagenet", **overrides):
 
 
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
-def augment_pair(crops1, crops2, seed, preset="imagenet", **overrides):
+def augment_pair(
+    crops1, crops2, seed, preset="imagenet", **overrides
+) -> tuple[tf.Tensor, tf.Tensor]:
     """The two views from crops already taken (e.g. at JPEG decode time): flip onwards.
 
     Equals `augment_crops` with `view_seeds(seed, B)`.

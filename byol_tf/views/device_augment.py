@@ -1,5 +1,7 @@
 """Augmentation on the accelerator: the layer `BYOL`'s train step applies to crop batches."""
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -8,7 +10,7 @@ from byol_tf.views import augment
 from byol_tf.views.image_ops import IMAGENET_MEAN, IMAGENET_STD
 
 
-def check_augment_on(augment_on):
+def check_augment_on(augment_on) -> None:
     """Raises a one-line `ValueError` unless `augment_on` is "host" or "device"."""
     if augment_on not in AUGMENT_ON:
         raise ValueError(
@@ -17,7 +19,7 @@ def check_augment_on(augment_on):
         )
 
 
-def default_augment_on(strategy=None):
+def default_augment_on(strategy=None) -> str:
     """Where augmentation runs unless told: "device" with a GPU or TPU, else "host".
 
     Args:
@@ -59,7 +61,7 @@ class ViewAugmentation(keras.layers.Layer):
 
     def __init__(
         self, preset="imagenet", overrides=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs
-    ):
+    ) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         # Ranges come back from JSON as lists: tuples, as ViewConfig holds them.
@@ -76,14 +78,14 @@ class ViewAugmentation(keras.layers.Layer):
         # by calling it on a crop batch.
         self.built = True
 
-    def call(self, crops, seeds):
+    def call(self, crops, seeds) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns `(view1, view2)`, float32 [B, S, S, 3], from crops [B, 2, S, S, 3] (uint8
         or float in [0, 1]) and seeds int [B, 2, 2] (`byol_tf.views.augment.view_seeds`)."""
         return augment.augment_crops(
             crops, seeds, self.preset, mean=self.mean, std=self.std, **self.overrides
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

@@ -21,7 +21,7 @@ def _resize(image, size):
     return tf.clip_by_value(resized / 255.0 if image.dtype == tf.uint8 else resized, 0.0, 1.0)
 
 
-def center_crop_window(height, width, crop_fraction):
+def center_crop_window(height, width, crop_fraction) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The official centre-crop window `(top, left, side)` of an image (int32 scalars).
 
     As `_decode_and_center_crop`: side = int(crop_fraction · min(h, w)) (truncated; 224/256
@@ -40,7 +40,7 @@ def center_crop_window(height, width, crop_fraction):
     return ((height - side) + 1) // 2, ((width - side) + 1) // 2, side
 
 
-def official_center_crop(image, size, crop_fraction):
+def official_center_crop(image, size, crop_fraction) -> tf.Tensor:
     """The official evaluation crop: the centre window, then a non-antialiased bicubic resize.
 
     Args:
@@ -60,7 +60,7 @@ def official_center_crop(image, size, crop_fraction):
 
 def random_crop_window(
     seed, height, width, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), sampler="clamped"
-):
+) -> tf.Tensor:
     """An integer random-resized-crop window `[top, left, h, w]` (int32 [4]) of a whole image.
 
     The box is `image_ops.sample_crop_boxes`'s (by default the official one draw clamped to
@@ -77,7 +77,7 @@ def random_crop_window(
     return tf.concat([top_left, hw], axis=0)
 
 
-def random_crop(image, seed, size, sampler="clamped", flip_prob=0.5):
+def random_crop(image, seed, size, sampler="clamped", flip_prob=0.5) -> tf.Tensor:
     """The official linear-evaluation training view of one whole image: a random-resized crop
     of the whole image (area U[0.08, 1], aspect log-U[3/4, 4/3]), resized bicubic without
     antialiasing to `size`, clipped to [0, 1], and a horizontal flip with `flip_prob`.

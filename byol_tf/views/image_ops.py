@@ -20,7 +20,7 @@ _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
 @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors
 def sample_crop_boxes(
     seed, heights, widths, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3), tries=10, sampler="rejection"
-):
+) -> tf.Tensor:
     """Samples one random-resized-crop box per image, vectorised.
 
     Area ∈ U[area] of the image and width/height log-uniform in `aspect`, by one of two
@@ -104,7 +104,7 @@ def _resample_matrix(start, length, in_size, out_size, method):
     return tf.einsum("bot,boti->boi", weights, tf.one_hot(index, in_size, dtype=tf.float32))
 
 
-def crop_resize_channels_first(images, boxes, size, flip, method):
+def crop_resize_channels_first(images, boxes, size, flip, method) -> tf.Tensor:
     """Crops a box from every image and resizes it to `size`, channels first, XLA-compilable.
 
     `tf.image.crop_and_resize` has no XLA kernel; this is a separable per-image resize written
@@ -180,7 +180,7 @@ def _affine_op(images, op, f):
     return tf.clip_by_value(scale * (images - target) + target + offset, 0.0, 1.0)
 
 
-def color_jitter(images, seeds, config):
+def color_jitter(images, seeds, config) -> tf.Tensor:
     """Brightness, contrast, saturation and hue in a per-image random order, each then clipped.
 
     Brightness, contrast and saturation are affine in each pixel (see `_affine_op`); hue is
@@ -211,7 +211,7 @@ def color_jitter(images, seeds, config):
     return images
 
 
-def greyscale(images):
+def greyscale(images) -> tf.Tensor:
     """Luma (ITU-R 601 weights) replicated over the channels.
 
     Args:
@@ -224,7 +224,7 @@ def greyscale(images):
     return tf.broadcast_to(grey, tf.shape(images))
 
 
-def solarize(images, threshold):
+def solarize(images, threshold) -> tf.Tensor:
     """Pixels at or above `threshold` become `1 - x`.
 
     Args:
@@ -254,7 +254,7 @@ def _blur_matrix(kernel, size, padding="reflect"):
     return tf.einsum("bt,itj->bij", kernel, tf.constant(taps))
 
 
-def gaussian_blur(images, sigma, radius, padding="reflect"):
+def gaussian_blur(images, sigma, radius, padding="reflect") -> tf.Tensor:
     """Separable Gaussian blur with a per-image σ.
 
     Each pass is a batched matmul with a banded per-image matrix: one op per axis, which XLA
@@ -284,7 +284,7 @@ def gaussian_blur(images, sigma, radius, padding="reflect"):
     return tf.einsum("bchj,bij->bchi", images, _blur_matrix(kernel, images.shape[3], padding))
 
 
-def to_unit_float(images):
+def to_unit_float(images) -> tf.Tensor:
     """Converts images to float32 in [0, 1].
 
     Args:
@@ -298,7 +298,7 @@ def to_unit_float(images):
     return tf.cast(images, tf.float32)
 
 
-def to_uint8(images):
+def to_uint8(images) -> tf.Tensor:
     """Rounds float images in [0, 1] to uint8 in [0, 255] (values outside are clipped).
 
     Args:
@@ -310,7 +310,7 @@ def to_uint8(images):
     return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
 
 
-def to_rgb(images):
+def to_rgb(images) -> tf.Tensor:
     """Makes the channel axis 3: greyscale is replicated, an alpha channel dropped.
 
     Args:
@@ -332,7 +332,7 @@ def to_rgb(images):
     return images
 
 
-def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tf.Tensor:
     """(x - mean) / std per channel.
 
     Args:
@@ -346,7 +346,7 @@ def normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def default_crop_fraction(image_size):
+def default_crop_fraction(image_size) -> float:
     """Share of the short side kept by the evaluation centre crop.
 
     Args:
@@ -358,7 +358,7 @@ def default_crop_fraction(image_size):
     return 1.0 if image_size <= SMALL_IMAGE_SIZE else 0.875
 
 
-def resize_center_crop(image, size, crop_fraction):
+def resize_center_crop(image, size, crop_fraction) -> tf.Tensor:
     """Resizes the short side to `size / crop_fraction`, then takes the centre `size` square.
 
     Args:

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 
-def as_seed(seed):
+def as_seed(seed) -> tf.Tensor:
     """Converts a seed into the stateless seed form, an int64 tensor of shape [2].
 
     Args:
@@ -24,7 +24,7 @@ def as_seed(seed):
     return tf.stack([seed, tf.zeros_like(seed)]) if seed.shape.rank == 0 else seed
 
 
-def seed_pair(seed, counter):
+def seed_pair(seed, counter) -> tf.Tensor:
     """The stateless seed `(seed, counter)`.
 
     Args:
@@ -61,7 +61,7 @@ def _unit(count, k0, k1):
     return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
 
 
-def uniform(shape, seed, low=0.0, high=1.0):
+def uniform(shape, seed, low=0.0, high=1.0) -> tf.Tensor:
     """Stateless U[low, high) float32 numbers from a counter hash (24 random bits each).
 
     TF's stateless RNG ops give different numbers under XLA than without it; this hash gives
@@ -81,7 +81,7 @@ def uniform(shape, seed, low=0.0, high=1.0):
     return low + (high - low) * tf.reshape(_unit(count, k0, k1), shape)
 
 
-def uniform_per_seed(seeds, shape, low=0.0, high=1.0):
+def uniform_per_seed(seeds, shape, low=0.0, high=1.0) -> tf.Tensor:
     """One `uniform(shape, seed)` draw per seed, stacked: row i depends on `seeds[i]` only.
 
     Per-image seeds make an image's random parameters independent of the other images of its
@@ -103,7 +103,7 @@ def uniform_per_seed(seeds, shape, low=0.0, high=1.0):
     return low + (high - low) * tf.reshape(unit, [-1, *shape])
 
 
-def fold_in(seed, data):
+def fold_in(seed, data) -> tf.Tensor:
     """A new seed derived from a seed and an int; vectorised over seeds and ints.
 
     Args:
@@ -121,7 +121,7 @@ def fold_in(seed, data):
     return tf.cast(tf.stack([a, b], axis=-1), tf.int64)
 
 
-def split(seed, num):
+def split(seed, num) -> tf.Tensor:
     """`num` independent seeds derived from one: `fold_in(seed, i)` for i < num.
 
     Args:
