@@ -24,7 +24,7 @@ class StepLosses(typing.NamedTuple):
     probe: ProbeLoss | None  # None without labels or without a probe
 
 
-def probe_loss(logits, labels):
+def probe_loss(logits, labels) -> ProbeLoss:
     """Mean cross-entropy of a linear probe over the labelled examples of a batch.
 
     Args:
@@ -43,7 +43,7 @@ def probe_loss(logits, labels):
     return ProbeLoss(loss, labels, logits, weights)
 
 
-def l2_normalize(x, axis=-1, epsilon=1e-12):
+def l2_normalize(x, axis=-1, epsilon=1e-12) -> tf.Tensor:
     """Scales `x` to unit l2 norm along `axis`.
 
     Args:
@@ -58,12 +58,12 @@ def l2_normalize(x, axis=-1, epsilon=1e-12):
     return x * tf.math.rsqrt(tf.maximum(squared_norm, epsilon))
 
 
-def loss_dtype(dtype):
+def loss_dtype(dtype) -> tf.DType:
     """The dtype losses are computed in: float64 for float64 inputs, float32 otherwise."""
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
-def regression_loss(prediction, target):
+def regression_loss(prediction, target) -> tf.Tensor:
     """Per-example BYOL loss `2 - 2 cos(prediction, target)` (docs/algorithm.md §2).
 
     Equals `||p/||p|| - z/||z|| ||^2`. Computed in float32 for float32, float16 and
@@ -83,7 +83,7 @@ def regression_loss(prediction, target):
     return 2.0 - 2.0 * tf.reduce_sum(p * z, axis=-1)
 
 
-def symmetric_loss(p1, p2, z1, z2):
+def symmetric_loss(p1, p2, z1, z2) -> tf.Tensor:
     """Sum of both view orderings, per example: l(p1, z2) + l(p2, z1).
 
     Args:
@@ -99,7 +99,7 @@ def symmetric_loss(p1, p2, z1, z2):
     return regression_loss(p1, z2) + regression_loss(p2, z1)
 
 
-def embedding_std(z):
+def embedding_std(z) -> tf.Tensor:
     """Mean over dimensions of the batch std of l2-normalised vectors (collapse signal).
 
     A healthy `d`-dimensional embedding has a value near `1/sqrt(d)`; a collapsed one, 0.

@@ -3,6 +3,7 @@
 import contextlib
 import math
 import threading
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -24,7 +25,6 @@ STAGES = {
     200: (3, 24, 36, 3),
 }
 
-
 TRUNCATED_STD = 0.87962566103423978  # the std of a standard normal truncated to [-2, 2]
 
 
@@ -43,20 +43,20 @@ class HaikuTruncatedNormal(keras.initializers.TruncatedNormal):
         seed: an int or `keras.random.SeedGenerator` (as Keras's initializers); None: random.
     """
 
-    def __init__(self, seed=None):
+    def __init__(self, seed=None) -> None:
         super().__init__(mean=0.0, stddev=1.0, seed=seed)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape, dtype=None) -> tf.Tensor:
         fan_in = math.prod(shape[:-1]) if len(shape) > 1 else 1
         return keras.random.truncated_normal(
             shape, mean=0.0, stddev=1.0 / math.sqrt(fan_in), dtype=dtype, seed=self.seed
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"seed": super().get_config()["seed"]}
 
 
-def make_initializer(name):
+def make_initializer(name) -> keras.initializers.Initializer | str:
     """The Keras kernel initializer for one of `KERNEL_INITIALIZERS` (a new one per call).
 
     "haiku": `HaikuTruncatedNormal`; "he_normal": Keras's He normal.
@@ -68,7 +68,7 @@ def make_initializer(name):
     raise ValueError(f"kernel_initializer must be one of {KERNEL_INITIALIZERS}. Received: {name!r}")
 
 
-def make_dense_initializer(name):
+def make_dense_initializer(name) -> keras.initializers.Initializer | str:
     """The heads' and probe's dense kernel initializer for a run whose encoder takes `name`:
     Haiku's (`hk.Linear`'s) for "haiku", else (or None) Keras's Dense default, Glorot uniform."""
     if name is None or name == "he_normal":
@@ -80,7 +80,7 @@ _GROUPS = threading.local()
 
 
 @contextlib.contextmanager
-def batch_groups(groups):
+def batch_groups(groups) -> Iterator[None]:
     """Inside this context, `GroupedBatchNormalization` layers normalise `groups` blocks.
 
     A batch of `groups · B` examples is read as `groups` consecutive blocks of B (e.g. two
@@ -122,7 +122,7 @@ class GroupedBatchNormalization(layers.BatchNormalization):
     native bfloat16; bench/RESULTS.md). Anything else is Keras's code.
     """
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, training=None, mask=None) -> tf.Tensor:
         groups = getattr(_GROUPS, "value", 1)
         if not training or not self.trainable or mask is not None:
             return super().call(inputs, training=training, mask=mask)
@@ -204,7 +204,7 @@ def _gpu_visible():
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def supports_batch_groups(model):
+def supports_batch_groups(model) -> bool:
     """Whether every BatchNorm layer inside `model` is a `GroupedBatchNormalization`."""
     return all(
         isinstance(layer, GroupedBatchNormalization)
@@ -292,7 +292,7 @@ def resnet(
     name=None,
     zero_init_residual=False,
     kernel_initializer="he_normal",
-):
+) -> keras.Model:
     """A ResNet v1 encoder mapping images to the globally average-pooled representation.
 
     Args:
@@ -358,7 +358,7 @@ def mlp_head(
     batch_norm=True,
     output_bias=True,
     kernel_initializer=None,
-):
+) -> keras.Model:
     """The projector / predictor MLP: Dense(hidden) → BatchNorm → ReLU → Dense(output).
 
     Args:

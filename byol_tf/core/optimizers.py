@@ -4,6 +4,7 @@ the paper's weight-decay exclusions and per-variable learning-rate multipliers."
 import math
 import numbers
 import re
+from typing import Any
 
 import keras
 from keras import ops
@@ -79,7 +80,7 @@ class _RateMultipliers:
         return ops.cast(learning_rate, dtype) * ops.cast(factor, dtype)
 
 
-def predictor_multiplier(factor):
+def predictor_multiplier(factor) -> dict[str, float]:
     """`learning_rate_multipliers` giving BYOL's predictor `factor` times the learning rate.
 
     The predictor's variables are those under `predictor/` in their path (`BYOL` builds its
@@ -129,7 +130,7 @@ class LARS(_RateMultipliers, keras.optimizers.Optimizer):
         learning_rate_multipliers=None,
         name="LARS",
         **kwargs,
-    ):
+    ) -> None:
         _check_rate(learning_rate)
         # Keras' decoupled weight decay stays off: LARS adds it to the gradient itself.
         super().__init__(learning_rate=learning_rate, name=name, weight_decay=None, **kwargs)
@@ -151,7 +152,7 @@ class LARS(_RateMultipliers, keras.optimizers.Optimizer):
         )
         self._set_multipliers(learning_rate_multipliers)
 
-    def build(self, variables):
+    def build(self, variables) -> None:
         """Creates one momentum buffer per variable."""
         if self.built:
             return
@@ -165,7 +166,7 @@ class LARS(_RateMultipliers, keras.optimizers.Optimizer):
         self._adapt_flags = [not self._skip_adapt(v) for v in variables]
         self._build_factors(variables)
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(self, gradient, variable, learning_rate) -> None:
         """Applies one LARS step to `variable`."""
         dtype = variable.dtype
         learning_rate = ops.cast(learning_rate, dtype)
@@ -184,7 +185,7 @@ class LARS(_RateMultipliers, keras.optimizers.Optimizer):
         self.assign(momentum, ops.cast(self.momentum, dtype) * momentum + update)
         self.assign_sub(variable, learning_rate * momentum)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -224,14 +225,14 @@ class AdamW(_RateMultipliers, keras.optimizers.AdamW):
         exclude_from_weight_decay=VECTORS,
         learning_rate_multipliers=None,
         **kwargs,
-    ):
+    ) -> None:
         _check_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
         self.weight_decay_exclusions = exclude_from_weight_decay
         self._skip_decay = _compile_rule(exclude_from_weight_decay, "exclude_from_weight_decay")
         self._set_multipliers(learning_rate_multipliers)
 
-    def build(self, variables):
+    def build(self, variables) -> None:
         """Creates Adam's moments; decides each variable's decay and rate factor once."""
         if self.built:
             return
@@ -244,12 +245,12 @@ class AdamW(_RateMultipliers, keras.optimizers.AdamW):
             variable
         )
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(self, gradient, variable, learning_rate) -> None:
         """Adam's step, with the variable's learning-rate factor."""
         learning_rate = self._scaled_rate(learning_rate, variable)
         return super().update_step(gradient, variable, learning_rate)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

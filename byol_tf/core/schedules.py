@@ -1,12 +1,13 @@
 """Learning-rate and target-decay schedules."""
 
 import math
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 
-def cosine_tau(step, total_steps, base_tau=0.996):
+def cosine_tau(step, total_steps, base_tau=0.996) -> float:
     """Target decay rate τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2 (docs/algorithm.md §3).
 
     Args:
@@ -46,7 +47,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         warmup_steps: W, the number of warm-up steps (0 for none).
     """
 
-    def __init__(self, base_learning_rate, total_steps, warmup_steps=0):
+    def __init__(self, base_learning_rate, total_steps, warmup_steps=0) -> None:
         if total_steps <= 0:
             raise ValueError(
                 f"total_steps must be a positive int. Received: total_steps={total_steps}"
@@ -60,14 +61,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
 
-    def __call__(self, step):
+    def __call__(self, step) -> tf.Tensor:
         step, base, warmup = _as_float(step, self.base_learning_rate, self.warmup_steps)
         decay_steps = max(float(self.total_steps) - warmup, 1.0)
         progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
         cosine = base * 0.5 * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < warmup, _warm(step, base, warmup), cosine)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "base_learning_rate": self.base_learning_rate,
             "total_steps": self.total_steps,
@@ -87,17 +88,17 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
         warmup_steps: W, the number of warm-up steps (0 for none).
     """
 
-    def __init__(self, base_learning_rate, warmup_steps=0):
+    def __init__(self, base_learning_rate, warmup_steps=0) -> None:
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0. Received: warmup_steps={warmup_steps}")
         self.base_learning_rate = base_learning_rate
         self.warmup_steps = warmup_steps
 
-    def __call__(self, step):
+    def __call__(self, step) -> tf.Tensor:
         step, base, warmup = _as_float(step, self.base_learning_rate, self.warmup_steps)
         return tf.where(step < warmup, _warm(step, base, warmup), base)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"base_learning_rate": self.base_learning_rate, "warmup_steps": self.warmup_steps}
 
 
@@ -114,7 +115,7 @@ class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
         accumulation_steps: micro-batches per optimiser step, N.
     """
 
-    def __init__(self, schedule, accumulation_steps):
+    def __init__(self, schedule, accumulation_steps) -> None:
         if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
             raise ValueError(
                 "accumulation_steps must be a positive int. "
@@ -123,17 +124,17 @@ class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
         self.schedule = schedule
         self.accumulation_steps = accumulation_steps
 
-    def __call__(self, step):
+    def __call__(self, step) -> tf.Tensor:
         return self.schedule(tf.math.floordiv(tf.cast(step, tf.int64), self.accumulation_steps))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "schedule": keras.optimizers.schedules.serialize(self.schedule),
             "accumulation_steps": self.accumulation_steps,
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config) -> "PerUpdate":
         config = dict(config)
         config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
         return cls(**config)

@@ -1,10 +1,12 @@
 """Internal: BYOL's target network: a copy of the online network, moved towards it by an EMA."""
 
+from collections.abc import Callable
+
 import keras
 import tensorflow as tf
 
 
-def clone(model, input_shape):
+def clone(model, input_shape) -> keras.Model:
     """A structural copy of `model` with new variables, built for `input_shape`."""
     try:
         copy = keras.models.clone_model(model)
@@ -15,7 +17,7 @@ def clone(model, input_shape):
     return copy
 
 
-def pair_variables(networks):
+def pair_variables(networks) -> list[tuple[keras.Variable, keras.Variable]]:
     """(target, online) variable pairs, matched by structure, not by name.
 
     Args:
@@ -42,7 +44,7 @@ def pair_variables(networks):
     return pairs
 
 
-def initialize(pairs):
+def initialize(pairs) -> None:
     """Freezes the target variables of `pairs` and sets each to its online variable's value."""
     for target, _ in pairs:
         # The target never receives gradients (docs/algorithm.md §1); its BatchNorm still
@@ -53,7 +55,7 @@ def initialize(pairs):
             target.assign(online)
 
 
-def moves_target(callbacks):
+def moves_target(callbacks) -> bool:
     """Whether `callbacks` (a list or CallbackList) hold one that moves the target: a
     `TargetEMA`, or any callback with a true `moves_target` attribute (read by attribute, so
     that this module need not import the callbacks)."""
@@ -69,7 +71,7 @@ def _local_components(target, online):
     return [(target, online)]
 
 
-def ema_function(pairs, jit_compile):
+def ema_function(pairs, jit_compile) -> Callable[[tf.Tensor], None]:
     """The compiled update ξ ← τ·ξ + (1 − τ)·θ of every `(target, online)` variable pair.
 
     Each replica's copy is updated on its own device from its own online copy (all copies are
