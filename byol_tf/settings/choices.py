@@ -13,8 +13,9 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 PROTOCOLS = ("linear", "linear_official", "knn", "finetune")
 CROP_SAMPLERS = ("rejection", "clamped")  # how a random-resized crop box is drawn
-# How an export's serving signatures take the centre square (byol_tf.serving.export): resize, then crop
-# (byol_tf's evaluations), or crop, then resize without antialiasing (the official evaluation).
+# How an export's serving signatures take the centre square (byol_tf.serving.export): resize,
+# then crop (byol_tf's evaluations), or crop, then resize without antialiasing (the official
+# evaluation).
 SERVING_PREPROCESSINGS = ("resize_center_crop", "official_center_crop")
 AUGMENT_ON = ("host", "device")  # where the views are drawn (byol_tf.views.device_augment)
 # How the blur pads the image: by reflection, or with zeros (the official 'SAME' convolution).

@@ -1,11 +1,12 @@
 """Internal: how a setting is declared and checked: its `option` field, value checks, groups and
 resume class.
 
-`byol_tf.settings.train_config` and `byol_tf.settings.program_configs` declare every setting with `option`;
-`byol_tf.cli.flag_definitions` turns the fields into absl flags.
+`byol_tf.settings.train_config` and `byol_tf.settings.program_configs` declare every setting with
+`option`; `byol_tf.cli.flag_definitions` turns the fields into absl flags.
 """
 
 import dataclasses
+from typing import Any
 
 # Value checks, `(what the value must be, test)`; None (an unset optional value) passes.
 POSITIVE_INT = ("a positive int", lambda value: value >= 1)
@@ -37,7 +38,7 @@ ARCHITECTURE, SCHEDULE, DATA_STREAM, FREE = "architecture", "schedule", "data st
 RESUME_CLASSES = (ARCHITECTURE, SCHEDULE, DATA_STREAM, FREE)
 
 
-def option(group, default, choices=None, valid=None, **extra):
+def option(group, default, choices=None, valid=None, **extra) -> Any:
     """A settings field that is a flag of the same name.
 
     The flag's help is the field's entry in the `Attributes:` section of its class docstring.
@@ -51,17 +52,25 @@ def option(group, default, choices=None, valid=None, **extra):
             help), `path=True` to expand `~`, `required=True` for a flag that must be set,
             `resume=` the field's resume class (one of `RESUME_CLASSES`; every setting of
             train.py declares one).
+
+    Returns:
+        A `dataclasses.Field`, typed `Any` as `dataclasses.field` is, so that it can stand as
+        the default of a field of any type.
     """
     metadata = dict(group=group, choices=choices, valid=valid, **extra)
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def explicit_field():
-    """The `explicit` field: the names of the fields set by flags. Not a flag; not compared."""
+def explicit_field() -> Any:
+    """The `explicit` field: the names of the fields set by flags. Not a flag; not compared.
+
+    Returns:
+        A `dataclasses.Field`, typed `Any` as in `option`.
+    """
     return dataclasses.field(default=(), compare=False, repr=False)
 
 
-def floats(name, values):
+def floats(name, values) -> tuple[float, ...]:
     """`values` (strings of a list flag) as a tuple of finite floats."""
     try:
         numbers = tuple(float(v) for v in values)
@@ -71,12 +80,12 @@ def floats(name, values):
     return numbers
 
 
-def check(ok, name, value, expected):
+def check(ok, name, value, expected) -> None:
     if not ok:
         raise ValueError(f"--{name} must be {expected}. Received: --{name}={value}")
 
 
-def check_fields(settings):
+def check_fields(settings) -> None:
     """Checks each field against its `choices`, `valid` and `required`; the first failure raises."""
     for field in flag_fields(settings):
         value, meta = getattr(settings, field.name), field.metadata
@@ -90,6 +99,6 @@ def check_fields(settings):
             check(meta["valid"][1](value), field.name, value, meta["valid"][0])
 
 
-def flag_fields(settings):
+def flag_fields(settings) -> list[dataclasses.Field]:
     """The fields of a settings class (or instance) that are flags."""
     return [field for field in dataclasses.fields(settings) if "group" in field.metadata]

@@ -1,6 +1,7 @@
 """The settings of the programs beside train.py: evaluate, export and import.
 
-Frozen dataclasses, usable without flags, declared like `byol_tf.settings.train_config.TrainConfig`.
+Frozen dataclasses, usable without flags, declared like
+`byol_tf.settings.train_config.TrainConfig`.
 """
 
 import dataclasses
@@ -85,7 +86,7 @@ class EvalConfig:
     output: str | None = option(EVALUATION, None)
     explicit: tuple = explicit_field()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.saved_model and "model_dir" not in self.explicit:
             # --saved_model alone evaluates the export, without the default training run folder.
             object.__setattr__(self, "model_dir", None)
@@ -160,7 +161,7 @@ class ExportConfig:
     std: tuple | None = option(EXPORT, None)
     explicit: tuple = explicit_field()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_fields(self)
         if not (self.model_dir or self.checkpoint):
             raise ValueError("pass --model_dir or --checkpoint")
@@ -209,7 +210,7 @@ class ImportConfig:
     manual_dir: str | None = option(IMPORT, None, path=True)
     explicit: tuple = explicit_field()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_fields(self)
         if not (self.model_dir or self.export_dir):
             raise ValueError("pass --model_dir, --export_dir or both: where the import goes")

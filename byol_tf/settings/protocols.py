@@ -16,6 +16,6 @@ FEW_LABEL_DRAWS = 5
 FEATURE_BATCH_SIZE = 256
 
 
-def knn_description(k=KNN_NEIGHBOURS, temperature=KNN_TEMPERATURE):
+def knn_description(k=KNN_NEIGHBOURS, temperature=KNN_TEMPERATURE) -> str:
     """The protocol in a few words: `"kNN (k=200, T=0.1)"`."""
     return f"kNN (k={k}, T={temperature:g})"

@@ -1,11 +1,12 @@
 """The settings of train.py, `TrainConfig`: each default, check, help text and resume class once.
 
-A frozen dataclass, usable without flags; `byol_tf.cli.flag_definitions` turns its fields into absl flags. The
-other programs' settings are in `byol_tf.settings.program_configs`, the field machinery in
-`byol_tf.settings.fields`.
+A frozen dataclass, usable without flags; `byol_tf.cli.flag_definitions` turns its fields into
+absl flags. The other programs' settings are in `byol_tf.settings.program_configs`, the field
+machinery in `byol_tf.settings.fields`.
 """
 
 import dataclasses
+from typing import Any
 
 from byol_tf.settings import view_presets
 
@@ -51,7 +52,7 @@ from byol_tf.settings.fields import (
 from byol_tf.settings.protocols import KNN_NEIGHBOURS
 
 
-def parse_augment(entries, flag="--augment"):
+def parse_augment(entries, flag="--augment") -> dict[str, float | tuple[float, ...]]:
     """`name=value` / `name=low:high` strings as `two_views` overrides.
 
     `crop_area=0.25:1` gives `{"crop_area": (0.25, 1.0)}`; `view2_blur_prob=0` one float.
@@ -79,7 +80,9 @@ def parse_augment(entries, flag="--augment"):
     return overrides
 
 
-def checked_augment(entries, preset="small", flag="--augment"):
+def checked_augment(
+    entries, preset="small", flag="--augment"
+) -> dict[str, float | tuple[float, ...]]:
     """`parse_augment`, then each value checked against the `ViewConfig` ranges of `preset`.
 
     Raises:
@@ -277,7 +280,7 @@ class TrainConfig:
     demo_baseline: bool = option(RUN, True, resume=FREE)
     explicit: tuple = explicit_field()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_fields(self)
         checked_augment(self.augment, self.preset or "small")  # before any data is read
         check(
@@ -307,7 +310,7 @@ class TrainConfig:
             "set when --strategy=tpu (a TPU name or grpc:// address)",
         )
 
-    def augment_overrides(self):
+    def augment_overrides(self) -> dict[str, float | tuple[float, ...] | str]:
         """`--augment` entries (and `--crop_sampler`, `--blur_padding` when set) as `two_views`
         overrides."""
         overrides = parse_augment(self.augment)
@@ -317,16 +320,16 @@ class TrainConfig:
         return overrides
 
     @property
-    def depth(self):
+    def depth(self) -> int:
         """ResNet depth named by `encoder`."""
         return int(self.encoder.removeprefix("resnet"))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-serialisable dict (without `explicit`)."""
         return {field.name: getattr(self, field.name) for field in flag_fields(self)}
 
 
-def resumed_as(resume_class, config_class=None):
+def resumed_as(resume_class, config_class=None) -> tuple[str, ...]:
     """The names of `config_class`'s settings (default `TrainConfig`) of one resume class."""
     if resume_class not in RESUME_CLASSES:
         raise ValueError(

@@ -63,7 +63,7 @@ class ViewConfig:
     solarize_prob: float = 0.0
     solarize_threshold: float = 0.5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         def fail(name, expected):
             raise ValueError(
                 f"Augmentation option {name} must be {expected}. "
@@ -104,7 +104,7 @@ PRESETS = {
 _FIELDS = frozenset(f.name for f in dataclasses.fields(ViewConfig))
 
 
-def view_configs(preset="imagenet", **overrides):
+def view_configs(preset="imagenet", **overrides) -> tuple[ViewConfig, ViewConfig]:
     """Returns the `(view1, view2)` configs of a preset with overrides applied.
 
     Args:
@@ -137,7 +137,7 @@ def view_configs(preset="imagenet", **overrides):
     return tuple(views)
 
 
-def default_preset(image_size):
+def default_preset(image_size) -> str:
     """The preset for views of a given size.
 
     Args:
