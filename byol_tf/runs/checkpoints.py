@@ -15,12 +15,12 @@ CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d+)\.keras$")
 
 
-def checkpoint_dir(model_dir):
+def checkpoint_dir(model_dir) -> str:
     """The folder that holds a run's checkpoints."""
     return os.path.join(model_dir, CHECKPOINT_DIR)
 
 
-def list_checkpoints(model_dir):
+def list_checkpoints(model_dir) -> list[tuple[int, str]]:
     """`[(step, path)]` of the finished checkpoints in `model_dir`, oldest first.
 
     Half-written files (a save interrupted by a crash) have a `.tmp.keras` name and are ignored.
@@ -36,13 +36,13 @@ def list_checkpoints(model_dir):
     return sorted(found)
 
 
-def latest_checkpoint(model_dir):
+def latest_checkpoint(model_dir) -> str | None:
     """Path of the newest finished checkpoint in `model_dir`, or `None`."""
     found = list_checkpoints(model_dir)
     return found[-1][1] if found else None
 
 
-def save_checkpoint(model, model_dir, step, keep=3):
+def save_checkpoint(model, model_dir, step, keep=3) -> str:
     """Saves the whole model (weights, target, optimizer state) as `ckpt-<step>.keras`.
 
     The file is written under a temporary name and renamed into place (atomic on POSIX), so a
@@ -90,7 +90,7 @@ def save_checkpoint(model, model_dir, step, keep=3):
 _MEMBERS = ("config.json", "model.weights.h5")
 
 
-def damage(path):
+def damage(path) -> str | None:
     """Why the checkpoint `path` cannot be read (one line), or None when it looks whole.
 
     Checks the zip container and the CRC of each member (a truncated copy, a text file with a
@@ -111,7 +111,7 @@ def damage(path):
     return None
 
 
-def latest_readable(model_dir, log=print):
+def latest_readable(model_dir, log=print) -> str | None:
     """Path of the newest checkpoint in `model_dir` that is not damaged, or None if it has none.
 
     Each newer damaged one is named through `log`: `Skipping damaged checkpoint X: reason.`
@@ -133,7 +133,7 @@ def latest_readable(model_dir, log=print):
     return None
 
 
-def source_checkpoint(source, flag, log=print):
+def source_checkpoint(source, flag, log=print) -> str:
     """The checkpoint a flag names: a run folder's newest readable one, or `source` itself.
 
     Raises:
@@ -147,7 +147,7 @@ def source_checkpoint(source, flag, log=print):
     return path
 
 
-def saved_class(path):
+def saved_class(path) -> str | None:
     """The class of the model a `.keras` file holds, by its registered name (`byol_tf>BYOL`).
 
     Reads only the file's `config.json`; `damage(path)` should be None.
@@ -166,7 +166,7 @@ def saved_class(path):
     return name if isinstance(name, str) else None
 
 
-def check_is_checkpoint(path, flag):
+def check_is_checkpoint(path, flag) -> None:
     """Refuses a `.keras` file that is damaged or holds another model than a `BYOL` run's.
 
     Raises:
@@ -184,7 +184,7 @@ def check_is_checkpoint(path, flag):
         )
 
 
-def load_checkpoint(path, compile=True):
+def load_checkpoint(path, compile=True) -> keras.Model:
     """Loads a checkpoint written by `save_checkpoint` (Keras safe mode stays on).
 
     Raises:
@@ -204,7 +204,7 @@ def load_checkpoint(path, compile=True):
         raise ValueError(f"Cannot read checkpoint {path}: {_first_line(error)}") from error
 
 
-def restore(model, path):
+def restore(model, path) -> None:
     """Loads the weights and optimiser state of checkpoint `path` into `model` to resume.
 
     Raises:

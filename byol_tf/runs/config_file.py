@@ -5,6 +5,7 @@ the keys later versions added, and what a resume compares.
 """
 
 import json
+from typing import Any
 
 from byol_tf.settings import fields, train_config
 
@@ -13,7 +14,8 @@ from byol_tf.settings import fields, train_config
 # would skip the checks it exists for.
 REQUIRED = ("dataset", "image_size", "mean", "std")
 # Settings that fix the network's or the optimiser's variables: a checkpoint cannot be resumed
-# with other values. Each setting declares its class where it is defined (byol_tf.settings.train_config).
+# with other values. Each setting declares its class where it is defined
+# (byol_tf.settings.train_config).
 ARCHITECTURE = train_config.resumed_as(fields.ARCHITECTURE)
 # Settings that shape the learning-rate and τ schedules, where the augmentation runs, and the
 # data stream (data set, split, views, seed): resuming with other values would make them jump,
@@ -43,7 +45,7 @@ ADDED_LATER = {
 _RESUMED = ("num_classes", "steps_per_epoch", "total_steps")
 
 
-def check_content(saved, path):
+def check_content(saved, path) -> None:
     """Checks `saved`, the content of the `run_config.json` at `path` as JSON reads it.
 
     Raises:
@@ -61,7 +63,7 @@ def check_content(saved, path):
         raise damaged(path, what)
 
 
-def damaged(path, what):
+def damaged(path, what) -> ValueError:
     """The one-line error of the damaged `run_config.json` at `path` (`what` is wrong)."""
     return ValueError(
         f"{path} is damaged ({what}); restore it, or delete it to resume without checking "
@@ -69,7 +71,7 @@ def damaged(path, what):
     )
 
 
-def resume_settings(saved, path, model_dir, log=print):
+def resume_settings(saved, path, model_dir, log=print) -> dict[str, Any]:
     """`saved` (checked by `check_content`) as the resume of the run `model_dir` compares it.
 
     Every setting a resume compares (`ARCHITECTURE`, `SCHEDULE`) must be recorded: a missing
@@ -120,7 +122,7 @@ def resume_settings(saved, path, model_dir, log=print):
     return saved
 
 
-def schedule_changes(run_config, saved):
+def schedule_changes(run_config, saved) -> dict[str, tuple[Any, Any]]:
     """`{setting: (old, new)}` of the `SCHEDULE` settings where `run_config` differs from `saved`.
 
     Values are compared as `run_config.json` holds them (a tuple reads back as a list).
@@ -201,7 +203,7 @@ def _wrong_value(saved):
     return ""
 
 
-def check_resume(cfg, model_dir, saved):
+def check_resume(cfg, model_dir, saved) -> None:
     """Refuses to resume a checkpoint whose architecture differs from `cfg`.
 
     Args:

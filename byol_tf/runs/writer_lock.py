@@ -14,7 +14,7 @@ LOCK = "run.lock"
 _held = {}  # the locks this process holds: {absolute model_dir: the record in its lock file}
 
 
-def lock_model_dir(model_dir, log=print):
+def lock_model_dir(model_dir, log=print) -> None:
     """Makes this process the only writer of `model_dir` until `unlock_model_dir`.
 
     The lock is the file `model_dir/run.lock`, created atomically (`os.open` with
@@ -102,7 +102,7 @@ def _ctrl_c_held_back():
                 signal.raise_signal(signum)  # ends the process, as it would have
 
 
-def unlock_model_dir(model_dir):
+def unlock_model_dir(model_dir) -> None:
     """Releases the lock `lock_model_dir` took (nothing if this process holds none there).
 
     The file is removed only while it still holds this process's record.
