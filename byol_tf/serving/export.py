@@ -4,6 +4,8 @@ and `python -m byol_tf.cli.export` export a run's checkpoint)."""
 import json
 import os
 import shutil
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -16,10 +18,11 @@ from byol_tf.views import eval_crops, image_ops
 METADATA_FILE = "byol_tf_export.json"
 # What `serving_default` and `classify` do to raw pixels before normalising (docs/serving.md):
 # "resize_center_crop": the short side resized (bicubic, antialiased) to image_size /
-# crop_fraction, then the centre square cut, as `byol_tf.data.pipelines.eval_dataset` by default (byol_tf's
-# kNN monitor and its linear, knn and finetune protocols); "official_center_crop": the centre
-# square of crop_fraction of the short side cut, then resized bicubic without antialiasing, as
-# the official evaluation (`byol/utils/dataset.py`) and `linear_official`'s test images.
+# crop_fraction, then the centre square cut, as `byol_tf.data.pipelines.eval_dataset` by default
+# (byol_tf's kNN monitor and its linear, knn and finetune protocols); "official_center_crop": the
+# centre square of crop_fraction of the short side cut, then resized bicubic without
+# antialiasing, as the official evaluation (`byol/utils/dataset.py`) and `linear_official`'s test
+# images.
 RESIZE_CENTER_CROP, OFFICIAL_CENTER_CROP = SERVING_PREPROCESSINGS
 
 
@@ -47,7 +50,7 @@ class EncoderModule(tf.Module):
         crop_fraction=None,
         classifier=None,
         preprocessing=RESIZE_CENTER_CROP,
-    ):
+    ) -> None:
         super().__init__(name="byol_encoder")
         if preprocessing not in SERVING_PREPROCESSINGS:
             raise ValueError(
@@ -131,7 +134,7 @@ def _check_stats(name, value):
     return tuple(float(v) for v in values)
 
 
-def next_version(export_dir):
+def next_version(export_dir) -> int:
     """1 + the largest numeric subfolder of `export_dir` (1 when there is none)."""
     if not os.path.isdir(export_dir):
         return 1
@@ -149,7 +152,7 @@ def export_encoder(
     crop_fraction=None,
     classifier=None,
     preprocessing=RESIZE_CENTER_CROP,
-):
+) -> str:
     """Writes the encoder as a TensorFlow Serving SavedModel in `export_dir/<version>/`.
 
     Signatures: `serving_default` takes `images`, uint8 `[batch, height, width, 3]` (RGB; any
@@ -182,8 +185,9 @@ def export_encoder(
 
     Raises:
         ValueError: for a bad argument or an existing version, naming it.
-        WriteError: (`byol_tf.runs.run_folder`) when writing fails (disk full, permission lost), naming
-            the version folder and the reason; nothing is left under `export_dir`.
+        WriteError: (`byol_tf.runs.run_folder`) when writing fails (disk full, permission
+            lost), naming the version folder and the reason; nothing is left under
+            `export_dir`.
     """
     if not isinstance(encoder, keras.Model):
         raise ValueError(f"encoder must be a keras.Model. Received: {type(encoder).__name__}")
@@ -264,7 +268,7 @@ def _check_graph(path):
         raise ValueError(f"{path} is corrupt: it holds no SavedModel graph; export the model again")
 
 
-def load_exported(path):
+def load_exported(path) -> tuple[Callable[[Any], tf.Tensor], dict[str, Any]]:
     """Loads an export for feature extraction.
 
     Args:
@@ -332,7 +336,7 @@ def export_checkpoint(
     std=None,
     log=print,
     preprocessing=RESIZE_CENTER_CROP,
-):
+) -> str:
     """Exports the online encoder of a training run's checkpoint (what the CLI does).
 
     Args:
