@@ -9,6 +9,7 @@ the mapping.
 """
 
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from byol_tf.official.structure import (  # noqa: F401  (byol_tf.official.import
     read_checkpoint,
 )
 from byol_tf.views.image_ops import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from byol_tf.core.model import BYOL
 
 # The official input normalisation (byol/utils/dataset.py: images in [0, 1], ImageNet statistics).
 OFFICIAL_MEAN, OFFICIAL_STD = IMAGENET_MEAN, IMAGENET_STD
@@ -56,7 +60,9 @@ def _ema_average(state, name, path):
     return np.reshape(values["hidden"], (-1,)) / (1.0 - 0.9**counter)
 
 
-def network_weights(trees, arch, path="checkpoint", target=False):
+def network_weights(
+    trees, arch, path="checkpoint", target=False
+) -> dict[tuple[str, str | None], list[np.ndarray]]:
     """`{(network, layer): [arrays]}` of the online (or target) network, in Keras order.
 
     Raises:
@@ -72,7 +78,7 @@ def network_weights(trees, arch, path="checkpoint", target=False):
     return weights
 
 
-def build_official_model(arch, image_size=224, channels=None):
+def build_official_model(arch, image_size=224, channels=None) -> "BYOL":
     """An uncompiled `BYOL` model with the official network's architecture.
 
     Haiku's initialisation, the official heads (no output bias) and a probe of
@@ -134,7 +140,7 @@ def _network(model, name, target):
     return getattr(model, name)
 
 
-def assign(model, trees, arch, path="checkpoint", probe=True):
+def assign(model, trees, arch, path="checkpoint", probe=True) -> None:
     """Sets the online and target networks (and probe) of `model` from an official checkpoint.
 
     Args:
@@ -173,7 +179,7 @@ def import_checkpoint(
     dataset="imagenet2012",
     log=print,
     manual_dir=None,
-):
+) -> dict[str, Any]:
     """Converts an official BYOL checkpoint into a byol_tf run folder and/or a SavedModel.
 
     The run folder holds `checkpoints/ckpt-<step>.keras` (online and target networks with their
@@ -262,7 +268,7 @@ def _run_config(arch, image_size, dataset, checkpoint):
 _NETWORKS = ("encoder", "projector", "predictor", "target_encoder", "target_projector")
 
 
-def initialize_from(model, source, log=print):
+def initialize_from(model, source, log=print) -> None:
     """Copies online and target networks into a built `BYOL` model from `source`.
 
     Domain-adaptive pretraining: a new run starts from pretrained networks instead of random

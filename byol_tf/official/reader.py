@@ -13,6 +13,7 @@ import collections
 import os
 import pickle
 import re
+from typing import Any
 
 import numpy as np
 
@@ -166,7 +167,7 @@ class _SafeUnpickler(pickle.Unpickler):
         raise self._refuse(f"{module}.{name}")
 
 
-def load_official(path):
+def load_official(path) -> dict[str, Any]:
     """Reads an official BYOL checkpoint without executing code from it.
 
     Args:

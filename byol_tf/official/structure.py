@@ -3,11 +3,13 @@
 The ResNet's depth and widths, the heads' sizes and the classifier (`Architecture`), the module
 names of re-created Haiku modules (`initial_conv_1`) read as the modules themselves, the Keras
 layer each module maps to (`expected_names`), and the one-line refusals of a file that fits no
-official network. Nothing here builds a network: `byol_tf.official.importer` does, from what this reads.
+official network. Nothing here builds a network: `byol_tf.official.importer` does, from what
+this reads.
 """
 
 import collections
 import re
+from typing import Any
 
 from byol_tf.official.reader import EXPECTED_FORMAT, CheckpointFormatError, load_official
 
@@ -46,7 +48,7 @@ def _base_name(module):
     return "/".join(_RECREATED.sub(r"\1", part) for part in module.split("/"))
 
 
-def canonical_names(trees, path="checkpoint"):
+def canonical_names(trees, path="checkpoint") -> dict[str, Any]:
     """`trees` (what `load_official` returns) with every re-created module named as the module
     itself: `res_net50/initial_conv_1` becomes `res_net50/initial_conv`.
 
@@ -73,7 +75,7 @@ def _channels(params, module):
     return int(params[module]["w"].shape[-1])
 
 
-def architecture(params, path="checkpoint"):
+def architecture(params, path="checkpoint") -> Architecture:
     """Infers depth, widths and head sizes from the online parameters of an official checkpoint
     (named as `canonical_names` names them).
 
@@ -130,7 +132,7 @@ def architecture(params, path="checkpoint"):
     )
 
 
-def read_checkpoint(path):
+def read_checkpoint(path) -> tuple[dict[str, Any], Architecture]:
     """Reads an official checkpoint and the architecture it holds.
 
     Returns:
@@ -153,7 +155,7 @@ def read_checkpoint(path):
     return trees, arch
 
 
-def expected_names(arch):
+def expected_names(arch) -> dict[str, tuple[str, str | None]]:
     """`{Haiku parameter module: Keras layer path}` of the online network of `arch`.
 
     Keras paths are `(network, layer)`: network is `encoder`, `projector`, `predictor` or
@@ -184,7 +186,7 @@ def expected_names(arch):
     return names
 
 
-def encoder_channels(params, arch):
+def encoder_channels(params, arch) -> dict[str, int]:
     """`{Keras convolution: output channels}` of the encoder, as the file's kernels have them.
 
     Every width is read from the file: a stem narrower than the blocks, or a block group whose
