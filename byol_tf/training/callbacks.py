@@ -14,7 +14,7 @@ from byol_tf.settings.choices import SCHEDULE_NAMES
 from byol_tf.settings.protocols import KNN_NEIGHBOURS, KNN_TEMPERATURE
 
 
-def optimizer_step(model):
+def optimizer_step(model) -> int:
     """The number of optimiser updates `model` has applied (micro-batches not counted)."""
     return int(model.optimizer.iterations.numpy())
 
@@ -42,7 +42,7 @@ class TargetEMA(keras.callbacks.Callback):
 
     moves_target = True  # what BYOL.fit looks for before warning of a target that never moves
 
-    def __init__(self, base_tau=0.996, total_steps=None, schedule="cosine"):
+    def __init__(self, base_tau=0.996, total_steps=None, schedule="cosine") -> None:
         super().__init__()
         if not 0.0 <= base_tau <= 1.0:
             raise ValueError(f"base_tau must lie in [0, 1]. Received: base_tau={base_tau}")
@@ -59,7 +59,7 @@ class TargetEMA(keras.callbacks.Callback):
         self._last_step = 0
         self.last_tau = base_tau
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs=None) -> None:
         if self.total_steps is None and self.schedule == "cosine":
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
             if not steps:
@@ -70,7 +70,7 @@ class TargetEMA(keras.callbacks.Callback):
             self._steps = epochs * steps
         self._last_step = optimizer_step(self.model)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None) -> None:
         step = optimizer_step(self.model)
         if step == self._last_step:
             return  # no optimiser step was taken (e.g. a skipped mixed-precision step)
@@ -78,7 +78,7 @@ class TargetEMA(keras.callbacks.Callback):
         self.model.update_target(self.last_tau)
         self._last_step = step
 
-    def tau(self, step):
+    def tau(self, step) -> float:
         """τ_k for optimiser step k under this callback's schedule."""
         if self.schedule == "constant":
             return self.base_tau
@@ -102,12 +102,12 @@ class Checkpointer(keras.callbacks.Callback):
         keep: number of checkpoints kept.
     """
 
-    def __init__(self, model_dir, every_steps=0, keep=3):
+    def __init__(self, model_dir, every_steps=0, keep=3) -> None:
         super().__init__()
         self.model_dir, self.every_steps, self.keep = model_dir, every_steps, keep
         self.last_saved = None
 
-    def save(self, logs=None):
+    def save(self, logs=None) -> None:
         """Saves now unless this step is saved already or the loss is not finite."""
         from byol_tf.runs.checkpoints import save_checkpoint
 
@@ -117,27 +117,27 @@ class Checkpointer(keras.callbacks.Callback):
         save_checkpoint(self.model, self.model_dir, step, self.keep)
         self.last_saved = step
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs=None) -> None:
         self.last_saved = optimizer_step(self.model)  # what we resumed from is on disk already
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None) -> None:
         if self.every_steps and optimizer_step(self.model) // self.every_steps != (
             (self.last_saved or 0) // self.every_steps
         ):
             self.save(logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch, logs=None) -> None:
         self.save(logs)
 
 
 class NaNGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss and remembers the step."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.failed_step = None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None) -> None:
         if not _finite(logs):
             self.failed_step = optimizer_step(self.model)
             self.model.stop_training = True
@@ -150,13 +150,13 @@ class CollapseGuard(keras.callbacks.Callback):
     A healthy d-dimensional projection has a std near 1/sqrt(d); collapse drives it to 0.
     """
 
-    def __init__(self, threshold=0.01, patience=3, log=print):
+    def __init__(self, threshold=0.01, patience=3, log=print) -> None:
         super().__init__()
         self.threshold, self.patience, self.log = threshold, patience, log
         self.bad_epochs = 0
         self.stopped_epoch = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch, logs=None) -> None:
         std = (logs or {}).get("embedding_std")
         if std is not None and not math.isfinite(std):
             return  # NaN/Inf: a divergence, the NaN guard's to report, not a collapse
@@ -209,7 +209,7 @@ class KNNMonitor(keras.callbacks.Callback):
 
     def __init__(
         self, memory, queries, every_epochs=1, k=KNN_NEIGHBOURS, temperature=KNN_TEMPERATURE
-    ):
+    ) -> None:
         super().__init__()
         if queries is memory:
             raise ValueError(
@@ -218,7 +218,7 @@ class KNNMonitor(keras.callbacks.Callback):
         self.memory, self.queries = memory, queries
         self.every_epochs, self.k, self.temperature = every_epochs, k, temperature
 
-    def evaluate(self, encoder=None):
+    def evaluate(self, encoder=None) -> float:
         """kNN top-1 of `encoder` (default: the model's current online encoder)."""
         from byol_tf import evaluation
 
@@ -230,7 +230,7 @@ class KNNMonitor(keras.callbacks.Callback):
         )
         return float(result["top1"])
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch, logs=None) -> None:
         if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
             top1 = self.evaluate()
             if logs is not None:
@@ -247,7 +247,7 @@ class GracefulStop(keras.callbacks.Callback):
         checkpointer: the run's `Checkpointer`, used to save before stopping.
     """
 
-    def __init__(self, checkpointer):
+    def __init__(self, checkpointer) -> None:
         super().__init__()
         self.checkpointer = checkpointer
         self.received = None
@@ -258,24 +258,24 @@ class GracefulStop(keras.callbacks.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs=None) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None) -> None:
         if self.received:
             self.checkpointer.save(logs)
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs=None) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
 
 
-def view_grid(view1, view2, mean, std, max_pairs=8):
+def view_grid(view1, view2, mean, std, max_pairs=8) -> np.ndarray:
     """Side-by-side grid image of view pairs, de-normalised to [0, 1].
 
     Args:
@@ -313,14 +313,14 @@ class ScalarLogger(keras.callbacks.Callback):
         sample_views: optional `(view1, view2, mean, std)` written once as an image grid.
     """
 
-    def __init__(self, log_dir, every_steps=10, tau_source=None, sample_views=None):
+    def __init__(self, log_dir, every_steps=10, tau_source=None, sample_views=None) -> None:
         super().__init__()
         self.log_dir, self.every_steps = log_dir, max(int(every_steps), 1)
         self.tau_source, self.sample_views = tau_source, sample_views
         self._writer = None
         self._rate = None  # the learning rate of the update the current batch runs
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs=None) -> None:
         self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.sample_views is not None:
             view1, view2, mean, std = self.sample_views
@@ -331,12 +331,12 @@ class ScalarLogger(keras.callbacks.Callback):
                     step=optimizer_step(self.model),
                 )
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None) -> None:
         # The optimiser's rate follows its step counter: after the update it is already the
         # next step's, so read it before the update.
         self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None) -> None:
         step = optimizer_step(self.model)
         if step % self.every_steps or not logs:
             return
@@ -348,12 +348,12 @@ class ScalarLogger(keras.callbacks.Callback):
             if self.tau_source is not None:
                 tf.summary.scalar("step/tau", float(self.tau_source.last_tau))
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch, logs=None) -> None:
         with self._writer.as_default(step=epoch + 1):
             for key, value in (logs or {}).items():
                 tf.summary.scalar(f"epoch/{key}", float(value))
         self._writer.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs=None) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -2,13 +2,14 @@
 
 import json
 import os
+from typing import Any
 
 import tensorflow as tf
 
 from byol_tf.settings.choices import STRATEGIES
 
 
-def make_strategy(name, tpu=None):
+def make_strategy(name, tpu=None) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` named by `--strategy`.
 
     Call it before any other TensorFlow op: `MultiWorkerMirroredStrategy` configures collective
@@ -43,7 +44,7 @@ def make_strategy(name, tpu=None):
     )
 
 
-def cluster_config():
+def cluster_config() -> dict[str, Any]:
     """The cluster `--strategy=multi_worker` trains on: `TF_CONFIG`, checked.
 
     Returns:
@@ -81,7 +82,7 @@ def cluster_config():
     return config
 
 
-def ignored_cluster_note(name):
+def ignored_cluster_note(name) -> str | None:
     """The line to print when `TF_CONFIG` describes a cluster that strategy `name` leaves
     unused (all but `multi_worker` and `tpu`), else None.
 
@@ -115,7 +116,7 @@ def _chief(jobs, task_type, task_id):
     return task_type == "worker" and int(task_id or 0) == 0
 
 
-def is_chief(strategy=None):
+def is_chief(strategy=None) -> bool:
     """Whether this process writes the run's files (checkpoints, TensorBoard, summary, export).
 
     Every process of a multi-worker run executes the same program; only the chief's files are

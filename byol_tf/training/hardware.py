@@ -44,7 +44,7 @@ def _fields(text):
             yield key.strip().lower(), value.strip()
 
 
-def parse_model(text):
+def parse_model(text) -> str:
     """The CPU's model name in /proc/cpuinfo text, or "" when it names none.
 
     Args:
@@ -64,7 +64,7 @@ def parse_model(text):
     return ""
 
 
-def parse_features(text):
+def parse_features(text) -> frozenset[str]:
     """The feature flags every processor in /proc/cpuinfo text has, lowercase.
 
     Args:
@@ -91,7 +91,7 @@ def _sysctl(*names):
 
 
 @functools.cache
-def cpu_model(cpuinfo=CPUINFO):
+def cpu_model(cpuinfo=CPUINFO) -> str:
     """The host CPU's model name, e.g. "Intel(R) Xeon(R) Platinum 8480+"; never raises.
 
     Args:
@@ -114,7 +114,7 @@ def cpu_model(cpuinfo=CPUINFO):
 
 
 @functools.cache
-def cpu_features(cpuinfo=CPUINFO):
+def cpu_features(cpuinfo=CPUINFO) -> frozenset[str]:
     """The host CPU's feature flags, lowercase, as the kernel names them; never raises.
 
     Args:
@@ -136,7 +136,7 @@ def cpu_features(cpuinfo=CPUINFO):
     return frozenset()
 
 
-def native_bfloat16(features=None):
+def native_bfloat16(features=None) -> bool:
     """Whether the CPU computes bfloat16 dot products in hardware (AMX or AVX-512 BF16).
 
     Without either, TensorFlow and PyTorch emulate bfloat16 matmuls and convolutions through
@@ -152,7 +152,7 @@ def native_bfloat16(features=None):
     return bool(BFLOAT16_FEATURES & set(features))
 
 
-def describe(model=None, features=None):
+def describe(model=None, features=None) -> str:
     """One line naming the CPU and the features that matter for a train step's speed.
 
     Args:

@@ -31,8 +31,10 @@ Recipes (docs/algorithm.md §4 gives their sources and docs/recipes.md the measu
 
 import dataclasses
 import math
+from typing import Any
 
 from byol_tf.settings.choices import RECIPE_NAMES
+from byol_tf.settings.train_config import TrainConfig
 
 # The official presets (byol/configs/byol.py): epochs -> (learning rate per 256 images, weight
 # decay, base τ). The paper trains 1000 epochs (Grill et al. 2020, appendix C).
@@ -94,7 +96,7 @@ class Recipe:
     kernel_initializer: str = "he_normal"
     blur_padding: str = "reflect"
 
-    def describe(self):
+    def describe(self) -> str:
         """The recipe in one line: optimiser, rate, schedules, τ and the parity choices."""
         if self.optimizer == "lars":
             optimizer = (
@@ -129,7 +131,7 @@ class Recipe:
             + (f", {parity}" if parity else "")
         )
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         """The recipe as a JSON-serialisable dict."""
         return dataclasses.asdict(self)
 
@@ -138,7 +140,7 @@ class Recipe:
 SETTINGS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "source"))
 
 
-def paper(epochs, zero_init_residual=False):
+def paper(epochs, zero_init_residual=False) -> Recipe:
     """The paper's recipe with the official preset for the number of epochs nearest to
     `epochs` (on a log scale).
 
@@ -175,7 +177,7 @@ def paper(epochs, zero_init_residual=False):
     )
 
 
-def official_code(epochs):
+def official_code(epochs) -> Recipe:
     """`paper(epochs)` with the official code's zero-initialised residual γ (`official_code`)."""
     return paper(epochs, zero_init_residual=True)
 
@@ -218,7 +220,7 @@ SHORT = Recipe(
 )
 
 
-def select(name="auto", *, total_steps, steps_per_epoch, num_examples):
+def select(name="auto", *, total_steps, steps_per_epoch, num_examples) -> Recipe:
     """The recipe called `name` for a run of `total_steps` optimiser steps.
 
     Args:
@@ -249,7 +251,7 @@ def select(name="auto", *, total_steps, steps_per_epoch, num_examples):
     return SMALL_DATA if name == "small_data" else SHORT
 
 
-def resolve_recipe(cfg, total_steps, steps_per_epoch, num_examples):
+def resolve_recipe(cfg, total_steps, steps_per_epoch, num_examples) -> tuple[TrainConfig, Recipe]:
     """`cfg` with each recipe setting it leaves unset (None) taken from its `--recipe`.
 
     Settings given explicitly always win. Idempotent: a resolved config has nothing unset.
@@ -271,7 +273,7 @@ def resolve_recipe(cfg, total_steps, steps_per_epoch, num_examples):
     return dataclasses.replace(cfg, **unset), recipe
 
 
-def overridden(cfg, recipe):
+def overridden(cfg, recipe) -> dict[str, Any]:
     """The recipe settings that `cfg` sets to another value than `recipe`: `{name: value}`."""
     return {k: getattr(cfg, k) for k in SETTINGS if getattr(cfg, k) != getattr(recipe, k)}
 
@@ -282,8 +284,8 @@ class Plan:
 
     Attributes:
         recipe: the `Recipe`.
-        optimizer: a `byol_tf.core.optimizers.LARS` or `byol_tf.core.optimizers.AdamW` on the recipe's
-            schedule.
+        optimizer: a `byol_tf.core.optimizers.LARS` or `byol_tf.core.optimizers.AdamW` on the
+            recipe's schedule.
         learning_rate: the `LearningRateSchedule` (peak: `peak_learning_rate`).
         target_ema: the `TargetEMA` callback with the recipe's τ and schedule.
     """
@@ -294,14 +296,14 @@ class Plan:
     target_ema: object
 
 
-def peak_learning_rate(optimizer, learning_rate, batch_size):
+def peak_learning_rate(optimizer, learning_rate, batch_size) -> float:
     """The peak rate: `learning_rate × batch_size / 256` for LARS (the paper's linear scaling
     rule), `learning_rate` itself for AdamW (the best Adam rate measured here was the same,
     1e-3, at batch 64 and 256; docs/recipes.md)."""
     return learning_rate * batch_size / 256 if optimizer == "lars" else learning_rate
 
 
-def build(recipe, total_steps, steps_per_epoch, batch_size, **optimizer_kwargs):
+def build(recipe, total_steps, steps_per_epoch, batch_size, **optimizer_kwargs) -> Plan:
     """The optimiser, rate schedule and `TargetEMA` of `recipe` for a run.
 
     Args:
@@ -358,7 +360,7 @@ def for_budget(
     recipe="auto",
     steps_per_epoch=None,
     **optimizer_kwargs,
-):
+) -> Plan:
     """The optimiser, schedule and `TargetEMA` of the recipe for a budget (see `select`).
 
     Args:
