@@ -104,3 +104,134 @@ def test_quick_start_says_how_to_run_with_the_venv():
     )  # fmt: skip
     assert help_run.returncode == 0, help_run.stderr[-2000:]
     assert "--checkpoint" in help_run.stdout + help_run.stderr
+
+
+# The documents whose `byol_tf.<name>` mentions must resolve. docs/layout.md's "Moving from 0.1"
+# section names the modules of version 0.1 on purpose; its table is checked on its own below.
+DOCUMENTS = ["README.md", *sorted(f"docs/{n}" for n in os.listdir(os.path.join(ROOT, "docs")))]
+DOCUMENTS = [d for d in DOCUMENTS if d.endswith(".md")] + ["bench/README.md"]
+MOVING = "## Moving from 0.1"
+DOTTED = re.compile(r"byol_tf(?:\.[A-Za-z_]\w*)+")
+FROM_IMPORT = re.compile(r"^from (byol_tf(?:\.\w+)*) import (\w+(?:, \w+)*)$", re.M)
+# Imports each name given on the command line, or the longest module prefix of it and then its
+# attributes; prints one line per name that does not resolve, or that resolves only through
+# the package's aliases of 0.1 (a DeprecationWarning naming the new module).
+RESOLVE = r"""
+import importlib, sys, warnings
+warnings.filterwarnings("error", message=r"byol_tf\.", category=DeprecationWarning)
+
+def resolve(name):
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        module = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name and module.startswith(error.name):
+                continue
+            raise
+        for attribute in parts[i:]:
+            obj = getattr(obj, attribute)
+        return
+
+for name in sys.argv[1:]:
+    try:
+        resolve(name)
+    except Exception as error:
+        print(f"{name}: {type(error).__name__}: {error}")
+"""
+
+
+def _read(document):
+    with open(os.path.join(ROOT, document), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _without_moving_section(text):
+    if MOVING not in text:
+        return text
+    before, after = text.split(MOVING, 1)
+    rest = re.search(r"^## ", after, re.M)
+    return before + (after[rest.start() :] if rest else "")
+
+
+def documented_names(text):
+    """Every `byol_tf.<dotted name>` of `text`, and `byol_tf.x.name` for each
+    `from byol_tf.x import name` line."""
+    names = set(DOTTED.findall(text))
+    for module, imported in FROM_IMPORT.findall(text):
+        names.update(f"{module}.{name}" for name in imported.split(", "))
+    return names
+
+
+def unresolved(names):
+    """The lines of RESOLVE for `names`: empty when every name imports."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", RESOLVE, *sorted(names)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()
+
+
+def test_every_byol_tf_name_the_readme_and_docs_mention_resolves():
+    names = set()
+    for document in DOCUMENTS:
+        names |= documented_names(_without_moving_section(_read(document)))
+    # The names the README leads with are among them, so the check covers the public API.
+    assert {"byol_tf.BYOL", "byol_tf.data.pretrain_dataset", "byol_tf.data.source"} <= names
+    assert "byol_tf.training.run_plan.make_plan" in names  # docs/layout.md's run flow
+    # A name that does not exist, and one of 0.1 that resolves only with a DeprecationWarning,
+    # are reported beside them: the check can fail.
+    probes = {"byol_tf.data.no_such_name", "byol_tf.networks"}
+    report = unresolved(names | probes)
+    assert {line.split(":")[0] for line in report} >= probes
+    assert [line for line in report if line.split(":")[0] not in probes] == []
+
+
+def test_every_byol_tf_path_the_readme_and_docs_mention_exists():
+    paths = set()
+    for document in DOCUMENTS:
+        paths |= set(re.findall(r"`(byol_tf/[\w/.]*)`", _read(document)))
+    assert "byol_tf/cli/" in paths
+    missing = [p for p in sorted(paths) if not os.path.exists(os.path.join(ROOT, p))]
+    assert missing == []
+
+
+def _layout_modules():
+    """`{floor: modules}` as docs/layout.md's tables of each floor list them."""
+    text = _read("docs/layout.md").split("## The modules of each floor", 1)[1]
+    text = text.split("\n## ", 1)[0]
+    listed = {}
+    for floor, body in re.findall(r"^### \d+\. `(\w+)`\n(.*?)(?=^### |\Z)", text, re.M | re.S):
+        rows = [line for line in body.splitlines() if line.startswith("| `")]
+        listed[floor] = {m for row in rows for m in re.findall(r"`(\w+)`", row.split(" | ")[0])}
+    return listed
+
+
+def test_docs_layout_lists_every_module_of_every_floor():
+    import byol_tf
+
+    listed = _layout_modules()
+    assert list(listed) == list(byol_tf.FLOORS)  # in the package's order, lowest first
+    for floor in byol_tf.FLOORS:
+        folder = os.path.join(ROOT, "byol_tf", floor)
+        modules = {n[:-3] for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py"}
+        assert listed[floor] == modules, floor
+
+
+def test_docs_layout_moving_table_gives_each_old_module_its_new_place():
+    import byol_tf
+
+    moving = _read("docs/layout.md").split(MOVING, 1)[1]
+    table = {}
+    for old, new in re.findall(r"^\| `byol_tf\.(\w+)`[^|]* \| `byol_tf\.([\w.]+)`", moving, re.M):
+        table[old] = new
+    for old, new in byol_tf._MOVED.items():  # the aliases that still resolve agree with it
+        assert table.get(old) == new, old
+    assert len(table) >= len(byol_tf._MOVED) + 15  # the internal modules of 0.1 too
+    # Every new name of the module and name tables (`image_ops.center_crop` → ...) resolves.
+    new_names = set(re.findall(r"^\| `[^`]+`[^|]* \| `(byol_tf\.[\w.]+)`", moving, re.M))
+    assert {"byol_tf.views.image_ops.resize_center_crop", "byol_tf.data.source"} <= new_names
+    assert unresolved(new_names) == []
