@@ -2,18 +2,19 @@
 
 import numbers
 import weakref
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 
-def check_int(name, value, minimum=1):
+def check_int(name, value, minimum=1) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}. Received: {name}={value!r}")
 
 
-def check_fraction(name, value, allow_one=True):
+def check_fraction(name, value, allow_one=True) -> None:
     ok = isinstance(value, numbers.Real) and 0 < value and (value <= 1 if allow_one else value < 1)
     if not ok:
         upper = "1]" if allow_one else "1)"
@@ -38,7 +39,9 @@ def _check_features(prefix, features, labels):
     return features, labels.astype(np.int64)
 
 
-def check_splits(train_features, train_labels, test_features, test_labels):
+def check_splits(
+    train_features, train_labels, test_features, test_labels
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     train_x, train_y = _check_features("train", train_features, train_labels)
     test_x, test_y = _check_features("test", test_features, test_labels)
     if train_x.shape[1] != test_x.shape[1]:
@@ -49,7 +52,7 @@ def check_splits(train_features, train_labels, test_features, test_labels):
     return train_x, train_y, test_x, test_y
 
 
-def split_batch(batch):
+def split_batch(batch) -> tuple[Any, Any]:
     """`(images, labels)` from an `(images, labels, ...)` tuple or an {"image", "label"} dict."""
     if isinstance(batch, dict):
         return batch["image"], batch["label"]
@@ -61,12 +64,12 @@ def split_batch(batch):
     )
 
 
-def as_pairs(dataset):
+def as_pairs(dataset) -> tf.data.Dataset:
     """A dataset of `(images, labels)` from one of tuples or {"image", "label"} dicts."""
     return dataset.map(lambda *batch: split_batch(batch[0] if len(batch) == 1 else batch))
 
 
-def fixed_size_pairs(dataset, name="train_dataset"):
+def fixed_size_pairs(dataset, name="train_dataset") -> tf.data.Dataset:
     """`as_pairs(dataset)` with the static image shape of its first batch, for random crops.
 
     Raises:
@@ -82,7 +85,7 @@ def fixed_size_pairs(dataset, name="train_dataset"):
     return pairs.map(lambda x, y: (tf.ensure_shape(x, [None, *shape[1:]]), y))
 
 
-def encoder_input_side(encoder):
+def encoder_input_side(encoder) -> int | None:
     """The static input side of a Keras `encoder`, or None (any side, or not a Keras model)."""
     shape = getattr(encoder, "input_shape", None) if isinstance(encoder, keras.Model) else None
     side = shape[1] if isinstance(shape, tuple) and len(shape) == 4 else None
@@ -104,14 +107,15 @@ def _inference_function(encoder):
     return forward
 
 
-def extract_features(encoder, dataset):
+def extract_features(encoder, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Runs `encoder` over a labelled dataset in inference mode.
 
     Args:
         encoder: a `keras.Model` (called with `training=False`, so BatchNorm uses its moving
             statistics) or any callable mapping an image batch to `[B, D]` features.
         dataset: an iterable of `(images [B, H, W, C], labels [B])` batches (a batched
-            `tf.data.Dataset` such as `byol_tf.data.pipelines.eval_dataset`), or of {"image", "label"}.
+            `tf.data.Dataset` such as `byol_tf.data.pipelines.eval_dataset`), or of
+            {"image", "label"}.
 
     Returns:
         `(features float32 [N, D], labels int64 [N])`.
@@ -132,14 +136,14 @@ def extract_features(encoder, dataset):
     return np.concatenate(features), np.concatenate(labels)
 
 
-def topk_hits(scores, labels, k):
+def topk_hits(scores, labels, k) -> np.ndarray:
     """Per-row flags: is `labels[i]` among the `k` highest `scores[i]`?"""
     k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.any(top == labels[:, None], axis=1)
 
 
-def resolve_num_classes(num_classes, *labels):
+def resolve_num_classes(num_classes, *labels) -> int:
     needed = int(max(y.max() for y in labels)) + 1
     if num_classes is None:
         return needed
@@ -152,7 +156,7 @@ def resolve_num_classes(num_classes, *labels):
     return int(num_classes)
 
 
-def subset_by_fraction(labels, fraction, seed=0):
+def subset_by_fraction(labels, fraction, seed=0) -> np.ndarray:
     """Indices of a seeded, class-balanced subset holding `fraction` of the examples.
 
     The subset has `round(fraction · N)` examples (at least one per class) shared as equally

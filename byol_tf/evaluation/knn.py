@@ -21,7 +21,7 @@ def knn_classify(
     temperature=KNN_TEMPERATURE,
     num_classes=None,
     chunk_size=None,
-):
+) -> dict[str, float | int]:
     """Weighted k-nearest-neighbour classification (InstDisc / solo-learn / lightly monitor).
 
     Features are l2-normalised; each test point takes the `k` train points of highest cosine

@@ -90,7 +90,7 @@ def _fit_grid(x, y, num_classes, grid, epochs, batch_size, seed):
     return _sgd_linear(x, onehot, batches, lrs, l2s).numpy()
 
 
-def classifier_accuracies(x, y, weights):
+def classifier_accuracies(x, y, weights) -> list[tuple[float, float]]:
     """(top1, top5) per classifier of `weights` [G, D + 1, C]; a diverged one scores -1."""
     results = []
     for w in weights:
@@ -116,7 +116,7 @@ def linear_eval(
     validation_fraction=0.1,
     standardize=True,
     seed=0,
-):
+) -> dict[str, float | int | bool]:
     """Linear evaluation on frozen features (docs/algorithm.md §6), chosen on validation.
 
     A class-balanced `validation_fraction` of *train* (seeded, `subset_by_fraction`) is held
