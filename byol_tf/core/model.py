@@ -1,5 +1,6 @@
 """The BYOL keras.Model: online and target networks and the training step."""
 
+import inspect
 import warnings
 
 import keras
@@ -12,6 +13,9 @@ from byol_tf.core.batches import (
 )
 from byol_tf.core.networks import mlp_head
 from byol_tf.views.device_augment import ViewAugmentation  # noqa: F401  (registers it for loading)
+
+# `keras.Model.fit`'s parameters, by which `BYOL.fit` reads its arguments.
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
@@ -195,12 +199,12 @@ class BYOL(keras.Model):
         Views that look like [0, 255] pixels (uint8 ones; float arrays or tensors far above
         any normalised pixel) raise one `UserWarning` per model as well.
         """
-        callbacks = kwargs.get("callbacks", args[4] if len(args) > 4 else None)
-        self._warn_without_target_ema(callbacks)
+        given = _FIT_SIGNATURE.bind(self, x, *args, **kwargs).arguments  # by name, as Keras
+        self._warn_without_target_ema(given.get("callbacks"))
         self._warn_if_raw_pixels(x)
         self._build_from_data(x)
-        if isinstance(x, tf.data.Dataset) and len(args) < 7:  # shuffle is fit's 8th argument
-            kwargs.setdefault("shuffle", False)
+        if isinstance(x, tf.data.Dataset) and "shuffle" not in given:
+            kwargs["shuffle"] = False
         return super().fit(x, *args, **kwargs)
 
     def _warn_without_target_ema(self, callbacks):
@@ -245,6 +249,8 @@ class BYOL(keras.Model):
         # Keras 3 (TF backend) builds a model under a strategy by first averaging a whole
         # batch with `strategy.reduce`, which MultiWorkerMirroredStrategy rejects for a dict
         # batch. A built BYOL with a built optimiser has nothing left to build: skip it.
+        # A private Keras method: tests/test_model.py pins the Keras versions whose `fit`
+        # calls it with these arguments (KERAS_WITH_SYMBOLIC_BUILD).
         if self.built and self.optimizer is not None and self.optimizer.built:
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
