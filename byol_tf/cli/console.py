@@ -32,7 +32,7 @@ _NATIVE_NOISE = re.compile(
 _TFDS = f"{os.sep}tensorflow_datasets{os.sep}"
 
 
-def quiet_tensorflow():
+def quiet_tensorflow() -> None:
     """Hides TensorFlow's C++ INFO and WARNING messages unless `TF_CPP_MIN_LOG_LEVEL` is set.
 
     Call it before TensorFlow is imported: TensorFlow reads the level once, at import.
@@ -61,7 +61,7 @@ def _no_tfds_info(record):
     return record.levelno >= logging.WARNING or _TFDS not in record.pathname
 
 
-def filter_native_logs():
+def filter_native_logs() -> None:
     """Routes this process's stderr (file descriptor 2) through a filter of native noise.
 
     TensorFlow's C++ code writes some lines whatever `TF_CPP_MIN_LOG_LEVEL` says (XLA's

@@ -2,6 +2,7 @@
 
 import json
 import os
+from typing import NoReturn
 
 from byol_tf.cli import flag_definitions, runner
 from byol_tf.runs import run_folder
@@ -17,7 +18,7 @@ _NAMES = {
 }
 
 
-def main(argv):
+def main(argv) -> int:
     """Evaluates, prints top-1 / top-5 and writes the results JSON."""
     runner.check_no_arguments(argv)
     try:
@@ -87,6 +88,6 @@ def _write(output, results):
         raise ValueError(f"Cannot write {output}: {run_folder.reason(error)}") from None
 
 
-def run(program="byol-evaluate"):
+def run(program="byol-evaluate") -> NoReturn:
     """The `byol-evaluate` console script; `python evaluate.py` runs it as `evaluate.py`."""
     runner.run(main, program, program_configs.EvalConfig)

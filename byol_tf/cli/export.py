@@ -2,6 +2,7 @@
 
 import functools
 import sys
+from typing import NoReturn
 
 from byol_tf.cli import flag_definitions, runner
 from byol_tf.settings import program_configs
@@ -9,7 +10,7 @@ from byol_tf.settings import program_configs
 flag_definitions.define_flags(program_configs.ExportConfig)
 
 
-def main(argv):
+def main(argv) -> int:
     """Exports the checkpoint the flags name and prints where the SavedModel went."""
     runner.check_no_arguments(argv)
     from byol_tf.runs import run_folder
@@ -27,7 +28,7 @@ def main(argv):
     return 0
 
 
-def run(program="byol-export"):
+def run(program="byol-export") -> NoReturn:
     """The `byol-export` console script; `python -m byol_tf.cli.export` runs it under that name."""
     runner.run(main, program, program_configs.ExportConfig)
 

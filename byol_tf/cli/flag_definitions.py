@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import typing
+from collections.abc import Callable
 
 from absl import flags
 
@@ -27,7 +28,7 @@ _DEFINERS = {str: "string", int: "integer", float: "float", bool: "bool", tuple:
 _SHARED_DEFAULT = " (The default shown is train.py's; evaluate.py does not use it.)"
 
 
-def define_flags(config_class=TrainConfig):
+def define_flags(config_class=TrainConfig) -> None:
     """Defines an absl flag for each field of `config_class` (idempotent).
 
     A field's type chooses the flag: `str` a string (an enum with `choices`), `int` an
@@ -57,12 +58,15 @@ def define_flags(config_class=TrainConfig):
             define(field.name, default, help_text, **kwargs)
 
 
-def from_flags(values=None, config_class=TrainConfig):
+def from_flags(values=None, config_class=TrainConfig) -> typing.Any:
     """Builds a `config_class` from parsed absl flags.
 
     A flag left at its default gives the field's default. A flag that was set (command line,
     flagfile) gives its value, and its name goes into the config's `explicit`; `''` is None
     for an optional string, a list becomes a tuple, and `~` is expanded in paths.
+
+    Returns:
+        An instance of `config_class`.
 
     Raises:
         ValueError: naming the first invalid flag.
@@ -90,18 +94,18 @@ def _field_value(field, value):
     return value
 
 
-def flags_text():
+def flags_text() -> str:
     """Every flag's value as flagfile lines (what a run folder's `flags.txt` records)."""
     return FLAGS.flags_into_string()
 
 
-def list_in_help(config_class):
+def list_in_help(config_class) -> None:
     """Lists the flags of `config_class` under `--help` (as absl's key flags of the program)."""
     for field in flag_fields(config_class):
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[field.name])
 
 
-def flags_parser(program):
+def flags_parser(program) -> Callable[[list[str]], list[str]]:
     """An `app.run(main, flags_parser=...)` parser that reports a bad flag in one line.
 
     absl's default prints "FATAL Flags parsing error" and a help hint on two lines; this exits
@@ -135,7 +139,7 @@ def _asks_for_help(argv):
     return any(arg.lstrip("-").split("=")[0] in _HELP for arg in argv[1:] if arg.startswith("-"))
 
 
-def check_flagfiles(argv):
+def check_flagfiles(argv) -> None:
     """Refuses a flagfile that includes itself (directly or through others), or holds a line
     that is not a flag (absl only warns about the first and skips the file, and takes the
     second for an argument). Flagfiles that cannot be opened are left to absl to report.

@@ -13,9 +13,10 @@ import importlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 
-def start(name, program):
+def start(name, program) -> NoReturn:
     """Imports `byol_tf.cli.<name>` and runs it as `program`; exits with its status.
 
     Args:
@@ -30,7 +31,7 @@ def start(name, program):
     module.run(program)
 
 
-def interrupted(argv, advice=""):
+def interrupted(argv, advice="") -> NoReturn:
     """Exits with status 130 (128 + SIGINT) and one line on stderr, after Ctrl-C.
 
     Ctrl-C is ignored from here on, so that a second one cannot interrupt the exit in turn.
@@ -45,13 +46,14 @@ def interrupted(argv, advice=""):
     raise SystemExit(128 + signal.SIGINT)
 
 
-def end_on_sigterm(program):
+def end_on_sigterm(program) -> None:
     """Makes SIGTERM end the program with one line and status 143 (128 + SIGTERM), at any moment.
 
     The handler raises `SystemExit` in the main thread, so that what is being done unwinds as
     after any error: the run folder's lock is released, a half-written checkpoint removed.
-    While training, `byol_tf.training.callbacks.GracefulStop` takes SIGTERM over to checkpoint first.
-    SIGTERM is ignored once the first one is handled, so that a second cannot interrupt the exit.
+    While training, `byol_tf.training.callbacks.GracefulStop` takes SIGTERM over to checkpoint
+    first. SIGTERM is ignored once the first one is handled, so that a second cannot interrupt
+    the exit.
 
     Args:
         program: the name of the program in its line (`"train.py"`, `"byol-train"`, ...).
@@ -66,21 +68,21 @@ def end_on_sigterm(program):
         signal.signal(signal.SIGTERM, terminate)
 
 
-def train():
+def train() -> NoReturn:
     """The `byol-train` console script."""
     start("train", "byol-train")
 
 
-def evaluate():
+def evaluate() -> NoReturn:
     """The `byol-evaluate` console script."""
     start("evaluate", "byol-evaluate")
 
 
-def export():
+def export() -> NoReturn:
     """The `byol-export` console script."""
     start("export", "byol-export")
 
 
-def import_official():
+def import_official() -> NoReturn:
     """The `byol-import` console script."""
     start("import_official", "byol-import")

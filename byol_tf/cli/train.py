@@ -1,6 +1,7 @@
 """BYOL pretraining, `byol-train --flagfile=configs/cifar10.flags`; no flags: the offline demo."""
 
 import signal
+from typing import NoReturn
 
 from byol_tf.cli import flag_definitions, runner
 from byol_tf.settings import train_config
@@ -9,7 +10,7 @@ flag_definitions.define_flags(train_config.TrainConfig)
 FLAGS = flag_definitions.FLAGS
 
 
-def main(argv):
+def main(argv) -> int:
     """Parses the flags into a `TrainConfig`, trains, and prints the results.
 
     Ctrl-C or SIGTERM while training: the step finishes, a checkpoint is written and the
@@ -70,6 +71,6 @@ def _report(summary):
         print(f"Exported encoder (SavedModel for TF Serving): {summary['export']}")
 
 
-def run(program="byol-train"):
+def run(program="byol-train") -> NoReturn:
     """The `byol-train` console script; `python train.py` runs it as `train.py`."""
     runner.run(main, program, train_config.TrainConfig)
