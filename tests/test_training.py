@@ -2,6 +2,7 @@
 
 import math
 import os
+import random
 
 import keras
 import numpy as np
@@ -227,11 +228,16 @@ def test_a_run_resolves_each_split_once_builds_one_target_ema_and_keeps_its_conf
         steps_per_epoch=2, knn_every_epochs=1, knn_max_examples=256, demo_baseline=True,
         model_dir=str(tmp_path / "run"),
     )  # fmt: skip
+    random.seed(5)
+    numpy_before, python_before = np.random.get_state()[1].copy(), random.getstate()
     sys.setprofile(profile)
     try:
         summary = train_run.train(cfg, log=lambda line: None)
     finally:
         sys.setprofile(None)
+    # The run set its own seed and gave the process its random state back.
+    assert random.getstate() == python_before
+    assert (np.random.get_state()[1] == numpy_before).all()
     assert summary["steps"] == 4 and "knn_top1_random_init" in summary
     assert sorted(resolved) == ["test", "train"]  # the train split once, the queries once
     assert len(emas) == 1

@@ -24,8 +24,22 @@ SUMMARY = "summary.json"
 SCHEDULE_CHANGES = "schedule_changes.json"
 FLAGS_FILE = "flags.txt"
 FLAGS_HISTORY = "flags_history.txt"
+CHECKPOINTS, TENSORBOARD, EXPORT = "checkpoints", "tensorboard", "export"
 # The folders a run writes in model_dir (byol_tf.runs.checkpoints, the TensorBoard logs).
-SUBFOLDERS = ("checkpoints", "tensorboard")
+SUBFOLDERS = (CHECKPOINTS, TENSORBOARD)
+
+
+def tensorboard_dir(folder: str) -> str:
+    """The TensorBoard logs of the run whose files go to `folder` (`write_dir`'s result)."""
+    return os.path.join(folder, TENSORBOARD)
+
+
+def export_dir_of(folder: str, model_dir: str, export_dir: str | None) -> str | None:
+    """Where this process exports at the end of a run: `--export_dir` (None: no export) for the
+    chief, whose `folder` is `model_dir`; another worker's own folder's `export/` else."""
+    if folder == model_dir:
+        return export_dir
+    return os.path.join(folder, EXPORT) if export_dir else None
 
 
 def prepare_model_dir(model_dir):

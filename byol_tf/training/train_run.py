@@ -1,11 +1,9 @@
 """A whole BYOL pretraining run from a `TrainConfig`: plan, model, monitors, resume, export."""
 
-import os
 import sys
 import time
 
 import keras
-import tensorflow as tf
 
 from byol_tf.core.batches import CROPS, SEEDS, VIEW1, VIEW2
 from byol_tf.official import importer
@@ -13,6 +11,7 @@ from byol_tf.runs import checkpoints
 from byol_tf.runs.run_folder import (
     WriteError,
     check_schedule,
+    export_dir_of,
     new_folders,
     prepare_folder,
     read_summary,
@@ -20,6 +19,7 @@ from byol_tf.runs.run_folder import (
     remove_empty,
     remove_write_dir,
     schedule_changes,
+    tensorboard_dir,
     write_dir,
     write_run_config,
     write_summary,
@@ -35,6 +35,7 @@ from byol_tf.training.callbacks import (
     optimizer_step,
 )
 from byol_tf.training.distribution import ignored_cluster_note, is_chief, make_strategy
+from byol_tf.training.process_settings import process_settings
 
 
 class TrainingError(RuntimeError):
@@ -65,7 +66,6 @@ def _callbacks(plan, model, target_ema, sample, log, out_dir):
         view1, view2 = model.augmentation(sample[CROPS], sample[SEEDS])
         sample = {VIEW1: view1, VIEW2: view2}
     views = (sample[VIEW1].numpy(), sample[VIEW2].numpy(), plan.info.mean, plan.info.std)
-    tensorboard = os.path.join(out_dir, "tensorboard")
     callbacks = [
         target_ema,
         guards["nan"],
@@ -73,21 +73,17 @@ def _callbacks(plan, model, target_ema, sample, log, out_dir):
         guards["collapse"],
         saver,
         guards["signal"],
-        ScalarLogger(tensorboard, cfg.log_every_steps, target_ema, views),
+        ScalarLogger(tensorboard_dir(out_dir), cfg.log_every_steps, target_ema, views),
     ]
     return callbacks, guards, knn
 
 
-def _setup(cfg, log):
+def _strategy(cfg, log):
     # First: MultiWorkerMirroredStrategy must exist before the TensorFlow runtime starts.
     strategy = make_strategy(cfg.strategy, cfg.tpu)
     note = ignored_cluster_note(cfg.strategy)
     if note:
         log(note)
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     return strategy
 
 
@@ -148,7 +144,12 @@ def train(cfg, log=print, flags_text=None):
             checkpoint, which is intact.
     """
     started = time.time()
-    strategy = _setup(cfg, log)
+    strategy = _strategy(cfg, log)
+    with process_settings(cfg):
+        return _run(cfg, strategy, started, log, flags_text)
+
+
+def _run(cfg, strategy, started, log, flags_text):
     # Every worker runs the same program; only the chief's files land in model_dir.
     chief = is_chief(strategy)
     # Folders this run creates: removed again if it ends before writing anything there.
@@ -281,7 +282,7 @@ def _export(plan, model, out_dir):
     from byol_tf.serving import export
 
     cfg = plan.cfg
-    export_dir = cfg.export_dir if out_dir == cfg.model_dir else os.path.join(out_dir, "export")
+    export_dir = export_dir_of(out_dir, cfg.model_dir, cfg.export_dir)
     return export.export_encoder(
         model.encoder, export_dir, cfg.image_size, plan.info.mean, plan.info.std
     )
