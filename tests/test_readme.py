@@ -235,3 +235,108 @@ def test_docs_layout_moving_table_gives_each_old_module_its_new_place():
     new_names = set(re.findall(r"^\| `[^`]+`[^|]* \| `(byol_tf\.[\w.]+)`", moving, re.M))
     assert {"byol_tf.views.image_ops.resize_center_crop", "byol_tf.data.source"} <= new_names
     assert unresolved(new_names) == []
+
+
+def _package_modules(root=ROOT):
+    """`{module name: file}` of every module of the byol_tf package under `root`."""
+    paths = {}
+    for folder, _, files in os.walk(os.path.join(root, "byol_tf")):
+        for entry in files:
+            if entry.endswith(".py"):
+                relative = os.path.relpath(os.path.join(folder, entry), root)[:-3]
+                name = relative.replace(os.sep, ".").removesuffix(".__init__")
+                paths[name] = os.path.join(folder, entry)
+    return paths
+
+
+def _imported_when_run(path, module, modules):
+    """The byol_tf modules that running `path` (module `module`) imports: statements outside
+    functions, outside `if __name__ == "__main__":` and `if TYPE_CHECKING:` blocks."""
+    import ast
+
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    found, pending = set(), list(ast.parse(open(path, encoding="utf-8").read()).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        main_or_typing = isinstance(node, ast.If) and re.search(
+            r"__main__|TYPE_CHECKING", ast.unparse(node.test)
+        )
+        if main_or_typing:
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        pending.extend(ast.iter_child_nodes(node))
+    # Importing a module runs its parents' __init__ first.
+    found = {".".join(n.split(".")[:i]) for n in found for i in range(1, n.count(".") + 2)}
+    return {name for name in found if name in modules}
+
+
+def loaded_by_import(package, modules):
+    """The byol_tf modules in `sys.modules` after `import <package>` in a fresh process."""
+    loaded, pending = set(), [package]
+    while pending:
+        module = pending.pop()
+        if module not in loaded:
+            loaded.add(module)
+            pending.extend(_imported_when_run(modules[module], module, modules))
+    return loaded
+
+
+def unreachable_from_import_byol_tf(names, modules):
+    """Names of `names` whose attribute chain from `import byol_tf` passes a submodule that
+    nothing imports: `byol_tf.core.networks` when `import byol_tf.core` leaves `networks` out
+    and the package has no `__getattr__` to import it on first use. `modules`: from
+    `_package_modules`."""
+    missing = []
+    for name in sorted(names):
+        parts = name.split(".")
+        for i in range(2, len(parts)):
+            package, submodule = ".".join(parts[:i]), ".".join(parts[: i + 1])
+            if submodule not in modules or package == "byol_tf":
+                continue  # an attribute of a module, or a floor (byol_tf.__getattr__)
+            with open(modules[package], encoding="utf-8") as handle:
+                lazy = "def __getattr__" in handle.read()
+            if not lazy and submodule not in loaded_by_import(package, modules):
+                missing.append(f"{name}: `import byol_tf` does not import {submodule}")
+                break
+    return missing
+
+
+def test_the_python_examples_reach_their_names_from_import_byol_tf():
+    """The ```python blocks write `byol_tf.core.networks.resnet(...)` after `import byol_tf`:
+    each module on such a path must be imported by its package, not only by an earlier line."""
+    blocks = []
+    for document in DOCUMENTS:
+        blocks += re.findall(r"```python\n(.*?)```", _read(document), re.S)
+    names = {name for block in blocks for name in DOTTED.findall(block)}
+    assert "byol_tf.training.recipes.for_budget" in names  # the README's example
+    assert unreachable_from_import_byol_tf(names, _package_modules()) == []
+
+
+def test_the_reachability_check_finds_a_module_only_a_function_imports(tmp_path):
+    files = {
+        "byol_tf/__init__.py": "def __getattr__(name):\n    pass\n",
+        "byol_tf/core/__init__.py": "from byol_tf.core import model\n",
+        "byol_tf/core/model.py": "def f():\n    from byol_tf.core import networks\n",
+        "byol_tf/core/networks.py": "def resnet():\n    pass\n",
+        "byol_tf/lazy/__init__.py": "def __getattr__(name):\n    pass\n",
+        "byol_tf/lazy/networks.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    modules = _package_modules(str(tmp_path))
+    names = {"byol_tf.core.model.f", "byol_tf.core.networks.resnet", "byol_tf.lazy.networks.x"}
+    assert unreachable_from_import_byol_tf(names, modules) == [
+        "byol_tf.core.networks.resnet: `import byol_tf` does not import byol_tf.core.networks"
+    ]
