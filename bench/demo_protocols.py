@@ -56,8 +56,8 @@ def main(argv=None):
     with open(os.path.join(args.model_dir, "run_config.json")) as f:
         run = json.load(f)
     size = run["image_size"]
-    memory = pipelines.eval_dataset("demo", "train", 256, size)
-    queries = pipelines.eval_dataset("demo", "test", 256, size)
+    memory = pipelines.eval_dataset("demo", 256, size)
+    queries = pipelines.eval_dataset(pipelines.sources.source("demo", "test"), 256, size)
     info = pipelines.source_info("demo")
     model = checkpoints.load_checkpoint(checkpoints.latest_checkpoint(args.model_dir), False)
     keras.utils.set_random_seed(run.get("seed", 0))

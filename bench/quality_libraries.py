@@ -95,9 +95,10 @@ def _byol_tf_dataset(images, args, data, recipe):
         _per_batch_draws()
 
     overrides = dict(args.tf_overrides, crop_sampler=recipe.crop_sampler)
+    source = byol_tf.data.source((images,), mean=data.mean, std=data.std)
     return byol_tf.data.pipelines.pretrain_dataset(
-        (images,), args.batch_size, 32, seed=args.seed, preset="small",
-        mean=data.mean, std=data.std, with_labels=False, augment_overrides=overrides,
+        source, args.batch_size, 32, seed=args.seed, preset="small",
+        with_labels=False, augment_overrides=overrides,
     )  # fmt: skip
 
 

@@ -159,8 +159,9 @@ def main(argv=None):
     from byol_tf.training import monitoring
 
     keras.utils.set_random_seed(args.seed)
-    memory = pipelines.eval_dataset(args.dataset, "train", 256, args.image_size)
-    queries = pipelines.eval_dataset(args.dataset, "test", 256, args.image_size)
+    memory = pipelines.eval_dataset(args.dataset, 256, args.image_size)
+    test = pipelines.sources.source(args.dataset, "test")
+    queries = pipelines.eval_dataset(test, 256, args.image_size)
 
     def score(encoder):
         return _knn(encoder, memory, queries)

@@ -80,7 +80,7 @@ def test_pretrain_dataset_warns_on_float_images_of_0_255(images, warned, monkeyp
     def resolve(*args):
         raise CheckedError
 
-    monkeypatch.setattr(pipelines.sources, "resolve_source", resolve)
+    monkeypatch.setattr(pipelines.sources, "source", resolve)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(CheckedError):

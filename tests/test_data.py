@@ -1,12 +1,13 @@
-"""Tests for byol_tf.data.pipelines: view-pair pipelines (reproducible, resumable), errors, eval batches."""
+"""Tests for byol_tf.data.pipelines: view-pair pipelines (reproducible, resumable), errors, eval
+batches."""
 
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import FAST, assert_same_batches, mixed_image_folder, take
 
+from byol_tf import data
 from byol_tf.data import pipelines
 
 
@@ -21,7 +22,7 @@ def test_demo_source_yields_view_pairs_with_labels():
     info = pipelines.source_info("demo")
     assert (info.num_examples, info.num_classes, info.mean) == (6000, 10, (0.286,) * 3)
     assert pipelines.steps_per_epoch("demo", 64) == 93
-    assert pipelines.source_info("demo", "test").num_examples == 1000
+    assert pipelines.source_info(data.source("demo", "test")).num_examples == 1000
 
 
 def test_same_seed_reproduces_batches_and_different_seed_does_not():
@@ -63,8 +64,16 @@ def test_bad_inputs_give_one_line_errors_naming_the_problem(tmp_path):
         (ValueError, "No images", lambda: pipelines.pretrain_dataset(str(tmp_path), 4, 32)),
         (ValueError, "image_size=128", lambda: pipelines.pretrain_dataset("demo", 4, 128)),
         (ValueError, "batch_size", lambda: pipelines.pretrain_dataset("demo", 0, 32)),
-        (ValueError, "image_size", lambda: pipelines.eval_dataset("demo", "test", 4, 2.5)),
-        (ValueError, "split", lambda: pipelines.pretrain_dataset("demo", 4, 32, split="val")),
+        (
+            ValueError,
+            "image_size",
+            lambda: pipelines.eval_dataset(data.source("demo", "test"), 4, 2.5),
+        ),
+        (
+            ValueError,
+            "split",
+            lambda: pipelines.pretrain_dataset(data.source("demo", "val"), 4, 32),
+        ),
         (
             ValueError,
             "same length",
@@ -78,11 +87,10 @@ def test_bad_inputs_give_one_line_errors_naming_the_problem(tmp_path):
 
 
 def test_eval_dataset_keeps_order_and_remainder():
-    batches = list(pipelines.eval_dataset("demo", "test", 300, 32))
+    batches = list(pipelines.eval_dataset(data.source("demo", "test"), 300, 32))
     assert [int(x.shape[0]) for x, _ in batches] == [300, 300, 300, 100]
     labels = np.concatenate([y.numpy() for _, y in batches])
-    with np.load(os.path.join(os.path.dirname(pipelines.sources.__file__), "data_files",
-                              "fashion_mnist_demo.npz")) as demo:  # fmt: skip
+    with np.load(pipelines.sources.DEMO_FILE) as demo:
         np.testing.assert_array_equal(labels, demo["y_test"])
     images = np.concatenate([x.numpy() for x, _ in batches])
     assert abs(images.mean()) < 0.1 and abs(images.std() - 1) < 0.1
@@ -92,14 +100,14 @@ def test_eval_dataset_max_examples_spreads_over_a_class_ordered_split(tmp_path):
     # Arrays sorted by class: the first 10 of 100 would all be class 0.
     images = np.arange(100, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 3)) / 100
     labels = np.repeat(np.arange(4), 25).astype(np.int32)
-    batches = list(pipelines.eval_dataset((images, labels), "train", 4, 4, max_examples=10))
+    batches = list(pipelines.eval_dataset((images, labels), 4, 4, max_examples=10))
     got = np.concatenate([y.numpy() for _, y in batches])
     np.testing.assert_array_equal(got, labels[::10])  # indices 0, 10, ..., 90
     assert sorted(set(got)) == [0, 1, 2, 3]
-    assert sum(len(y) for _, y in pipelines.eval_dataset((images, labels), "train", 8, 4)) == 100
+    assert sum(len(y) for _, y in pipelines.eval_dataset((images, labels), 8, 4)) == 100
     # A class-ordered folder: two files per class, at most 2 examples → one of each class.
     mixed_image_folder(str(tmp_path), corrupt=False)
-    folder = pipelines.eval_dataset(str(tmp_path), "train", 8, 8, max_examples=2)
+    folder = pipelines.eval_dataset(str(tmp_path), 8, 8, max_examples=2)
     np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in folder]), [0, 1])
     with pytest.raises(ValueError, match="max_examples must be a positive int"):
-        pipelines.eval_dataset((images, labels), "train", 4, 4, max_examples=0)
+        pipelines.eval_dataset((images, labels), 4, 4, max_examples=0)

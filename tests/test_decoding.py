@@ -18,6 +18,7 @@ from helpers import (
     write_images,
 )
 
+from byol_tf import data
 from byol_tf.cli import console
 from byol_tf.data import decoding, pipelines
 from byol_tf.views.augment import ViewConfig
@@ -106,7 +107,7 @@ def test_crops_depend_on_the_seed_alone_and_the_two_views_differ():
     assert a.min() >= 0.0 and a.max() <= 1.0
 
 
-# --- decode_files, unreadable_file, skipped_files --------------------------------------------
+# --- decode_files, unreadable_file, SkippedFiles ----------------------------------------------
 
 
 def _files(tmp_path):
@@ -128,17 +129,19 @@ def _mean_colour(data, index):
 def test_decode_files_names_the_corrupt_file_in_its_error(tmp_path):
     paths, elements = _files(tmp_path)
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
-        list(decoding.decode_files(elements, _mean_colour, skip_corrupt=False))
+        list(decoding.decode_files(elements, _mean_colour))
     assert decoding.unreadable_file(info.value) == paths[1]
     assert "skip_corrupt=True skips it" in str(info.value)
 
 
 def test_decode_files_skips_and_records_corrupt_files_keeping_order(tmp_path):
     paths, elements = _files(tmp_path)
-    out = list(decoding.decode_files(elements, _mean_colour, skip_corrupt=True))
+    skipped = decoding.SkippedFiles()
+    out = list(decoding.decode_files(elements, _mean_colour, skipped))
     assert [(float(v), int(i), int(y)) for v, i, y in out] == [(10.0, 0, 7), (30.0, 2, 9)]
-    assert paths[1] in decoding.skipped_files()
-    assert paths[0] not in decoding.skipped_files()
+    assert skipped.paths() == [paths[1]] and skipped.count(paths[1]) == 1
+    list(decoding.decode_files(elements, _mean_colour, skipped))  # a second pass counts again
+    assert skipped.paths() == [paths[1]] and skipped.count(paths[1]) == 2
 
 
 def test_unreadable_file_reads_the_path_from_the_message_or_gives_none():
@@ -150,10 +153,12 @@ def test_unreadable_file_reads_the_path_from_the_message_or_gives_none():
 def test_note_unsupported_logs_each_new_file_once(tmp_path, caplog):
     folder = str(tmp_path)
     first = [os.path.join(folder, n) for n in ("a.webp", "b.WEBP", "c.tif")]
+    skipped = decoding.SkippedFiles()
     with caplog.at_level(logging.WARNING):
-        decoding.note_unsupported(folder, first, (".jpg", ".png"))
-        decoding.note_unsupported(folder, first, (".jpg", ".png"))  # nothing new: no line
-        decoding.note_unsupported(folder, [*first, os.path.join(folder, "d.heic")], (".jpg",))
+        decoding.note_unsupported(folder, first, (".jpg", ".png"), skipped)
+        decoding.note_unsupported(folder, first, (".jpg", ".png"), skipped)  # nothing new
+        more = [*first, os.path.join(folder, "d.heic")]
+        decoding.note_unsupported(folder, more, (".jpg",), skipped)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert lines[0].startswith(
@@ -161,16 +166,15 @@ def test_note_unsupported_logs_each_new_file_once(tmp_path, caplog):
         f"(1 .tif, 2 .webp; e.g. {first[0]}); readable formats: .jpg, .png ("
     )
     assert f"(1 .heic; e.g. {os.path.join(folder, 'd.heic')}); readable formats: .jpg (" in lines[1]
-    skipped = decoding.skipped_files()
-    assert all(path in skipped for path in [*first, os.path.join(folder, "d.heic")])
-    assert pipelines.skipped_files() == skipped  # the name data re-exports
+    assert lines[1].endswith("(4 files skipped so far)")
+    assert skipped.paths() == more
 
 
 # --- through the pretraining pipeline ----------------------------------------------------------
 
 
-def _one_pass(root, **kwargs):
-    ds = pipelines.pretrain_dataset(root, 4, 28, repeat=False, jit_compile=False, **kwargs)
+def _one_pass(source, **kwargs):
+    ds = pipelines.pretrain_dataset(source, 4, 28, repeat=False, jit_compile=False, **kwargs)
     batches = list(ds)
     assert all(b["view1"].shape == (4, 28, 28, 3) for b in batches)
     assert all(np.isfinite(b["view1"].numpy()).all() for b in batches)
@@ -179,8 +183,9 @@ def _one_pass(root, **kwargs):
 
 def test_corrupt_jpeg_with_skip_corrupt_is_skipped_and_reported(tmp_path):
     root = folder_with(tmp_path, "bad.jpg", corrupt_jpeg)
-    assert _one_pass(root, skip_corrupt=True) == 16
-    assert os.path.join(root, "b", "bad.jpg") in pipelines.skipped_files()
+    source = data.source(root)
+    assert _one_pass(source, skip_corrupt=True) == 16
+    assert source.skipped_files() == [os.path.join(root, "b", "bad.jpg")]
 
 
 def test_unsupported_image_formats_are_skipped_counted_and_reported(tmp_path, caplog):
@@ -189,17 +194,17 @@ def test_unsupported_image_formats_are_skipped_counted_and_reported(tmp_path, ca
         with open(os.path.join(root, name), "wb") as handle:
             handle.write(b"an image TensorFlow cannot decode")
     with caplog.at_level(logging.WARNING):
-        assert _one_pass(root) == 16
+        source = data.source(root)
+        assert _one_pass(source) == 16
     lines = [r.getMessage() for r in caplog.records if "unsupported formats" in r.getMessage()]
     assert len(lines) == 2  # one per folder listed, not per pass over it
     assert lines[1].startswith(
         f"byol_tf: skipping 2 image file(s) of unsupported formats in {root}"
     )
     assert "(1 .tif, 1 .tiff; e.g." in lines[1] and "readable formats: .jpg, .jpeg" in lines[1]
-    assert {os.path.join(root, n) for n in ("a/x.webp", "b/y.TIFF")} <= set(
-        pipelines.skipped_files()
-    )
-    assert os.path.join(root, "b", "notes.txt") not in pipelines.skipped_files()
+    assert source.skipped_files() == [
+        os.path.join(root, n) for n in ("a/x.webp", "b/y.TIFF", "b/z.tif")
+    ]
     absl_line = b"W1203 23:22:48.434898 1402 decoding.py:90] " + lines[0].encode()
     assert console._NATIVE_NOISE.match(absl_line) is None  # train.py's console shows it
 
@@ -219,6 +224,23 @@ def test_corrupt_file_error_names_the_file_and_skip_corrupt_skips_it(tmp_path):
     mixed_image_folder(str(tmp_path))
     with pytest.raises(tf.errors.InvalidArgumentError, match="broken.jpg"):
         take(pipelines.pretrain_dataset(str(tmp_path), 5, 16, **FAST), 1)
-    batches = take(pipelines.pretrain_dataset(str(tmp_path), 4, 16, skip_corrupt=True, **FAST), 3)
+    source = data.source(str(tmp_path))
+    batches = take(pipelines.pretrain_dataset(source, 4, 16, skip_corrupt=True, **FAST), 3)
     assert all(sorted(b["label"]) == [0, 0, 1, 1] for b in batches)
-    assert any(p.endswith("broken.jpg") for p in pipelines.skipped_files())
+    assert source.skipped_files() == [os.path.join(str(tmp_path), "dog", "broken.jpg")]
+
+
+def test_two_pipelines_in_one_process_keep_their_skipped_files_apart(tmp_path):
+    first = data.source(folder_with(tmp_path / "first", "bad.jpg", corrupt_jpeg))
+    second = data.source(folder_with(tmp_path / "second", "broken.png", truncated_png))
+    write_images(str(tmp_path / "clean" / "a"), 8, (12, 12, 3))
+    clean = data.source(str(tmp_path / "clean"))
+    assert _one_pass(first, skip_corrupt=True) == 16
+    list(pipelines.eval_dataset(second, 4, 12, skip_corrupt=True))
+    assert _one_pass(clean, skip_corrupt=True) == 8
+    assert first.skipped_files() == [os.path.join(first.name, "b", "bad.jpg")]
+    assert second.skipped_files() == [os.path.join(second.name, "b", "broken.png")]
+    assert clean.skipped_files() == []
+    again = data.source(first.name)  # resolved again: a new pipeline, a new count
+    assert _one_pass(again, skip_corrupt=True) == 16
+    assert again.skipped.count(again.skipped_files()[0]) == 1

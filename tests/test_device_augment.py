@@ -36,13 +36,14 @@ N = 4000  # frequencies within 4 standard errors: a false failure about once in 
 def _batch(source, size, seed, augment_on, overrides=None, batch=None):
     """The first batch of `pretrain_dataset` on `source` as host mode or device mode yields it,
     with the views drawn (device mode: by `train_step_augmentation`, as the train step does)."""
-    options = dict(augment_overrides=overrides, **IDENTITY)
+    options = dict(augment_overrides=overrides)
+    src = pipelines.sources.source(source, **IDENTITY)
     ds = pipelines.pretrain_dataset(
-        source, batch or len(source[0]), size, seed, augment_on=augment_on, **options, **FAST
+        src, batch or len(source[0]), size, seed, augment_on=augment_on, **options, **FAST
     )
     element = next(iter(ds))
     if augment_on == "device":
-        layer = pipelines.train_step_augmentation(source, size, **options)
+        layer = pipelines.train_step_augmentation(src, size, **options)
         element["view1"], element["view2"] = layer(element["crops"], element["seeds"])
     return element
 
@@ -175,7 +176,9 @@ def test_an_images_views_do_not_depend_on_the_rest_of_its_batch():
     """What lets each replica augment its own shard: the views of images 4..7 alone are
     their views in the whole batch."""
     element = _batch((_colour(8, 12),), 12, 0, "device")
-    layer = pipelines.train_step_augmentation((_colour(8, 12),), 12, **IDENTITY)
+    layer = pipelines.train_step_augmentation(
+        pipelines.sources.source((_colour(8, 12),), **IDENTITY), 12
+    )
     shard = layer(element["crops"][4:], element["seeds"][4:])
     for whole, part in zip((element["view1"], element["view2"]), shard, strict=True):
         np.testing.assert_array_equal(whole.numpy()[4:], part.numpy())

@@ -42,15 +42,14 @@ def test_eval_dataset_official_crop_is_the_official_preprocessing_normalised():
     images = np.random.default_rng(1).integers(0, 256, (4, 90, 120, 3), dtype=np.uint8)
     labels = np.arange(4)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    kwargs = {"mean": mean, "std": std, "crop_fraction": 0.875}
-    got, _ = next(
-        iter(pipelines.eval_dataset((images, labels), "train", 4, 70, official_crop=True, **kwargs))
-    )
+    kwargs = {"crop_fraction": 0.875}
+    source = pipelines.sources.source((images, labels), mean=mean, std=std)
+    got, _ = next(iter(pipelines.eval_dataset(source, 4, 70, official_crop=True, **kwargs)))
     top, left, side = official_center_window(90, 120, size=224)  # same fraction: 224 / 256
     window = images[:, top : top + side, left : left + side]
     reference = np.clip(tf.image.resize(window, [70, 70], "bicubic").numpy() / 255.0, 0, 1)
     np.testing.assert_allclose(got, (reference - mean) / np.float32(std), atol=1e-5)
-    default, _ = next(iter(pipelines.eval_dataset((images, labels), "train", 4, 70, **kwargs)))
+    default, _ = next(iter(pipelines.eval_dataset(source, 4, 70, **kwargs)))
     assert not np.allclose(default, got, atol=1e-3)  # the other protocols keep theirs
 
 
@@ -111,6 +110,6 @@ def test_whole_images_yields_each_image_of_a_folder_at_its_own_size(tmp_path):
         (tmp_path / "train" / label).mkdir(parents=True)
         pixels = np.full((height, width, 3), 100, np.uint8)
         (tmp_path / "train" / label / "x.png").write_bytes(tf.io.encode_png(pixels).numpy())
-    images, info = pipelines.whole_images(str(tmp_path), "train")
+    images, info = pipelines.whole_images(str(tmp_path))
     got = [(x.shape, int(y)) for x, y in images.as_numpy_iterator()]
     assert got == [((30, 50, 3), 0), ((44, 20, 3), 1)] and info.num_classes == 2

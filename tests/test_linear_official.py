@@ -7,11 +7,13 @@ import pytest
 import tensorflow as tf
 from helpers import tiny_encoder
 
-from byol_tf import evaluation
+from byol_tf import data, evaluation
 from byol_tf.evaluation import linear_official
-from byol_tf.views import augment
+from byol_tf.views import augment, image_ops
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+# What the protocol reads of the training split: its classes and normalisation statistics.
+INFO = data.SourceInfo(num_examples=None, num_classes=3, class_names=None, mean=MEAN, std=STD)
 
 
 def coloured_images(n, size=8, num_classes=3, seed=0):
@@ -41,7 +43,7 @@ def colour_encoder(size=8):
 
 
 def evaluate(encoder, train, test, **kwargs):
-    return evaluation.linear_eval_official(encoder, train, test, 3, mean=MEAN, std=STD, **kwargs)
+    return evaluation.linear_eval_official(encoder, train, test, INFO, **kwargs)
 
 
 def test_encoder_weights_and_batchnorm_statistics_are_unchanged():
@@ -216,6 +218,7 @@ def test_training_views_are_crops_and_the_run_is_reproducible():
         ({"crop_fraction": 1.5}, "crop_fraction must be in"),
         ({"max_validation_examples": 0}, "max_validation_examples must be an int >= 1"),
         ({"train_dataset": np.zeros(3)}, "train_dataset must be a tf.data.Dataset"),
+        ({"info": (MEAN, STD)}, "info must be a SourceInfo or Source. Received: tuple"),
     ],
 )
 def test_rejects_bad_arguments_naming_them(kwargs, message):
@@ -223,7 +226,15 @@ def test_rejects_bad_arguments_naming_them(kwargs, message):
     args = {"train_dataset": batches(images, labels), "test_dataset": batches(images, labels)}
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        evaluation.linear_eval_official(tiny_encoder(), num_classes=3, **args)
+        evaluation.linear_eval_official(tiny_encoder(), **{"info": INFO, **args})
+
+
+def test_the_training_splits_classes_and_statistics_come_from_its_info_or_source():
+    demo = data.source("demo", mean=MEAN)
+    assert linear_official._split_info(demo) == (10, MEAN, demo.info.std)
+    assert linear_official._split_info(demo.info) == (10, MEAN, demo.info.std)
+    imagenet = (None, image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD)
+    assert linear_official._split_info(None) == imagenet
 
 
 def test_finetune_trains_on_random_resized_crops(monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from byol_tf import evaluation
+from byol_tf.data import SourceInfo
 from byol_tf.evaluation import linear_official
 
 
@@ -43,8 +44,9 @@ def _evaluate(n, num_classes, learning_rates=(0.1,), **kwargs):
     images, labels = _data(n, num_classes)
     train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
     test = tf.data.Dataset.from_tensor_slices((images[:8], labels[:8])).batch(8)
+    info = SourceInfo(n, num_classes, None, mean=(0.5,) * 3, std=(0.25,) * 3)
     return evaluation.linear_eval_official(
-        _mean_colour_encoder(), train, test, num_classes, mean=(0.5,) * 3, std=(0.25,) * 3,
+        _mean_colour_encoder(), train, test, info,
         epochs=1, batch_size=16, learning_rates=learning_rates, **kwargs,
     )  # fmt: skip
 

@@ -15,7 +15,7 @@ def test_default_knn_monitor_is_turned_off_with_a_note_on_such_a_folder(tmp_path
     classes, why = UNSCORABLE_FOLDERS[kind]
     root = class_folder(str(tmp_path / kind), classes)
     notes = []
-    assert not monitoring.knn_plan(TrainConfig(dataset=root), sources.resolve_source(root), notes.append)
+    assert not monitoring.knn_plan(TrainConfig(dataset=root), sources.source(root), notes.append)
     assert len(notes) == 1 and notes[0].startswith(
         f"Note: the kNN monitor is off: folder {root} {why}"
     )
@@ -26,7 +26,7 @@ def test_an_explicit_monitor_on_such_a_folder_is_refused_naming_the_flags(tmp_pa
     root = class_folder(str(tmp_path / "flat"), classes)
     cfg = TrainConfig(dataset=root, knn_every_epochs=2, explicit=("knn_every_epochs",))
     with pytest.raises(ValueError, match=r"The kNN monitor \(--knn_every_epochs=2, --eval_split="):
-        monitoring.knn_plan(cfg, sources.resolve_source(root), print)
+        monitoring.knn_plan(cfg, sources.source(root), print)
 
 
 def test_the_memory_bank_is_whole_feature_batches():
@@ -113,13 +113,13 @@ def test_the_few_label_monitor_is_the_mean_knn_over_seeded_draws():
 def test_the_few_label_protocol_is_planned_and_described():
     cfg = TrainConfig(knn_labels_per_class=25, knn_k=200)
     notes = []
-    plan = monitoring.knn_plan(cfg, sources.resolve_source("demo", "train"), notes.append)
+    plan = monitoring.knn_plan(cfg, sources.source("demo", "train"), notes.append)
     assert plan.labels_per_class == 25 and plan.k == 200 and not notes
     memory = "memory: 25 labelled images per class (mean of 5 seeded draws) from all 6000 images"
     assert f"{memory} of demo/train" in plan.protocol
     assert isinstance(plan.monitor(8), monitoring.FewLabelKNNMonitor)
     small = TrainConfig(knn_labels_per_class=2, knn_k=200)
-    small = monitoring.knn_plan(small, sources.resolve_source("demo", "train"), notes.append)
+    small = monitoring.knn_plan(small, sources.source("demo", "train"), notes.append)
     assert small.k == 20 and notes == [
         "Note: --knn_k=200 exceeds the kNN memory bank (20 examples); using 20."
     ]

@@ -113,8 +113,10 @@ def test_folder_eval_batches_decode_prepare_and_skip_corrupt_files(tmp_path):
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="3.jpg"):
         list(source.eval_batches(prepare, 8, skip_corrupt=False))
+    assert source.skipped_files() == []  # failing on a file does not count it as skipped
     ((images, labels),) = list(source.eval_batches(prepare, 8, skip_corrupt=True))
     assert images.shape == (6, 4, 4, 3) and labels.numpy().tolist() == [0, 0, 0, 1, 1, 1]
+    assert source.skipped_files() == [os.path.join(root, "dog", "3.jpg")]
     np.testing.assert_allclose(images.numpy()[:, 0, 0, 0], [200] * 3 + [50] * 3, atol=1e-4)
 
 
@@ -126,7 +128,7 @@ def test_folder_source_decodes_greyscale_rgba_png_and_large_jpeg(tmp_path):
     for batch in batches:
         assert batch["view1"].shape == (4, 24, 24, 3) and np.isfinite(batch["view1"]).all()
         assert sorted(batch["label"]) == [0, 0, 1, 1]
-    images, labels = next(iter(pipelines.eval_dataset(str(tmp_path), "train", 8, 24)))
+    images, labels = next(iter(pipelines.eval_dataset(str(tmp_path), 8, 24)))
     assert images.shape == (4, 24, 24, 3) and list(labels.numpy()) == [0, 0, 1, 1]
     again = take(pipelines.pretrain_dataset(str(tmp_path), 4, 24, **FAST), 2)
     assert_same_batches(batches, again)
@@ -141,12 +143,16 @@ def test_tfds_sources_through_mock_data():
         b = take(pipelines.pretrain_dataset("cifar10", 8, 32, seed=2, start_step=2, **FAST), 2)
         assert a[0]["view1"].shape == (8, 32, 32, 3) and a[0]["label"].dtype == np.int32
         assert_same_batches(a[2:], b)
-        images, labels = next(iter(pipelines.eval_dataset("cifar10", "test", 32, 32)))
+        images, labels = next(
+            iter(pipelines.eval_dataset(sources.source("cifar10", "test"), 32, 32))
+        )
         assert images.shape == (24, 32, 32, 3) and labels.dtype == tf.int32
 
 
 @pytest.mark.slow
 def test_stl10_unlabelled_split_through_mock_data():
     with tfds.testing.mock_data(num_examples=12):
-        (batch,) = take(pipelines.pretrain_dataset("stl10", 4, 48, split="unlabelled", **FAST), 1)
+        (batch,) = take(
+            pipelines.pretrain_dataset(sources.source("stl10", "unlabelled"), 4, 48, **FAST), 1
+        )
         assert batch["view1"].shape == (4, 48, 48, 3)

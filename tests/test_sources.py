@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from helpers import FAST, take, write_images
 
+from byol_tf import data
 from byol_tf.data import pipelines, sources
 from byol_tf.data.source_kinds import ArraySource, FolderSource, TfdsSource
 
@@ -136,8 +137,8 @@ def test_flat_folder_has_no_labels(tmp_path):
     assert pipelines.source_info(str(tmp_path)).num_classes is None
     (batch,) = take(pipelines.pretrain_dataset(str(tmp_path), 3, 8, **FAST), 1)
     assert set(batch) == {"view1", "view2"}
-    with pytest.raises(ValueError, match="needs labels"):
-        pipelines.eval_dataset(str(tmp_path), "train", 2, 8)
+    with pytest.raises(ValueError, match=r"needs labels; source '.*' \(split 'train'\) has none"):
+        pipelines.eval_dataset(str(tmp_path), 2, 8)
 
 
 def test_from_folder_refuses_a_missing_folder_a_file_and_a_folder_without_images(tmp_path):
@@ -157,33 +158,40 @@ def test_from_folder_refuses_a_missing_folder_a_file_and_a_folder_without_images
     )
 
 
-# --- resolve ---------------------------------------------------------------------------------
+# --- source ---------------------------------------------------------------------------------
 
 
-def test_resolve_dispatches_on_the_kind_of_source(tmp_path, monkeypatch):
+def test_source_dispatches_on_the_kind_of_source(tmp_path, monkeypatch):
     x = np.zeros((4, 8, 8, 3), np.uint8)
     for arrays in ((x, [0, 1, 0, 1]), [x, [0, 1, 0, 1]]):
-        assert sources.resolve_source(arrays).info.num_classes == 2
-    assert sources.resolve_source(x).labels is None
-    assert sources.resolve_source("demo", "test").info.num_examples == 1000
+        assert sources.source(arrays).info.num_classes == 2
+    assert sources.source(x).labels is None
+    assert sources.source("demo", "test").info.num_examples == 1000
     write_images(str(tmp_path / "imgs" / "a"), 2, (6, 6, 3), "png")
-    folder = sources.resolve_source(tmp_path / "imgs")  # a PathLike
+    folder = sources.source(tmp_path / "imgs")  # a PathLike
     assert isinstance(folder, FolderSource) and folder.info.num_examples == 2
     monkeypatch.setenv("HOME", str(tmp_path))
-    home = sources.resolve_source("~/imgs")
+    home = sources.source("~/imgs")
     assert home.paths[0] == str(tmp_path / "imgs" / "a" / "0.png")
+    # Each knows what it was resolved from and its split, for messages.
+    assert (home.name, home.split) == (str(tmp_path / "imgs"), "train")
+    assert (sources.source("demo", "test").name, sources.source(x, "test").split) == (
+        "demo",
+        "test",
+    )
+    assert data.source is sources.source  # the public name
 
 
-def test_resolve_refuses_what_is_no_source():
+def test_source_refuses_what_is_no_source():
     with pytest.raises(ValueError) as info:
-        sources.resolve_source(3)
+        sources.source(3)
     assert str(info.value).endswith("tensorflow-datasets name. Received: source=3")
 
 
 def test_a_resolved_source_is_handed_on_with_the_statistics_given():
     demo = sources.demo("test")
-    assert sources.resolve_source(demo) is demo and sources.with_stats(demo) is demo
-    other = sources.resolve_source(demo, mean=[0.5, 0.5, 0.5])
+    assert sources.source(demo) is demo and sources.with_stats(demo) is demo
+    other = sources.source(demo, mean=[0.5, 0.5, 0.5])
     assert other.info.mean == (0.5,) * 3 and other.info.std == demo.info.std
     assert other.images is demo.images and demo.info.mean == (0.2860,) * 3  # a copy, not a change
     only_std = sources.with_stats(demo, std=(1.0, 2.0, 3.0))
@@ -212,13 +220,14 @@ def test_unknown_tfds_name_suggests_close_names():
 
 def test_from_tfds_reads_the_features_and_known_statistics():
     with tfds.testing.mock_data(num_examples=12):
-        source = sources.resolve_source("cifar10", "test")
+        source = sources.source("cifar10", "test")
         assert isinstance(source, TfdsSource)
         assert (source.image_key, source.label_key, source.split) == ("image", "label", "test")
+        assert source.name == "cifar10"
         assert source.fixed_shape == (32, 32, 3) and source.image_shape == (32, 32)
         info = source.info
         assert info.num_classes == 10 and len(info.class_names) == 10  # mock names: "0"...
         assert info.mean == (0.4914, 0.4822, 0.4465) and info.std == (0.2470, 0.2435, 0.2616)
         assert sources.count_examples(source.builder, "test", "image") == info.num_examples
-        unknown = sources.resolve_source("mnist", mean=(0.1,) * 3)  # no known statistics: ImageNet's
+        unknown = sources.source("mnist", mean=(0.1,) * 3)  # no known statistics: ImageNet's
         assert unknown.info.mean == (0.1,) * 3 and unknown.info.std == IMAGENET[1]

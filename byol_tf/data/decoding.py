@@ -1,28 +1,56 @@
-"""Internal: image file decoding for the input pipelines, and the registry of corrupt files
-skipped."""
+"""Internal: image file decoding for the input pipelines, and the record of the image files a
+source's pipelines skipped."""
 
 import logging
 import os
 import re
+import threading
 
 import tensorflow as tf
 
 from byol_tf.views import image_ops, rng
 
-_SKIPPED = {}  # path → times skipped (an ordered set with counts)
 
+class SkippedFiles:
+    """The image files skipped while reading one source: corrupt ones (`skip_corrupt`) and those
+    of unsupported formats (`note_unsupported`), each with the times it was skipped.
 
-def skipped_files():
-    """Distinct paths of the image files skipped so far in this process: corrupt ones
-    (`skip_corrupt`) and those of unsupported formats (`note_unsupported`).
-
-    Returns:
-        A list of paths, in the order they were first skipped.
+    Each `byol_tf.data.sources.Source` owns one (`Source.skipped`), so the pipelines of two
+    sources in one process keep their counts apart. It is filled from inside `tf.py_function`,
+    on tf.data's threads, hence the lock.
     """
-    return list(_SKIPPED)
+
+    def __init__(self):
+        self._counts = {}  # path → times skipped (an ordered set with counts)
+        self._lock = threading.Lock()
+
+    def add(self, path) -> bool:
+        """Counts one more skip of `path`; returns whether it is new to this record."""
+        with self._lock:
+            new = path not in self._counts
+            self._counts[path] = self._counts.get(path, 0) + 1
+            return new
+
+    def paths(self) -> list:
+        """Distinct paths skipped, in the order they were first skipped."""
+        with self._lock:
+            return list(self._counts)
+
+    def count(self, path) -> int:
+        """Times `path` was skipped (0 if never)."""
+        with self._lock:
+            return self._counts.get(path, 0)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._counts)
+
+    def __contains__(self, path) -> bool:
+        with self._lock:
+            return path in self._counts
 
 
-def note_unsupported(folder, paths, readable):
+def note_unsupported(folder, paths, readable, skipped) -> None:
     """Records image files of formats TensorFlow cannot decode, skipped when `folder` is
     listed, and logs the new ones in one line (a format count and an example).
 
@@ -30,10 +58,11 @@ def note_unsupported(folder, paths, readable):
         folder: the folder listed.
         paths: the skipped files in it (`.webp`, `.tiff`, ...).
         readable: the extensions that are read, named in the line.
+        skipped: the `SkippedFiles` of the source that lists `folder`.
     """
-    new = [path for path in paths if path not in _SKIPPED]
+    new = [path for path in paths if path not in skipped]
     for path in new:
-        _SKIPPED[path] = 1
+        skipped.add(path)
     if not new:
         return
     formats = {}
@@ -49,11 +78,11 @@ def note_unsupported(folder, paths, readable):
         counts,
         new[0],
         ", ".join(readable),
-        len(_SKIPPED),
+        len(skipped),
     )
 
 
-def decode_full(data):
+def decode_full(data) -> tf.Tensor:
     """Decodes a whole image of any supported format (greyscale replicated, alpha dropped).
 
     Args:
@@ -68,7 +97,7 @@ def decode_full(data):
 
 
 @tf.autograph.experimental.do_not_convert  # explicit tf.cond only
-def decode_crops(data, elem_seed, configs, size):
+def decode_crops(data, elem_seed, configs, size) -> tf.Tensor:
     """Two random-resized crops of one encoded image.
 
     JPEGs are decoded with `tf.image.decode_and_crop_jpeg`, so only the crop windows are decoded.
@@ -76,8 +105,8 @@ def decode_crops(data, elem_seed, configs, size):
     Args:
         data: scalar string tensor, the encoded image.
         elem_seed: stateless seed of this image, shape [2].
-        configs: the two `byol_tf.views.augment.ViewConfig` (crop_area, crop_aspect and resize_method
-            are read).
+        configs: the two `byol_tf.views.augment.ViewConfig` (crop_area, crop_aspect and
+            resize_method are read).
         size: side of the square crops.
 
     Returns:
@@ -113,20 +142,20 @@ def decode_crops(data, elem_seed, configs, size):
     return tf.clip_by_value(tf.stack(crops), 0.0, 1.0)
 
 
-def _note_skipped(path):
+def _note_skipped(path, skipped):
+    """A `tf.py_function` that counts the corrupt file `path` in `skipped` (logging it the
+    first time) and returns False, so that `filter` drops it."""
+
     def record(p):
         path = p.numpy().decode()
-        if path not in _SKIPPED:
-            logging.warning(
-                "byol_tf: skipping corrupt image %s (%d so far)", path, len(_SKIPPED) + 1
-            )
-        _SKIPPED[path] = _SKIPPED.get(path, 0) + 1
+        if skipped.add(path):
+            logging.warning("byol_tf: skipping corrupt image %s (%d so far)", path, len(skipped))
         return False
 
     return tf.py_function(record, [path], tf.bool)
 
 
-def unreadable_file(error):
+def unreadable_file(error) -> str | None:
     """The file named by `decode_files`' assertion in an error message.
 
     Args:
@@ -139,7 +168,7 @@ def unreadable_file(error):
     return match.group(1) if match else None
 
 
-def decode_files(paths, decode, skip_corrupt):
+def decode_files(paths, decode, skipped=None) -> tf.data.Dataset:
     """Reads and decodes image files, naming or skipping the unreadable ones.
 
     Each file is decoded inside its own one-element dataset with `ignore_errors`, so a corrupt
@@ -148,8 +177,9 @@ def decode_files(paths, decode, skip_corrupt):
     Args:
         paths: a `tf.data.Dataset` of `(path, index, label)`.
         decode: `decode(bytes, index)` → the decoded image tensor.
-        skip_corrupt: skip unreadable files (recorded for `skipped_files`) instead of raising
-            an error that names the file (see `unreadable_file`).
+        skipped: a `SkippedFiles` to skip unreadable files into (counted there, and logged
+            once each); None raises an error that names the file instead (see
+            `unreadable_file`).
 
     Returns:
         A `tf.data.Dataset` of `(decode(bytes, index), index, label)`.
@@ -168,9 +198,11 @@ def decode_files(paths, decode, skip_corrupt):
     decoded = paths.interleave(
         one, cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    if skip_corrupt:
+    if skipped is not None:
         decoded = decoded.filter(
-            lambda path, image, ok, *rest: tf.cond(ok, lambda: ok, lambda: _note_skipped(path))
+            lambda path, image, ok, *rest: tf.cond(
+                ok, lambda: ok, lambda: _note_skipped(path, skipped)
+            )
         )
     else:
 

@@ -8,33 +8,37 @@ import tensorflow as tf
 
 from byol_tf.core.batches import CROPS, LABEL, SEEDS, VIEW1, VIEW2
 from byol_tf.data import sources
-from byol_tf.data.decoding import skipped_files  # noqa: F401  (re-exported)
-from byol_tf.data.source_kinds import SourceInfo  # noqa: F401  (re-exported)
+from byol_tf.data.source_kinds import SourceInfo
 from byol_tf.views import augment, eval_crops, image_ops, rng
 from byol_tf.views.device_augment import ViewAugmentation, check_augment_on
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def source_info(source, split="train", data_dir=None, manual_dir=None):
+def source_info(source) -> SourceInfo:
     """Size, classes and normalisation statistics of a source split.
 
     Args:
-        source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
-        split: the split.
-        data_dir: tensorflow-datasets data directory.
-        manual_dir: tensorflow-datasets manual directory (imagenet2012).
+        source: a `Source`, or anything `byol_tf.data.source` takes (then its "train" split).
 
     Returns:
         A frozen `SourceInfo(num_examples, num_classes, class_names, mean, std)`.
     """
-    return sources.resolve_source(source, split, data_dir, manual_dir).info
+    return sources.source(source).info
 
 
-def steps_per_epoch(source, batch_size, split="train", data_dir=None, manual_dir=None):
-    """Full batches per epoch (`pretrain_dataset` drops the remainder)."""
+def steps_per_epoch(source, batch_size) -> int:
+    """Full batches per epoch (`pretrain_dataset` drops the remainder).
+
+    Args:
+        source: a `Source`, or anything `byol_tf.data.source` takes (then its "train" split).
+        batch_size: the batch size.
+
+    Returns:
+        The number of full batches in one pass over the split.
+    """
     _check_positive(batch_size=batch_size)
-    return source_info(source, split, data_dir, manual_dir).num_examples // batch_size
+    return source_info(source).num_examples // batch_size
 
 
 def _check_positive(**values):
@@ -137,13 +141,8 @@ def pretrain_dataset(
     image_size,
     seed=0,
     *,
-    split="train",
-    data_dir=None,
-    manual_dir=None,
     preset=None,
     augment_overrides=None,
-    mean=None,
-    std=None,
     with_labels=True,
     skip_corrupt=False,
     repeat=True,
@@ -152,7 +151,7 @@ def pretrain_dataset(
     allow_upscale=False,
     jit_compile=True,
     augment_on="host",
-):
+) -> tf.data.Dataset:
     """A `tf.data.Dataset` of BYOL view pairs, ready for `BYOL.fit`.
 
     Elements are `{"view1", "view2": float32 [B, S, S, 3]}` plus `"label": int32 [B]` when the
@@ -169,20 +168,18 @@ def pretrain_dataset(
     those of host mode with the same seed, up to the crops' rounding to uint8.
 
     Args:
-        source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
+        source: a `Source` (`byol_tf.data.source(...)`, which sets the split, e.g.
+            "unlabelled" for stl10 or a tfds slice, the data_dir and the normalisation mean and
+            std), or anything `byol_tf.data.source` takes: then its "train" split.
         batch_size: batch size; the last partial batch of the stream is dropped.
         image_size: side of the square views.
         seed: int seed of shuffling and augmentation; None for a random, non-deterministic run.
-        split: source split ("train", "test", "unlabelled" for stl10, tfds slices...).
-        data_dir: tensorflow-datasets data directory.
-        manual_dir: tensorflow-datasets manual download directory (imagenet2012).
         preset: "imagenet" or "small"; default `augment.default_preset(image_size)`: "small"
             up to 64 px.
         augment_overrides: dict of `two_views` overrides (e.g. `{"view2_blur_prob": 0.0}`).
-        mean: normalisation mean; default from the source (known table, else ImageNet's).
-        std: normalisation std; same default.
         with_labels: include "label" when the source has labels.
-        skip_corrupt: skip unreadable image files (see `skipped_files`) instead of failing.
+        skip_corrupt: skip unreadable image files instead of failing; they are counted in the
+            source's record (`Source.skipped_files()`).
         repeat: infinite stream of epochs (use `fit(steps_per_epoch=...)`) or one pass.
         start_step: first step of the stream, to resume a run.
         shuffle_buffer: shuffle buffer of tfds sources (others are fully permuted).
@@ -202,7 +199,7 @@ def pretrain_dataset(
     _check_start_step(start_step)
     check_augment_on(augment_on)
     _warn_if_float_pixels_of_0_255(source)
-    src = sources.resolve_source(source, split, data_dir, manual_dir, mean, std)
+    src = sources.source(source)
     _check_size(src.image_shape, image_size, allow_upscale)
     preset, overrides = _augment_settings(src, image_size, preset, augment_overrides)
     run_seed = int(np.random.randint(2**31)) if seed is None else int(seed)
@@ -224,32 +221,18 @@ def pretrain_dataset(
 
 
 def train_step_augmentation(
-    source,
-    image_size,
-    *,
-    split="train",
-    data_dir=None,
-    manual_dir=None,
-    preset=None,
-    augment_overrides=None,
-    mean=None,
-    std=None,
-):
+    source, image_size, *, preset=None, augment_overrides=None
+) -> ViewAugmentation:
     """The train-step half of `pretrain_dataset(..., augment_on="device")`, for `BYOL`.
 
     Pass the same source, image size and augmentation options as to `pretrain_dataset`:
     `BYOL(encoder, augmentation=train_step_augmentation(source, image_size, ...))`.
 
     Args:
-        source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
+        source: the `pretrain_dataset`'s source (its normalisation mean and std are read).
         image_size: side of the square views.
-        split: source split (its normalisation statistics are read).
-        data_dir: tensorflow-datasets data directory.
-        manual_dir: tensorflow-datasets manual download directory (imagenet2012).
         preset: "imagenet" or "small"; default `augment.default_preset(image_size)`.
         augment_overrides: dict of `two_views` overrides.
-        mean: normalisation mean; default from the source.
-        std: normalisation std; same default.
 
     Returns:
         A `byol_tf.views.device_augment.ViewAugmentation`.
@@ -258,7 +241,7 @@ def train_step_augmentation(
         ValueError: for a bad argument, naming it.
     """
     _check_positive(image_size=image_size)
-    src = sources.resolve_source(source, split, data_dir, manual_dir, mean, std)
+    src = sources.source(source)
     preset, overrides = _augment_settings(src, image_size, preset, augment_overrides)
     mean, std = overrides.pop("mean"), overrides.pop("std")
     return ViewAugmentation(preset, overrides, mean, std)
@@ -266,19 +249,14 @@ def train_step_augmentation(
 
 def eval_dataset(
     source,
-    split,
     batch_size,
     image_size,
     *,
-    data_dir=None,
-    manual_dir=None,
-    mean=None,
-    std=None,
     crop_fraction=None,
     skip_corrupt=False,
     max_examples=None,
     official_crop=False,
-):
+) -> tf.data.Dataset:
     """`(image, label)` batches for linear / kNN evaluation: no augmentation, no shuffling.
 
     Each image is resized (bicubic, antialiased) so that its short side is
@@ -288,17 +266,15 @@ def eval_dataset(
     (`byol_tf.views.eval_crops.official_center_crop`). The last partial batch is kept.
 
     Args:
-        source: "demo", a folder path, an `(x, y)` tuple of arrays, or a tfds name.
-        split: the split ("train", "test", ...).
+        source: a labelled `Source` (`byol_tf.data.source(what, "test")` for a test split;
+            its mean and std normalise the images), or anything `byol_tf.data.source` takes:
+            then its "train" split.
         batch_size: batch size.
         image_size: output side.
-        data_dir: tensorflow-datasets data directory.
-        manual_dir: tensorflow-datasets manual directory (imagenet2012).
-        mean: normalisation mean; default from the source.
-        std: normalisation std; default from the source.
         crop_fraction: default `image_ops.default_crop_fraction(image_size)`: 0.875 above
             64 px, else 1.0 (whole image).
-        skip_corrupt: skip unreadable image files instead of failing.
+        skip_corrupt: skip unreadable image files instead of failing (counted in
+            `Source.skipped_files()`).
         max_examples: at most this many examples, spread evenly over the split (arrays and
             folders: every (N / max_examples)-th, so a class-ordered folder keeps every class;
             tfds splits, shuffled when prepared: the first); None for all.
@@ -312,9 +288,11 @@ def eval_dataset(
         ValueError: when the source has no labels, or for a bad argument.
     """
     _check_positive(batch_size=batch_size, image_size=image_size)
-    src = sources.resolve_source(source, split, data_dir, manual_dir, mean, std)
+    src = sources.source(source)
     if not src.info.num_classes:
-        raise ValueError(f"eval_dataset needs labels; source {source!r} (split {split!r}) has none")
+        raise ValueError(
+            f"eval_dataset needs labels; source {src.name!r} (split {src.split!r}) has none"
+        )
     fraction = crop_fraction or image_ops.default_crop_fraction(image_size)
     if not 0 < fraction <= 1:
         raise ValueError(
@@ -336,22 +314,17 @@ def eval_dataset(
     return batches.prefetch(AUTOTUNE)
 
 
-def whole_images(
-    source, split, *, data_dir=None, manual_dir=None, mean=None, std=None, skip_corrupt=False
-):
+def whole_images(source, *, skip_corrupt=False) -> tuple[tf.data.Dataset, SourceInfo]:
     """The labelled examples of a split one by one, whole: the source of random crops.
 
     Nothing is resized: the linear evaluation's training crops are drawn from the whole
     decoded image (`byol_tf.views.eval_crops.random_crop`), as the official code's.
 
     Args:
-        source: "demo", a folder path, an `(x, y)` tuple of arrays, or a tfds name.
-        split: the split ("train", ...).
-        data_dir: tensorflow-datasets data directory.
-        manual_dir: tensorflow-datasets manual directory (imagenet2012).
-        mean: normalisation mean recorded in `info`; default from the source.
-        std: normalisation std recorded in `info`; default from the source.
-        skip_corrupt: skip unreadable image files instead of failing.
+        source: a labelled `Source` (its mean and std are recorded in `info`), or anything
+            `byol_tf.data.source` takes: then its "train" split.
+        skip_corrupt: skip unreadable image files instead of failing (counted in
+            `Source.skipped_files()`).
 
     Returns:
         `(dataset, info)`: an unbatched `tf.data.Dataset` of `(image [H, W, 3], int32 label)`
@@ -361,9 +334,11 @@ def whole_images(
     Raises:
         ValueError: when the source has no labels.
     """
-    src = sources.resolve_source(source, split, data_dir, manual_dir, mean, std)
+    src = sources.source(source)
     if not src.info.num_classes:
-        raise ValueError(f"whole_images needs labels; source {source!r} (split {split!r}) has none")
+        raise ValueError(
+            f"whole_images needs labels; source {src.name!r} (split {src.split!r}) has none"
+        )
     # One image per batch: images of different sizes cannot share one.
     batches = src.eval_batches(image_ops.to_rgb, 1, skip_corrupt)
     return batches.unbatch().prefetch(AUTOTUNE), src.info

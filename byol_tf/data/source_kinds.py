@@ -66,11 +66,29 @@ def _batch_pairs(elements, batch_size):
 class Source(abc.ABC):
     """A resolved source split: its records, its pretraining batches, its evaluation batches.
 
+    Made by `byol_tf.data.source`; every pipeline takes one.
+
     Attributes:
         info: the split's `SourceInfo`.
+        name: what was resolved, for messages: "demo", the folder, the tfds name, or "arrays".
+        split: the split ("train", "test", a tfds split such as "train[:10%]"...).
+        skipped: the `byol_tf.data.decoding.SkippedFiles` of the image files this source's
+            pipelines skipped (corrupt ones, with `skip_corrupt`, and those of unsupported
+            formats); shared by the copies `with_stats` makes, which read the same files.
     """
 
     info: SourceInfo
+    name: str = dataclasses.field(default="arrays", kw_only=True)
+    split: str = dataclasses.field(default="train", kw_only=True)
+    skipped: decoding.SkippedFiles = dataclasses.field(
+        default_factory=decoding.SkippedFiles, kw_only=True, repr=False, compare=False
+    )
+
+    def skipped_files(self) -> list:
+        """Distinct paths of the image files skipped so far in reading this source, in the
+        order they were first skipped: corrupt ones (`skip_corrupt=True`) and those of
+        unsupported formats (`.webp`, `.tiff`, ..., found when the folder was listed)."""
+        return self.skipped.paths()
 
     @property
     @abc.abstractmethod
@@ -218,6 +236,10 @@ class FolderSource(_IndexedSource):
         """None: the files' sizes are not known in advance."""
         return None
 
+    def _skipped_into(self, skip_corrupt):
+        """Where `decoding.decode_files` counts the files it skips: None fails on the first."""
+        return self.skipped if skip_corrupt else None
+
     def records(self, seed, offset, repeat, shuffle_buffer):
         """`(index, position)` pairs: the file's index and the element's position in the run."""
         indices = super().records(seed, offset, repeat, shuffle_buffer)
@@ -228,7 +250,8 @@ class FolderSource(_IndexedSource):
         paths, labels = tf.constant(self.paths), self._label_tensor()
         elements = records.map(lambda i, g: (tf.gather(paths, i), g, tf.gather(labels, i)))
         crops = _crop_decoder(seed, configs, image_size)
-        return _batch_pairs(decoding.decode_files(elements, crops, skip_corrupt), batch_size)
+        decoded = decoding.decode_files(elements, crops, self._skipped_into(skip_corrupt))
+        return _batch_pairs(decoded, batch_size)
 
     def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
         """Batches of files decoded and prepared one by one (see `Source.eval_batches`)."""
@@ -236,7 +259,9 @@ class FolderSource(_IndexedSource):
         elements = tf.data.Dataset.from_tensor_slices((self.paths[keep], self.labels[keep]))
         elements = elements.map(lambda p, y: (p, tf.constant(0, tf.int64), y))
         elements = decoding.decode_files(
-            elements, lambda data, _: prepare(decoding.decode_full(data)), skip_corrupt
+            elements,
+            lambda data, _: prepare(decoding.decode_full(data)),
+            self._skipped_into(skip_corrupt),
         )
         return elements.map(lambda image, _, label: (image, label)).batch(batch_size)
 
@@ -248,14 +273,12 @@ class TfdsSource(Source):
     Attributes:
         info: the split's `SourceInfo`.
         builder: the prepared `tfds` dataset builder.
-        split: the split read.
         image_key: the image feature.
         label_key: the `ClassLabel` feature, or None.
         fixed_shape: `(height, width, 3)` when all images share it, else None.
     """
 
     builder: object
-    split: str
     image_key: str
     label_key: str | None
     fixed_shape: tuple | None

@@ -8,6 +8,7 @@ import tarfile
 
 import numpy as np
 
+from byol_tf.data.decoding import SkippedFiles, note_unsupported
 from byol_tf.data.source_kinds import ArraySource, FolderSource, Source, SourceInfo, TfdsSource
 from byol_tf.views.image_ops import IMAGENET_MEAN, IMAGENET_STD
 
@@ -18,9 +19,9 @@ UNSUPPORTED_IMAGE_EXTENSIONS = (
     ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".ico", ".psd",
     ".svg", ".ppm", ".pgm", ".pbm", ".pnm", ".dng", ".cr2", ".nef", ".arw", ".raw",
 )  # fmt: skip
-DEMO_FILE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "data_files", "fashion_mnist_demo.npz"
-)
+# byol_tf/data_files, beside this module's folder.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_FILE = os.path.join(_PACKAGE, "data_files", "fashion_mnist_demo.npz")
 DEMO_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -55,7 +56,7 @@ def _labelled(images, labels, name, mean, std, class_names=None):
     return info, labels
 
 
-def from_arrays(arrays, mean=None, std=None):
+def from_arrays(arrays, mean=None, std=None) -> ArraySource:
     """An in-memory source from NumPy arrays.
 
     Args:
@@ -89,7 +90,7 @@ def from_arrays(arrays, mean=None, std=None):
     return ArraySource(info, labels=labels, images=images)
 
 
-def demo(split="train", mean=None, std=None):
+def demo(split="train", mean=None, std=None) -> ArraySource:
     """The Fashion-MNIST subset shipped in byol_tf/data_files (600 / 100 images per class).
 
     Args:
@@ -110,12 +111,12 @@ def demo(split="train", mean=None, std=None):
     with np.load(DEMO_FILE) as data:
         images, labels = data[f"x_{split}"][..., None], data[f"y_{split}"]
     info, labels = _labelled(images, labels, "demo", mean, std, DEMO_CLASSES)
-    return ArraySource(info, labels=labels, images=images)
+    return ArraySource(info, labels=labels, images=images, name="demo", split=split)
 
 
-def _images_in(folder):
+def _images_in(folder, skipped):
     """The readable image files in `folder`, sorted; those of unsupported image formats are
-    reported (`decoding.note_unsupported`)."""
+    counted in `skipped` and reported (`decoding.note_unsupported`)."""
     files = [
         os.path.join(folder, n)
         for n in sorted(os.listdir(folder))
@@ -123,13 +124,11 @@ def _images_in(folder):
     ]
     unsupported = [p for p in files if p.lower().endswith(UNSUPPORTED_IMAGE_EXTENSIONS)]
     if unsupported:
-        from byol_tf.data import decoding  # imports TensorFlow: only when there is something to say
-
-        decoding.note_unsupported(folder, unsupported, IMAGE_EXTENSIONS)
+        note_unsupported(folder, unsupported, IMAGE_EXTENSIONS, skipped)
     return [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
 
 
-def split_folder(root, split):
+def split_folder(root, split) -> str:
     """The folder that split `split` of image folder `root` reads: `root/<split>` when that
     exists, else `root` itself."""
     if split and os.path.isdir(os.path.join(root, split)):
@@ -137,7 +136,7 @@ def split_folder(root, split):
     return root
 
 
-def from_folder(root, split="train", mean=None, std=None):
+def from_folder(root, split="train", mean=None, std=None) -> FolderSource:
     """Images under `root/<class>/*` (labels from sorted folder names) or directly in `root`.
 
     When `root/<split>` exists (e.g. `root/train/<class>/...`) it is used instead of `root`.
@@ -163,12 +162,12 @@ def from_folder(root, split="train", mean=None, std=None):
         )
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Image folder not found: {root}")
-    root = split_folder(root, split)
-    paths = _images_in(root)
+    name, root, skipped = root, split_folder(root, split), SkippedFiles()
+    paths = _images_in(root, skipped)
     labels, class_names = None, None
     if not paths:
         subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-        per_class = [(d, _images_in(os.path.join(root, d))) for d in subdirs]
+        per_class = [(d, _images_in(os.path.join(root, d), skipped)) for d in subdirs]
         per_class = [(d, files) for d, files in per_class if files]
         class_names = tuple(d for d, _ in per_class)
         paths = [p for _, files in per_class for p in files]
@@ -179,7 +178,9 @@ def from_folder(root, split="train", mean=None, std=None):
             "(expected root/<class>/<image> or root/<image>)"
         )
     info, labels = _labelled(np.asarray(paths), labels, "", mean, std, class_names)
-    return FolderSource(info, labels=labels, paths=np.asarray(paths))
+    return FolderSource(
+        info, labels=labels, paths=np.asarray(paths), name=name, split=split, skipped=skipped
+    )
 
 
 def _tfds_base_name(name):
@@ -281,7 +282,7 @@ def _download_failed(builder, name, manual_dir, error):
     )
 
 
-def count_examples(builder, split, image_key):
+def count_examples(builder, split, image_key) -> int:
     """Examples in a split; counts by reading when the split metadata is missing (mocks)."""
     import tensorflow_datasets as tfds
 
@@ -292,7 +293,9 @@ def count_examples(builder, split, image_key):
         return int(ds.reduce(0, lambda count, _: count + 1))
 
 
-def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, std=None):
+def from_tfds(
+    name, split="train", data_dir=None, manual_dir=None, mean=None, std=None
+) -> TfdsSource:
     """A tensorflow-datasets source, read with the image left encoded (decoded by the pipeline).
 
     The dataset is downloaded and prepared when it is not yet.
@@ -334,26 +337,25 @@ def from_tfds(name, split="train", data_dir=None, manual_dir=None, mean=None, st
         *_stats(_tfds_base_name(name), mean, std),
     )
     return TfdsSource(
-        info, builder=builder, split=split, image_key=image_key,
+        info, builder=builder, name=name, split=split, image_key=image_key,
         label_key=label_key, fixed_shape=fixed,
     )  # fmt: skip
 
 
-def resolve_source(source, split="train", data_dir=None, manual_dir=None, mean=None, std=None):
-    """Turns a user's `source` argument into a `Source`.
+def source(what, split="train", *, data_dir=None, manual_dir=None, mean=None, std=None) -> Source:
+    """A data source split, resolved once and handed to every pipeline.
 
-    A `Source` resolved before is returned as it is (with `mean` and `std` when given): a run
-    resolves each split once and hands the object on (`byol_tf.training.run_plan`).
+    A `Source` passed in is returned as it is (`with_stats` when `mean` or `std` is given).
 
     Args:
-        source: "demo", a folder path, an `(x[, y])` tuple of arrays, a tfds name, or a
+        what: "demo", a folder path, an `(x[, y])` tuple of arrays, a tfds name, or a
             resolved `Source` (then `split`, `data_dir` and `manual_dir` are those it was
             resolved with).
         split: split name ("train", "test", a tfds split such as "train[:10%]"...).
         data_dir: tensorflow-datasets data directory.
         manual_dir: tensorflow-datasets manual download directory (imagenet2012).
-        mean: normalisation mean override.
-        std: normalisation std override.
+        mean: normalisation mean; default the source's known statistics, else ImageNet's.
+        std: normalisation std; same default.
 
     Returns:
         A `Source`: an `ArraySource` (arrays, "demo"), a `FolderSource` or a `TfdsSource`.
@@ -362,24 +364,24 @@ def resolve_source(source, split="train", data_dir=None, manual_dir=None, mean=N
         ValueError: for an unknown source, a bad array or an empty folder.
         FileNotFoundError: for a path that does not exist.
     """
-    if isinstance(source, Source):
-        return with_stats(source, mean, std)
-    if isinstance(source, (tuple, list, np.ndarray)):
-        return from_arrays(source, mean, std)
-    if not isinstance(source, (str, os.PathLike)):
+    if isinstance(what, Source):
+        return with_stats(what, mean, std)
+    if isinstance(what, (tuple, list, np.ndarray)):
+        return dataclasses.replace(from_arrays(what, mean, std), split=split)
+    if not isinstance(what, (str, os.PathLike)):
         raise ValueError(
             "source must be 'demo', a folder path, an (x[, y]) tuple of arrays or a "
-            f"tensorflow-datasets name. Received: source={source!r}"
+            f"tensorflow-datasets name. Received: source={what!r}"
         )
-    source = os.fspath(source)
-    if source == "demo":
+    what = os.fspath(what)
+    if what == "demo":
         return demo(split, mean, std)
-    if is_folder_name(source):
-        return from_folder(os.path.expanduser(source), split, mean, std)
-    return from_tfds(source, split, data_dir, manual_dir, mean, std)
+    if is_folder_name(what):
+        return from_folder(os.path.expanduser(what), split, mean, std)
+    return from_tfds(what, split, data_dir, manual_dir, mean, std)
 
 
-def with_stats(source, mean=None, std=None):
+def with_stats(source, mean=None, std=None) -> Source:
     """`source` with its normalisation mean and std replaced by those given (not None)."""
     if mean is None and std is None:
         return source
@@ -391,7 +393,7 @@ def with_stats(source, mean=None, std=None):
     return dataclasses.replace(source, info=info)
 
 
-def is_folder_name(source):
+def is_folder_name(source) -> bool:
     """Whether the string `source` names an image folder (else: "demo" or a tfds name)."""
     # tfds names may contain "/" ("name/config"), so only these count as paths.
     return source.startswith((".", "/", "~")) or os.path.exists(source)

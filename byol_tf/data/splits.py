@@ -7,84 +7,69 @@ import types
 import numpy as np
 
 from byol_tf.data import sources
-from byol_tf.data.source_kinds import FolderSource, TfdsSource
+from byol_tf.data.source_kinds import ArraySource, FolderSource, TfdsSource
 
 _SHOWN = 5  # class names quoted in a message at most
 
 
-def where(source, split):
-    """The images split `split` of `source` reads, in words (for messages and results).
+def where(source) -> str:
+    """The images a source split reads, in words (for messages and results).
 
     A folder's split is its subfolder of that name when there is one, else the folder itself.
 
     Args:
-        source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
-        split: the split.
+        source: a `Source`, or anything `byol_tf.data.source` takes (then its "train" split).
 
     Returns:
         `"folder <path>"`, `"<name>/<split>"`, or `"the arrays"`.
     """
-    if isinstance(source, (tuple, list, np.ndarray)):
+    src = sources.source(source)
+    if isinstance(src, FolderSource):
+        return f"folder {sources.split_folder(src.name, src.split)}"
+    if isinstance(src, ArraySource) and src.name != "demo":
         return "the arrays"
-    root = _folder_root(source)
-    if root is not None:
-        return f"folder {sources.split_folder(root, split)}"
-    return f"{os.fspath(source)}/{split}"
+    return f"{src.name}/{src.split}"
 
 
-def _folder_root(source):
-    """The path of image folder `source`, or None when `source` is not a folder."""
-    if not isinstance(source, (str, os.PathLike)):
-        return None
-    source = os.fspath(source)
-    if source == "demo" or not sources.is_folder_name(source):
-        return None
-    return os.path.expanduser(source)
+def _folder_root(src):
+    """The folder of a resolved source, or None when it is not a folder."""
+    return src.name if isinstance(src, FolderSource) else None
 
 
-def evaluation_problem(
-    source, train_split, test_split, data_dir=None, manual_dir=None, *, train=None, test=None
-):
+def evaluation_problem(train, test) -> tuple[str, str] | None:
     """What keeps two splits from serving a labelled evaluation (kNN, linear, fine-tuning).
 
     The training split (memory bank, classifier) needs at least 2 classes; the test split
     labels with the same classes; and no image may be in both: scoring a classifier on its
-    own training images (a folder without a `<test_split>` subfolder reads the folder itself;
+    own training images (a folder without a `<test split>` subfolder reads the folder itself;
     an array source has a single split) measures memory, not the representation.
 
     Args:
-        source: "demo", a folder path, an `(x[, y])` tuple of arrays, or a tfds name.
-        train_split: the split the memory bank or classifier is made of.
-        test_split: the split scored.
-        data_dir: tensorflow-datasets data directory.
-        manual_dir: tensorflow-datasets manual download directory.
-        train: the training split as a resolved `Source`, when the caller has it.
-        test: the test split as a resolved `Source`, when the caller has it.
+        train: the split the memory bank or classifier is made of: a `Source`
+            (`byol_tf.data.source(what, split, ...)`), or anything `byol_tf.data.source` takes.
+        test: the split scored, a `Source` of the same data.
 
     Returns:
         None when the splits suit, else `(split, reason)`: `"train"` or `"test"`, the split
         to change, and one line saying why.
     """
-    if train is None:
-        train = sources.resolve_source(source, train_split, data_dir, manual_dir)
-    reason = _too_few_classes(source, train_split, train.info)
+    train, test = sources.source(train), sources.source(test)
+    reason = _too_few_classes(train)
     if reason:
         return "train", reason
-    reason = _missing_subfolder(source, train_split, test_split)
+    reason = _missing_subfolder(train, test)
     if reason:
         return "test", reason
-    if test is None:
-        test = sources.resolve_source(source, test_split, data_dir, manual_dir)
-    reason = _other_classes(source, train_split, test_split, train.info, test.info)
-    reason = reason or _shared_images(source, train_split, test_split, train, test)
+    reason = _other_classes(train, test) or _shared_images(train, test)
     return ("test", reason) if reason else None
 
 
-def _too_few_classes(source, split, info):
+def _too_few_classes(src):
+    info = src.info
     found = info.num_classes or 0
     if found >= 2:
         return None
-    folder = _folder_root(source) is not None
+    folder = _folder_root(src) is not None
     if info.class_names:
         detail = f"found {found} ({', '.join(info.class_names)})"
     elif info.num_classes is not None:
@@ -94,7 +79,7 @@ def _too_few_classes(source, split, info):
     else:
         detail = "it has no labels"
     needs = "at least 2 classes (subfolders)" if folder else "at least 2 classes"
-    return f"{where(source, split)} needs {needs} for a labelled evaluation; {detail}"
+    return f"{where(src)} needs {needs} for a labelled evaluation; {detail}"
 
 
 def _names(names):
@@ -102,35 +87,35 @@ def _names(names):
     return shown + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
 
 
-def _other_classes(source, train_split, test_split, train_info, test_info):
+def _other_classes(train, test):
     """Why the test split's labels do not match the training split's, or None."""
-    if not test_info.num_classes:
-        return f"{where(source, test_split)} has no labels (no class subfolders)"
-    names, other = train_info.class_names, test_info.class_names
+    if not test.info.num_classes:
+        return f"{where(test)} has no labels (no class subfolders)"
+    names, other = train.info.class_names, test.info.class_names
     if names is None or other is None or names == other:
         return None
     return (
-        f"{where(source, test_split)} and {where(source, train_split)} have different class "
+        f"{where(test)} and {where(train)} have different class "
         f"subfolders (only in the training split: {_names([n for n in names if n not in other])}"
         f"; only in the test split: {_names([n for n in other if n not in names])}); labels "
         "follow the sorted subfolder names, so both need the same ones"
     )
 
 
-def _shared_images(source, train_split, test_split, train, test):
+def _shared_images(train, test):
     """Why two resolved splits share images, or None."""
     if isinstance(train, FolderSource):
-        return _shared_files(source, train_split, test_split, train, test)
+        return _shared_files(train, test)
     if isinstance(train, TfdsSource):
         return _shared_examples(train, test)
-    if source == "demo":
-        return f"the demo's {test_split!r} split is both" if train_split == test_split else None
+    if train.name == "demo":
+        return f"the demo's {test.split!r} split is both" if train.split == test.split else None
     return "an array source has a single split, the same images whatever the split's name"
 
 
-def _missing_subfolder(source, train_split, test_split):
+def _missing_subfolder(train, test):
     """Why a folder's test split would not be its own subfolder, or None (also for non-folders)."""
-    root = _folder_root(source)
+    root, train_split, test_split = _folder_root(train), train.split, test.split
     if root is None or test_split == train_split or sources.split_folder(root, test_split) != root:
         return None
     why = f"folder {root} has no {test_split!r} subfolder"
@@ -140,18 +125,15 @@ def _missing_subfolder(source, train_split, test_split):
     return f"{why} (give each split its subfolder: {layout})"
 
 
-def _shared_files(source, train_split, test_split, train, test):
+def _shared_files(train, test):
     common = np.intersect1d(
         [os.path.realpath(p) for p in train.paths], [os.path.realpath(p) for p in test.paths]
     )
     if not len(common):
         return None
-    if train_split == test_split:
-        return f"both splits read {where(source, test_split)}"
-    return (
-        f"{len(common)} images are in both {where(source, train_split)} and "
-        f"{where(source, test_split)}"
-    )
+    if train.split == test.split:
+        return f"both splits read {where(test)}"
+    return f"{len(common)} images are in both {where(train)} and {where(test)}"
 
 
 def _absolute_ranges(src):

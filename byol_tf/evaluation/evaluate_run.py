@@ -7,7 +7,7 @@ checkpoint, one `.keras` file or an export), the labelled splits, the protocol, 
 
 import sys
 
-from byol_tf.data import pipelines, splits
+from byol_tf.data import pipelines, sources, splits
 from byol_tf.evaluation import linear_official
 from byol_tf.evaluation.features import extract_features, subset_by_fraction
 from byol_tf.evaluation.finetune import finetune
@@ -43,92 +43,93 @@ def _load_encoder(f):
     return model.encoder, int(model.image_shape[0]), path, None
 
 
-def _data(f, run_config):
-    """`(dataset, test_split, data_dir, manual_dir)`: the flags', else the run's."""
-    dataset = f.dataset or run_config.get("dataset")
+def _dataset(f, run_config):
+    """`--dataset`, else the run's."""
+    return f.dataset or run_config.get("dataset")
+
+
+def _splits(f, run_config):
+    """`(train, test)`: the two splits as `Source`s, from the flags, else the run's
+    (`--dataset`, its `--data_dir` and `--manual_dir`); None when no dataset is named."""
+    dataset = _dataset(f, run_config)
     if not dataset:
-        raise ValueError(
-            f"No run_config.json in {f.model_dir} to take the dataset from: pass --dataset"
-        )
+        return None
     test_split = f.test_split or run_config.get("eval_split") or "test"
     same = dataset == run_config.get("dataset")
-    manual_dir = run_config.get("manual_dir") if same else None
-    return dataset, test_split, f.data_dir or run_config.get("data_dir"), manual_dir
+    where = {
+        "data_dir": f.data_dir or run_config.get("data_dir"),
+        "manual_dir": (run_config.get("manual_dir") if same else None) or None,
+    }
+    return sources.source(dataset, f.train_split, **where), sources.source(
+        dataset, test_split, **where
+    )
 
 
-def _check_splits(f, run_config):
+def _check_splits(f, run_config, pair):
     """Refuses splits that cannot serve a labelled evaluation (`splits.evaluation_problem`)."""
-    if not (f.dataset or run_config.get("dataset")):
-        return  # `_datasets` says so, once the checkpoint is found
-    dataset, test_split, data_dir, manual_dir = _data(f, run_config)
-    problem = splits.evaluation_problem(dataset, f.train_split, test_split, data_dir, manual_dir)
+    if pair is None:
+        return  # `evaluate` says so, once the checkpoint is found
+    problem = splits.evaluation_problem(*pair)
     if problem is None:
         return
     split, reason = problem
     origin = "" if f.test_split or not run_config.get("eval_split") else ", the run's --eval_split"
     advice = "; name a labelled split disjoint from --train_split with --test_split"
     raise ValueError(
-        f"Cannot evaluate on --dataset={dataset} (--train_split={f.train_split}, "
-        f"--test_split={test_split}{origin}): {reason}{advice if split == 'test' else ''}."
+        f"Cannot evaluate on --dataset={_dataset(f, run_config)} (--train_split={f.train_split}, "
+        f"--test_split={pair[1].split}{origin}): {reason}{advice if split == 'test' else ''}."
     )
 
 
-def _datasets(f, run_config, image_size, metadata):
-    """Train and test `eval_dataset`s and the description of where they come from.
+def _datasets(f, run_config, pair, image_size, metadata):
+    """Train and test `eval_dataset`s, the description of where they come from, and the
+    training split (a `Source`, with the encoder's normalisation).
 
     Test images (and train images for feature protocols) are centre cropped, for
     linear_official in the official order (crop, then resize without antialiasing). Its train
     images are the whole decoded images one by one, the crops' source; fine-tuning's are the
     short-side square at the side the centre crop resizes to (256 px for 224 px views).
     """
-    dataset, test_split, data_dir, manual_dir = _data(f, run_config)
     # The encoder's own normalisation, whatever data it is scored on: the export's, else the
     # run's (the statistics of its training data), as the export of that checkpoint applies.
     stats = metadata or run_config
     if not stats.get("mean"):
         _note(
             f"No {run_folder.RUN_CONFIG} beside the checkpoint to take the encoder's normalisation "
-            f"from: normalising with {dataset}'s statistics."
+            f"from: normalising with {_dataset(f, run_config)}'s statistics."
         )
-    kwargs = {"data_dir": data_dir, "mean": stats.get("mean"), "std": stats.get("std")}
-    if metadata:  # the export's own centre-crop, so features match what it serves
-        kwargs["crop_fraction"] = metadata.get("crop_fraction")
-    if manual_dir:
-        kwargs["manual_dir"] = manual_dir
+    normalised = {"mean": stats.get("mean") or None, "std": stats.get("std") or None}
+    train, test = (sources.source(split, **normalised) for split in pair)
+    # The export's own centre-crop, so features match what it serves.
+    crop = {"crop_fraction": metadata.get("crop_fraction")} if metadata else {}
     crop_stats = {}  # linear_official normalises its crops itself, as the test images
     if f.protocol == "linear_official":
-        train, train_info = pipelines.whole_images(
-            dataset, f.train_split, data_dir=data_dir, manual_dir=manual_dir,
-            mean=kwargs["mean"], std=kwargs["std"],
-        )  # fmt: skip
+        train_data, train_info = pipelines.whole_images(train)
         crop_stats = {"mean": list(train_info.mean), "std": list(train_info.std)}
     elif f.protocol in _CROPPING:
-        fraction = kwargs.get("crop_fraction") or image_ops.default_crop_fraction(image_size)
-        whole = dict(kwargs, crop_fraction=1.0)
+        fraction = crop.get("crop_fraction") or image_ops.default_crop_fraction(image_size)
         side = round(image_size / fraction)
-        train = pipelines.eval_dataset(dataset, f.train_split, f.batch_size, side, **whole)
+        train_data = pipelines.eval_dataset(train, f.batch_size, side, crop_fraction=1.0)
     else:
-        train = pipelines.eval_dataset(dataset, f.train_split, f.batch_size, image_size, **kwargs)
+        train_data = pipelines.eval_dataset(train, f.batch_size, image_size, **crop)
     official = f.protocol == "linear_official"
-    test = pipelines.eval_dataset(
-        dataset, test_split, f.batch_size, image_size, official_crop=official, **kwargs
+    test_data = pipelines.eval_dataset(
+        test, f.batch_size, image_size, official_crop=official, **crop
     )
-    source_info = pipelines.source_info(
-        dataset, f.train_split, kwargs["data_dir"], kwargs.get("manual_dir")
-    )
-    info = {"dataset": dataset, "train_split": f.train_split, "test_split": test_split}
-    return train, test, dict(info, num_classes=source_info.num_classes, **crop_stats)
+    info = {"dataset": _dataset(f, run_config), "train_split": train.split}
+    info.update(test_split=test.split, num_classes=train.info.num_classes, **crop_stats)
+    return train_data, test_data, info, train
 
 
-def _linear_official(f, encoder, train, test, image_size, info, metadata):
+def _linear_official(f, encoder, train, test, image_size, train_split, metadata):
     """linear_official with --linear_preset's budget, unless --epochs / --batch_size are set."""
     preset = linear_official.preset_budget(f.linear_preset, f.linear_selection)
     epochs = f.epochs or preset["epochs"]  # --epochs is None unless set
     explicit_batch = "batch_size" in f.explicit
     batch_size = f.batch_size if explicit_batch else preset["batch_size"] or f.batch_size
     scores = linear_official.linear_eval_official(
-        encoder, train, test, info["num_classes"], image_size=image_size,
-        mean=info["mean"], std=info["std"], selection=f.linear_selection, epochs=epochs,
+        encoder, train, test, train_split, image_size=image_size,
+        selection=f.linear_selection, epochs=epochs,
         batch_size=batch_size, label_fraction=f.label_fraction,
         crop_fraction=(metadata or {}).get("crop_fraction"),
     )  # fmt: skip
@@ -143,9 +144,14 @@ def evaluate(f) -> dict:
         FileNotFoundError: for a missing encoder or data file, naming it.
     """
     run_config = _run_config(f.model_dir)
-    _check_splits(f, run_config)  # before the encoder is loaded: a refusal comes at once
+    pair = _splits(f, run_config)
+    _check_splits(f, run_config, pair)  # before the encoder is loaded: a refusal comes at once
     encoder, image_size, source, metadata = _load_encoder(f)
-    train, test, info = _datasets(f, run_config, image_size, metadata)
+    if pair is None:
+        raise ValueError(
+            f"No run_config.json in {f.model_dir} to take the dataset from: pass --dataset"
+        )
+    train, test, info, train_split = _datasets(f, run_config, pair, image_size, metadata)
     results = {"protocol": f.protocol, "encoder": source, "image_size": image_size, **info}
     if f.protocol == "finetune":
         scores = finetune(
@@ -154,7 +160,8 @@ def evaluate(f) -> dict:
         )  # fmt: skip
         return {**results, **scores}
     if f.protocol == "linear_official":
-        return {**results, **_linear_official(f, encoder, train, test, image_size, info, metadata)}
+        scores = _linear_official(f, encoder, train, test, image_size, train_split, metadata)
+        return {**results, **scores}
     train_x, train_y = extract_features(encoder, train)
     test_x, test_y = extract_features(encoder, test)
     if f.label_fraction < 1:

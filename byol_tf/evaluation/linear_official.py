@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from byol_tf.data.source_kinds import Source, SourceInfo
 from byol_tf.evaluation.features import (
     as_pairs,
     check_fraction,
@@ -37,17 +38,6 @@ LINEAR_PRESETS = {
 }
 # The paper's held-out set: 10,009 ImageNet training images (appendix C.1, Table 10).
 MAX_VALIDATION_EXAMPLES = 10_009
-
-
-def preset_budget(preset, selection="paper"):
-    """`{"epochs", "batch_size"}` of the `LINEAR_PRESETS` budget `preset` under `selection`
-    (`batch_size` None: the caller's)."""
-    _check_choice("preset", preset, tuple(LINEAR_PRESETS))
-    _check_choice("selection", selection, LINEAR_SELECTIONS)
-    budget = LINEAR_PRESETS[preset]
-    return {"epochs": budget["epochs"], "batch_size": budget["batch_size"][selection]}
-
-
 _MOMENTUM = 0.9  # SGD with Nesterov momentum 0.9, no weight decay (paper appendix C.1)
 _CROP_TAG = 3  # seed_pair counter of the training crops
 # The checked settings of a run: the views', the training's and the held-out split's.
@@ -56,7 +46,16 @@ _Options = collections.namedtuple("_Options", "image_size epochs batch_size crop
     "max_validation_examples")  # fmt: skip
 
 
-def learning_rate(step, base_rate, batch_size, total_steps):
+def preset_budget(preset, selection="paper") -> dict:
+    """`{"epochs", "batch_size"}` of the `LINEAR_PRESETS` budget `preset` under `selection`
+    (`batch_size` None: the caller's)."""
+    _check_choice("preset", preset, tuple(LINEAR_PRESETS))
+    _check_choice("selection", selection, LINEAR_SELECTIONS)
+    budget = LINEAR_PRESETS[preset]
+    return {"epochs": budget["epochs"], "batch_size": budget["batch_size"][selection]}
+
+
+def learning_rate(step, base_rate, batch_size, total_steps) -> tf.Tensor:
     """The official schedule: base · batch / 256, cosine decay to 0 over `total_steps`, no
     warm-up (`byol/utils/schedules.py`, `learning_schedule` with warmup_steps=0).
 
@@ -74,8 +73,7 @@ def learning_rate(step, base_rate, batch_size, total_steps):
 
 
 def _check_arguments(encoder, datasets, learning_rates, crop_sampler, selection):
-    """Checks the encoder, the datasets, the rates, the sampler and the selection; returns the
-    rates."""
+    """Checks the encoder, datasets, rates, sampler and selection; returns the rates."""
     if not callable(encoder):
         raise ValueError(f"encoder must be callable. Received: encoder={type(encoder).__name__}")
     for name, value in zip(("train_dataset", "test_dataset"), datasets, strict=True):
@@ -98,6 +96,16 @@ def _check_arguments(encoder, datasets, learning_rates, crop_sampler, selection)
         )
     _check_choice("crop_sampler", crop_sampler, CROP_SAMPLERS)
     return tuple(float(r) for r in rates)
+
+
+def _split_info(info):
+    """`(num_classes, mean, std)` of `linear_eval_official`'s `info`."""
+    if info is None:
+        return None, image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD
+    info = info.info if isinstance(info, Source) else info
+    if not isinstance(info, SourceInfo):
+        raise ValueError(f"info must be a SourceInfo or Source. Received: {type(info).__name__}")
+    return info.num_classes, info.mean, info.std
 
 
 def _check_choice(name, value, choices):
@@ -167,10 +175,8 @@ def _train_heads(encoder, examples, count, base_rates, num_classes, dim, options
     the tape, with BatchNorm in inference mode). SGD with Nesterov momentum 0.9 in optax's
     formulation (the official code's optimiser), the official rate schedule (`learning_rate`),
     no weight decay; the kernel starts from N(0, 1/D) truncated at two standard deviations
-    (Haiku's `Linear` default, the official classifier), the bias from 0.
-
-    Returns:
-        `(kernel float32 [D, G·C], bias float32 [G·C])`.
+    (Haiku's `Linear` default, the official classifier), the bias from 0. Returns
+    `(kernel float32 [D, G·C], bias float32 [G·C])`.
     """
     batch = min(options.batch_size, count)
     options = options._replace(batch_size=batch)
@@ -233,11 +239,9 @@ def linear_eval_official(
     encoder,
     train_dataset,
     test_dataset,
-    num_classes=None,
+    info=None,
     *,
     image_size=None,
-    mean=image_ops.IMAGENET_MEAN,
-    std=image_ops.IMAGENET_STD,
     selection="paper",
     learning_rates=None,
     epochs=10,
@@ -249,7 +253,7 @@ def linear_eval_official(
     crop_sampler="clamped",
     shuffle_buffer=10_000,
     seed=0,
-):
+) -> dict:
     """The paper's linear evaluation protocol (Grill et al. 2020, appendix C.1).
 
     The encoder is frozen (called in inference mode, so BatchNorm uses its moving statistics;
@@ -258,8 +262,7 @@ def linear_eval_official(
     `_decode_and_random_crop`: per image and step, a random-resized crop (area U[0.08, 1] of
     the image, aspect log-U[3/4, 4/3], one draw clamped to the image), resized bicubic without
     antialiasing to `image_size`, clipped to [0, 1], flipped with probability 1/2 and
-    normalised; SGD, Nesterov momentum 0.9, no weight decay, the rate base · batch / 256 with
-    a cosine decay to 0 (`learning_rate`).
+    normalised; SGD, Nesterov momentum 0.9, no weight decay, `learning_rate`'s schedule.
 
     `selection="paper"`: a seeded, class-balanced held-out part of the training examples
     (`validation_fraction` of them, at most `max_validation_examples`: the paper's 10,009 on
@@ -267,21 +270,20 @@ def linear_eval_official(
     the rest and scored on it; the one with the best held-out top-1 (the first on ties) is
     scored on `test_dataset`, without training again. `selection="official"`: one classifier
     at the one rate (default 0.2) on all the training examples (the official code's run).
-    Held-out images are centre cropped as `eval_crops.official_center_crop`. Nothing is cached:
-    every step runs the encoder on fresh views.
+    Held-out images are centre cropped (`eval_crops.official_center_crop`). Nothing is cached.
 
     Args:
         encoder: a `keras.Model` mapping normalised images to `[B, D]` features, or any such
             callable (e.g. the function `byol_tf.serving.export.load_exported` returns).
         train_dataset: `tf.data.Dataset` of `(image, label)` or {"image", "label"} in a fixed
             order: whole images, not normalised (uint8 in [0, 255] or float in [0, 1]), one by
-            one ([H, W, C], sizes may vary, e.g. `byol_tf.data.pipelines.whole_images`) or in batches.
+            one ([H, W, C], sizes may vary: `byol_tf.data.whole_images`) or in batches.
         test_dataset: batched `tf.data.Dataset` of `(images, labels)` prepared for evaluation
-            (e.g. `byol_tf.data.pipelines.eval_dataset(..., official_crop=True)`).
-        num_classes: number of classes; default the largest label + 1.
+            (`byol_tf.data.eval_dataset(..., official_crop=True)`).
+        info: the training split's `byol_tf.data.SourceInfo` (`whole_images` returns it) or
+            `Source`: its `mean` and `std` normalise the views (the test images' own), its
+            `num_classes` (None: the largest label + 1) is the classifiers'. Default: ImageNet's.
         image_size: side of the views; default the encoder's input side.
-        mean: normalisation mean of the views (the test images' own).
-        std: normalisation std of the views.
         selection: "paper" or "official" (above).
         learning_rates: base rates per 256 images; default `LINEAR_OFFICIAL_LEARNING_RATES`
             (the paper's 0.4, 0.3, 0.2, 0.1, 0.05, for "paper"), `(OFFICIAL_LEARNING_RATE,)`
@@ -296,8 +298,7 @@ def linear_eval_official(
         crop_sampler: "clamped" (the official code's one draw clamped to the image) or
             "rejection" (see `byol_tf.views.image_ops.sample_crop_boxes`).
         shuffle_buffer: shuffle buffer of the training examples (a full shuffle up to it).
-        seed: seed of the subsets, the initialisation, the shuffling and the crops; the same
-            seed and data give the same result.
+        seed: seed of the subsets, the initialisation, the shuffling and the crops.
 
     Returns:
         {"protocol", "selection", "top1", "top5" (test), "learning_rate" (the base rate
@@ -313,6 +314,7 @@ def linear_eval_official(
     rates = _check_arguments(
         encoder, (train_dataset, test_dataset), learning_rates, crop_sampler, selection
     )
+    num_classes, mean, std = _split_info(info)
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("shuffle_buffer", shuffle_buffer),
                         ("max_validation_examples", max_validation_examples)):  # fmt: skip

@@ -40,16 +40,16 @@ class KNNPlan:
     protocol: str
     labels_per_class: int = 0
 
-    def datasets(self, image_size):
+    def datasets(self, image_size) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         """The memory bank's and the queries' `(image, label)` batches."""
         memory = pipelines.eval_dataset(
-            self.memory, None, FEATURE_BATCH_SIZE, image_size, max_examples=self.bank_size
+            self.memory, FEATURE_BATCH_SIZE, image_size, max_examples=self.bank_size
         )
-        return memory, pipelines.eval_dataset(self.queries, None, FEATURE_BATCH_SIZE, image_size)
+        return memory, pipelines.eval_dataset(self.queries, FEATURE_BATCH_SIZE, image_size)
 
-    def monitor(self, image_size):
-        """A `byol_tf.training.callbacks.KNNMonitor` on this plan's splits (a `FewLabelKNNMonitor` with
-        `labels_per_class`)."""
+    def monitor(self, image_size) -> KNNMonitor:
+        """A `byol_tf.training.callbacks.KNNMonitor` on this plan's splits (a
+        `FewLabelKNNMonitor` with `labels_per_class`)."""
         datasets = self.datasets(image_size)
         if self.labels_per_class:
             return FewLabelKNNMonitor(
@@ -58,7 +58,7 @@ class KNNPlan:
         return KNNMonitor(*datasets, self.every_epochs, self.k)
 
 
-def few_label_indices(labels, per_class, seed):
+def few_label_indices(labels, per_class, seed) -> np.ndarray:
     """Indices of a seeded class-balanced draw: `per_class` examples of every class (all of a
     class that has fewer), sorted.
 
@@ -98,7 +98,7 @@ class FewLabelKNNMonitor(KNNMonitor):
         super().__init__(*args, **kwargs)
         self.labels_per_class, self.draws = labels_per_class, draws
 
-    def evaluate(self, encoder=None):
+    def evaluate(self, encoder=None) -> float:
         """Mean kNN top-1 of `encoder` (default: the current online encoder) over the draws."""
         from byol_tf import evaluation
 
@@ -117,13 +117,13 @@ class FewLabelKNNMonitor(KNNMonitor):
         return float(np.mean(scores))
 
 
-def bank_size(max_examples):
+def bank_size(max_examples) -> int:
     """Train images in the kNN memory bank: `max_examples` rounded down to whole feature
     batches (`FEATURE_BATCH_SIZE`, at least one)."""
     return max(max_examples // FEATURE_BATCH_SIZE, 1) * FEATURE_BATCH_SIZE
 
 
-def knn_plan(cfg, source, log):
+def knn_plan(cfg, source, log) -> KNNPlan | None:
     """The run's `KNNPlan`, or None when the monitor does not run.
 
     It runs when asked for (`--knn_every_epochs` and `--eval_split`) and the two splits suit a
@@ -141,9 +141,10 @@ def knn_plan(cfg, source, log):
     """
     if not (cfg.eval_split and cfg.knn_every_epochs):
         return None
-    queries = sources.resolve_source(cfg.dataset, cfg.eval_split, cfg.data_dir, cfg.manual_dir)
-    args = (cfg.dataset, cfg.train_split, cfg.eval_split, cfg.data_dir, cfg.manual_dir)
-    problem = splits.evaluation_problem(*args, train=source, test=queries)
+    queries = sources.source(
+        cfg.dataset, cfg.eval_split, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir
+    )
+    problem = splits.evaluation_problem(source, queries)
     if problem is not None:
         return _refuse_or_note(cfg, problem, log)
     bank, num_examples = bank_size(cfg.knn_max_examples), source.info.num_examples
@@ -157,7 +158,7 @@ def knn_plan(cfg, source, log):
         bank_size=bank,
         k=k,
         every_epochs=cfg.knn_every_epochs,
-        protocol=_protocol(cfg, k, bank, num_examples),
+        protocol=_protocol(cfg, k, bank, source, queries),
         labels_per_class=cfg.knn_labels_per_class,
     )
 
@@ -182,8 +183,9 @@ def _clamped_k(k, bank, log):
     return bank
 
 
-def _protocol(cfg, k, bank, num_examples):
+def _protocol(cfg, k, bank, memory, queries):
     """The protocol, the memory bank and the queries in words."""
+    num_examples = memory.info.num_examples
     if bank >= num_examples:
         sampled = f"all {num_examples} images of"
     else:
@@ -195,25 +197,24 @@ def _protocol(cfg, k, bank, num_examples):
         )
     return (
         f"kNN k={k}, cosine, exp(sim/{KNN_TEMPERATURE}) vote; "
-        f"memory: {sampled} {splits.where(cfg.dataset, cfg.train_split)}, "
-        f"queries: {splits.where(cfg.dataset, cfg.eval_split)}"
+        f"memory: {sampled} {splits.where(memory)}, queries: {splits.where(queries)}"
     )
 
 
-def raw_pixels(images):
+def raw_pixels(images) -> tf.Tensor:
     """The baseline "encoder" that costs nothing: the images as the encoder receives them
     (normalised), flattened to one vector each."""
     return tf.reshape(tf.cast(images, tf.float32), (tf.shape(images)[0], -1))
 
 
-def unit_pixels(images, mean, std):
+def unit_pixels(images, mean, std) -> tf.Tensor:
     """The raw-pixel baseline before normalisation: the pixels in [0, 1], flattened."""
     scale, shift = tf.constant(std, tf.float32), tf.constant(mean, tf.float32)
     unit = tf.cast(images, tf.float32) * scale + shift
     return tf.reshape(unit, (tf.shape(images)[0], -1))
 
 
-def baseline_scores(score, mean, std, random_encoder=None):
+def baseline_scores(score, mean, std, random_encoder=None) -> dict:
     """The scores of the encoders that cost nothing, under the protocol `score` implements.
 
     Args:

@@ -79,7 +79,9 @@ def make_plan(cfg, strategy, log):
     """
     _check_replicas(cfg, strategy)
     check_head_memory(cfg)
-    source = sources.resolve_source(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.manual_dir)
+    source = sources.source(
+        cfg.dataset, cfg.train_split, data_dir=cfg.data_dir, manual_dir=cfg.manual_dir
+    )
     num_examples = source.info.num_examples
     if num_examples is not None and cfg.batch_size > num_examples:  # else no batch, ever
         raise ValueError(
