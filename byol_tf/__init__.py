@@ -18,6 +18,7 @@ docs/layout.md says what each module holds.
 """
 
 import importlib
+import importlib.util
 import warnings
 
 __version__ = "0.2.0"
@@ -74,6 +75,20 @@ _MOVED = {
     "splits": "data.splits",
     "view_presets": "settings.view_presets",
 }
+
+
+def submodules_on_first_use(package: str):
+    """A module `__getattr__` for `package` (a floor) that imports its module `name` on first
+    use, so that `byol_tf.core.networks.resnet` works after `import byol_tf` alone, as the names
+    in the README do; an unknown name is an `AttributeError`."""
+
+    def __getattr__(name: str):  # noqa: N807  (the module attribute hook's own name)
+        full = f"{package}.{name}"
+        if name.startswith("__") or importlib.util.find_spec(full) is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return importlib.import_module(full)
+
+    return __getattr__
 
 
 def __getattr__(name: str):

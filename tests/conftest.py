@@ -27,6 +27,23 @@ try:
 except RuntimeError:  # devices already initialised by an earlier import
     pass
 
+# Marked tests a bare `pytest` leaves out: they run only when `-m` names them
+# (`pytest -m slow`, `pytest -m parity`, or scripts/test.sh --slow / --parity).
+OFF_BY_DEFAULT = ("slow", "parity")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without `-m`, deselects the tests marked `slow` or `parity` (the default suite)."""
+    if config.option.markexpr:
+        return
+    kept, dropped = [], []
+    for item in items:
+        off = any(item.get_closest_marker(name) for name in OFF_BY_DEFAULT)
+        (dropped if off else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
 
 @pytest.fixture
 def views():

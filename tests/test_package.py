@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import import_graph
+import pytest
 
 import byol_tf
 
@@ -157,3 +158,32 @@ def test_no_module_over_400_lines_and_no_function_over_60_lines_of_code():
     with open(os.path.join(PACKAGE, "training", "train_run.py")) as handle:
         assert len(handle.read().splitlines()) <= 300
     assert not too_long, too_long
+
+
+@pytest.mark.parametrize(
+    "marker_args, slow_collected",
+    [((), False), (("-m", "slow"), True), (("-m", "not slow"), False)],
+)
+def test_a_bare_pytest_leaves_the_slow_tests_out(marker_args, slow_collected):
+    """conftest.py deselects `slow` and `parity` tests unless `-m` names a selection."""
+    tests = os.path.join(os.path.dirname(PACKAGE), "tests")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         *marker_args, os.path.join(tests, "test_bench_harness.py")],
+        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(PACKAGE),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    collected = [line for line in result.stdout.splitlines() if "::" in line]
+    assert collected or not slow_collected, result.stdout + result.stderr
+    slow = {"test_bench_harness.py::" + name for name in _slow_tests("test_bench_harness.py")}
+    assert slow, "the file has slow tests"
+    assert bool(slow & {line.split("tests/")[-1] for line in collected}) == slow_collected
+
+
+def _slow_tests(file_name):
+    tree = ast.parse(open(os.path.join(os.path.dirname(PACKAGE), "tests", file_name)).read())
+    return [
+        node.name for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("slow" in ast.unparse(d) for d in node.decorator_list)
+    ]  # fmt: skip

@@ -6,3 +6,7 @@ handle Ctrl-C from the first line (`programs`), the shared absl entry point and 
 The top floor: may import everything; nothing in byol_tf imports it. This file imports nothing,
 so that `byol_tf.cli.programs` starts with only the standard library loaded.
 """
+
+from byol_tf import submodules_on_first_use
+
+__getattr__ = submodules_on_first_use(__name__)

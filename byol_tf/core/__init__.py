@@ -5,3 +5,7 @@ structure of a training batch, the LARS and AdamW optimisers and the learning-ra
 May import `byol_tf.settings` and `byol_tf.views` (the train step draws its views on the
 accelerator); knows nothing of files, data sources or programs.
 """
+
+from byol_tf import submodules_on_first_use
+
+__getattr__ = submodules_on_first_use(__name__)

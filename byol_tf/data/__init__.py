@@ -6,6 +6,7 @@ tf.data pipelines (`pretrain_dataset`, `eval_dataset`).
 May import `byol_tf.settings`, `byol_tf.views` and `byol_tf.core` (the batch structure).
 """
 
+from byol_tf import submodules_on_first_use
 from byol_tf.data.pipelines import (
     eval_dataset,
     pretrain_dataset,
@@ -28,3 +29,5 @@ __all__ = [
     "train_step_augmentation",
     "whole_images",
 ]
+
+__getattr__ = submodules_on_first_use(__name__)

@@ -6,6 +6,7 @@ May import `settings`, `views`, `core`, `data`, `runs` and `serving` (the encode
 comes from a run's checkpoint or an export).
 """
 
+from byol_tf import submodules_on_first_use
 from byol_tf.evaluation.features import extract_features, subset_by_fraction
 from byol_tf.evaluation.finetune import finetune
 from byol_tf.evaluation.knn import knn_classify
@@ -26,3 +27,5 @@ __all__ = [
     "linear_eval_official",
     "subset_by_fraction",
 ]
+
+__getattr__ = submodules_on_first_use(__name__)

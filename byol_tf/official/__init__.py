@@ -6,6 +6,9 @@ run (`importer`).
 May import every floor below it: `settings`, `views`, `core`, `data`, `runs`, `serving`.
 """
 
+from byol_tf import submodules_on_first_use
 from byol_tf.official.importer import import_checkpoint, initialize_from
 
 __all__ = ["import_checkpoint", "initialize_from"]
+
+__getattr__ = submodules_on_first_use(__name__)

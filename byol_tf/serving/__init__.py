@@ -5,6 +5,9 @@ May import `byol_tf.settings`, `byol_tf.views` (the serving crops), `byol_tf.cor
 `byol_tf.runs` (the checkpoint an export is made from).
 """
 
+from byol_tf import submodules_on_first_use
 from byol_tf.serving.export import export_checkpoint, export_encoder, load_exported
 
 __all__ = ["export_checkpoint", "export_encoder", "load_exported"]
+
+__getattr__ = submodules_on_first_use(__name__)

@@ -6,6 +6,7 @@ The ground floor: nothing here imports TensorFlow or any other part of byol_tf, 
 can read and check their flags before TensorFlow loads.
 """
 
+from byol_tf import submodules_on_first_use
 from byol_tf.settings.program_configs import EvalConfig, ExportConfig, ImportConfig
 from byol_tf.settings.train_config import TrainConfig
 from byol_tf.settings.view_presets import PRESETS, ViewConfig, view_configs
@@ -19,3 +20,5 @@ __all__ = [
     "ViewConfig",
     "view_configs",
 ]
+
+__getattr__ = submodules_on_first_use(__name__)

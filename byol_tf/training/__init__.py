@@ -6,6 +6,9 @@ May import every floor below it: `settings`, `views`, `core`, `data`, `runs`, `s
 `evaluation`, `official`.
 """
 
+from byol_tf import submodules_on_first_use
 from byol_tf.training.train_run import TrainingError, train
 
 __all__ = ["TrainingError", "train"]
+
+__getattr__ = submodules_on_first_use(__name__)

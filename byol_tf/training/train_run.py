@@ -62,7 +62,7 @@ def _callbacks(plan, model, target_ema, sample, log, out_dir):
         "signal": GracefulStop(saver),
     }
     knn = plan.knn.monitor(cfg.image_size) if plan.knn else None
-    if CROPS in sample:  # --augment_on=device: the views the train step will draw
+    if cfg.augment_on == "device":  # the plan's choice: the views the train step will draw
         view1, view2 = model.augmentation(sample[CROPS], sample[SEEDS])
         sample = {VIEW1: view1, VIEW2: view2}
     views = (sample[VIEW1].numpy(), sample[VIEW2].numpy(), plan.info.mean, plan.info.std)

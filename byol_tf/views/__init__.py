@@ -5,3 +5,7 @@ of serving (`eval_crops`).
 
 May import `byol_tf.settings` only.
 """
+
+from byol_tf import submodules_on_first_use
+
+__getattr__ = submodules_on_first_use(__name__)
