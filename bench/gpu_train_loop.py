@@ -2,12 +2,13 @@
 device augmentation, images/s and GPU utilisation.
 
 What it measures: images/s of byol_tf's complete pretraining loop, as train.py runs it — the
-`byol_tf.data.pipelines.pretrain_dataset` pipeline reading JPEG files and `BYOL.fit` train steps with the
+`byol_tf.data.pretrain_dataset` pipeline reading JPEG files and `BYOL.fit` train steps with the
 `TargetEMA` callback — once with `augment_on="host"` (the host decodes, crops and augments; the
 step gets the views) and once with `augment_on="device"` (the host decodes and crops; the
-compiled train step draws the views with `byol_tf.data.pipelines.train_step_augmentation`). An image counts once
-for its two views. The model is the paper's: ResNet-50 (`--encoder_depth`) at 224 px
-(`--image_size`), heads 4096 → 256, the official 300-epoch preset of `byol_tf.training.recipes.paper`
+compiled train step draws the views with `byol_tf.data.train_step_augmentation`). An image
+counts once for its two views. The model is the paper's: ResNet-50 (`--encoder_depth`) at 224 px
+(`--image_size`), heads 4096 → 256, the official 300-epoch preset of
+`byol_tf.training.recipes.paper`
 (LARS, zero-initialised residual γ, bias-free head outputs, the clamped crop sampler), the
 train step compiled with XLA (`jit_compile=True`, `steps_per_execution=1`) under the Keras
 policy "mixed_float16" when a GPU is visible (`--mixed_precision`, `--policy`; float32 on a
@@ -45,7 +46,7 @@ GPU run is recorded; bench/README.md). Each mode is stopped after `--mode_timeou
     python bench/gpu_train_loop.py --encoder_depth 18 --image_size 32 \\
         --batch_size 4 --num_images 16 --warmup_steps 1 --steps 2   # CPU smoke run
 
-The folder is `root/<class>/*.jpg` or flat (see `byol_tf.data.pipelines`). The benchmark's own process
+The folder is `root/<class>/*.jpg` or flat (see `byol_tf.data`). The benchmark's own process
 never imports TensorFlow; the JPEGs are written by another with the GPUs hidden.
 """
 

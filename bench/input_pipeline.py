@@ -39,7 +39,7 @@ ResNet-50 run, at the 1-thread rates of the two byol_tf contenders.
     python bench/input_pipeline.py --folder ~/imagenette2/train --rounds 5 --json_out out.json
     python bench/input_pipeline.py --num_images 16 --batches 1 --batch_size 4 --rounds 1  # smoke
 
-The folder is `root/<class>/*.jpg` or flat (see `byol_tf.data.pipelines`). Without `--folder`, random
+The folder is `root/<class>/*.jpg` or flat (see `byol_tf.data`). Without `--folder`, random
 natural-looking JPEGs (bench/jpegs.py; about the size of Imagenette's full-size images) are
 written to a temporary folder. torchvision comes from `.venv-bench` (bench/setup_env.sh); its
 process never imports TensorFlow (bench/README.md).
@@ -66,7 +66,7 @@ GOALS = {"tf_device_host_part": 6.0, "tf_host": 2.0}
 # A batch taken from a filled buffer comes back in under a millisecond; one that is waited for
 # was still being made, so the buffers were empty (see `_drain`).
 DRAINED_WAIT_S, MAX_DRAIN_BATCHES = 0.005, 64
-# ImageNet statistics (byol_tf.views.image_ops.IMAGENET_MEAN / _STD), which byol_tf uses for folders.
+# ImageNet statistics (byol_tf.views.image_ops.IMAGENET_MEAN / _STD), used for folders.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

@@ -32,7 +32,7 @@ def write_images(folder, count, seed=0):
 
 
 def image_paths(root):
-    """The files `byol_tf.data.pipelines` reads from folder `root`: `root/train` when it exists, then its
+    """The files `byol_tf.data` reads from folder `root`: `root/train` when it exists, then its
     images, or else those of its subfolders (one per class), sorted."""
     if os.path.isdir(os.path.join(root, "train")):
         root = os.path.join(root, "train")

@@ -21,7 +21,7 @@ VARIANTS = {
     "xla-keras-bn": (True, True),
     "graph-keras-bn": (False, True),
 }
-# A BatchNorm layer's name scope in byol_tf.core.networks: stem_bn, stage1_block1_bn2, hidden_bn, ...
+# A BatchNorm layer's name scope (byol_tf.core.networks): stem_bn, stage1_block1_bn2, hidden_bn
 _BN_SCOPE = re.compile(r"(^|/)\w*_bn\d*(_\d+)?/")
 _HLO_COMPUTATION = re.compile(r"(?:ENTRY )?%([\w.\-]+) \(.*\{\s*$")
 _HLO_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = ")

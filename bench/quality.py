@@ -64,7 +64,7 @@ def _run_flags(parser):
 def _byol_tf_flags(parser):
     parser.add_argument(
         "--tf_recipe", default="auto", choices=["auto", "paper", "small_data", "short"],
-        help="byol_tf recipe (byol_tf.training.recipes): 'auto' chooses by budget, as train.py does",
+        help="byol_tf recipe (byol_tf.training.recipes): 'auto' chooses by budget, as train.py",
     )  # fmt: skip
     parser.add_argument(
         "--tf_override", action="append", default=[], metavar="NAME=VALUE",

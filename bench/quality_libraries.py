@@ -116,8 +116,8 @@ def _knn_monitor(monitor):
 def pretrain_byol_tf(data, args, monitor=None):
     """byol_tf's BYOL model, its per-image "small" augmentation and the recipe for the budget.
 
-    The recipe is `byol_tf.training.recipes.select(--tf_recipe)` for this run's steps and images (what
-    train.py would choose), with `--tf_override` applied; it also decides the paper-parity
+    The recipe is `byol_tf.training.recipes.select(--tf_recipe)` for this run's steps and images
+    (what train.py would choose), with `--tf_override` applied; it also decides the paper-parity
     choices (zero-initialised residual γ, bias-free head outputs, crop sampler).
 
     Args:
@@ -136,8 +136,10 @@ def pretrain_byol_tf(data, args, monitor=None):
     steps = len(data.train_x) // args.batch_size
     total = steps * args.epochs
     recipe = args.recipe
-    encoder = byol_tf.core.networks.resnet(18, width_multiplier=args.width_multiplier, cifar_stem=True,
-                                      zero_init_residual=recipe.zero_init_residual)  # fmt: skip
+    encoder = byol_tf.core.networks.resnet(
+        18, width_multiplier=args.width_multiplier, cifar_stem=True,
+        zero_init_residual=recipe.zero_init_residual,
+    )  # fmt: skip
     model = byol_tf.BYOL(encoder, projection_dim=256, hidden_dim=4096, image_shape=(32, 32, 3),
                          joint_views=args.tf_joint_views,
                          head_output_bias=recipe.head_output_bias)  # fmt: skip

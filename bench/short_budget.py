@@ -3,7 +3,8 @@
 One run = one setting: pretrain on the demo set (Fashion-MNIST subset shipped in the package)
 for a few epochs, score kNN (k = 200, cosine, exp(sim/0.1) votes; docs/algorithm.md §6) after
 every `--knn_every` epochs, and print one JSON line with the trajectory, the baselines under the
-same protocol (`byol_tf.training.monitoring.baseline_scores`: `raw_pixels`, the pixels normalised as the
+same protocol (`byol_tf.training.monitoring.baseline_scores`: `raw_pixels`, the pixels normalised as
+the
 encoder sees them; `raw_pixels_unit`, the pixels in [0, 1]; `random_init`) and the pretraining
 wall time; the same, with the machine it ran on, is written to bench/results/ (`--json_out`).
 Pin each run to `--threads` threads to run several side by side.

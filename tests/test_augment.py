@@ -1,4 +1,5 @@
-"""Tests for byol_tf.views.augment and image_ops: per-image randomness, seeding, probabilities, crops."""
+"""Tests for byol_tf.views.augment and image_ops: per-image randomness, seeds, probabilities,
+crops."""
 
 import math
 

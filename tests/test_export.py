@@ -1,4 +1,5 @@
-"""Tests of byol_tf.serving.export: SavedModel signatures, TF Serving layout and requests, the CLI."""
+"""Tests of byol_tf.serving.export: SavedModel signatures, TF Serving layout and requests, the
+CLI."""
 
 import os
 import subprocess

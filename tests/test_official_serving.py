@@ -173,7 +173,7 @@ def own(tmp_path_factory):
 def test_own_exports_keep_byol_tf_evaluation_crop_by_default(own):
     _, metadata = export.load_exported(own["default"])
     assert metadata["preprocessing"] == export.RESIZE_CENTER_CROP == "resize_center_crop"
-    # ... which is byol_tf.data.pipelines.eval_dataset's default: the antialiased short-side resize, then
+    # ... which is byol_tf.data.eval_dataset's default: the antialiased short-side resize, then
     # the centre square (the existing contract of tests/test_export.py).
     pixels, _ = jpeg_cases(count=1)[0]
     scale = SIZE / (224 / 256) / min(pixels.shape[1:3])

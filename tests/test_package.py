@@ -41,7 +41,10 @@ def test_every_module_lives_on_a_floor_whose_docstring_says_what_it_owns_and_may
 
 
 def test_import_byol_tf_then_attribute_access_works_in_a_fresh_process():
-    code = "import byol_tf; byol_tf.data.pipelines, byol_tf.views.augment, byol_tf.evaluation, byol_tf.serving.export"
+    code = (
+        "import byol_tf; byol_tf.data.pipelines, byol_tf.views.augment, byol_tf.evaluation, "
+        "byol_tf.serving.export"
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300

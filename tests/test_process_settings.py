@@ -1,4 +1,5 @@
-"""A run sets the process's seeds, op determinism and mixed-precision policy, and gives them back."""
+"""A run sets the process's seeds, op determinism and mixed-precision policy, and gives them
+back."""
 
 import random
 

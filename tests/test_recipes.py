@@ -173,7 +173,9 @@ def test_train_builds_the_paper_networks_from_the_recipe(tmp_path, recipe, last_
 
 def test_recipe_line_names_the_choice_and_the_overrides():
     cfg = train_config.TrainConfig(learning_rate=2e-3)
-    resolved, recipe = recipes.resolve_recipe(cfg, total_steps=1116, steps_per_epoch=93, num_examples=6000)
+    resolved, recipe = recipes.resolve_recipe(
+        cfg, total_steps=1116, steps_per_epoch=93, num_examples=6000
+    )
     line = run_plan.recipe_line(resolved, recipe, 1116, 6000)
     assert line.startswith("Recipe (--recipe=auto, 1,116 steps, 6,000 images): short (")
     assert line.endswith("overridden by --learning_rate=0.002.")

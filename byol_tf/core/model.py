@@ -191,7 +191,7 @@ class BYOL(keras.Model):
         """`keras.Model.fit`; builds the model from `x`'s image shape first if needed.
 
         A `tf.data.Dataset` is not shuffled by `fit` (Keras ignores `shuffle` for datasets and
-        warns when it is left at its default); `byol_tf.data.pipelines` pipelines shuffle themselves.
+        warns when it is left at its default); `byol_tf.data`'s pipelines shuffle themselves.
         Without a `TargetEMA` among the callbacks the target network never moves: the first
         such `fit` of a model raises a `UserWarning` (as Keras warns, through Python's
         `warnings`); silence it with `warnings.filterwarnings` when you call `update_target`

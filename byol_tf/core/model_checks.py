@@ -112,7 +112,7 @@ def warn_if_raw_pixels(data, stacklevel=2):
     warnings.warn(
         "BYOL.fit: the views look like [0, 255] pixels (uint8, or floats far above any "
         "normalised pixel); BYOL trains on views of [0, 1] pixels normalised with a mean and "
-        "std, as byol_tf.data.pipelines.pretrain_dataset makes them. Divide by 255 and normalise them, "
+        "std, as byol_tf.data.pretrain_dataset makes them. Divide by 255 and normalise them, "
         "or use pretrain_dataset.",
         UserWarning,
         stacklevel=stacklevel,

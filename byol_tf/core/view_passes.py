@@ -37,7 +37,7 @@ def views_of(data, augmentation):
     if augmentation is None:
         raise ValueError(
             "The batches hold crops (pretrain_dataset(augment_on='device')) but this BYOL "
-            "model has no augmentation: pass augmentation=byol_tf.data.pipelines.train_step_augmentation"
+            "model has no augmentation: pass augmentation=byol_tf.data.train_step_augmentation"
             "(...) to BYOL(...), with the pretrain_dataset's source, image_size and options."
         )
     view1, view2 = augmentation(crops[CROPS], crops[SEEDS])
@@ -60,7 +60,7 @@ def grouped(grouped_views, nets):
     if grouped_views and not all(networks.supports_batch_groups(n) for n in nets):
         raise ValueError(
             "grouped_views=True needs every BatchNorm layer to be a "
-            "byol_tf.core.networks.GroupedBatchNormalization (the networks of byol_tf.core.networks "
+            "byol_tf.core.networks.GroupedBatchNormalization (byol_tf.core.networks' networks "
             "are); this encoder has plain BatchNormalization layers. Use "
             "grouped_views='auto' or False."
         )

@@ -2,7 +2,8 @@
 
 `make_plan` resolves the data source, the steps, the recipe, the kNN monitor, the checkpoint
 to resume from and where the augmentation runs, prints what it chose, and returns a frozen
-`RunPlan`; `byol_tf.training.train_run` then builds the model and the input stream from the plan alone.
+`RunPlan`; `byol_tf.training.train_run` then builds the model and the input stream from the
+plan alone.
 """
 
 import dataclasses
