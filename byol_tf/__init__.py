@@ -20,6 +20,9 @@ docs/layout.md says what each module holds.
 import importlib
 import importlib.util
 import warnings
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 __version__ = "0.2.0"
 
@@ -77,12 +80,12 @@ _MOVED = {
 }
 
 
-def submodules_on_first_use(package: str):
+def submodules_on_first_use(package: str) -> Callable[[str], ModuleType]:
     """A module `__getattr__` for `package` (a floor) that imports its module `name` on first
     use, so that `byol_tf.core.networks.resnet` works after `import byol_tf` alone, as the names
     in the README do; an unknown name is an `AttributeError`."""
 
-    def __getattr__(name: str):  # noqa: N807  (the module attribute hook's own name)
+    def __getattr__(name: str) -> ModuleType:  # noqa: N807  (the module attribute hook's own name)
         full = f"{package}.{name}"
         if name.startswith("__") or importlib.util.find_spec(full) is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
@@ -91,7 +94,7 @@ def submodules_on_first_use(package: str):
     return __getattr__
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in FLOORS:
         return importlib.import_module(f"byol_tf.{name}")
     if name in _NAMES:

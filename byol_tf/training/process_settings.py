@@ -4,6 +4,7 @@ found it."""
 
 import contextlib
 import random
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -13,9 +14,11 @@ import tensorflow as tf
 # public API has neither; tests/test_training.py checks both are there).
 from tensorflow.python.framework import config as tf_framework_config
 
+from byol_tf.settings.train_config import TrainConfig
+
 
 @contextlib.contextmanager
-def process_settings(cfg):
+def process_settings(cfg: TrainConfig) -> Iterator[None]:
     """Sets the run's seed (Python, NumPy, TensorFlow, Keras), op determinism and mixed-precision
     policy for the `with` block, and gives the process its own back on the way out, so that a
     `train` call from Python leaves the caller's random state, determinism and policy as they

@@ -24,6 +24,7 @@ from byol_tf.runs.run_folder import (
     write_run_config,
     write_summary,
 )
+from byol_tf.settings.train_config import TrainConfig
 from byol_tf.training import monitoring, run_plan
 from byol_tf.training.callbacks import (
     Checkpointer,
@@ -126,7 +127,7 @@ def _stop(model):
     return stop
 
 
-def train(cfg, log=print, flags_text=None):
+def train(cfg: TrainConfig, log=print, flags_text=None) -> dict:
     """Runs (or resumes) BYOL pretraining as configured; returns the run's summary dict.
 
     Args:
