@@ -190,3 +190,32 @@ def _slow_tests(file_name):
         if isinstance(node, ast.FunctionDef)
         and any("slow" in ast.unparse(d) for d in node.decorator_list)
     ]  # fmt: skip
+
+
+def _unannotated(tree, path):
+    """`path:line name` of each public function or method in `tree` without a return
+    annotation (nested functions are not API; methods of private classes are not either)."""
+    found = []
+
+    def visit(node, public):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                dunder = child.name.startswith("__") and child.name.endswith("__")
+                named_public = dunder or not child.name.startswith("_")
+                if public and named_public and child.returns is None:
+                    found.append(f"{path}:{child.lineno} {child.name}")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, public and not child.name.startswith("_"))
+
+    visit(tree, True)
+    return found
+
+
+def test_every_public_function_and_method_has_a_return_annotation():
+    missing = []
+    for name, path in _modules().items():
+        with open(path) as handle:
+            missing += _unannotated(ast.parse(handle.read()), name)
+    assert not missing, missing
+    unannotated = "def f(x):\n    return x\nclass C:\n    def m(self) -> int:\n        return 1\n"
+    assert _unannotated(ast.parse(unannotated), "m") == ["m:1 f"]  # the check finds one
