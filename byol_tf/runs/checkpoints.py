@@ -11,13 +11,12 @@ import keras
 
 from byol_tf.runs import run_folder
 
-CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d+)\.keras$")
 
 
 def checkpoint_dir(model_dir) -> str:
     """The folder that holds a run's checkpoints."""
-    return os.path.join(model_dir, CHECKPOINT_DIR)
+    return os.path.join(model_dir, run_folder.CHECKPOINTS)
 
 
 def list_checkpoints(model_dir) -> list[tuple[int, str]]:
