@@ -1,6 +1,8 @@
 """Internal: the structure of BYOL training batches: two views of the same images, labels
 optional."""
 
+from typing import Any
+
 import tensorflow as tf
 
 # The keys of a view batch (`pretrain_dataset()`): the two views of each image, and its label
@@ -11,7 +13,7 @@ VIEW1, VIEW2, LABEL = "view1", "view2", "label"
 CROPS, SEEDS = "crops", "seeds"
 
 
-def crop_batch(data):
+def crop_batch(data) -> dict | None:
     """The crop batch `{"crops", "seeds"[, "label"]}` that `data` holds, or None.
 
     `data` may be wrapped in a tuple, as `train_on_batch` passes it.
@@ -33,7 +35,7 @@ def crop_batch(data):
     return data
 
 
-def unpack_views(data):
+def unpack_views(data) -> tuple[Any, Any, Any]:
     """Splits a training batch into `(view1, view2, labels_or_None)`.
 
     Accepts `{"view1", "view2"[, "label"]}`, `(view1, view2)`, `(view1, view2, label)`,
@@ -68,7 +70,7 @@ def unpack_views(data):
     )
 
 
-def image_shape_of(data):
+def image_shape_of(data) -> tuple[int, int, int] | None:
     """`(H, W, C)` of the first view in a dataset, batch or array structure, else None."""
     spec = data.element_spec if isinstance(data, tf.data.Dataset) else data
     crops = crop_batch(spec)

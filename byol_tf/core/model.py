@@ -2,6 +2,7 @@
 
 import inspect
 import warnings
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -89,7 +90,7 @@ class BYOL(keras.Model):
         augmentation=None,
         head_kernel_initializer=None,
         **kwargs,
-    ):
+    ) -> None:
         super().__init__(**kwargs)
         model_checks.check_arguments(
             encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views
@@ -134,7 +135,7 @@ class BYOL(keras.Model):
             return None
         return shape if len(shape) == 3 and None not in shape else None
 
-    def build(self, input_shape):
+    def build(self, input_shape) -> None:
         """Creates the heads and the target network and copies online → target weights.
 
         Call it inside `strategy.scope()`. `input_shape` is `(batch, H, W, C)` (a dict or pair
@@ -187,7 +188,7 @@ class BYOL(keras.Model):
 
     _warned_without_target_ema = False
 
-    def fit(self, x=None, *args, **kwargs):
+    def fit(self, x=None, *args, **kwargs) -> keras.callbacks.History:
         """`keras.Model.fit`; builds the model from `x`'s image shape first if needed.
 
         A `tf.data.Dataset` is not shuffled by `fit` (Keras ignores `shuffle` for datasets and
@@ -230,17 +231,17 @@ class BYOL(keras.Model):
         if not self._warned_raw_pixels:
             self._warned_raw_pixels = model_checks.warn_if_raw_pixels(x, stacklevel=4)
 
-    def evaluate(self, x=None, *args, **kwargs):
+    def evaluate(self, x=None, *args, **kwargs) -> list[float] | dict[str, float]:
         """`keras.Model.evaluate`; builds the model from `x`'s image shape first if needed."""
         self._build_from_data(x)
         return super().evaluate(x, *args, **kwargs)
 
-    def train_on_batch(self, x, *args, **kwargs):
+    def train_on_batch(self, x, *args, **kwargs) -> list[float] | dict[str, float]:
         """`keras.Model.train_on_batch`; builds the model from `x` first if needed."""
         self._build_from_data(x)
         return super().train_on_batch(x, *args, **kwargs)
 
-    def test_on_batch(self, x, *args, **kwargs):
+    def test_on_batch(self, x, *args, **kwargs) -> list[float] | dict[str, float]:
         """`keras.Model.test_on_batch`; builds the model from `x` first if needed."""
         self._build_from_data(x)
         return super().test_on_batch(x, *args, **kwargs)
@@ -256,13 +257,13 @@ class BYOL(keras.Model):
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         trackers = [self.loss_tracker, self.std_tracker]
         if self.num_classes:
             trackers += [self.probe_loss_tracker, self.probe_accuracy]
         return trackers
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False) -> tf.Tensor:
         """Returns the online representation y = f(images)."""
         return self.encoder(inputs, training=training)
 
@@ -324,7 +325,7 @@ class BYOL(keras.Model):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
-    def train_step(self, data):
+    def train_step(self, data) -> dict[str, tf.Tensor]:
         """One optimiser step on a batch of view pairs (both orderings)."""
         if not self.built:  # fit() builds first; only a hand-made train function gets here
             raise ValueError(
@@ -344,11 +345,11 @@ class BYOL(keras.Model):
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         return self._update_metrics(step_losses)
 
-    def test_step(self, data):
+    def test_step(self, data) -> dict[str, tf.Tensor]:
         """Loss of a batch of view pairs without any update."""
         return self._update_metrics(self._step_losses(data))
 
-    def update_target(self, tau):
+    def update_target(self, tau) -> None:
         """ξ ← τ·ξ + (1 − τ)·θ for every target parameter (compiled; call cross-replica).
 
         BatchNorm moving statistics are left to the target's own forward passes unless the
@@ -365,7 +366,7 @@ class BYOL(keras.Model):
             self._ema_function = target_network.ema_function(pairs, jit_compile=single)
         self._ema_function(tf.constant(tau, tf.float32))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -387,7 +388,7 @@ class BYOL(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config) -> "BYOL":
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         if config.get("augmentation") is not None:

@@ -9,7 +9,9 @@ import tensorflow as tf
 from byol_tf.core.batches import CROPS, VIEW1
 
 
-def check_arguments(encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views):
+def check_arguments(
+    encoder, projection_dim, hidden_dim, num_classes, augmentation, grouped_views
+) -> None:
     """Raises a one-line `ValueError` naming the first of `BYOL`'s arguments out of its range."""
     if not isinstance(encoder, keras.Model):
         raise ValueError(
@@ -33,7 +35,7 @@ def check_arguments(encoder, projection_dim, hidden_dim, num_classes, augmentati
         )
 
 
-def feature_dim(encoder, input_shape):
+def feature_dim(encoder, input_shape) -> int:
     """The width D of the features `[batch, D]` that `encoder` gives for `input_shape`.
 
     Raises:
@@ -71,7 +73,7 @@ def _first_view(data):
     return None
 
 
-def raw_pixel_views(data):
+def raw_pixel_views(data) -> bool:
     """Whether the views of `data` look like [0, 255] pixels rather than normalised ones.
 
     Uint8 views do; float views do when their largest magnitude exceeds any normalised
@@ -96,7 +98,7 @@ def raw_pixel_views(data):
     return sample.size > 0 and float(sample.max()) > _NORMALISED_LIMIT
 
 
-def warn_if_raw_pixels(data, stacklevel=2):
+def warn_if_raw_pixels(data, stacklevel=2) -> bool:
     """Warns when the views of `data` look like [0, 255] pixels (`raw_pixel_views`): the
     encoder would train on inputs it never sees normalised.
 

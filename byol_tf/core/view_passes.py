@@ -1,12 +1,14 @@
 """Internal: the two views of a training batch and their passes through BYOL's networks."""
 
+from typing import Any
+
 import tensorflow as tf
 
 from byol_tf.core import networks
 from byol_tf.core.batches import CROPS, LABEL, SEEDS, VIEW1, crop_batch, unpack_views
 
 
-def view_shape(input_shape):
+def view_shape(input_shape) -> tuple[int | None, ...]:
     """`(batch, H, W, C)` of one view, from the input shape `fit` passes to `build`: such a
     shape, or a dict or pair of them (a crop batch's `[B, 2, H, W, C]` crops, or two views)."""
     if isinstance(input_shape, dict) and CROPS in input_shape:
@@ -19,7 +21,7 @@ def view_shape(input_shape):
     return tuple(input_shape)
 
 
-def views_of(data, augmentation):
+def views_of(data, augmentation) -> tuple[Any, Any, Any]:
     """`(view1, view2, labels_or_None)` of a batch: its views, or those `augmentation` draws
     from its crops.
 
@@ -44,7 +46,7 @@ def views_of(data, augmentation):
     return view1, view2, crops.get(LABEL)
 
 
-def grouped(grouped_views, nets):
+def grouped(grouped_views, nets) -> bool:
     """Whether `nets` forward both views as one batch with per-view statistics.
 
     Args:
@@ -67,7 +69,7 @@ def grouped(grouped_views, nets):
     return bool(grouped_views)
 
 
-def forward_views(view1, view2, nets, groups=None):
+def forward_views(view1, view2, nets, groups=None) -> dict[str, tf.Tensor]:
     """Runs `nets` (`{output name: model}`, applied in order) on both views, in training mode.
 
     Args:
