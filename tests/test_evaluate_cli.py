@@ -118,8 +118,8 @@ def test_linear_official_preset_selection_and_whole_training_images(
 
     captured = {}
 
-    def fake(encoder, train, test, num_classes, **kwargs):
-        captured.update(kwargs, train_shape=train.element_spec[0].shape)
+    def fake(encoder, train, test, info, **kwargs):
+        captured.update(kwargs, train_shape=train.element_spec[0].shape, mean=info.info.mean)
         return {"top1": 0.5, "top5": 1.0}
 
     monkeypatch.setattr(linear_official, "linear_eval_official", fake)

@@ -61,7 +61,7 @@ def _removed_on_failure(folders):
         raise
 
 
-def main(argv):
+def main(argv) -> int:
     """Imports the checkpoint the flags name and prints where its parts went."""
     runner.check_no_arguments(argv)
     from byol_tf.official import importer
@@ -81,7 +81,7 @@ def main(argv):
     return 0
 
 
-def run(program="byol-import"):
+def run(program="byol-import") -> None:
     """The `byol-import` console script (`python -m byol_tf.cli.import_official` too)."""
     runner.run(main, program, program_configs.ImportConfig)
 

@@ -92,11 +92,11 @@ class Source(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def image_shape(self):
+    def image_shape(self) -> tuple | None:
         """`(height, width)` shared by all images, or None when their sizes vary."""
 
     @property
-    def crops_at_decode(self):
+    def crops_at_decode(self) -> bool:
         """Whether `pair_batches` holds crop pairs taken at decode time, not whole images.
 
         Images of varying sizes are cropped when decoded; fixed-size ones later, inside the
@@ -105,7 +105,7 @@ class Source(abc.ABC):
         return self.image_shape is None
 
     @abc.abstractmethod
-    def records(self, seed, offset, repeat, shuffle_buffer):
+    def records(self, seed, offset, repeat, shuffle_buffer) -> tf.data.Dataset:
         """The shuffled record stream of pretraining from element `offset` of the run on.
 
         Epoch e's order is seeded by (seed, e), so the stream from `offset` is the same whether
@@ -122,7 +122,9 @@ class Source(abc.ABC):
         """
 
     @abc.abstractmethod
-    def pair_batches(self, records, seed, batch_size, image_size, configs, skip_corrupt):
+    def pair_batches(
+        self, records, seed, batch_size, image_size, configs, skip_corrupt
+    ) -> tf.data.Dataset:
         """Batches for the pretraining augmentation, from `records`.
 
         Args:
@@ -140,7 +142,7 @@ class Source(abc.ABC):
         """
 
     @abc.abstractmethod
-    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None) -> tf.data.Dataset:
         """`(prepare(image), label)` batches in the split's order, the last partial one kept.
 
         Args:
@@ -170,7 +172,7 @@ class _IndexedSource(Source):
             return slice(None)
         return np.floor(np.arange(max_examples) * (n / max_examples)).astype(np.int64)
 
-    def records(self, seed, offset, repeat, shuffle_buffer):
+    def records(self, seed, offset, repeat, shuffle_buffer) -> tf.data.Dataset:
         """Example indices, int32 scalars (see `Source.records`; `shuffle_buffer` is unused)."""
         n = self.info.num_examples
 
@@ -199,11 +201,13 @@ class ArraySource(_IndexedSource):
     images: np.ndarray
 
     @property
-    def image_shape(self):
+    def image_shape(self) -> tuple:
         """`(height, width)` of the images."""
         return self.images.shape[1:3]
 
-    def pair_batches(self, records, seed, batch_size, image_size, configs, skip_corrupt):
+    def pair_batches(
+        self, records, seed, batch_size, image_size, configs, skip_corrupt
+    ) -> tf.data.Dataset:
         """Batches of whole images and labels (see `Source.pair_batches`)."""
         images, labels = tf.constant(self.images), self._label_tensor()
         batches = records.batch(batch_size, drop_remainder=True)
@@ -211,7 +215,7 @@ class ArraySource(_IndexedSource):
             lambda i: (tf.gather(images, i), tf.gather(labels, i)), num_parallel_calls=AUTOTUNE
         )
 
-    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None) -> tf.data.Dataset:
         """Batches prepared as a whole (see `Source.eval_batches`)."""
         keep = self._spread(max_examples)
         ds = tf.data.Dataset.from_tensor_slices((self.images[keep], self.labels[keep]))
@@ -232,7 +236,7 @@ class FolderSource(_IndexedSource):
     paths: np.ndarray
 
     @property
-    def image_shape(self):
+    def image_shape(self) -> None:
         """None: the files' sizes are not known in advance."""
         return None
 
@@ -240,12 +244,14 @@ class FolderSource(_IndexedSource):
         """Where `decoding.decode_files` counts the files it skips: None fails on the first."""
         return self.skipped if skip_corrupt else None
 
-    def records(self, seed, offset, repeat, shuffle_buffer):
+    def records(self, seed, offset, repeat, shuffle_buffer) -> tf.data.Dataset:
         """`(index, position)` pairs: the file's index and the element's position in the run."""
         indices = super().records(seed, offset, repeat, shuffle_buffer)
         return indices.enumerate(offset).map(lambda position, i: (i, position))
 
-    def pair_batches(self, records, seed, batch_size, image_size, configs, skip_corrupt):
+    def pair_batches(
+        self, records, seed, batch_size, image_size, configs, skip_corrupt
+    ) -> tf.data.Dataset:
         """Batches of crop pairs and labels (see `Source.pair_batches`)."""
         paths, labels = tf.constant(self.paths), self._label_tensor()
         elements = records.map(lambda i, g: (tf.gather(paths, i), g, tf.gather(labels, i)))
@@ -253,7 +259,7 @@ class FolderSource(_IndexedSource):
         decoded = decoding.decode_files(elements, crops, self._skipped_into(skip_corrupt))
         return _batch_pairs(decoded, batch_size)
 
-    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None) -> tf.data.Dataset:
         """Batches of files decoded and prepared one by one (see `Source.eval_batches`)."""
         keep = self._spread(max_examples)
         elements = tf.data.Dataset.from_tensor_slices((self.paths[keep], self.labels[keep]))
@@ -284,7 +290,7 @@ class TfdsSource(Source):
     fixed_shape: tuple | None
 
     @property
-    def image_shape(self):
+    def image_shape(self) -> tuple | None:
         """`(height, width)` when the dataset declares one image size, else None."""
         return self.fixed_shape[:2] if self.fixed_shape else None
 
@@ -304,7 +310,7 @@ class TfdsSource(Source):
             return tf.cast(record[self.label_key], tf.int32)
         return tf.constant(-1, tf.int32)
 
-    def records(self, seed, offset, repeat, shuffle_buffer):
+    def records(self, seed, offset, repeat, shuffle_buffer) -> tf.data.Dataset:
         """`(position, record)` pairs (see `Source.records`).
 
         The records (stored shuffled by tfds) are shuffled within consecutive blocks of
@@ -329,7 +335,9 @@ class TfdsSource(Source):
 
         return _epoch_stream(n, offset, repeat, epoch_records).enumerate(offset)
 
-    def pair_batches(self, records, seed, batch_size, image_size, configs, skip_corrupt):
+    def pair_batches(
+        self, records, seed, batch_size, image_size, configs, skip_corrupt
+    ) -> tf.data.Dataset:
         """Batches of whole images (fixed size) or crop pairs (see `Source.pair_batches`)."""
         fixed = self.fixed_shape
         if fixed:
@@ -348,7 +356,7 @@ class TfdsSource(Source):
             )
         return _batch_pairs(elements, batch_size)
 
-    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None):
+    def eval_batches(self, prepare, batch_size, skip_corrupt, max_examples=None) -> tf.data.Dataset:
         """Batches of images decoded and prepared one by one (see `Source.eval_batches`)."""
 
         def element(record):

@@ -74,7 +74,7 @@ def finetune(
     crop=True,
     seed=0,
     verbose=0,
-):
+) -> dict:
     """Semi-supervised evaluation: fine-tunes a copy of the whole encoder plus a linear head.
 
     `label_fraction` of the labelled training examples (class-balanced and seeded, see
