@@ -20,7 +20,7 @@ class SkippedFiles:
     on tf.data's threads, hence the lock.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._counts = {}  # path → times skipped (an ordered set with counts)
         self._lock = threading.Lock()
 

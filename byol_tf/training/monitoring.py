@@ -94,7 +94,7 @@ class FewLabelKNNMonitor(KNNMonitor):
         draws: draws averaged.
     """
 
-    def __init__(self, *args, labels_per_class, draws=FEW_LABEL_DRAWS, **kwargs):
+    def __init__(self, *args, labels_per_class, draws=FEW_LABEL_DRAWS, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.labels_per_class, self.draws = labels_per_class, draws
 
