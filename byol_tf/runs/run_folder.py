@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from typing import Any
 
 from byol_tf.runs.config_file import (  # noqa: F401  (byol_tf.runs.run_folder.<name>, as before)
     ADDED_LATER,
@@ -42,7 +44,7 @@ def export_dir_of(folder: str, model_dir: str, export_dir: str | None) -> str | 
     return os.path.join(folder, EXPORT) if export_dir else None
 
 
-def prepare_model_dir(model_dir):
+def prepare_model_dir(model_dir) -> None:
     """Creates `model_dir` and checks that it is a writable folder (before any training).
 
     Raises:
@@ -51,7 +53,7 @@ def prepare_model_dir(model_dir):
     prepare_folder(model_dir, "--model_dir")
 
 
-def check_schedule(changes, model_dir, allowed, step, folder):
+def check_schedule(changes, model_dir, allowed, step, folder) -> str | None:
     """Refuses a resume that changes the schedule, unless `allowed`; then records the change.
 
     Args:
@@ -84,7 +86,7 @@ def check_schedule(changes, model_dir, allowed, step, folder):
     return f"Schedule changed at step {step} (--allow_schedule_change): {listed}."
 
 
-def prepare_folder(path, flag):
+def prepare_folder(path, flag) -> None:
     """Creates the output folder `path` and checks that it is writable (before any work).
 
     Raises:
@@ -110,7 +112,7 @@ def _make_folder(path, flag):
         raise ValueError(f"{flag}={path} is not writable: {error.strerror}.") from None
 
 
-def write_dir(model_dir, chief, log=print):
+def write_dir(model_dir, chief, log=print) -> str:
     """The folder this process writes to: `model_dir`, checked and locked, for the chief, else
     a new one.
 
@@ -138,7 +140,7 @@ def write_dir(model_dir, chief, log=print):
     return model_dir
 
 
-def new_folders(path):
+def new_folders(path) -> list[str]:
     """`path` and those of its parents that do not exist yet, deepest first."""
     missing, path = [], os.path.abspath(path)
     while not os.path.lexists(path) and os.path.dirname(path) != path:
@@ -147,7 +149,7 @@ def new_folders(path):
     return missing
 
 
-def remove_empty(folders):
+def remove_empty(folders) -> None:
     """Removes those of `folders` (from `new_folders`) that are empty once their own empty
     subfolders are: a run refused or stopped before it wrote anything leaves no folder of its
     own behind."""
@@ -156,7 +158,7 @@ def remove_empty(folders):
             os.rmdir(folder)  # only an empty folder
 
 
-def remove_write_dir(path, model_dir):
+def remove_write_dir(path, model_dir) -> None:
     """Deletes a non-chief worker's temporary folder (never `model_dir` itself), or releases
     the chief's lock of `model_dir`."""
     if os.path.abspath(path) != os.path.abspath(model_dir):
@@ -172,7 +174,7 @@ class WriteError(RuntimeError):
     """
 
 
-def reason(error):
+def reason(error) -> str:
     """The operating system's reason for `error`, in one line (`No space left on device`).
 
     Takes an `OSError` or a TensorFlow file-system error (its `message`).
@@ -182,7 +184,7 @@ def reason(error):
 
 
 @contextlib.contextmanager
-def writing(what, path, errors=(OSError,)):
+def writing(what, path, errors=(OSError,)) -> Iterator[None]:
     """Turns an `errors` exception raised in the block into a one-line `WriteError`.
 
     Args:
@@ -221,7 +223,7 @@ def _write_atomically(path, write):
             raise
 
 
-def record_flags(folder, flags_text, explicit, step):
+def record_flags(folder, flags_text, explicit, step) -> None:
     """Writes an invocation's flags: `flags.txt` and a line of `flags_history.txt`.
 
     `flags.txt` becomes the invocation's effective flags (every flag, as a flagfile:
@@ -272,7 +274,7 @@ def _sets_one_of(line, names):
     return name in names or (not has_value and name.startswith("no") and name[2:] in names)
 
 
-def write_json(path, content):
+def write_json(path, content) -> None:
     """Writes `content` as JSON under a temporary name, then renames it into place (atomic).
 
     Raises:
@@ -281,17 +283,17 @@ def write_json(path, content):
     _write_atomically(path, lambda handle: json.dump(content, handle, indent=2, sort_keys=True))
 
 
-def write_run_config(folder, run_config):
+def write_run_config(folder, run_config) -> None:
     """Writes `run_config.json`: the run's settings, data statistics and step counts."""
     write_json(os.path.join(folder, RUN_CONFIG), run_config)
 
 
-def write_summary(folder, summary):
+def write_summary(folder, summary) -> None:
     """Writes `summary.json`: the results of a finished run."""
     write_json(os.path.join(folder, SUMMARY), summary)
 
 
-def read_json(path):
+def read_json(path) -> Any:
     """The content of a JSON file, or None when it does not exist.
 
     Raises:
@@ -311,7 +313,7 @@ def read_json(path):
         ) from None
 
 
-def read_run_config(model_dir):
+def read_run_config(model_dir) -> dict[str, Any] | None:
     """The `run_config.json` the training program wrote in `model_dir`, or None.
 
     Raises:
@@ -327,7 +329,7 @@ def read_run_config(model_dir):
     return saved
 
 
-def resume_config(model_dir, log=print):
+def resume_config(model_dir, log=print) -> dict[str, Any]:
     """The `run_config.json` of the run `model_dir` resumes, checked for what a resume compares.
 
     Every setting a resume compares (`ARCHITECTURE`, `SCHEDULE`) must be recorded: a missing
@@ -348,6 +350,6 @@ def resume_config(model_dir, log=print):
     return resume_settings(saved, os.path.join(model_dir, RUN_CONFIG), model_dir, log)
 
 
-def read_summary(folder):
+def read_summary(folder) -> Any:
     """The `summary.json` of a finished run in `folder`, or None."""
     return read_json(os.path.join(folder, SUMMARY))

@@ -8,6 +8,8 @@ plan alone.
 
 import dataclasses
 import os
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -15,10 +17,13 @@ import tensorflow as tf
 from byol_tf.core import networks
 from byol_tf.core.model import BYOL
 from byol_tf.data import pipelines, sources
+from byol_tf.data.source_kinds import SourceInfo
 from byol_tf.runs import checkpoints
 from byol_tf.runs.run_folder import check_resume, resume_config
+from byol_tf.settings.train_config import TrainConfig
 from byol_tf.training import hardware, monitoring, recipes
-from byol_tf.views.device_augment import default_augment_on
+from byol_tf.training.callbacks import TargetEMA
+from byol_tf.views.device_augment import ViewAugmentation, default_augment_on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +52,17 @@ class RunPlan:
     saved: dict
 
     @property
-    def info(self):
+    def info(self) -> SourceInfo:
         """The training split's `SourceInfo` (size, classes, mean and std)."""
         return self.source.info
 
     @property
-    def probe_classes(self):
+    def probe_classes(self) -> int | None:
         """The online probe's classes: the split's, when it has 2 or more; else None (no probe)."""
         classes = self.info.num_classes or 0
         return classes if classes >= 2 else None
 
-    def run_config(self):
+    def run_config(self) -> dict[str, Any]:
         """The run's run_config.json: its settings and what was resolved from them."""
         return dict(
             self.cfg.to_json(),
@@ -71,7 +76,7 @@ class RunPlan:
         )
 
 
-def make_plan(cfg, strategy, log):
+def make_plan(cfg, strategy, log) -> RunPlan:
     """Resolves `cfg` into the run's `RunPlan`, printing each choice in one line through `log`.
 
     Raises:
@@ -146,7 +151,7 @@ def _init_from_note(cfg, started_from):
     )
 
 
-def check_init_from(source, log=print):
+def check_init_from(source, log=print) -> None:
     """Refuses an `--init_from` that does not exist or holds no BYOL networks, before any work.
 
     A run folder gives its newest readable checkpoint; a `.keras` file must hold a `BYOL`
@@ -163,7 +168,7 @@ def check_init_from(source, log=print):
         checkpoints.check_is_checkpoint(source, "--init_from")
 
 
-def head_parameters(cfg):
+def head_parameters(cfg) -> tuple[int, int]:
     """`(trainable, target)`: the parameters of the online projector and predictor, and of the
     target projector, that `cfg` builds.
 
@@ -178,7 +183,7 @@ def head_parameters(cfg):
     return mlp(features) + mlp(output), mlp(features)
 
 
-def memory_bytes():
+def memory_bytes() -> int | None:
     """This machine's physical memory in bytes, or None where the system does not say."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -186,7 +191,7 @@ def memory_bytes():
         return None
 
 
-def check_head_memory(cfg, available=None):
+def check_head_memory(cfg, available=None) -> None:
     """Refuses `--hidden_dim`/`--projection_dim` whose heads alone exceed this machine's memory.
 
     A lower bound of what training needs: 4 bytes (float32) per head weight, online and
@@ -228,7 +233,7 @@ def _check_replicas(cfg, strategy):
         )
 
 
-def recipe_line(cfg, recipe, total_steps, num_examples):
+def recipe_line(cfg, recipe, total_steps, num_examples) -> str:
     """The one line train.py prints about the recipe: which, why, and the flags that override it."""
     why = (
         f"--recipe=auto, {total_steps:,} steps, {num_examples:,} images"
@@ -244,7 +249,7 @@ def recipe_line(cfg, recipe, total_steps, num_examples):
     return f"Recipe ({why}): {recipe.describe()}{overrides}."
 
 
-def warmup_warning(cfg, steps_per_epoch, total_steps):
+def warmup_warning(cfg, steps_per_epoch, total_steps) -> str | None:
     """The line warning that the warm-up lasts the whole run (the rate climbs all run and never
     decays), or None. `cfg` is resolved (`recipes.resolve_recipe`: `warmup_epochs` is set)."""
     warmup = round((cfg.warmup_epochs or 0) * steps_per_epoch)
@@ -259,7 +264,7 @@ def warmup_warning(cfg, steps_per_epoch, total_steps):
     )
 
 
-def resolve_augment_on(cfg, saved, strategy):
+def resolve_augment_on(cfg, saved, strategy) -> tuple[TrainConfig, str]:
     """`cfg` with `augment_on` set, and the line train.py prints about the choice.
 
     An unset `--augment_on` keeps the choice of the run being resumed (`saved`, its
@@ -277,7 +282,7 @@ def resolve_augment_on(cfg, saved, strategy):
     return dataclasses.replace(cfg, augment_on=value), line
 
 
-def resolve_jit_compile(cfg, strategy):
+def resolve_jit_compile(cfg, strategy) -> tuple[TrainConfig, str]:
     """`cfg` with `jit_compile` set, and the line train.py prints about the choice.
 
     An unset `--jit_compile` takes the faster exact (float32) path where the run is: XLA on a
@@ -296,7 +301,7 @@ def resolve_jit_compile(cfg, strategy):
     return dataclasses.replace(cfg, jit_compile=value), line
 
 
-def encoder(cfg, **kwargs):
+def encoder(cfg, **kwargs) -> keras.Model:
     """The ResNet encoder `cfg` names; `kwargs` go to `networks.resnet`."""
     size = cfg.image_size
     return networks.resnet(
@@ -310,7 +315,7 @@ def encoder(cfg, **kwargs):
     )
 
 
-def build_model(plan, strategy):
+def build_model(plan, strategy) -> tuple[BYOL, TargetEMA]:
     """The plan's `BYOL`, compiled with its recipe's optimiser, and the recipe's `TargetEMA`.
 
     Built under `strategy.scope()`; the optimiser and the `TargetEMA` are made once, by
@@ -348,7 +353,7 @@ def build_model(plan, strategy):
     return model, built.target_ema
 
 
-def augmentation_layer(plan):
+def augmentation_layer(plan) -> ViewAugmentation | None:
     """The model's `ViewAugmentation` for `--augment_on=device`, else None."""
     cfg = plan.cfg
     if cfg.augment_on != "device":
@@ -358,7 +363,7 @@ def augmentation_layer(plan):
     )
 
 
-def pretrain_data(plan, micro_step):
+def pretrain_data(plan, micro_step) -> tf.data.Dataset:
     """The pretraining stream from micro-batch `micro_step` on (micro = batch / accumulation)."""
     cfg = plan.cfg
     dataset = pipelines.pretrain_dataset(
@@ -379,7 +384,7 @@ def pretrain_data(plan, micro_step):
     return dataset.with_options(options)
 
 
-def random_init_encoder(cfg):
+def random_init_encoder(cfg) -> Callable[[], keras.Model]:
     """A function building the run's encoder architecture at random initialisation, seeded
     with `--seed` (the baseline of `byol_tf.training.monitoring.baseline_scores`)."""
 
