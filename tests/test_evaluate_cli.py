@@ -12,6 +12,7 @@ from helpers import class_folder, tiny_checkpoint_run
 
 import evaluate
 from byol_tf import evaluation
+from byol_tf.evaluation import evaluate_run
 from byol_tf.runs import checkpoints
 from byol_tf.serving import export
 
@@ -169,7 +170,7 @@ def test_checkpoint_and_its_export_score_alike_on_another_data_set(run_dir, tmp_
         features.append(found[0])
         return found
 
-    monkeypatch.setattr(evaluation, "extract_features", recording)
+    monkeypatch.setattr(evaluate_run, "extract_features", recording)  # the name it calls
     scores = []
     for source in ({"model_dir": str(run_dir)}, {"saved_model": saved}):
         output = str(tmp_path / f"{len(scores)}.json")
