@@ -140,6 +140,19 @@ def test_byol_check_fails_on_a_frozen_encoder_and_on_a_target_that_does_not_copy
         check_encoder_in_byol(functools.partial(tiny_encoder, 32))
 
 
+def test_byol_check_fails_on_a_train_step_that_moves_the_target(monkeypatch):
+    step = byol_tf.BYOL.train_step
+
+    def moving(self, data):
+        logs = step(self, data)
+        self.update_target(0.5)
+        return logs
+
+    monkeypatch.setattr(byol_tf.BYOL, "train_step", moving)
+    with pytest.raises(AssertionError, match="changed the target encoder before any EMA"):
+        check_encoder_in_byol(functools.partial(tiny_encoder, 32))
+
+
 def test_lars_check_fails_on_a_bias_lars_would_decay():
     with pytest.raises(AssertionError, match="lars: .*bias.* is decayed, expected excluded"):
         check_encoder_lars_exclusions(_row_bias_encoder)
