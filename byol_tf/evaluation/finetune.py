@@ -12,13 +12,14 @@ from byol_tf.evaluation.features import (
     check_int,
     encoder_input_side,
     fixed_size_pairs,
+    resolve_num_classes,
     subset_by_fraction,
     topk_hits,
 )
 from byol_tf.views import augment, rng
 
 
-def _labelled_subset(dataset, fraction, batch_size, seed):
+def _labelled_subset(dataset, fraction, batch_size, seed, num_classes):
     """The `subset_by_fraction` examples of a batched `(images, labels)` dataset, re-batched
     (reshuffled each pass).
 
@@ -31,6 +32,7 @@ def _labelled_subset(dataset, fraction, batch_size, seed):
     )
     if len(labels) == 0:
         raise ValueError("train_dataset must yield at least one example. Received an empty one")
+    resolve_num_classes(num_classes, labels)  # a label the head has no class for: refused here
     keep = np.zeros(len(labels), bool)
     keep[subset_by_fraction(labels, fraction, seed)] = True
     keep = tf.constant(keep)
@@ -118,7 +120,7 @@ def finetune(
     keras.utils.set_random_seed(seed)
     train = fixed_size_pairs(train_dataset)
     image_size = encoder_input_side(encoder) or train.element_spec[0].shape[1]
-    train, count = _labelled_subset(train, label_fraction, batch_size, seed)
+    train, count = _labelled_subset(train, label_fraction, batch_size, seed, num_classes)
     steps_per_epoch = -(-count // min(batch_size, count))
     if crop or flip:
         train = _augmented(train, image_size, crop, flip, seed)
