@@ -16,7 +16,7 @@ def test_export_program_checks_export_dir_before_loading(finished_run, tmp_path)
     with pytest.raises(ValueError, match=r"--export_dir=.*/a_file/sub is not writable"):
         export.export_checkpoint(finished_run, str(path / "sub"))
     result = run_program(
-        ["-m", "byol_tf.serving.export", f"--model_dir={finished_run}", f"--export_dir={path}"]
+        ["-m", "byol_tf.cli.export", f"--model_dir={finished_run}", f"--export_dir={path}"]
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
@@ -76,7 +76,7 @@ def test_export_program_takes_the_run_of_a_checkpoint_or_asks_for_its_normalisat
     result = run_program(
         [
             "-m",
-            "byol_tf.serving.export",
+            "byol_tf.cli.export",
             f"--checkpoint={path}",
             f"--export_dir={tmp_path / 'export'}",
         ]

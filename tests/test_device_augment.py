@@ -260,7 +260,7 @@ def test_crop_batches_without_an_augmentation_get_a_clear_error():
     model = byol_tf.BYOL(tiny_encoder(), projection_dim=8, hidden_dim=16)
     model.compile(optimizer=byol_tf.LARS(0.1))
     with pytest.raises(
-        ValueError, match="pass augmentation=byol_tf.data.pipelines.train_step_augmentation"
+        ValueError, match="pass augmentation=byol_tf.data.train_step_augmentation"
     ):
         model.train_on_batch(next(iter(ds)))
     with pytest.raises(ValueError, match="augment_on must be one of host, device"):

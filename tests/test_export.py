@@ -165,7 +165,7 @@ def test_export_checkpoint_without_run_config_needs_mean_and_std(tmp_path):
 @pytest.mark.slow  # two fresh Python processes importing TensorFlow: ~25 s on 2 cores
 def test_export_command_line(tmp_path):
     _training_run(tmp_path / "run", run_config=False)
-    command = ["-m", "byol_tf.serving.export", f"--model_dir={tmp_path / 'run'}"]
+    command = ["-m", "byol_tf.cli.export", f"--model_dir={tmp_path / 'run'}"]
     command.append(f"--export_dir={tmp_path / 'export'}")
     failed = run_program(command, timeout=120)
     assert failed.returncode == 1
