@@ -163,24 +163,42 @@ def test_no_module_over_400_lines_and_no_function_over_60_lines_of_code():
     assert not too_long, too_long
 
 
-@pytest.mark.parametrize(
-    "marker_args, slow_collected",
-    [((), False), (("-m", "slow"), True), (("-m", "not slow"), False)],
-)
-def test_a_bare_pytest_leaves_the_slow_tests_out(marker_args, slow_collected):
-    """conftest.py deselects `slow` and `parity` tests unless `-m` names a selection."""
+def test_a_bare_pytest_leaves_the_slow_tests_out():
+    """conftest.py deselects `slow` and `parity` tests unless `-m` names a selection: a bare
+    `pytest --collect-only` of a file with slow tests lists only the others."""
     tests = os.path.join(os.path.dirname(PACKAGE), "tests")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         *marker_args, os.path.join(tests, "test_bench_harness.py")],
+         os.path.join(tests, "test_bench_harness.py")],
         capture_output=True, text=True, timeout=300, cwd=os.path.dirname(PACKAGE),
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip
-    collected = [line for line in result.stdout.splitlines() if "::" in line]
-    assert collected or not slow_collected, result.stdout + result.stderr
-    slow = {"test_bench_harness.py::" + name for name in _slow_tests("test_bench_harness.py")}
-    assert slow, "the file has slow tests"
-    assert bool(slow & {line.split("tests/")[-1] for line in collected}) == slow_collected
+    collected = {line.split("::")[-1] for line in result.stdout.splitlines() if "::" in line}
+    slow = set(_slow_tests("test_bench_harness.py"))
+    assert slow and collected, result.stdout + result.stderr
+    assert not slow & collected
+
+
+@pytest.mark.parametrize("markexpr, kept", [("", ["fast"]), ("slow", ["fast", "slow", "parity"])])
+def test_the_conftest_hook_keeps_marked_tests_only_when_m_names_a_selection(markexpr, kept):
+    """The hook itself: without `-m` the `slow` and `parity` items go (and are reported as
+    deselected); with any `-m`, pytest's own selection decides and the hook keeps all."""
+    import conftest
+
+    class Item:
+        def __init__(self, name, marker=None):
+            self.name, self.marker = name, marker
+
+        def get_closest_marker(self, name):
+            return name if name == self.marker else None
+
+    deselected = []
+    hook = type("Hook", (), {"pytest_deselected": lambda self, items: deselected.extend(items)})
+    config = type("Config", (), {"option": type("O", (), {"markexpr": markexpr}), "hook": hook()})
+    items = [Item("fast"), Item("slow", "slow"), Item("parity", "parity")]
+    conftest.pytest_collection_modifyitems(config, items)
+    assert [item.name for item in items] == kept
+    assert len(deselected) == 3 - len(kept)
 
 
 def _slow_tests(file_name):
