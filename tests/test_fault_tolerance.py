@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -393,3 +394,38 @@ def test_sigterm_once_the_folder_is_locked_releases_it_and_leaves_no_new_folder(
     code, lines = _terminate(process, log)
     assert code == 143 and lines[-1] == "train.py: terminated (SIGTERM).", (code, lines)
     assert not os.path.exists(model_dir)  # nothing was written in it: removed with its lock
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_that_cuts_an_objects_init_short_ends_in_the_one_line_alone(signum):
+    """SIGTERM (or Ctrl-C) landing inside an `__init__` leaves a half-built object whose
+    `__del__` fails as it is collected (a `zipfile.ZipFile` opening the demo set, in the train
+    program): the program still ends in its one line, with no "Exception ignored" traceback."""
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        from byol_tf.cli import programs
+
+        programs.end_on_sigterm("train.py")
+
+        class HalfBuilt:
+            def __init__(self):
+                os.kill(os.getpid(), {int(signum)})  # the signal lands here, as in ZipFile
+                self.ready = True
+
+            def __del__(self):
+                self.ready  # AttributeError: __init__ never got this far
+
+        try:
+            HalfBuilt()
+        except KeyboardInterrupt:
+            programs.interrupted(["train.py"])
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    line, status = {
+        signal.SIGTERM: ("terminated (SIGTERM)", 143),
+        signal.SIGINT: ("interrupted (Ctrl-C)", 130),
+    }[signum]
+    assert result.returncode == status, result.stderr
+    assert result.stderr.splitlines() == [f"train.py: {line}."], result.stderr

@@ -42,8 +42,17 @@ def interrupted(argv, advice="") -> NoReturn:
     """
     with contextlib.suppress(ValueError):  # signal.signal works in the main thread only
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.unraisablehook = ending_quietly
     print(f"{os.path.basename(argv[0])}: interrupted (Ctrl-C){advice}.", file=sys.stderr)
     raise SystemExit(128 + signal.SIGINT)
+
+
+def ending_quietly(unraisable) -> None:
+    """`sys.unraisablehook` once the program ends at the user's request (Ctrl-C, SIGTERM): the
+    signal may have cut an object's `__init__` short (a `zipfile.ZipFile` opening the demo set,
+    say), and its `__del__` then fails as it is collected. Python would print that as
+    "Exception ignored in ..." with a traceback after the program's one line; it says nothing
+    about the run, so it is dropped."""
 
 
 def end_on_sigterm(program) -> None:
@@ -61,6 +70,7 @@ def end_on_sigterm(program) -> None:
 
     def terminate(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.unraisablehook = ending_quietly
         print(f"{program}: terminated (SIGTERM).", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM)
 
