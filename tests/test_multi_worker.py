@@ -90,8 +90,8 @@ def _main():
     run_plan.networks.resnet = _tiny_encoder
     run_plan.BYOL = functools.partial(run_plan.BYOL, synchronized_bn=True)
     # Without XLA the augmentation skips a compilation that costs more than the training.
-    run_plan.data.pretrain_dataset = functools.partial(
-        run_plan.data.pretrain_dataset, jit_compile=False
+    run_plan.pipelines.pretrain_dataset = functools.partial(
+        run_plan.pipelines.pretrain_dataset, jit_compile=False
     )
     remove = train_run.remove_write_dir
 
