@@ -3,21 +3,51 @@ imports from a lower floor into a higher one, and the layout's figures (tests/te
 
 import ast
 import collections
+import os
 
 
-def imports_of_source(text, module, package_modules, is_package=False):
+def package_modules(root):
+    """`{module name: file}` of every module of the byol_tf package under the folder `root`."""
+    paths = {}
+    for folder, _, files in os.walk(os.path.join(root, "byol_tf")):
+        for entry in files:
+            if entry.endswith(".py"):
+                relative = os.path.relpath(os.path.join(folder, entry), root)[:-3]
+                paths[relative.replace(os.sep, ".").removesuffix(".__init__")] = os.path.join(
+                    folder, entry
+                )
+    return paths
+
+
+def _skipped_nodes(tree, when_imported):
+    """The nodes whose imports do not count: the body of an `if __name__ == "__main__":` block
+    (the program's entry point, run as `__main__` and never when the module is imported); with
+    `when_imported`, also function bodies and `if TYPE_CHECKING:` blocks, which importing the
+    module does not run."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            test = ast.unparse(node.test)
+            if "__main__" in test or (when_imported and "TYPE_CHECKING" in test):
+                skipped.update(id(n) for statement in node.body for n in ast.walk(statement))
+        elif when_imported and isinstance(
+            node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+        ):
+            skipped.update(id(n) for n in ast.walk(node))
+    return skipped
+
+
+def imports_of_source(text, module, package_modules, is_package=False, when_imported=False):
     """The modules of `package_modules` that the source `text` of `module` imports.
 
     Imports at module level and inside functions count: a lazy import is still a dependency.
     An `if __name__ == "__main__":` block does not: it is the program's entry point, run as
-    `__main__` and never when the module is imported. Relative imports are resolved.
+    `__main__` and never when the module is imported. Relative imports are resolved. With
+    `when_imported`, only what importing the module runs counts (not function bodies, not
+    `if TYPE_CHECKING:` blocks).
     """
     tree = ast.parse(text)
-    main_blocks = [
-        node for node in tree.body
-        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
-    ]  # fmt: skip
-    skipped = {id(n) for block in main_blocks for n in ast.walk(block)}
+    skipped = _skipped_nodes(tree, when_imported)
     package = module if is_package else module.rsplit(".", 1)[0]
     found = set()
     for node in ast.walk(tree):

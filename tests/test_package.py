@@ -17,14 +17,7 @@ PACKAGE = os.path.dirname(os.path.abspath(byol_tf.__file__))
 
 def _modules():
     """`{module name: path}` of every module of the package."""
-    paths = {}
-    for folder, _, files in os.walk(PACKAGE):
-        for entry in files:
-            if entry.endswith(".py"):
-                path = os.path.join(folder, entry)
-                relative = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3]
-                paths[relative.replace(os.sep, ".").removesuffix(".__init__")] = path
-    return paths
+    return import_graph.package_modules(os.path.dirname(PACKAGE))
 
 
 def test_every_module_lives_on_a_floor_whose_docstring_says_what_it_owns_and_may_import():

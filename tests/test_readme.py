@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import import_graph
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,44 +240,17 @@ def test_docs_layout_moving_table_gives_each_old_module_its_new_place():
 
 def _package_modules(root=ROOT):
     """`{module name: file}` of every module of the byol_tf package under `root`."""
-    paths = {}
-    for folder, _, files in os.walk(os.path.join(root, "byol_tf")):
-        for entry in files:
-            if entry.endswith(".py"):
-                relative = os.path.relpath(os.path.join(folder, entry), root)[:-3]
-                name = relative.replace(os.sep, ".").removesuffix(".__init__")
-                paths[name] = os.path.join(folder, entry)
-    return paths
+    return import_graph.package_modules(root)
 
 
 def _imported_when_run(path, module, modules):
     """The byol_tf modules that running `path` (module `module`) imports: statements outside
-    functions, outside `if __name__ == "__main__":` and `if TYPE_CHECKING:` blocks."""
-    import ast
-
-    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
-    found, pending = set(), list(ast.parse(open(path, encoding="utf-8").read()).body)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            continue
-        main_or_typing = isinstance(node, ast.If) and re.search(
-            r"__main__|TYPE_CHECKING", ast.unparse(node.test)
+    functions, outside `if __name__ == "__main__":` and `if TYPE_CHECKING:` blocks, and the
+    parents whose `__init__` importing a module runs first."""
+    with open(path, encoding="utf-8") as handle:
+        found = import_graph.imports_of_source(
+            handle.read(), module, modules, path.endswith("__init__.py"), when_imported=True
         )
-        if main_or_typing:
-            pending.extend(node.orelse)
-            continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-        pending.extend(ast.iter_child_nodes(node))
-    # Importing a module runs its parents' __init__ first.
     found = {".".join(n.split(".")[:i]) for n in found for i in range(1, n.count(".") + 2)}
     return {name for name in found if name in modules}
 
